@@ -1,0 +1,143 @@
+// Package blob stores OCI blobs as UnixFS files and reads them back.
+//
+// A blob's CID depends only on its bytes and on the Layout used to chunk it,
+// so the CIDs shoal computes equal those kubo computes for the same layout.
+package blob
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	chunker "github.com/ipfs/boxo/chunker"
+	"github.com/ipfs/boxo/ipld/merkledag"
+	"github.com/ipfs/boxo/ipld/unixfs/importer/balanced"
+	"github.com/ipfs/boxo/ipld/unixfs/importer/helpers"
+	uio "github.com/ipfs/boxo/ipld/unixfs/io"
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+	mh "github.com/multiformats/go-multihash"
+)
+
+// Layout is the set of UnixFS importer parameters that decide a blob's DAG.
+type Layout struct {
+	Name      string
+	ChunkSize int64
+	MaxLinks  int
+}
+
+var (
+	// Kubo is kubo's default layout with --cid-version=1: 256 KiB chunks,
+	// 174 links per node. `nerdctl push ipfs://` on a default kubo node
+	// produces it, so blobs dedup across the two tools.
+	Kubo = Layout{Name: "kubo", ChunkSize: 256 << 10, MaxLinks: helpers.DefaultLinksPerBlock}
+	// V1_2025 is kubo's unixfs-v1-2025 profile: 1 MiB chunks, 1024 links
+	// per node, a quarter of the blocks to request, verify and announce.
+	V1_2025 = Layout{Name: "unixfs-v1-2025", ChunkSize: 1 << 20, MaxLinks: 1024}
+)
+
+// Layouts lists the supported layouts by name.
+var Layouts = map[string]Layout{Kubo.Name: Kubo, V1_2025.Name: V1_2025}
+
+// ParseLayout returns the layout with the given name.
+func ParseLayout(name string) (Layout, error) {
+	l, ok := Layouts[name]
+	if !ok {
+		return Layout{}, fmt.Errorf("unknown UnixFS layout %q (want %q or %q)", name, Kubo.Name, V1_2025.Name)
+	}
+	return l, nil
+}
+
+// cidBuilder is CIDv1, sha2-256; raw leaves are set in the importer params.
+var cidBuilder = cid.Prefix{Version: 1, Codec: cid.DagProtobuf, MhType: mh.SHA2_256, MhLength: -1}
+
+// Add chunks r into a balanced UnixFS DAG with raw leaves, writes its blocks
+// to dst and returns the root CID.
+func Add(ctx context.Context, dst ipld.DAGService, r io.Reader, l Layout) (cid.Cid, error) {
+	if l.ChunkSize <= 0 || l.MaxLinks < 2 {
+		return cid.Undef, fmt.Errorf("invalid UnixFS layout %+v", l)
+	}
+	batch := &batchingDAG{DAGService: dst, b: ipld.NewBatch(ctx, dst, ipld.MaxSizeBatchOption(32<<20))}
+	params := helpers.DagBuilderParams{
+		Maxlinks:   l.MaxLinks,
+		RawLeaves:  true,
+		CidBuilder: cidBuilder,
+		Dagserv:    batch,
+	}
+	db, err := params.New(chunker.NewSizeSplitter(&ctxReader{ctx: ctx, r: r}, l.ChunkSize))
+	if err != nil {
+		return cid.Undef, err
+	}
+	root, err := balanced.Layout(db)
+	if err != nil {
+		return cid.Undef, err
+	}
+	if err := batch.b.Commit(); err != nil {
+		return cid.Undef, err
+	}
+	return root.Cid(), nil
+}
+
+// batchingDAG sends the importer's writes through a batch so that blocks
+// reach the blockstore in large PutMany calls instead of one at a time.
+type batchingDAG struct {
+	ipld.DAGService
+	b *ipld.Batch
+}
+
+func (d *batchingDAG) Add(_ context.Context, n ipld.Node) error { return d.b.Add(context.Background(), n) }
+func (d *batchingDAG) AddMany(_ context.Context, ns []ipld.Node) error {
+	return d.b.AddMany(context.Background(), ns)
+}
+
+// ctxReader stops a long import when its context ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// Reader reads a blob's bytes from its DAG.
+type Reader interface {
+	io.ReadSeekCloser
+	io.WriterTo
+	Size() uint64
+}
+
+// Open returns a reader over the UnixFS file at c. Any UnixFS file DAG is
+// accepted, whatever parameters built it.
+func Open(ctx context.Context, get ipld.NodeGetter, c cid.Cid) (Reader, error) {
+	n, err := get.Get(ctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", c, err)
+	}
+	r, err := uio.NewDagReader(ctx, n, get)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", c, err)
+	}
+	return r, nil
+}
+
+// Links returns the children of a block in a UnixFS file DAG: none for a raw
+// leaf, the links of a dag-pb node otherwise.
+func Links(n ipld.Node) ([]cid.Cid, error) {
+	switch n.(type) {
+	case *merkledag.RawNode:
+		return nil, nil
+	case *merkledag.ProtoNode:
+	default:
+		return nil, fmt.Errorf("block %s: codec %#x is not part of a UnixFS file", n.Cid(), n.Cid().Prefix().Codec)
+	}
+	ls := n.Links()
+	out := make([]cid.Cid, len(ls))
+	for i, l := range ls {
+		out[i] = l.Cid
+	}
+	return out, nil
+}

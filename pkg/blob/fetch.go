@@ -1,0 +1,59 @@
+package blob
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+)
+
+// Fetch makes every block of the DAG at root available through get, one
+// level of the tree at a time with the whole level requested at once, so
+// that many blocks are in flight from all peers. Blocks already stored are
+// not requested again, which is what lets an interrupted pull resume.
+// onBlock, if not nil, is called with each block's raw size as it arrives.
+func Fetch(ctx context.Context, get ipld.NodeGetter, root cid.Cid, onBlock func(size int)) error {
+	level := []cid.Cid{root}
+	for len(level) > 0 {
+		level = dedup(level)
+		var next []cid.Cid
+		got := 0
+		for opt := range get.GetMany(ctx, level) {
+			if opt.Err != nil {
+				return fmt.Errorf("fetch %s: %w", root, opt.Err)
+			}
+			got++
+			if onBlock != nil {
+				onBlock(len(opt.Node.RawData()))
+			}
+			links, err := Links(opt.Node)
+			if err != nil {
+				return fmt.Errorf("fetch %s: %w", root, err)
+			}
+			next = append(next, links...)
+		}
+		if got != len(level) {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("fetch %s: %w", root, err)
+			}
+			return fmt.Errorf("fetch %s: %d of %d blocks arrived", root, got, len(level))
+		}
+		level = next
+	}
+	return nil
+}
+
+// dedup drops repeated CIDs: GetMany answers each distinct CID once, and a
+// file whose chunks repeat (zeros, say) links the same leaf many times.
+func dedup(cs []cid.Cid) []cid.Cid {
+	seen := make(map[cid.Cid]struct{}, len(cs))
+	out := cs[:0:0]
+	for _, c := range cs {
+		if _, ok := seen[c]; !ok {
+			seen[c] = struct{}{}
+			out = append(out, c)
+		}
+	}
+	return out
+}
