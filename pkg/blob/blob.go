@@ -85,7 +85,9 @@ type batchingDAG struct {
 	b *ipld.Batch
 }
 
-func (d *batchingDAG) Add(_ context.Context, n ipld.Node) error { return d.b.Add(context.Background(), n) }
+func (d *batchingDAG) Add(_ context.Context, n ipld.Node) error {
+	return d.b.Add(context.Background(), n)
+}
 func (d *batchingDAG) AddMany(_ context.Context, ns []ipld.Node) error {
 	return d.b.AddMany(context.Background(), ns)
 }

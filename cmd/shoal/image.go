@@ -1,0 +1,169 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/pkg/image"
+	"github.com/shoal-ipfs/shoal/pkg/progress"
+	"github.com/shoal-ipfs/shoal/pkg/transport"
+	"github.com/spf13/cobra"
+)
+
+func pushCmd(g *globals) *cobra.Command {
+	var platforms []string
+	var plainHTTP bool
+	c := &cobra.Command{
+		Use:   "push SOURCE",
+		Short: "Add an image to IPFS and pin it; prints its root CID",
+		Long: `Add an image to IPFS and pin it; the last line of stdout is the image's root CID.
+
+SOURCE is oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE or docker://REF.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			pls, err := parsePlatforms(platforms)
+			if err != nil {
+				return err
+			}
+			src, err := transport.OpenSource(ctx, args[0], transport.SourceOptions{PlainHTTP: plainHTTP})
+			if errors.Is(err, transport.ErrUnknownTransport) {
+				return usageError{err}
+			}
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			api, err := g.api(ctx, false)
+			if err != nil {
+				return err
+			}
+			defer api.Close()
+			start := time.Now()
+			bar := progress.New(cmd.ErrOrStderr(), "push")
+			res, err := image.Push(ctx, api, src, image.PushOptions{Platforms: pls, Progress: bar})
+			bar.Done()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "pushed %s (%s, %s) in %s\n", args[0], strings.Join(res.Image.Platforms, ","), humanBytes(res.Image.Size), time.Since(start).Round(time.Millisecond))
+			fmt.Fprintln(cmd.OutOrStdout(), res.Root)
+			return nil
+		},
+	}
+	c.Flags().StringArrayVar(&platforms, "platform", nil, "keep only this platform, os/arch[/variant] (repeatable; default all)")
+	c.Flags().BoolVar(&plainHTTP, "plain-http", false, "reach docker:// registries over plain HTTP (local test registries)")
+	return c
+}
+
+func pullCmd(g *globals) *cobra.Command {
+	var to string
+	var timeout time.Duration
+	c := &cobra.Command{
+		Use:   "pull CID --to DEST",
+		Short: "Fetch an image by CID from peers, verify it, and write it out",
+		Long: `Fetch an image by CID (bare or ipfs://CID) from the connected peers, verify
+every blob against its digest, write it to DEST and pin it.
+
+DEST is oci:DIR[:TAG] or oci-archive:FILE[:TAG].`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			root, err := transport.ParseCID(args[0])
+			if err != nil {
+				return usageError{err}
+			}
+			if to == "" {
+				return usageError{errors.New("pull needs --to DEST (oci:DIR[:TAG] or oci-archive:FILE[:TAG])")}
+			}
+			dst, err := transport.OpenDestination(to)
+			if errors.Is(err, transport.ErrUnknownTransport) {
+				return usageError{err}
+			}
+			if err != nil {
+				return err
+			}
+			defer dst.Close()
+			api, err := g.api(ctx, true)
+			if err != nil {
+				return err
+			}
+			defer api.Close()
+			start := time.Now()
+			bar := progress.New(cmd.ErrOrStderr(), "pull")
+			res, err := image.Pull(ctx, api, root, dst, image.PullOptions{Timeout: timeout, Progress: bar})
+			bar.Done()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "pulled %s (%s, %s) to %s in %s\n", root, strings.Join(res.Image.Platforms, ","), humanBytes(res.Image.Size), to, time.Since(start).Round(time.Millisecond))
+			fmt.Fprintln(cmd.OutOrStdout(), res.Descriptor.Digest)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&to, "to", "", "destination: oci:DIR[:TAG] or oci-archive:FILE[:TAG]")
+	c.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up when no block has arrived for this long (0: never)")
+	addPeerFlag(c, g)
+	return c
+}
+
+func inspectCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "inspect CID",
+		Short: "Show an image's tree: root, index, manifests, config and layers",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			root, err := transport.ParseCID(args[0])
+			if err != nil {
+				return usageError{err}
+			}
+			api, err := g.api(cmd.Context(), true)
+			if err != nil {
+				return err
+			}
+			defer api.Close()
+			tree, err := image.Inspect(cmd.Context(), api, root)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), tree)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ROLE\tMEDIA TYPE\tDIGEST\tSIZE\tCID")
+			var walk func(n *image.Node, depth int)
+			walk = func(n *image.Node, depth int) {
+				role := strings.Repeat("  ", depth) + n.Role
+				if n.Platform != nil {
+					role += " " + n.Platform.OS + "/" + n.Platform.Architecture
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", role, n.MediaType, n.Digest, n.Size, n.CID)
+				for _, c := range n.Children {
+					walk(c, depth+1)
+				}
+			}
+			walk(tree, 0)
+			return tw.Flush()
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print the tree as JSON")
+	addPeerFlag(c, g)
+	return c
+}
+
+func parsePlatforms(ss []string) ([]ocispec.Platform, error) {
+	var out []ocispec.Platform
+	for _, s := range ss {
+		p, err := image.ParsePlatform(s)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}

@@ -1,0 +1,109 @@
+// Command shoal distributes container images peer-to-peer over IPFS.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/shoal-ipfs/shoal/pkg/daemon"
+	"github.com/shoal-ipfs/shoal/pkg/node"
+	"github.com/spf13/cobra"
+)
+
+// usageError marks errors in how the command was called (exit code 2).
+type usageError struct{ error }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRoot().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "shoal:", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+// globals are the flags every command shares.
+type globals struct {
+	home    string
+	peers   []string
+	verbose bool
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "shoal",
+		Short:         "Container images distributed peer-to-peer over IPFS",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.PersistentFlags().StringVar(&g.home, "home", node.DefaultHome(), "state directory ($SHOAL_HOME)")
+	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log what the node does to stderr")
+	root.AddCommand(
+		initCmd(g), idCmd(g), daemonCmd(g),
+		pushCmd(g), pullCmd(g), inspectCmd(g),
+		imagesCmd(g), rmCmd(g), gcCmd(g),
+	)
+	return root
+}
+
+// addPeerFlag adds --peer to a command that goes online.
+func addPeerFlag(c *cobra.Command, g *globals) {
+	c.Flags().StringArrayVar(&g.peers, "peer", nil, "connect to this peer first (MULTIADDR ending in /p2p/ID; repeatable)")
+}
+
+func (g *globals) logger() *slog.Logger {
+	if !g.verbose {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// api returns the running daemon's API, or opens the store here. Commands
+// that talk to peers pass online; they listen on free ports so they never
+// collide with a daemon's.
+func (g *globals) api(ctx context.Context, online bool) (daemon.API, error) {
+	if err := g.ensureInit(); err != nil {
+		return nil, err
+	}
+	opts := node.Options{Online: online, Peers: g.peers, Logger: g.logger()}
+	if online {
+		opts.Listen = []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"}
+	}
+	return daemon.Open(ctx, g.home, opts)
+}
+
+// ensureInit initialises the home on first use, as kubo's commands do not
+// but every shoal user would expect.
+func (g *globals) ensureInit() error {
+	_, err := node.Init(g.home, node.DefaultConfig())
+	return err
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := cobra.ExactArgs(n)(cmd, args); err != nil {
+			return usageError{fmt.Errorf("%w\nusage: %s", err, cmd.UseLine())}
+		}
+		return nil
+	}
+}

@@ -1,0 +1,218 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/shoal-ipfs/shoal/pkg/daemon"
+	"github.com/shoal-ipfs/shoal/pkg/node"
+	"github.com/shoal-ipfs/shoal/pkg/transport"
+	"github.com/spf13/cobra"
+)
+
+func initCmd(g *globals) *cobra.Command {
+	cfg := node.DefaultConfig()
+	c := &cobra.Command{
+		Use:   "init",
+		Short: "Create the node's identity and config under $SHOAL_HOME",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			created, err := node.Init(g.home, cfg)
+			if err != nil {
+				return err
+			}
+			if !created {
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s is already initialised\n", g.home)
+			}
+			n, err := node.Open(cmd.Context(), g.home, node.Options{})
+			if err != nil {
+				return err
+			}
+			defer n.Close()
+			id, err := n.ID(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "peer ID %s\nstate in %s\n", id.ID, g.home)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&cfg.Import.Layout, "layout", cfg.Import.Layout, "UnixFS layout of new blobs: kubo or unixfs-v1-2025")
+	c.Flags().StringVar(&cfg.Datastore.Blocks, "blocks", cfg.Datastore.Blocks, "block store: flatfs or pebble")
+	c.Flags().StringArrayVar(&cfg.Swarm.Listen, "listen", cfg.Swarm.Listen, "daemon swarm address (repeatable)")
+	return c
+}
+
+func idCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "id",
+		Short: "Show the node's peer ID and listen addresses",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			api, err := g.api(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			defer api.Close()
+			id, err := api.ID(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), id)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), id.ID)
+			for _, a := range id.Addresses {
+				fmt.Fprintln(cmd.OutOrStdout(), a)
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON (fields ID and Addresses, as `ipfs id`)")
+	return c
+}
+
+func daemonCmd(g *globals) *cobra.Command {
+	var listen []string
+	var socket string
+	var noMDNS bool
+	c := &cobra.Command{
+		Use:   "daemon",
+		Short: "Run the node: serve blocks to peers and the API to other shoal commands",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := g.ensureInit(); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			log := g.logger()
+			if log == nil {
+				log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			}
+			opts := node.Options{Online: true, Peers: g.peers, NoMDNS: noMDNS, Logger: log}
+			if len(listen) > 0 {
+				opts.Listen = listen
+			}
+			n, err := node.Open(ctx, g.home, opts)
+			if err != nil {
+				return err
+			}
+			defer n.Close()
+			if socket == "" {
+				socket = n.Config().SocketPath(g.home)
+			}
+			id, err := n.ID(ctx)
+			if err != nil {
+				return err
+			}
+			log.Info("shoal daemon running", "peer", id.ID, "addresses", strings.Join(id.Addresses, " "), "api", socket)
+			return daemon.NewServer(n, log).Serve(ctx, socket)
+		},
+	}
+	c.Flags().StringArrayVar(&listen, "listen", nil, "swarm address, port 0 for a free port (repeatable; default from config)")
+	c.Flags().StringVar(&socket, "api-socket", "", "API unix socket (default $SHOAL_HOME/shoal.sock)")
+	c.Flags().BoolVar(&noMDNS, "no-mdns", false, "do not look for peers on the local network")
+	addPeerFlag(c, g)
+	return c
+}
+
+func imagesCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "images",
+		Short: "List pinned images",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			api, err := g.api(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			defer api.Close()
+			imgs, err := api.Images(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), imgs)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "CID\tSOURCE\tPLATFORMS\tSIZE\tCREATED")
+			for _, img := range imgs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", img.CID, img.Source, strings.Join(img.Platforms, ","), humanBytes(img.Size), img.Created.Local().Format(time.DateTime))
+			}
+			return tw.Flush()
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
+	return c
+}
+
+func rmCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rm CID...",
+		Short: "Unpin images; `shoal gc` then frees their blocks",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageError{fmt.Errorf("rm needs at least one CID")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			api, err := g.api(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			defer api.Close()
+			for _, a := range args {
+				c, err := transport.ParseCID(a)
+				if err != nil {
+					return usageError{err}
+				}
+				if err := api.RemoveImage(cmd.Context(), c); err != nil {
+					return fmt.Errorf("rm %s: %w (see `shoal images`)", c, err)
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), c)
+			}
+			return nil
+		},
+	}
+}
+
+func gcCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "gc",
+		Short: "Delete blocks that no pinned image uses",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			api, err := g.api(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			defer api.Close()
+			res, err := api.GC(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %d blocks (%s), kept %d\n", res.Blocks, humanBytes(res.Bytes), res.Kept)
+			return nil
+		},
+	}
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

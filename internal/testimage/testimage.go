@@ -1,0 +1,82 @@
+// Package testimage writes small, real OCI images for tests.
+package testimage
+
+import (
+	"fmt"
+	"math/rand"
+
+	"github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// Platforms of the multi-platform test image.
+var Platforms = []v1.Platform{{OS: "linux", Architecture: "amd64"}, {OS: "linux", Architecture: "arm64", Variant: "v8"}}
+
+// Image returns an image of the platform with the given gzip layers,
+// deterministic for a seed. Layer 0 is shared by every image of a seed, as
+// a base layer is.
+func Image(seed int64, p v1.Platform, layerSizes ...int64) (v1.Image, error) {
+	img := empty.Image
+	for i, size := range layerSizes {
+		s := seed*1000 + int64(i)
+		if i > 0 {
+			s += int64(len(p.Architecture)) * 100
+		}
+		l, err := random.Layer(size, types.OCILayer, random.WithSource(rand.NewSource(s)))
+		if err != nil {
+			return nil, err
+		}
+		if img, err = mutate.AppendLayers(img, l); err != nil {
+			return nil, err
+		}
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture, cf.Variant = p.OS, p.Architecture, p.Variant
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		return nil, err
+	}
+	return mutate.MediaType(mutate.ConfigMediaType(img, types.OCIConfigJSON), types.OCIManifestSchema1), nil
+}
+
+// Index returns a multi-platform index of Platforms, each image with the
+// given layers.
+func Index(seed int64, layerSizes ...int64) (v1.ImageIndex, error) {
+	var adds []mutate.IndexAddendum
+	for _, p := range Platforms {
+		img, err := Image(seed, p, layerSizes...)
+		if err != nil {
+			return nil, err
+		}
+		adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &p}})
+	}
+	return mutate.IndexMediaType(mutate.AppendManifests(empty.Index, adds...), types.OCIImageIndex), nil
+}
+
+// WriteLayout writes an image or index into an OCI layout at dir, tagged.
+func WriteLayout(dir, tag string, v any) error {
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		p, err = layout.FromPath(dir)
+		if err != nil {
+			return err
+		}
+	}
+	opt := layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": tag})
+	switch x := v.(type) {
+	case v1.Image:
+		return p.AppendImage(x, opt)
+	case v1.ImageIndex:
+		return p.AppendIndex(x, opt)
+	default:
+		return fmt.Errorf("testimage: cannot write %T", v)
+	}
+}

@@ -1,0 +1,96 @@
+// Package daemon serves a running node to shoal commands over a unix
+// socket, and gives commands one API whether the node is embedded in the
+// command or owned by a daemon.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/shoal-ipfs/shoal/pkg/image"
+	"github.com/shoal-ipfs/shoal/pkg/node"
+)
+
+// API is what shoal commands do with a node.
+type API interface {
+	image.Store
+	ID(ctx context.Context) (node.Identity, error)
+	Images(ctx context.Context) ([]node.Image, error)
+	Image(ctx context.Context, root cid.Cid) (node.Image, error)
+	RemoveImage(ctx context.Context, root cid.Cid) error
+	GC(ctx context.Context) (node.GCResult, error)
+	Connect(ctx context.Context, peers ...peer.AddrInfo) error
+	Close() error
+}
+
+var _ API = (*node.Node)(nil)
+var _ API = (*Client)(nil)
+
+// ErrNoDaemon means no daemon answers on the socket.
+var ErrNoDaemon = errors.New("no daemon running")
+
+// Dial returns a client of the daemon on socket, or ErrNoDaemon.
+func Dial(ctx context.Context, socket string) (*Client, error) {
+	c := &Client{
+		http: &http.Client{Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", socket)
+			},
+			DisableCompression: true,
+		}},
+	}
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := c.ID(pctx); err != nil {
+		var ne *net.OpError
+		if errors.As(err, &ne) {
+			return nil, ErrNoDaemon
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// Open returns the API of the daemon on the home's socket if one runs,
+// else opens the node in this process.
+func Open(ctx context.Context, home string, opts node.Options) (API, error) {
+	cfg, err := node.LoadConfig(home)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Dial(ctx, cfg.SocketPath(home))
+	if err == nil {
+		if len(opts.Peers) > 0 {
+			peers, err := node.ParsePeers(opts.Peers)
+			if err != nil {
+				c.Close()
+				return nil, err
+			}
+			if err := c.Connect(ctx, peers...); err != nil {
+				c.Close()
+				return nil, err
+			}
+		}
+		return c, nil
+	}
+	if !errors.Is(err, ErrNoDaemon) {
+		return nil, err
+	}
+	return node.Open(ctx, home, opts)
+}
+
+type errorBody struct {
+	Message string `json:"Message"`
+}
+
+func closeBody(r io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(r, 64<<10))
+	r.Close()
+}

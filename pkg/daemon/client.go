@@ -1,0 +1,169 @@
+package daemon
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/shoal-ipfs/shoal/pkg/node"
+)
+
+// Client talks to a running daemon.
+type Client struct {
+	http *http.Client
+}
+
+// base is a placeholder host: the transport always dials the socket.
+const base = "http://shoal"
+
+func (c *Client) do(ctx context.Context, method, path string, body io.Reader, out any) error {
+	resp, err := c.send(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	defer closeBody(resp.Body)
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("daemon %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+// send returns the response of a successful request; any other status
+// becomes an error carrying the daemon's message.
+func (c *Client) send(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
+	defer closeBody(resp.Body)
+	var eb errorBody
+	_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&eb)
+	if eb.Message == "" {
+		eb.Message = resp.Status
+	}
+	err = errors.New(eb.Message)
+	if resp.StatusCode == http.StatusNotFound {
+		err = fmt.Errorf("%w: %s", node.ErrNotFound, eb.Message)
+	}
+	return nil, err
+}
+
+func (c *Client) ID(ctx context.Context) (node.Identity, error) {
+	var id node.Identity
+	return id, c.do(ctx, http.MethodGet, "/v0/id", nil, &id)
+}
+
+func (c *Client) Add(ctx context.Context, r io.Reader) (cid.Cid, error) {
+	var res addResult
+	if err := c.do(ctx, http.MethodPost, "/v0/add", r, &res); err != nil {
+		return cid.Undef, err
+	}
+	return cid.Decode(res.Cid)
+}
+
+func (c *Client) Cat(ctx context.Context, root cid.Cid) (io.ReadCloser, error) {
+	resp, err := c.send(ctx, http.MethodGet, "/v0/cat/"+root.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+func (c *Client) Fetch(ctx context.Context, root cid.Cid, onBlock func(int)) error {
+	resp, err := c.send(ctx, http.MethodPost, "/v0/fetch/"+root.String(), nil)
+	if err != nil {
+		return err
+	}
+	defer closeBody(resp.Body)
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var ev fetchEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("daemon fetch %s: %w", root, err)
+		}
+		if onBlock != nil && ev.Bytes > 0 {
+			onBlock(int(ev.Bytes))
+		}
+		if ev.Error != "" {
+			return errors.New(ev.Error)
+		}
+		if ev.Done {
+			return nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("daemon fetch %s: %w", root, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return fmt.Errorf("daemon fetch %s: stream ended early", root)
+}
+
+func (c *Client) PinImage(ctx context.Context, img node.Image) error {
+	b, err := json.Marshal(img)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, http.MethodPost, "/v0/images", bytes.NewReader(b), nil)
+}
+
+func (c *Client) Images(ctx context.Context) ([]node.Image, error) {
+	var imgs []node.Image
+	return imgs, c.do(ctx, http.MethodGet, "/v0/images", nil, &imgs)
+}
+
+func (c *Client) Image(ctx context.Context, root cid.Cid) (node.Image, error) {
+	var img node.Image
+	return img, c.do(ctx, http.MethodGet, "/v0/images/"+root.String(), nil, &img)
+}
+
+func (c *Client) RemoveImage(ctx context.Context, root cid.Cid) error {
+	return c.do(ctx, http.MethodDelete, "/v0/images/"+root.String(), nil, nil)
+}
+
+func (c *Client) GC(ctx context.Context) (node.GCResult, error) {
+	var res node.GCResult
+	return res, c.do(ctx, http.MethodPost, "/v0/gc", nil, &res)
+}
+
+func (c *Client) Connect(ctx context.Context, peers ...peer.AddrInfo) error {
+	var req connectRequest
+	for _, p := range peers {
+		addrs, err := peer.AddrInfoToP2pAddrs(&p)
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			req.Addrs = append(req.Addrs, a.String())
+		}
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, http.MethodPost, "/v0/connect", bytes.NewReader(b), nil)
+}
+
+// Close releases idle connections; the daemon keeps running.
+func (c *Client) Close() error {
+	c.http.CloseIdleConnections()
+	return nil
+}

@@ -1,0 +1,268 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/shoal-ipfs/shoal/pkg/node"
+)
+
+// Server exposes a node on a unix socket.
+type Server struct {
+	node *node.Node
+	log  *slog.Logger
+	srv  *http.Server
+}
+
+// NewServer serves n; log may be nil.
+func NewServer(n *node.Node, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{node: n, log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v0/id", s.id)
+	mux.HandleFunc("POST /v0/add", s.add)
+	mux.HandleFunc("GET /v0/cat/{cid}", s.cat)
+	mux.HandleFunc("POST /v0/fetch/{cid}", s.fetch)
+	mux.HandleFunc("GET /v0/images", s.images)
+	mux.HandleFunc("POST /v0/images", s.pinImage)
+	mux.HandleFunc("GET /v0/images/{cid}", s.image)
+	mux.HandleFunc("DELETE /v0/images/{cid}", s.removeImage)
+	mux.HandleFunc("POST /v0/gc", s.gc)
+	mux.HandleFunc("POST /v0/connect", s.connect)
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return s
+}
+
+// Serve listens on the socket until ctx ends. A stale socket left by a
+// killed daemon is replaced; the store lock, held by the node, guarantees
+// no live daemon owns it.
+func (s *Server) Serve(ctx context.Context, socket string) error {
+	_ = os.Remove(socket)
+	l, err := net.Listen("unix", socket)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", socket, err)
+	}
+	if err := os.Chmod(socket, 0o600); err != nil {
+		l.Close()
+		return err
+	}
+	defer os.Remove(socket)
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.srv.Shutdown(sctx); err != nil {
+			s.srv.Close()
+		}
+		<-errc
+		return nil
+	}
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	code := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, node.ErrNotFound):
+		code = http.StatusNotFound
+	case errors.Is(err, errBadRequest):
+		code = http.StatusBadRequest
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(errorBody{Message: err.Error()})
+}
+
+var errBadRequest = errors.New("bad request")
+
+func pathCID(r *http.Request) (cid.Cid, error) {
+	c, err := cid.Decode(r.PathValue("cid"))
+	if err != nil {
+		return cid.Undef, fmt.Errorf("%w: CID %q: %v", errBadRequest, r.PathValue("cid"), err)
+	}
+	return c, nil
+}
+
+func (s *Server) id(w http.ResponseWriter, r *http.Request) {
+	id, err := s.node.ID(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, id)
+}
+
+type addResult struct {
+	Cid string `json:"Cid"`
+}
+
+func (s *Server) add(w http.ResponseWriter, r *http.Request) {
+	c, err := s.node.Add(r.Context(), r.Body)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, addResult{Cid: c.String()})
+}
+
+func (s *Server) cat(w http.ResponseWriter, r *http.Request) {
+	c, err := pathCID(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	rc, err := s.node.Cat(r.Context(), c)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	if _, err := io.Copy(w, rc); err != nil {
+		// Headers are gone; breaking the connection is the only way to
+		// tell the client its bytes are incomplete.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// fetchEvent is one line of the fetch stream.
+type fetchEvent struct {
+	Blocks int    `json:"Blocks,omitempty"`
+	Bytes  int64  `json:"Bytes,omitempty"`
+	Error  string `json:"Error,omitempty"`
+	Done   bool   `json:"Done,omitempty"`
+}
+
+func (s *Server) fetch(w http.ResponseWriter, r *http.Request) {
+	c, err := pathCID(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	enc := json.NewEncoder(w)
+	flusher, _ := w.(http.Flusher)
+	var ev fetchEvent
+	last := time.Now()
+	err = s.node.Fetch(r.Context(), c, func(n int) {
+		ev.Blocks++
+		ev.Bytes += int64(n)
+		// Batch progress so a many-block DAG is not a line per block,
+		// but keep the client's idle timer fed.
+		if time.Since(last) > 50*time.Millisecond {
+			_ = enc.Encode(ev)
+			if flusher != nil {
+				flusher.Flush()
+			}
+			ev = fetchEvent{}
+			last = time.Now()
+		}
+	})
+	if err != nil {
+		_ = enc.Encode(fetchEvent{Blocks: ev.Blocks, Bytes: ev.Bytes, Error: err.Error()})
+		return
+	}
+	ev.Done = true
+	_ = enc.Encode(ev)
+}
+
+func (s *Server) images(w http.ResponseWriter, r *http.Request) {
+	imgs, err := s.node.Images(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, imgs)
+}
+
+func (s *Server) image(w http.ResponseWriter, r *http.Request) {
+	c, err := pathCID(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	img, err := s.node.Image(r.Context(), c)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, img)
+}
+
+func (s *Server) pinImage(w http.ResponseWriter, r *http.Request) {
+	var img node.Image
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<20)).Decode(&img); err != nil {
+		writeError(w, fmt.Errorf("%w: image record: %v", errBadRequest, err))
+		return
+	}
+	if err := s.node.PinImage(r.Context(), img); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) removeImage(w http.ResponseWriter, r *http.Request) {
+	c, err := pathCID(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.node.RemoveImage(r.Context(), c); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) gc(w http.ResponseWriter, r *http.Request) {
+	res, err := s.node.GC(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, res)
+}
+
+type connectRequest struct {
+	Addrs []string `json:"Addrs"`
+}
+
+func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
+	var req connectRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
+		writeError(w, fmt.Errorf("%w: %v", errBadRequest, err))
+		return
+	}
+	peers, err := node.ParsePeers(req.Addrs)
+	if err != nil {
+		writeError(w, fmt.Errorf("%w: %v", errBadRequest, err))
+		return
+	}
+	for _, p := range peers {
+		if err := s.node.AddPeer(r.Context(), p); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

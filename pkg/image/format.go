@@ -1,0 +1,207 @@
+// Package image converts OCI and Docker images to shoal's image format on
+// IPFS and back.
+//
+// The format is nerdctl's: every blob is a UnixFS file; every descriptor
+// carries "urls": ["ipfs://CID"] for its blob; the top-level descriptor,
+// itself with its urls, is serialised as JSON and added as one more blob
+// whose CID is the image's CID. Layer and config digests never change, so
+// every OCI digest still verifies in any client.
+package image
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/ipfs/go-cid"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/pkg/transport"
+)
+
+// URLScheme prefixes the CIDs in descriptor urls.
+const URLScheme = "ipfs://"
+
+// Size limits for the JSON documents of an image, which are read whole.
+const (
+	maxRootSize     = 64 << 10
+	maxManifestSize = 4 << 20
+	maxConfigSize   = 8 << 20
+)
+
+// ErrNotImage is returned for a CID or document that is not part of an image.
+var ErrNotImage = errors.New("not an image")
+
+// CIDOf returns the CID in a descriptor's first ipfs:// url.
+func CIDOf(d ocispec.Descriptor) (cid.Cid, error) {
+	for _, u := range d.URLs {
+		if s, ok := strings.CutPrefix(u, URLScheme); ok {
+			c, err := cid.Decode(s)
+			if err != nil {
+				return cid.Undef, fmt.Errorf("descriptor %s: url %q: %w", d.Digest, u, err)
+			}
+			return c, nil
+		}
+	}
+	return cid.Undef, fmt.Errorf("descriptor %s: %w: no ipfs:// url", d.Digest, ErrNotImage)
+}
+
+// WithCID returns d with its blob's CID as its first url; any other ipfs://
+// url is dropped and other urls are kept.
+func WithCID(d ocispec.Descriptor, c cid.Cid) ocispec.Descriptor {
+	urls := []string{URLScheme + c.String()}
+	for _, u := range d.URLs {
+		if !strings.HasPrefix(u, URLScheme) {
+			urls = append(urls, u)
+		}
+	}
+	d.URLs = urls
+	return d
+}
+
+// ParseRoot parses the root blob of an image: a descriptor of an index or
+// a manifest that names its blob's CID.
+func ParseRoot(data []byte) (ocispec.Descriptor, error) {
+	var d ocispec.Descriptor
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&d); err != nil {
+		return d, fmt.Errorf("%w: root is not an OCI descriptor: %v", ErrNotImage, err)
+	}
+	if !transport.IsIndex(d.MediaType) && !transport.IsManifest(d.MediaType) {
+		return d, fmt.Errorf("%w: root descriptor has media type %q, want an index or a manifest", ErrNotImage, d.MediaType)
+	}
+	if err := transport.CheckDescriptor(d); err != nil {
+		return d, fmt.Errorf("%w: root: %v", ErrNotImage, err)
+	}
+	if _, err := CIDOf(d); err != nil {
+		return d, err
+	}
+	return d, nil
+}
+
+// document is an index or manifest kept as raw JSON, so that fields shoal
+// does not know survive conversion.
+type document struct {
+	raw       map[string]json.RawMessage
+	Manifests []ocispec.Descriptor // index entries
+	Config    *ocispec.Descriptor  // manifest config
+	Layers    []ocispec.Descriptor // manifest layers
+}
+
+// ParseDocument parses an index or manifest of the given media type and
+// checks every descriptor in it.
+func ParseDocument(mediaType string, data []byte) (*document, error) {
+	doc := &document{}
+	if err := json.Unmarshal(data, &doc.raw); err != nil {
+		return nil, fmt.Errorf("%s: %w", mediaType, err)
+	}
+	var typed struct {
+		SchemaVersion int                  `json:"schemaVersion"`
+		MediaType     string               `json:"mediaType"`
+		Manifests     []ocispec.Descriptor `json:"manifests"`
+		Config        *ocispec.Descriptor  `json:"config"`
+		Layers        []ocispec.Descriptor `json:"layers"`
+	}
+	if err := json.Unmarshal(data, &typed); err != nil {
+		return nil, fmt.Errorf("%s: %w", mediaType, err)
+	}
+	if typed.SchemaVersion != 2 {
+		return nil, fmt.Errorf("%s: schemaVersion %d, want 2", mediaType, typed.SchemaVersion)
+	}
+	if typed.MediaType != "" && typed.MediaType != mediaType {
+		return nil, fmt.Errorf("document says media type %q, its descriptor %q", typed.MediaType, mediaType)
+	}
+	var all []ocispec.Descriptor
+	switch {
+	case transport.IsIndex(mediaType):
+		doc.Manifests = typed.Manifests
+		all = typed.Manifests
+	case transport.IsManifest(mediaType):
+		if typed.Config == nil {
+			return nil, fmt.Errorf("%s: no config", mediaType)
+		}
+		doc.Config, doc.Layers = typed.Config, typed.Layers
+		all = append([]ocispec.Descriptor{*typed.Config}, typed.Layers...)
+	default:
+		return nil, fmt.Errorf("media type %q is neither an index nor a manifest", mediaType)
+	}
+	for _, d := range all {
+		if err := transport.CheckDescriptor(d); err != nil {
+			return nil, fmt.Errorf("%s: %w", mediaType, err)
+		}
+	}
+	return doc, nil
+}
+
+// Marshal writes the document back with its descriptors as they are now.
+func (doc *document) Marshal() ([]byte, error) {
+	set := func(key string, v any) error {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		doc.raw[key] = b
+		return nil
+	}
+	if doc.Config != nil {
+		if err := set("config", doc.Config); err != nil {
+			return nil, err
+		}
+		if err := set("layers", doc.Layers); err != nil {
+			return nil, err
+		}
+	} else if err := set("manifests", doc.Manifests); err != nil {
+		return nil, err
+	}
+	return json.Marshal(doc.raw)
+}
+
+// platformOf reads "os/arch[/variant]" from an image config.
+func platformOf(config []byte) string {
+	var c struct {
+		OS           string `json:"os"`
+		Architecture string `json:"architecture"`
+		Variant      string `json:"variant"`
+	}
+	if json.Unmarshal(config, &c) != nil || c.OS == "" {
+		return ""
+	}
+	return formatPlatform(ocispec.Platform{OS: c.OS, Architecture: c.Architecture, Variant: c.Variant})
+}
+
+func formatPlatform(p ocispec.Platform) string {
+	s := p.OS + "/" + p.Architecture
+	if p.Variant != "" {
+		s += "/" + p.Variant
+	}
+	return s
+}
+
+// ParsePlatform parses os/arch[/variant].
+func ParsePlatform(s string) (ocispec.Platform, error) {
+	parts := strings.Split(s, "/")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+		return ocispec.Platform{}, fmt.Errorf("platform %q: want os/arch[/variant]", s)
+	}
+	p := ocispec.Platform{OS: parts[0], Architecture: parts[1]}
+	if len(parts) == 3 {
+		p.Variant = parts[2]
+	}
+	return p, nil
+}
+
+func platformMatches(want []ocispec.Platform, have *ocispec.Platform) bool {
+	if len(want) == 0 {
+		return true
+	}
+	if have == nil {
+		return false
+	}
+	for _, w := range want {
+		if w.OS == have.OS && w.Architecture == have.Architecture && (w.Variant == "" || w.Variant == have.Variant) {
+			return true
+		}
+	}
+	return false
+}

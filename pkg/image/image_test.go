@@ -1,0 +1,274 @@
+package image_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
+	"github.com/ipfs/go-cid"
+	"github.com/shoal-ipfs/shoal/internal/testimage"
+	"github.com/shoal-ipfs/shoal/pkg/image"
+	"github.com/shoal-ipfs/shoal/pkg/node"
+	"github.com/shoal-ipfs/shoal/pkg/transport"
+)
+
+// newNode starts a node on loopback with its own home, connected to peers.
+func newNode(t *testing.T, peers ...*node.Node) *node.Node {
+	t.Helper()
+	home := t.TempDir()
+	cfg := node.DefaultConfig()
+	cfg.Swarm.Listen = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+	cfg.Swarm.MDNS = false
+	if _, err := node.Init(home, cfg); err != nil {
+		t.Fatal(err)
+	}
+	var addrs []string
+	for _, p := range peers {
+		id, err := p.ID(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, id.Addresses[0])
+	}
+	n, err := node.Open(context.Background(), home, node.Options{Online: true, Peers: addrs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func pushIndex(t *testing.T, ctx context.Context, n *node.Node, seed int64) image.Result {
+	t.Helper()
+	dir := t.TempDir()
+	idx, err := testimage.Index(seed, 3<<20, 1<<20, 70<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testimage.WriteLayout(dir, "v1", idx); err != nil {
+		t.Fatal(err)
+	}
+	src, err := transport.OpenSource(ctx, "oci:"+dir+":v1", transport.SourceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	res, err := image.Push(ctx, n, src, image.PushOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func pullTo(ctx context.Context, n *node.Node, root cid.Cid, dir string, timeout time.Duration) (image.Result, error) {
+	dst, err := transport.OpenDestination("oci:" + dir + ":pulled")
+	if err != nil {
+		return image.Result{}, err
+	}
+	defer dst.Close()
+	return image.Pull(ctx, n, root, dst, image.PullOptions{Timeout: timeout})
+}
+
+func checkLayout(t *testing.T, dir string) {
+	t.Helper()
+	p, err := layout.FromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ii, err := p.ImageIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := validate.Index(ii); err != nil {
+		t.Fatalf("pulled layout does not validate: %v", err)
+	}
+}
+
+func TestPushPullThreeNodes(t *testing.T) {
+	ctx := ctxT(t)
+	a := newNode(t)
+	b := newNode(t, a)
+	c := newNode(t, a, b)
+
+	res := pushIndex(t, ctx, a, 1)
+	if got := res.Image.Platforms; len(got) != 2 || got[0] != "linux/amd64" || got[1] != "linux/arm64/v8" {
+		t.Fatalf("platforms %v", got)
+	}
+	// Same image again: same CID, nothing new stored.
+	before := countBlocks(t, a)
+	again := pushIndex(t, ctx, a, 1)
+	if again.Root != res.Root {
+		t.Fatalf("second push gave %s, first %s", again.Root, res.Root)
+	}
+	if after := countBlocks(t, a); after != before {
+		t.Fatalf("second push stored %d new blocks", after-before)
+	}
+
+	for _, n := range []*node.Node{b, c} {
+		dir := t.TempDir()
+		got, err := pullTo(ctx, n, res.Root, dir, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Descriptor.Digest != res.Descriptor.Digest {
+			t.Fatalf("pulled %s, pushed %s", got.Descriptor.Digest, res.Descriptor.Digest)
+		}
+		checkLayout(t, dir)
+		imgs, err := n.Images(ctx)
+		if err != nil || len(imgs) != 1 || imgs[0].CID != res.Root.String() {
+			t.Fatalf("images after pull: %v %v", imgs, err)
+		}
+	}
+}
+
+func countBlocks(t *testing.T, n *node.Node) int {
+	t.Helper()
+	ch, err := n.Blockstore().AllKeysChan(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := 0
+	for range ch {
+		count++
+	}
+	return count
+}
+
+func TestPullResumesFetchingOnlyWhatIsMissing(t *testing.T) {
+	ctx := ctxT(t)
+	a := newNode(t)
+	b := newNode(t, a)
+	res := pushIndex(t, ctx, a, 2)
+
+	tree, err := image.Inspect(ctx, b, res.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An "interrupted" pull: the biggest layer of the first platform arrived.
+	layer := tree.Children[0].Children[0].Children[1]
+	if err := b.Fetch(ctx, cid.MustParse(layer.CID), nil); err != nil {
+		t.Fatal(err)
+	}
+	stat := func() uint64 {
+		s, err := bitswapStat(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	start := stat()
+	if _, err := pullTo(ctx, b, res.Root, t.TempDir(), 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	fetched := stat() - start
+	total := uint64(countBlocks(t, a))
+	if fetched == 0 || fetched >= total-12 { // the layer is 13 blocks
+		t.Fatalf("resumed pull fetched %d blocks of %d", fetched, total)
+	}
+}
+
+func TestPullErrors(t *testing.T) {
+	ctx := ctxT(t)
+	a := newNode(t)
+	b := newNode(t, a)
+
+	plain, err := a.Add(ctx, bytes.NewReader([]byte("just a file\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if _, err := pullTo(ctx, b, plain, dir, 10*time.Second); !errors.Is(err, image.ErrNotImage) {
+		t.Fatalf("pull of a plain file: %v, want ErrNotImage", err)
+	}
+	assertNoImage(t, b, dir)
+
+	missing := cid.MustParse("bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4")
+	start := time.Now()
+	if _, err := pullTo(ctx, b, missing, dir, 2*time.Second); !errors.Is(err, image.ErrTimeout) {
+		t.Fatalf("pull of content nobody has: %v, want ErrTimeout", err)
+	}
+	if time.Since(start) > 30*time.Second {
+		t.Fatalf("timeout of 2s took %s", time.Since(start))
+	}
+	assertNoImage(t, b, dir)
+}
+
+// TestPullRejectsBlobThatDoesNotMatchItsDigest covers a manifest whose
+// layer url names a CID of other bytes: every block verifies, the blob does
+// not, and nothing is written or pinned.
+func TestPullRejectsBlobThatDoesNotMatchItsDigest(t *testing.T) {
+	ctx := ctxT(t)
+	a := newNode(t)
+	b := newNode(t, a)
+	dir := t.TempDir()
+	img, err := testimage.Image(3, testimage.Platforms[0], 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testimage.WriteLayout(dir, "v1", img); err != nil {
+		t.Fatal(err)
+	}
+	src, err := transport.OpenSource(ctx, "oci:"+dir+":v1", transport.SourceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	liar := &lyingStore{Node: a}
+	res, err := image.Push(ctx, liar, src, image.PushOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	_, err = pullTo(ctx, b, res.Root, out, 10*time.Second)
+	if !errors.Is(err, transport.ErrDigestMismatch) {
+		t.Fatalf("pull: %v, want ErrDigestMismatch", err)
+	}
+	assertNoImage(t, b, out)
+}
+
+// lyingStore adds one extra byte to every blob over 64 KiB, as a broken or
+// malicious publisher would.
+type lyingStore struct{ *node.Node }
+
+func (l *lyingStore) Add(ctx context.Context, r io.Reader) (cid.Cid, error) {
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(r); err != nil {
+		return cid.Undef, err
+	}
+	if buf.Len() > 64<<10 {
+		buf.WriteByte('!')
+	}
+	return l.Node.Add(ctx, &buf)
+}
+
+func assertNoImage(t *testing.T, n *node.Node, dir string) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(dir, "index.json")); err == nil {
+		t.Fatal("a failed pull left an index.json")
+	}
+	imgs, err := n.Images(context.Background())
+	if err != nil || len(imgs) != 0 {
+		t.Fatalf("a failed pull left images %v (%v)", imgs, err)
+	}
+}
+
+func bitswapStat(n *node.Node) (uint64, error) {
+	s, err := n.BitswapStat()
+	if err != nil {
+		return 0, err
+	}
+	return s.BlocksReceived, nil
+}

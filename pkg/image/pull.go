@@ -1,0 +1,273 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/pkg/node"
+	"github.com/shoal-ipfs/shoal/pkg/transport"
+	"golang.org/x/sync/errgroup"
+)
+
+// PullOptions change a pull.
+type PullOptions struct {
+	// Timeout ends the pull when no block has arrived for this long; zero
+	// waits as long as the context allows.
+	Timeout time.Duration
+	// Parallel is how many blobs are fetched at once.
+	Parallel int
+	Progress Progress
+}
+
+// ErrTimeout is the cause of a pull that saw no progress for its timeout.
+var ErrTimeout = errors.New("no peer sent the content in time")
+
+// Pull fetches the image at root from the store's peers, verifies every
+// blob against its digest, writes the image to dst and pins it.
+func Pull(ctx context.Context, store Store, root cid.Cid, dst transport.Destination, opts PullOptions) (Result, error) {
+	if opts.Parallel <= 0 {
+		opts.Parallel = 6
+	}
+	if opts.Progress == nil {
+		opts.Progress = noProgress{}
+	}
+	ctx, kick, stop := idleTimeout(ctx, opts.Timeout)
+	defer stop()
+	p := &puller{store: store, dst: dst, opts: opts, kick: kick, seen: map[cid.Cid]bool{}}
+	res, err := p.pull(ctx, root)
+	if err != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, ErrTimeout) {
+			err = fmt.Errorf("%w after %s without a block: %v; check that a peer holding it is reachable (--peer)", ErrTimeout, opts.Timeout, err)
+		}
+		return Result{}, fmt.Errorf("pull %s: %w", root, err)
+	}
+	return res, nil
+}
+
+type puller struct {
+	store Store
+	dst   transport.Destination
+	opts  PullOptions
+	kick  func()
+
+	mu        sync.Mutex
+	seen      map[cid.Cid]bool
+	blobs     []ocispec.Descriptor // config and layers, to stream to dst
+	docs      []docBlob            // indexes and manifests, already read
+	cids      []string
+	size      int64
+	platforms []string
+}
+
+type docBlob struct {
+	desc ocispec.Descriptor
+	data []byte
+}
+
+func (p *puller) pull(ctx context.Context, root cid.Cid) (Result, error) {
+	rootJSON, err := p.readSmall(ctx, root, maxRootSize)
+	if err != nil {
+		return Result{}, fmt.Errorf("%w (%v); pass the CID that `shoal push` printed", ErrNotImage, err)
+	}
+	top, err := ParseRoot(rootJSON)
+	if err != nil {
+		return Result{}, fmt.Errorf("%s is %w; pass the CID that `shoal push` printed", root, err)
+	}
+	p.cids = append(p.cids, root.String())
+	if err := p.walk(ctx, top); err != nil {
+		return Result{}, err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(p.opts.Parallel)
+	for _, d := range p.blobs {
+		p.opts.Progress.AddTotal(d.Size)
+		g.Go(func() error { return p.fetchBlob(gctx, d) })
+	}
+	if err := g.Wait(); err != nil {
+		return Result{}, err
+	}
+	for _, doc := range p.docs {
+		if err := p.dst.WriteBlob(ctx, doc.desc, bytes.NewReader(doc.data)); err != nil {
+			return Result{}, err
+		}
+	}
+	if err := p.dst.Commit(ctx, top); err != nil {
+		return Result{}, fmt.Errorf("write %s: %w", p.dst.Reference(), err)
+	}
+	sort.Strings(p.platforms)
+	img := node.Image{
+		CID:       root.String(),
+		Source:    URLScheme + root.String(),
+		Platforms: p.platforms,
+		Size:      p.size,
+		Created:   time.Now().UTC(),
+		Blobs:     p.cids,
+	}
+	if err := p.store.PinImage(ctx, img); err != nil {
+		return Result{}, err
+	}
+	return Result{Root: root, Image: img, Descriptor: top}, nil
+}
+
+// walk reads the indexes and manifests under d and lists their blobs.
+func (p *puller) walk(ctx context.Context, d ocispec.Descriptor) error {
+	c, err := CIDOf(d)
+	if err != nil {
+		return err
+	}
+	if !p.note(c, d) {
+		return nil
+	}
+	if !transport.IsIndex(d.MediaType) && !transport.IsManifest(d.MediaType) {
+		p.mu.Lock()
+		p.blobs = append(p.blobs, d)
+		p.mu.Unlock()
+		return nil
+	}
+	data, err := p.readVerified(ctx, c, d, maxManifestSize)
+	if err != nil {
+		return err
+	}
+	p.docs = append(p.docs, docBlob{d, data})
+	doc, err := ParseDocument(d.MediaType, data)
+	if err != nil {
+		return fmt.Errorf("manifest %s (%s): %w", d.Digest, c, err)
+	}
+	if doc.Config == nil {
+		for _, m := range doc.Manifests {
+			if m.Platform != nil {
+				p.addPlatform(formatPlatform(*m.Platform))
+			}
+			if err := p.walk(ctx, m); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if d.Platform == nil {
+		cc, err := CIDOf(*doc.Config)
+		if err != nil {
+			return err
+		}
+		cfg, err := p.readVerified(ctx, cc, *doc.Config, maxConfigSize)
+		if err != nil {
+			return err
+		}
+		p.addPlatform(platformOf(cfg))
+	}
+	for _, b := range append([]ocispec.Descriptor{*doc.Config}, doc.Layers...) {
+		if err := p.walk(ctx, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// note records a blob of the image once; it reports whether c is new.
+func (p *puller) note(c cid.Cid, d ocispec.Descriptor) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.seen[c] {
+		return false
+	}
+	p.seen[c] = true
+	p.cids = append(p.cids, c.String())
+	p.size += d.Size
+	return true
+}
+
+func (p *puller) addPlatform(s string) {
+	for _, have := range p.platforms {
+		if have == s || s == "" {
+			return
+		}
+	}
+	p.platforms = append(p.platforms, s)
+}
+
+// fetchBlob makes a blob's blocks local, then streams it to the
+// destination, which verifies size and digest.
+func (p *puller) fetchBlob(ctx context.Context, d ocispec.Descriptor) error {
+	c, err := CIDOf(d)
+	if err != nil {
+		return err
+	}
+	var fetched int64
+	err = p.store.Fetch(ctx, c, func(n int) {
+		p.kick()
+		fetched += int64(n)
+		p.opts.Progress.Add(int64(n))
+	})
+	if err != nil {
+		return fmt.Errorf("blob %s (%s): %w", d.Digest, c, err)
+	}
+	// Parent blocks count too; settle the bar on the blob's own size.
+	p.opts.Progress.Add(d.Size - fetched)
+	p.kick() // what follows is local work
+	if ok, err := p.dst.Has(ctx, d); err != nil || ok {
+		return err
+	}
+	p.kick()
+	rc, err := p.store.Cat(ctx, c)
+	if err != nil {
+		return fmt.Errorf("blob %s (%s): %w", d.Digest, c, err)
+	}
+	defer rc.Close()
+	if err := p.dst.WriteBlob(ctx, d, rc); err != nil {
+		return fmt.Errorf("blob %s (%s): %w", d.Digest, c, err)
+	}
+	return nil
+}
+
+// readSmall fetches and reads a small blob whole.
+func (p *puller) readSmall(ctx context.Context, c cid.Cid, limit int64) ([]byte, error) {
+	if err := p.store.Fetch(ctx, c, func(int) { p.kick() }); err != nil {
+		return nil, err
+	}
+	rc, err := p.store.Cat(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is over the %d-byte limit", c, limit)
+	}
+	return data, nil
+}
+
+func (p *puller) readVerified(ctx context.Context, c cid.Cid, d ocispec.Descriptor, limit int64) ([]byte, error) {
+	if d.Size > limit {
+		return nil, fmt.Errorf("blob %s: %d bytes is over the %d-byte limit for %s", d.Digest, d.Size, limit, d.MediaType)
+	}
+	data, err := p.readSmall(ctx, c, limit)
+	if err != nil {
+		return nil, fmt.Errorf("blob %s (%s): %w", d.Digest, c, err)
+	}
+	if err := transport.VerifyReader(bytes.NewReader(data), d); err != nil {
+		return nil, fmt.Errorf("%w (from %s)", err, c)
+	}
+	return data, nil
+}
+
+// idleTimeout returns a context that ends with ErrTimeout once kick has not
+// been called for d. With d zero it never times out.
+func idleTimeout(parent context.Context, d time.Duration) (ctx context.Context, kick func(), stop func()) {
+	ctx, cancel := context.WithCancelCause(parent)
+	if d <= 0 {
+		return ctx, func() {}, func() { cancel(nil) }
+	}
+	t := time.AfterFunc(d, func() { cancel(ErrTimeout) })
+	return ctx, func() { t.Reset(d) }, func() { t.Stop(); cancel(nil) }
+}

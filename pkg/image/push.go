@@ -1,0 +1,283 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/pkg/node"
+	"github.com/shoal-ipfs/shoal/pkg/transport"
+	"golang.org/x/sync/errgroup"
+)
+
+// Store is what conversion needs of an IPFS node: the embedded node, or a
+// client of a running daemon.
+type Store interface {
+	Add(ctx context.Context, r io.Reader) (cid.Cid, error)
+	Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error)
+	Fetch(ctx context.Context, c cid.Cid, onBlock func(int)) error
+	PinImage(ctx context.Context, img node.Image) error
+}
+
+// Progress receives byte counts as a push or pull moves blobs.
+type Progress interface {
+	AddTotal(n int64)
+	Add(n int64)
+}
+
+type noProgress struct{}
+
+func (noProgress) AddTotal(int64) {}
+func (noProgress) Add(int64)      {}
+
+// PushOptions change a push.
+type PushOptions struct {
+	// Platforms keeps only these platforms of a multi-platform image; all
+	// are kept when empty.
+	Platforms []ocispec.Platform
+	// Parallel is how many blobs are added at once.
+	Parallel int
+	Progress Progress
+}
+
+// Result is what a push or pull produced.
+type Result struct {
+	Root  cid.Cid
+	Image node.Image
+	// Descriptor is the image's top-level descriptor, with its urls.
+	Descriptor ocispec.Descriptor
+}
+
+// Push converts the image from src into the IPFS format, pins it and
+// records it. Every blob read from src is verified against its digest.
+func Push(ctx context.Context, store Store, src transport.Source, opts PushOptions) (Result, error) {
+	if opts.Parallel <= 0 {
+		opts.Parallel = 3
+	}
+	if opts.Progress == nil {
+		opts.Progress = noProgress{}
+	}
+	p := &pusher{store: store, src: src, opts: opts, done: map[digest.Digest]cid.Cid{}}
+	top, err := src.Root(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	converted, err := p.convert(ctx, top)
+	if err != nil {
+		return Result{}, fmt.Errorf("push %s: %w", src.Reference(), err)
+	}
+	rootJSON, err := json.Marshal(converted)
+	if err != nil {
+		return Result{}, err
+	}
+	root, err := store.Add(ctx, bytes.NewReader(rootJSON))
+	if err != nil {
+		return Result{}, fmt.Errorf("push %s: add root: %w", src.Reference(), err)
+	}
+	img := node.Image{
+		CID:       root.String(),
+		Source:    src.Reference(),
+		Platforms: p.platformList(),
+		Size:      p.size,
+		Created:   time.Now().UTC(),
+		Blobs:     append([]string{root.String()}, p.cidList()...),
+	}
+	if err := store.PinImage(ctx, img); err != nil {
+		return Result{}, fmt.Errorf("push %s: %w", src.Reference(), err)
+	}
+	return Result{Root: root, Image: img, Descriptor: converted}, nil
+}
+
+type pusher struct {
+	store Store
+	src   transport.Source
+	opts  PushOptions
+
+	mu        sync.Mutex
+	done      map[digest.Digest]cid.Cid
+	size      int64
+	platforms []string
+}
+
+// convert adds the blob of d, and for an index or manifest first the blobs
+// it names, and returns d as it appears in the converted image.
+func (p *pusher) convert(ctx context.Context, d ocispec.Descriptor) (ocispec.Descriptor, error) {
+	if !transport.IsIndex(d.MediaType) && !transport.IsManifest(d.MediaType) {
+		return p.addBlob(ctx, d, nil)
+	}
+	data, err := p.readSmall(ctx, d, maxManifestSize)
+	if err != nil {
+		return d, err
+	}
+	doc, err := ParseDocument(d.MediaType, data)
+	if err != nil {
+		return d, fmt.Errorf("manifest %s: %w", d.Digest, err)
+	}
+	if doc.Config == nil {
+		var kept []ocispec.Descriptor
+		for _, m := range doc.Manifests {
+			if !platformMatches(p.opts.Platforms, m.Platform) {
+				continue
+			}
+			nm, err := p.convert(ctx, m)
+			if err != nil {
+				return d, err
+			}
+			kept = append(kept, nm)
+		}
+		if len(kept) == 0 {
+			return d, fmt.Errorf("index %s: no manifest for the platforms asked for", d.Digest)
+		}
+		doc.Manifests = kept
+	} else {
+		cfg, err := p.readSmall(ctx, *doc.Config, maxConfigSize)
+		if err != nil {
+			return d, err
+		}
+		p.addPlatform(platformOf(cfg))
+		if len(p.opts.Platforms) > 0 && d.Platform == nil {
+			if pl, err := ParsePlatform(platformOf(cfg)); err != nil || !platformMatches(p.opts.Platforms, &pl) {
+				return d, fmt.Errorf("image %s is %s, not a platform asked for", d.Digest, platformOf(cfg))
+			}
+		}
+		c, err := p.addBlob(ctx, *doc.Config, cfg)
+		if err != nil {
+			return d, err
+		}
+		doc.Config = &c
+		layers := make([]ocispec.Descriptor, len(doc.Layers))
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(p.opts.Parallel)
+		for i, l := range doc.Layers {
+			p.opts.Progress.AddTotal(l.Size)
+			g.Go(func() error {
+				nl, err := p.addBlob(gctx, l, nil)
+				layers[i] = nl
+				return err
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return d, err
+		}
+		doc.Layers = layers
+	}
+	out, err := doc.Marshal()
+	if err != nil {
+		return d, err
+	}
+	nd := ocispec.Descriptor{
+		MediaType:    d.MediaType,
+		Digest:       digest.FromBytes(out),
+		Size:         int64(len(out)),
+		Platform:     d.Platform,
+		Annotations:  d.Annotations,
+		ArtifactType: d.ArtifactType,
+	}
+	return p.addBlob(ctx, nd, out)
+}
+
+// readSmall reads a JSON document of the image whole, verified.
+func (p *pusher) readSmall(ctx context.Context, d ocispec.Descriptor, limit int64) ([]byte, error) {
+	if d.Size > limit {
+		return nil, fmt.Errorf("blob %s: %d bytes is over the %d-byte limit for %s", d.Digest, d.Size, limit, d.MediaType)
+	}
+	rc, err := p.src.Open(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	v, err := transport.NewVerifier(io.LimitReader(rc, limit+1), d)
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(v)
+}
+
+// addBlob adds a blob, from data when given, else from the source, and
+// returns its descriptor with the blob's CID in its urls.
+func (p *pusher) addBlob(ctx context.Context, d ocispec.Descriptor, data []byte) (ocispec.Descriptor, error) {
+	p.mu.Lock()
+	c, seen := p.done[d.Digest]
+	p.mu.Unlock()
+	if seen {
+		return WithCID(d, c), nil
+	}
+	var r io.Reader
+	if data != nil {
+		v, err := transport.NewVerifier(bytes.NewReader(data), d)
+		if err != nil {
+			return d, err
+		}
+		r = v
+	} else {
+		rc, err := p.src.Open(ctx, d)
+		if err != nil {
+			return d, err
+		}
+		defer rc.Close()
+		v, err := transport.NewVerifier(rc, d)
+		if err != nil {
+			return d, err
+		}
+		r = &countingReader{r: v, progress: p.opts.Progress}
+	}
+	c, err := p.store.Add(ctx, r)
+	if err != nil {
+		return d, fmt.Errorf("add blob %s: %w", d.Digest, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, seen := p.done[d.Digest]; !seen {
+		p.done[d.Digest] = c
+		p.size += d.Size
+	}
+	return WithCID(d, c), nil
+}
+
+func (p *pusher) addPlatform(s string) {
+	if s == "" {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, have := range p.platforms {
+		if have == s {
+			return
+		}
+	}
+	p.platforms = append(p.platforms, s)
+}
+
+func (p *pusher) platformList() []string {
+	out := append([]string{}, p.platforms...)
+	sort.Strings(out)
+	return out
+}
+
+func (p *pusher) cidList() []string {
+	var out []string
+	for _, c := range p.done {
+		out = append(out, c.String())
+	}
+	sort.Strings(out)
+	return out
+}
+
+type countingReader struct {
+	r        io.Reader
+	progress Progress
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.progress.Add(int64(n))
+	return n, err
+}

@@ -1,0 +1,133 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/BurntSushi/toml"
+	"github.com/multiformats/go-multiaddr"
+	"github.com/shoal-ipfs/shoal/pkg/blob"
+)
+
+// Config is $SHOAL_HOME/config.toml.
+type Config struct {
+	Swarm     SwarmConfig     `toml:"swarm"`
+	Datastore DatastoreConfig `toml:"datastore"`
+	Import    ImportConfig    `toml:"import"`
+	Daemon    DaemonConfig    `toml:"daemon"`
+}
+
+// SwarmConfig is the libp2p side of the node.
+type SwarmConfig struct {
+	// Listen are the swarm addresses of `shoal daemon`. Port 0 picks a free port.
+	Listen []string `toml:"listen"`
+	// Peers are multiaddrs (with /p2p/ID) that every online command
+	// connects to and that the daemon keeps connected.
+	Peers []string `toml:"peers"`
+	// MDNS finds peers on the local network.
+	MDNS bool `toml:"mdns"`
+}
+
+// DatastoreConfig chooses where blocks live.
+type DatastoreConfig struct {
+	// Blocks is "flatfs" (one file per block) or "pebble".
+	Blocks string `toml:"blocks"`
+	// Sync makes every block write durable before it is acknowledged.
+	Sync bool `toml:"sync"`
+}
+
+// ImportConfig decides the UnixFS layout of new blobs.
+type ImportConfig struct {
+	// Layout is "kubo" (256 KiB chunks, 174 links) or "unixfs-v1-2025" (1 MiB, 1024).
+	Layout string `toml:"layout"`
+}
+
+// DaemonConfig is how clients reach `shoal daemon`.
+type DaemonConfig struct {
+	// Socket is the API socket; relative paths are under $SHOAL_HOME.
+	Socket string `toml:"socket"`
+}
+
+// DefaultConfig is what `shoal init` writes.
+func DefaultConfig() Config {
+	return Config{
+		Swarm: SwarmConfig{
+			Listen: []string{"/ip4/0.0.0.0/tcp/4051", "/ip4/0.0.0.0/udp/4051/quic-v1"},
+			MDNS:   true,
+		},
+		Datastore: DatastoreConfig{Blocks: "flatfs"},
+		Import:    ImportConfig{Layout: blob.Kubo.Name},
+		Daemon:    DaemonConfig{Socket: "shoal.sock"},
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	for _, a := range append(append([]string{}, c.Swarm.Listen...), c.Swarm.Peers...) {
+		if _, err := multiaddr.NewMultiaddr(a); err != nil {
+			return fmt.Errorf("config: multiaddr %q: %w", a, err)
+		}
+	}
+	switch c.Datastore.Blocks {
+	case "flatfs", "pebble":
+	default:
+		return fmt.Errorf("config: datastore.blocks %q: want \"flatfs\" or \"pebble\"", c.Datastore.Blocks)
+	}
+	if _, err := blob.ParseLayout(c.Import.Layout); err != nil {
+		return fmt.Errorf("config: import.layout: %w", err)
+	}
+	return nil
+}
+
+// ParseConfig reads a config file's text over the defaults.
+func ParseConfig(data []byte) (Config, error) {
+	c := DefaultConfig()
+	md, err := toml.Decode(string(data), &c)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return Config{}, fmt.Errorf("config: unknown setting %q", und[0].String())
+	}
+	return c, c.Validate()
+}
+
+// LoadConfig reads home/config.toml, or the defaults when there is none.
+func LoadConfig(home string) (Config, error) {
+	p := filepath.Join(home, "config.toml")
+	data, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return DefaultConfig(), nil
+	}
+	if err != nil {
+		return Config{}, err
+	}
+	c, err := ParseConfig(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", p, err)
+	}
+	return c, nil
+}
+
+func writeConfig(home string, c Config) error {
+	f, err := os.OpenFile(filepath.Join(home, "config.toml"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := toml.NewEncoder(f).Encode(c); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// SocketPath is the daemon's API socket under home.
+func (c Config) SocketPath(home string) string {
+	if filepath.IsAbs(c.Daemon.Socket) {
+		return c.Daemon.Socket
+	}
+	return filepath.Join(home, c.Daemon.Socket)
+}

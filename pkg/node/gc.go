@@ -1,0 +1,93 @@
+package node
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ipfs/boxo/blockservice"
+	"github.com/ipfs/boxo/ipld/merkledag"
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+)
+
+// GCResult says what a garbage collection freed.
+type GCResult struct {
+	Blocks int   // blocks removed
+	Bytes  int64 // their size
+	Kept   int   // blocks still referenced by a pin
+}
+
+// GC removes every block that no pinned image reaches. Adds and fetches
+// wait while it runs, so a block being written is never collected.
+func (n *Node) GC(ctx context.Context) (GCResult, error) {
+	n.pinMu.Lock()
+	defer n.pinMu.Unlock()
+	if err := n.dropOrphanPins(ctx); err != nil {
+		return GCResult{}, err
+	}
+	lock := n.bstore.GCLock(ctx)
+	defer lock.Unlock(ctx)
+
+	live := cid.NewSet()
+	offline := merkledag.NewDAGService(blockservice.New(n.bstore, nil))
+	for sp := range n.pins.RecursiveKeys(ctx, false) {
+		if sp.Err != nil {
+			return GCResult{}, sp.Err
+		}
+		err := merkledag.Walk(ctx, merkledag.GetLinksWithDAG(offline), sp.Pin.Key, live.Visit, merkledag.Concurrent())
+		if err != nil && !ipld.IsNotFound(err) {
+			return GCResult{}, fmt.Errorf("gc: walk pin %s: %w", sp.Pin.Key, err)
+		}
+	}
+	keys, err := n.bstore.AllKeysChan(ctx)
+	if err != nil {
+		return GCResult{}, err
+	}
+	var res GCResult
+	for k := range keys {
+		if live.Has(k) {
+			res.Kept++
+			continue
+		}
+		size, err := n.bstore.GetSize(ctx, k)
+		if err != nil {
+			continue
+		}
+		if err := n.bstore.DeleteBlock(ctx, k); err != nil {
+			return res, fmt.Errorf("gc: delete %s: %w", k, err)
+		}
+		res.Blocks++
+		res.Bytes += int64(size)
+	}
+	return res, ctx.Err()
+}
+
+// dropOrphanPins unpins blobs that no image record names, which a crash in
+// RemoveImage can leave behind.
+func (n *Node) dropOrphanPins(ctx context.Context) error {
+	imgs, err := n.Images(ctx)
+	if err != nil {
+		return err
+	}
+	named := map[string]bool{}
+	for _, img := range imgs {
+		for _, b := range img.Blobs {
+			named[b] = true
+		}
+	}
+	var orphans []cid.Cid
+	for sp := range n.pins.RecursiveKeys(ctx, false) {
+		if sp.Err != nil {
+			return sp.Err
+		}
+		if !named[sp.Pin.Key.String()] {
+			orphans = append(orphans, sp.Pin.Key)
+		}
+	}
+	for _, c := range orphans {
+		if err := n.pins.Unpin(ctx, c, true); err != nil {
+			return fmt.Errorf("gc: unpin orphan %s: %w", c, err)
+		}
+	}
+	return n.pins.Flush(ctx)
+}

@@ -1,0 +1,173 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/ipfs/boxo/blockservice"
+	"github.com/ipfs/boxo/ipld/merkledag"
+	pinner "github.com/ipfs/boxo/pinning/pinner"
+	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/query"
+)
+
+// Image is the record of a pinned image.
+type Image struct {
+	CID       string    // root CID
+	Source    string    // where it came from: a transport reference, or ipfs://CID for a pull
+	Platforms []string  // os/arch[/variant] of its manifests
+	Size      int64     // bytes of all its blobs, each counted once
+	Created   time.Time // when it was pinned here
+	// Blobs are the CIDs of every blob in the image, the root included;
+	// each is pinned recursively for as long as some image names it.
+	Blobs []string
+}
+
+// ErrNotFound means no image with that root is pinned here.
+var ErrNotFound = errors.New("not found")
+
+var imagesPrefix = ds.NewKey("/shoal/images")
+
+func imageKey(root cid.Cid) ds.Key { return imagesPrefix.ChildString(root.String()) }
+
+// PinImage pins every blob of an image recursively, then records the image.
+// The record is written last, so an image is listed only once all of it is
+// pinned.
+func (n *Node) PinImage(ctx context.Context, img Image) error {
+	root, err := cid.Decode(img.CID)
+	if err != nil {
+		return fmt.Errorf("pin image: root %q: %w", img.CID, err)
+	}
+	blobs, err := decodeCIDs(img.Blobs)
+	if err != nil {
+		return fmt.Errorf("pin image %s: %w", root, err)
+	}
+	n.pinMu.Lock()
+	defer n.pinMu.Unlock()
+	unlock := n.bstore.PinLock(ctx)
+	defer unlock.Unlock(ctx)
+	offline := merkledag.NewDAGService(blockservice.New(n.bstore, nil))
+	for _, c := range blobs {
+		if _, pinned, err := n.pins.IsPinnedWithType(ctx, c, pinner.Recursive); err != nil {
+			return err
+		} else if pinned {
+			continue
+		}
+		nd, err := offline.Get(ctx, c)
+		if err != nil {
+			return fmt.Errorf("pin image %s: blob %s is not stored here: %w", root, c, err)
+		}
+		if err := n.pins.Pin(ctx, nd, true, "shoal:"+img.CID); err != nil {
+			return fmt.Errorf("pin image %s: blob %s: %w", root, c, err)
+		}
+	}
+	if err := n.pins.Flush(ctx); err != nil {
+		return err
+	}
+	data, err := json.Marshal(img)
+	if err != nil {
+		return err
+	}
+	if err := n.meta.Put(ctx, imageKey(root), data); err != nil {
+		return err
+	}
+	return n.meta.Sync(ctx, imagesPrefix)
+}
+
+// Images lists the pinned images, newest first.
+func (n *Node) Images(ctx context.Context) ([]Image, error) {
+	res, err := n.meta.Query(ctx, query.Query{Prefix: imagesPrefix.String()})
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	out := []Image{}
+	for r := range res.Next() {
+		if r.Error != nil {
+			return nil, r.Error
+		}
+		var img Image
+		if err := json.Unmarshal(r.Value, &img); err != nil {
+			return nil, fmt.Errorf("image record %s: %w", r.Key, err)
+		}
+		out = append(out, img)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.After(out[j].Created) })
+	return out, nil
+}
+
+// Image returns the record of one pinned image.
+func (n *Node) Image(ctx context.Context, root cid.Cid) (Image, error) {
+	data, err := n.meta.Get(ctx, imageKey(root))
+	if errors.Is(err, ds.ErrNotFound) {
+		return Image{}, fmt.Errorf("image %s: %w", root, ErrNotFound)
+	}
+	if err != nil {
+		return Image{}, err
+	}
+	var img Image
+	return img, json.Unmarshal(data, &img)
+}
+
+// RemoveImage forgets an image and unpins those of its blobs that no other
+// pinned image uses. Their blocks go at the next GC.
+func (n *Node) RemoveImage(ctx context.Context, root cid.Cid) error {
+	n.pinMu.Lock()
+	defer n.pinMu.Unlock()
+	img, err := n.Image(ctx, root)
+	if err != nil {
+		return err
+	}
+	others, err := n.Images(ctx)
+	if err != nil {
+		return err
+	}
+	inUse := map[string]bool{}
+	for _, o := range others {
+		if o.CID == img.CID {
+			continue
+		}
+		for _, b := range o.Blobs {
+			inUse[b] = true
+		}
+	}
+	// The record goes first: a crash between the two steps leaves pins
+	// without a record, which `shoal gc` treats as garbage, never a record
+	// whose blobs are gone.
+	if err := n.meta.Delete(ctx, imageKey(root)); err != nil {
+		return err
+	}
+	if err := n.meta.Sync(ctx, imagesPrefix); err != nil {
+		return err
+	}
+	for _, b := range img.Blobs {
+		if inUse[b] {
+			continue
+		}
+		c, err := cid.Decode(b)
+		if err != nil {
+			continue
+		}
+		if err := n.pins.Unpin(ctx, c, true); err != nil && !errors.Is(err, pinner.ErrNotPinned) {
+			return fmt.Errorf("unpin %s: %w", c, err)
+		}
+	}
+	return n.pins.Flush(ctx)
+}
+
+func decodeCIDs(ss []string) ([]cid.Cid, error) {
+	out := make([]cid.Cid, 0, len(ss))
+	for _, s := range ss {
+		c, err := cid.Decode(s)
+		if err != nil {
+			return nil, fmt.Errorf("CID %q: %w", s, err)
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}

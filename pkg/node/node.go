@@ -1,0 +1,365 @@
+// Package node is shoal's embedded IPFS node: a blockstore on disk, pins,
+// garbage collection, and, when online, a libp2p host that exchanges blocks
+// with peers over bitswap.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/ipfs/boxo/bitswap"
+	"github.com/ipfs/boxo/bitswap/network/bsnet"
+	"github.com/ipfs/boxo/blockservice"
+	"github.com/ipfs/boxo/blockstore"
+	"github.com/ipfs/boxo/exchange"
+	"github.com/ipfs/boxo/ipld/merkledag"
+	"github.com/ipfs/boxo/peering"
+	pinner "github.com/ipfs/boxo/pinning/pinner"
+	"github.com/ipfs/boxo/pinning/pinner/dspinner"
+	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	"github.com/ipfs/go-datastore/mount"
+	flatfs "github.com/ipfs/go-ds-flatfs"
+	pebbleds "github.com/ipfs/go-ds-pebble"
+	ipld "github.com/ipfs/go-ipld-format"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/multiformats/go-multiaddr"
+	"github.com/shoal-ipfs/shoal/pkg/blob"
+)
+
+// Options change how a node opens; the zero value opens offline with the
+// config file's settings.
+type Options struct {
+	// Online starts the libp2p host and bitswap.
+	Online bool
+	// Listen replaces the config's swarm addresses when not nil. Commands
+	// other than the daemon listen on port 0 so they never collide with it.
+	Listen []string
+	// Peers are connected in addition to the config's.
+	Peers []string
+	// NoMDNS turns mDNS off whatever the config says.
+	NoMDNS bool
+	// Logger receives the node's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Node is an open shoal store, online or not.
+type Node struct {
+	home   string
+	cfg    Config
+	layout blob.Layout
+	log    *slog.Logger
+
+	lock   *os.File
+	meta   ds.Batching // pins, image records
+	dstore ds.Batching // what Close closes
+	bstore blockstore.GCBlockstore
+	pins   pinner.Pinner
+	bserv  blockservice.BlockService
+	dag    ipld.DAGService
+
+	host    host.Host
+	bswap   *bitswap.Bitswap
+	peering *peering.PeeringService
+	mdns    io.Closer
+
+	pinMu sync.Mutex // image records and their pins change together
+}
+
+// Open opens the store under home, taking its lock, and goes online if asked.
+func Open(ctx context.Context, home string, opts Options) (_ *Node, err error) {
+	priv, err := loadIdentity(home)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := LoadConfig(home)
+	if err != nil {
+		return nil, err
+	}
+	layout, err := blob.ParseLayout(cfg.Import.Layout)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{home: home, cfg: cfg, layout: layout, log: opts.Logger}
+	if n.log == nil {
+		n.log = slog.New(slog.DiscardHandler)
+	}
+	if n.lock, err = lockRepo(home); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	if err := n.openStores(ctx); err != nil {
+		return nil, err
+	}
+	if !opts.Online {
+		n.bserv = blockservice.New(n.bstore, nil)
+		n.dag = merkledag.NewDAGService(n.bserv)
+		return n, nil
+	}
+	listen := cfg.Swarm.Listen
+	if opts.Listen != nil {
+		listen = opts.Listen
+	}
+	n.host, err = libp2p.New(
+		libp2p.Identity(priv),
+		libp2p.ListenAddrStrings(listen...),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(quic.NewTransport),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("start libp2p host on %v: %w", listen, err)
+	}
+	n.bswap = bitswap.New(ctx, bsnet.NewFromIpfsHost(n.host), nil, n.bstore, bitswapTuning()...)
+	n.bserv = blockservice.New(n.bstore, n.bswap)
+	n.dag = merkledag.NewDAGService(n.bserv)
+
+	n.peering = peering.NewPeeringService(n.host)
+	peers, err := ParsePeers(append(append([]string{}, cfg.Swarm.Peers...), opts.Peers...))
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range peers {
+		n.peering.AddPeer(p)
+	}
+	if err := n.peering.Start(); err != nil {
+		return nil, err
+	}
+	if cfg.Swarm.MDNS && !opts.NoMDNS {
+		svc := mdns.NewMdnsService(n.host, "", &mdnsNotifee{n: n})
+		if err := svc.Start(); err != nil {
+			n.log.Warn("mDNS discovery unavailable", "err", err)
+		} else {
+			n.mdns = svc
+		}
+	}
+	// Static peers are connected before the command goes on, so that a
+	// pull asks them at once instead of after the peering service's backoff.
+	if err := n.Connect(ctx, peers...); err != nil {
+		n.log.Warn("static peer unreachable", "err", err)
+	}
+	return n, nil
+}
+
+// bitswapTuning lets one peer keep many blocks in flight: image pulls fetch
+// whole DAGs, and loopback or LAN links are far faster than bitswap's
+// defaults assume.
+func bitswapTuning() []bitswap.Option {
+	return []bitswap.Option{
+		bitswap.EngineBlockstoreWorkerCount(128),
+		bitswap.TaskWorkerCount(16),
+		bitswap.EngineTaskWorkerCount(16),
+		bitswap.MaxOutstandingBytesPerPeer(32 << 20),
+		bitswap.ProviderSearchDelay(time.Second),
+	}
+}
+
+func (n *Node) openStores(ctx context.Context) error {
+	meta, err := pebbleds.NewDatastore(filepath.Join(n.home, "datastore"))
+	if err != nil {
+		return fmt.Errorf("open datastore: %w", err)
+	}
+	n.meta = meta
+	n.dstore = meta
+	blocks := ds.Batching(meta)
+	if n.cfg.Datastore.Blocks == "flatfs" {
+		ff, err := flatfs.CreateOrOpen(filepath.Join(n.home, "blocks"), flatfs.NextToLast(2), n.cfg.Datastore.Sync)
+		if err != nil {
+			return fmt.Errorf("open block store: %w", err)
+		}
+		blocks = ff
+		n.dstore = mount.New([]mount.Mount{
+			{Prefix: ds.NewKey("/blocks"), Datastore: ff},
+			{Prefix: ds.NewKey("/"), Datastore: meta},
+		})
+	}
+	if n.cfg.Datastore.Blocks == "flatfs" {
+		n.bstore = blockstore.NewGCBlockstore(blockstore.NewBlockstoreNoPrefix(blocks), blockstore.NewGCLocker())
+	} else {
+		n.bstore = blockstore.NewGCBlockstore(blockstore.NewBlockstore(blocks), blockstore.NewGCLocker())
+	}
+	offlineDAG := merkledag.NewDAGService(blockservice.New(n.bstore, nil))
+	n.pins, err = dspinner.New(ctx, meta, offlineDAG)
+	if err != nil {
+		return fmt.Errorf("open pins: %w", err)
+	}
+	return nil
+}
+
+// Close stops networking and closes the store, releasing its lock.
+func (n *Node) Close() error {
+	var errs []error
+	if n.mdns != nil {
+		errs = append(errs, n.mdns.Close())
+	}
+	if n.peering != nil {
+		n.peering.Stop()
+	}
+	if n.bswap != nil {
+		errs = append(errs, n.bswap.Close())
+	}
+	if n.host != nil {
+		errs = append(errs, n.host.Close())
+	}
+	if n.dstore != nil {
+		errs = append(errs, n.dstore.Close())
+	}
+	if n.lock != nil {
+		errs = append(errs, n.lock.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Home is the node's state directory.
+func (n *Node) Home() string { return n.home }
+
+// Config is the node's configuration as loaded.
+func (n *Node) Config() Config { return n.cfg }
+
+// Host is the libp2p host, nil when offline.
+func (n *Node) Host() host.Host { return n.host }
+
+// DAG is the node's DAG service: local blocks, and peers' when online.
+func (n *Node) DAG() ipld.DAGService { return n.dag }
+
+// Blockstore is the node's local block storage.
+func (n *Node) Blockstore() blockstore.Blockstore { return n.bstore }
+
+// Exchange is the block exchange, nil when offline.
+func (n *Node) Exchange() exchange.Interface {
+	if n.bswap == nil {
+		return nil
+	}
+	return n.bswap
+}
+
+// BitswapStat reports bitswap's counters; the node must be online.
+func (n *Node) BitswapStat() (*bitswap.Stat, error) {
+	if n.bswap == nil {
+		return nil, errors.New("node is offline")
+	}
+	return n.bswap.Stat()
+}
+
+// Connect dials peers; a failure to reach one does not stop the others.
+func (n *Node) Connect(ctx context.Context, peers ...peer.AddrInfo) error {
+	if n.host == nil {
+		return errors.New("node is offline")
+	}
+	var errs []error
+	for _, p := range peers {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := n.host.Connect(cctx, p); err != nil {
+			errs = append(errs, fmt.Errorf("connect %s: %w", p.ID, err))
+		}
+		cancel()
+	}
+	return errors.Join(errs...)
+}
+
+// AddPeer connects to a peer and keeps it connected.
+func (n *Node) AddPeer(ctx context.Context, p peer.AddrInfo) error {
+	if n.peering == nil {
+		return errors.New("node is offline")
+	}
+	n.peering.AddPeer(p)
+	return n.Connect(ctx, p)
+}
+
+// ParsePeers parses peer multiaddrs that end in /p2p/ID.
+func ParsePeers(addrs []string) ([]peer.AddrInfo, error) {
+	var mas []multiaddr.Multiaddr
+	for _, a := range addrs {
+		ma, err := multiaddr.NewMultiaddr(a)
+		if err != nil {
+			return nil, fmt.Errorf("peer %q: %w", a, err)
+		}
+		mas = append(mas, ma)
+	}
+	infos, err := peer.AddrInfosFromP2pAddrs(mas...)
+	if err != nil {
+		return nil, fmt.Errorf("peers %v: %w (a peer address ends in /p2p/PEER-ID)", addrs, err)
+	}
+	return infos, nil
+}
+
+// ParsePeer parses a peer multiaddr that ends in /p2p/ID.
+func ParsePeer(addr string) (peer.AddrInfo, error) {
+	ps, err := ParsePeers([]string{addr})
+	if err != nil {
+		return peer.AddrInfo{}, err
+	}
+	return ps[0], nil
+}
+
+type mdnsNotifee struct{ n *Node }
+
+func (m *mdnsNotifee) HandlePeerFound(p peer.AddrInfo) {
+	if p.ID == m.n.host.ID() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.n.host.Connect(ctx, p); err != nil {
+		m.n.log.Debug("mDNS peer unreachable", "peer", p.ID, "err", err)
+	}
+}
+
+// Identity is what `shoal id` prints, with kubo's field names.
+type Identity struct {
+	ID        string
+	Addresses []string
+}
+
+// ID returns the node's peer ID and, when online, its dialable addresses.
+func (n *Node) ID(context.Context) (Identity, error) {
+	priv, err := loadIdentity(n.home)
+	if err != nil {
+		return Identity{}, err
+	}
+	id, err := peer.IDFromPrivateKey(priv)
+	if err != nil {
+		return Identity{}, err
+	}
+	out := Identity{ID: id.String(), Addresses: []string{}}
+	if n.host != nil {
+		for _, a := range n.host.Addrs() {
+			out.Addresses = append(out.Addresses, a.String()+"/p2p/"+id.String())
+		}
+	}
+	return out, nil
+}
+
+// Add stores r as a UnixFS file in the configured layout.
+func (n *Node) Add(ctx context.Context, r io.Reader) (cid.Cid, error) {
+	unlock := n.bstore.PinLock(ctx)
+	defer unlock.Unlock(ctx)
+	return blob.Add(ctx, n.dag, r, n.layout)
+}
+
+// Cat reads a UnixFS file, fetching missing blocks from peers when online.
+func (n *Node) Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
+	return blob.Open(ctx, merkledag.NewSession(ctx, n.dag), c)
+}
+
+// Fetch makes the whole DAG under c local.
+func (n *Node) Fetch(ctx context.Context, c cid.Cid, onBlock func(int)) error {
+	unlock := n.bstore.PinLock(ctx)
+	defer unlock.Unlock(ctx)
+	return blob.Fetch(ctx, merkledag.NewSession(ctx, n.dag), c, onBlock)
+}

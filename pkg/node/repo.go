@@ -1,0 +1,94 @@
+package node
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+)
+
+// DefaultHome is $SHOAL_HOME, else ~/.local/share/shoal.
+func DefaultHome() string {
+	if h := os.Getenv("SHOAL_HOME"); h != "" {
+		return h
+	}
+	if d, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(d, ".local", "share", "shoal")
+	}
+	return "/var/lib/shoal"
+}
+
+// ErrNotInitialized is returned when home holds no shoal state.
+var ErrNotInitialized = errors.New("not initialized")
+
+// Init creates the state directory with a new identity and default config.
+// It is idempotent: an existing home is left as it is.
+func Init(home string, cfg Config) (created bool, err error) {
+	if err := cfg.Validate(); err != nil {
+		return false, err
+	}
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return false, fmt.Errorf("init %s: %w", home, err)
+	}
+	keyPath := filepath.Join(home, "identity.key")
+	if _, err := os.Stat(keyPath); err == nil {
+		return false, nil
+	}
+	priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		return false, err
+	}
+	raw, err := crypto.MarshalPrivateKey(priv)
+	if err != nil {
+		return false, err
+	}
+	if err := writeConfig(home, cfg); err != nil && !errors.Is(err, fs.ErrExist) {
+		return false, fmt.Errorf("init %s: %w", home, err)
+	}
+	tmp := keyPath + ".tmp"
+	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
+		return false, fmt.Errorf("init %s: %w", home, err)
+	}
+	return true, os.Rename(tmp, keyPath)
+}
+
+func loadIdentity(home string) (crypto.PrivKey, error) {
+	raw, err := os.ReadFile(filepath.Join(home, "identity.key"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w (run `shoal init`)", home, ErrNotInitialized)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return crypto.UnmarshalPrivateKey(raw)
+}
+
+// ErrLocked is returned when another process owns the store.
+var ErrLocked = errors.New("store is in use by another shoal process")
+
+// lockRepo takes an exclusive advisory lock on home. The kernel drops it when
+// the process dies, so a crash never leaves a stale lock behind.
+func lockRepo(home string) (*os.File, error) {
+	p := filepath.Join(home, "repo.lock")
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		owner, _ := os.ReadFile(p)
+		f.Close()
+		pid := strings.TrimSpace(string(owner))
+		return nil, fmt.Errorf("%s: %w (pid %s); use its daemon or stop it", home, ErrLocked, pid)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, nil
+}

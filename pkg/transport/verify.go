@@ -1,0 +1,60 @@
+package transport
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// ErrDigestMismatch is returned when bytes do not match their descriptor.
+var ErrDigestMismatch = errors.New("content does not match its descriptor")
+
+// VerifyReader reads r to the end and checks it against d's size and digest.
+func VerifyReader(r io.Reader, d ocispec.Descriptor) error {
+	v, err := NewVerifier(r, d)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(io.Discard, v); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Verifier passes bytes through and, at EOF, fails the read unless they
+// match the descriptor, so no consumer can mistake bad bytes for a blob.
+type Verifier struct {
+	r        io.Reader
+	d        ocispec.Descriptor
+	digester digest.Digester
+	n        int64
+}
+
+// NewVerifier wraps r; it fails early once more than d.Size bytes arrive.
+func NewVerifier(r io.Reader, d ocispec.Descriptor) (*Verifier, error) {
+	if err := d.Digest.Validate(); err != nil {
+		return nil, fmt.Errorf("digest %q: %w", d.Digest, err)
+	}
+	return &Verifier{r: r, d: d, digester: d.Digest.Algorithm().Digester()}, nil
+}
+
+func (v *Verifier) Read(p []byte) (int, error) {
+	n, err := v.r.Read(p)
+	v.n += int64(n)
+	v.digester.Hash().Write(p[:n])
+	if v.n > v.d.Size {
+		return n, fmt.Errorf("blob %s: %w: more than %d bytes", v.d.Digest, ErrDigestMismatch, v.d.Size)
+	}
+	if errors.Is(err, io.EOF) {
+		if v.n != v.d.Size {
+			return n, fmt.Errorf("blob %s: %w: %d bytes, want %d", v.d.Digest, ErrDigestMismatch, v.n, v.d.Size)
+		}
+		if got := v.digester.Digest(); got != v.d.Digest {
+			return n, fmt.Errorf("blob %s: %w: bytes hash to %s", v.d.Digest, ErrDigestMismatch, got)
+		}
+	}
+	return n, err
+}
