@@ -3,6 +3,7 @@ package testimage
 
 import (
 	"fmt"
+	"hash/crc32"
 	"math/rand"
 
 	"github.com/google/go-containerregistry/pkg/v1"
@@ -24,7 +25,7 @@ func Image(seed int64, p v1.Platform, layerSizes ...int64) (v1.Image, error) {
 	for i, size := range layerSizes {
 		s := seed*1000 + int64(i)
 		if i > 0 {
-			s += int64(len(p.Architecture)) * 100
+			s += int64(crc32.ChecksumIEEE([]byte(p.Architecture+p.Variant))%997) * 100
 		}
 		l, err := random.Layer(size, types.OCILayer, random.WithSource(rand.NewSource(s)))
 		if err != nil {

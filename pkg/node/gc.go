@@ -28,13 +28,23 @@ func (n *Node) GC(ctx context.Context) (GCResult, error) {
 	lock := n.bstore.GCLock(ctx)
 	defer lock.Unlock(ctx)
 
-	live := cid.NewSet()
+	// The blockstore is keyed by multihash: the keys it lists carry the raw
+	// codec whatever codec the pin's links use, so liveness is by multihash.
+	live := map[string]struct{}{}
+	visit := func(c cid.Cid) bool {
+		k := string(c.Hash())
+		if _, ok := live[k]; ok {
+			return false
+		}
+		live[k] = struct{}{}
+		return true
+	}
 	offline := merkledag.NewDAGService(blockservice.New(n.bstore, nil))
 	for sp := range n.pins.RecursiveKeys(ctx, false) {
 		if sp.Err != nil {
 			return GCResult{}, sp.Err
 		}
-		err := merkledag.Walk(ctx, merkledag.GetLinksWithDAG(offline), sp.Pin.Key, live.Visit, merkledag.Concurrent())
+		err := merkledag.Walk(ctx, merkledag.GetLinksWithDAG(offline), sp.Pin.Key, visit)
 		if err != nil && !ipld.IsNotFound(err) {
 			return GCResult{}, fmt.Errorf("gc: walk pin %s: %w", sp.Pin.Key, err)
 		}
@@ -45,7 +55,7 @@ func (n *Node) GC(ctx context.Context) (GCResult, error) {
 	}
 	var res GCResult
 	for k := range keys {
-		if live.Has(k) {
+		if _, ok := live[string(k.Hash())]; ok {
 			res.Kept++
 			continue
 		}

@@ -1,0 +1,24 @@
+.PHONY: build demo test bench fuzz clean
+
+# The binary.
+build:
+	go build -o bin/shoal ./cmd/shoal
+
+# shoal's main job on embedded defaults: push an image on one node, pull it
+# by CID on another over loopback, verify it.
+demo:
+	scripts/demo.sh
+
+# The whole test suite; installs what it needs on a fresh Debian machine.
+test:
+	scripts/test.sh
+
+# Benchmarks against kubo and a registry; results go in docs/benchmarks.md.
+bench:
+	scripts/bench.sh
+
+fuzz:
+	scripts/fuzz.sh 60s
+
+clean:
+	rm -rf bin

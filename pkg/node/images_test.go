@@ -1,0 +1,119 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+)
+
+func openOffline(t *testing.T, home string) *Node {
+	t.Helper()
+	n, err := Open(context.Background(), home, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func addBytes(t *testing.T, n *Node, size int, fill byte) cid.Cid {
+	t.Helper()
+	data := bytes.Repeat([]byte{fill}, size)
+	data[0] = byte(size) // distinct chunks
+	c, err := n.Add(context.Background(), bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestPinsSurviveRestartAndGCFreesOnlyUnpinned(t *testing.T) {
+	ctx := context.Background()
+	home := t.TempDir()
+	if _, err := Init(home, DefaultConfig()); err != nil {
+		t.Fatal(err)
+	}
+	n := openOffline(t, home)
+	shared := addBytes(t, n, 600<<10, 's')
+	onlyA := addBytes(t, n, 300<<10, 'a')
+	onlyB := addBytes(t, n, 10, 'b')
+	loose := addBytes(t, n, 1000, 'x')
+	imgA := Image{CID: onlyA.String(), Source: "test:a", Created: time.Now(), Blobs: []string{onlyA.String(), shared.String()}}
+	imgB := Image{CID: onlyB.String(), Source: "test:b", Created: time.Now(), Blobs: []string{onlyB.String(), shared.String()}}
+	for _, img := range []Image{imgA, imgB} {
+		if err := n.PinImage(ctx, img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	n = openOffline(t, home)
+	defer n.Close()
+	imgs, err := n.Images(ctx)
+	if err != nil || len(imgs) != 2 {
+		t.Fatalf("images after restart: %v %v", imgs, err)
+	}
+	res, err := n.GC(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Blocks != 1 || res.Bytes != 1000 {
+		t.Fatalf("first GC removed %d blocks (%d bytes); want only the unpinned one", res.Blocks, res.Bytes)
+	}
+	has := func(c cid.Cid) bool {
+		ok, err := n.Blockstore().Has(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if has(loose) || !has(shared) || !has(onlyA) {
+		t.Fatal("GC removed the wrong blocks")
+	}
+
+	if err := n.RemoveImage(ctx, onlyA); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if has(onlyA) || !has(shared) || !has(onlyB) {
+		t.Fatal("after removing A: its own blob must go, the shared one stay")
+	}
+	if err := n.RemoveImage(ctx, onlyA); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second remove: %v, want ErrNotFound", err)
+	}
+	if err := n.RemoveImage(ctx, onlyB); err != nil {
+		t.Fatal(err)
+	}
+	res, err = n.GC(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Kept != 0 || has(shared) {
+		t.Fatalf("after removing every image GC kept %d blocks", res.Kept)
+	}
+}
+
+func TestPinImageRefusesMissingBlobs(t *testing.T) {
+	ctx := context.Background()
+	home := t.TempDir()
+	if _, err := Init(home, DefaultConfig()); err != nil {
+		t.Fatal(err)
+	}
+	n := openOffline(t, home)
+	defer n.Close()
+	missing := "bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4"
+	err := n.PinImage(ctx, Image{CID: missing, Blobs: []string{missing}})
+	if err == nil {
+		t.Fatal("pinned an image whose blob is not stored")
+	}
+	if imgs, _ := n.Images(ctx); len(imgs) != 0 {
+		t.Fatalf("a failed pin listed %v", imgs)
+	}
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need,
+# builds kubo once (cached under ~/.cache/shoal), then runs the checks, the
+# unit and in-process tests with the race detector, short fuzzing of every
+# parser, and the end-to-end tests against real kubo and containerd.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CI=${CI:-}
+
+echo "== dependencies"
+scripts/deps.sh
+KUBO=$(scripts/build-kubo.sh)
+export SHOAL_KUBO="$KUBO"
+echo "kubo: $("$KUBO" version)"
+
+echo "== vet and staticcheck"
+go vet ./...
+(cd test/e2e && go vet ./...)
+go run "honnef.co/go/tools/cmd/staticcheck@v0.8.2" ./...
+
+echo "== unit and in-process tests (race detector)"
+go test -race -short -count=1 ./...
+echo "== kubo CID vectors, the 1 GiB one included"
+go test -count=1 -run 'TestKuboVectors' ./pkg/blob/
+
+echo "== fuzzing each parser briefly"
+scripts/fuzz.sh "${FUZZTIME:-10s}"
+
+echo "== end-to-end tests (kubo, containerd)"
+(cd test/e2e && go test -count=1 -timeout 20m -v ./...)
