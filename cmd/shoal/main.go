@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/shoal-ipfs/shoal/pkg/daemon"
 	"github.com/shoal-ipfs/shoal/pkg/node"
@@ -27,7 +29,7 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "shoal:", err)
 		var ue usageError
-		if errors.As(err, &ue) {
+		if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
 			os.Exit(2)
 		}
 		os.Exit(1)
@@ -79,7 +81,7 @@ func (g *globals) api(ctx context.Context, online bool) (daemon.API, error) {
 	if err := g.ensureInit(); err != nil {
 		return nil, err
 	}
-	opts := node.Options{Online: online, Peers: g.peers, Logger: g.logger()}
+	opts := node.Options{Online: online, Peers: g.peers, Logger: g.logger(), LockWait: 3 * time.Second}
 	if online {
 		opts.Listen = []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"}
 	}

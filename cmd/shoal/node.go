@@ -28,16 +28,11 @@ func initCmd(g *globals) *cobra.Command {
 			if !created {
 				fmt.Fprintf(cmd.ErrOrStderr(), "%s is already initialised\n", g.home)
 			}
-			n, err := node.Open(cmd.Context(), g.home, node.Options{})
+			id, err := node.PeerID(g.home)
 			if err != nil {
 				return err
 			}
-			defer n.Close()
-			id, err := n.ID(cmd.Context())
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "peer ID %s\nstate in %s\n", id.ID, g.home)
+			fmt.Fprintf(cmd.OutOrStdout(), "peer ID %s\nstate in %s\n", id, g.home)
 			return nil
 		},
 	}
@@ -94,7 +89,7 @@ func daemonCmd(g *globals) *cobra.Command {
 			if log == nil {
 				log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 			}
-			opts := node.Options{Online: true, Peers: g.peers, NoMDNS: noMDNS, Logger: log}
+			opts := node.Options{Online: true, Peers: g.peers, NoMDNS: noMDNS, Logger: log, LockWait: 15 * time.Second}
 			if len(listen) > 0 {
 				opts.Listen = listen
 			}

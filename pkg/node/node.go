@@ -53,6 +53,9 @@ type Options struct {
 	NoMDNS bool
 	// Logger receives the node's logs; nil discards them.
 	Logger *slog.Logger
+	// LockWait is how long to wait for another process to release the
+	// store before giving up.
+	LockWait time.Duration
 }
 
 // Node is an open shoal store, online or not.
@@ -96,7 +99,7 @@ func Open(ctx context.Context, home string, opts Options) (_ *Node, err error) {
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
-	if n.lock, err = lockRepo(home); err != nil {
+	if n.lock, err = lockRepo(home, opts.LockWait); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -328,11 +331,7 @@ type Identity struct {
 
 // ID returns the node's peer ID and, when online, its dialable addresses.
 func (n *Node) ID(context.Context) (Identity, error) {
-	priv, err := loadIdentity(n.home)
-	if err != nil {
-		return Identity{}, err
-	}
-	id, err := peer.IDFromPrivateKey(priv)
+	id, err := PeerID(n.home)
 	if err != nil {
 		return Identity{}, err
 	}

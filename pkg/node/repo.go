@@ -10,8 +10,10 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // DefaultHome is $SHOAL_HOME, else ~/.local/share/shoal.
@@ -59,6 +61,15 @@ func Init(home string, cfg Config) (created bool, err error) {
 	return true, os.Rename(tmp, keyPath)
 }
 
+// PeerID reads the peer ID of the node under home without opening its store.
+func PeerID(home string) (peer.ID, error) {
+	priv, err := loadIdentity(home)
+	if err != nil {
+		return "", err
+	}
+	return peer.IDFromPrivateKey(priv)
+}
+
 func loadIdentity(home string) (crypto.PrivKey, error) {
 	raw, err := os.ReadFile(filepath.Join(home, "identity.key"))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -73,15 +84,25 @@ func loadIdentity(home string) (crypto.PrivKey, error) {
 // ErrLocked is returned when another process owns the store.
 var ErrLocked = errors.New("store is in use by another shoal process")
 
-// lockRepo takes an exclusive advisory lock on home. The kernel drops it when
-// the process dies, so a crash never leaves a stale lock behind.
-func lockRepo(home string) (*os.File, error) {
+// lockRepo takes an exclusive advisory lock on home, waiting up to wait for
+// a short-lived holder (a command that opened the store) to let go. The
+// kernel drops the lock when its process dies, so a crash never leaves a
+// stale lock behind.
+func lockRepo(home string, wait time.Duration) (*os.File, error) {
 	p := filepath.Join(home, "repo.lock")
 	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	deadline := time.Now().Add(wait)
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
 		owner, _ := os.ReadFile(p)
 		f.Close()
 		pid := strings.TrimSpace(string(owner))

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shoal-ipfs/shoal/internal/testimage"
+)
+
+var shoalBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "shoal-cli-test-")
+	if err != nil {
+		panic(err)
+	}
+	shoalBin = filepath.Join(dir, "shoal")
+	if out, err := exec.Command("go", "build", "-o", shoalBin, ".").CombinedOutput(); err != nil {
+		panic("build shoal: " + err.Error() + "\n" + string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func run(t *testing.T, home string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(shoalBin, args...)
+	cmd.Env = append(os.Environ(), "SHOAL_HOME="+home)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{out.String(), errb.String(), code}
+}
+
+func mustRun(t *testing.T, home string, args ...string) string {
+	t.Helper()
+	r := run(t, home, args...)
+	if r.code != 0 {
+		t.Fatalf("shoal %v: exit %d\n%s", args, r.code, r.stderr)
+	}
+	return r.stdout
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// startDaemon runs `shoal daemon` on loopback and returns its first address.
+func startDaemon(t *testing.T, home string) (*exec.Cmd, string) {
+	t.Helper()
+	mustRun(t, home, "init")
+	cmd := exec.Command(shoalBin, "daemon", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1")
+	cmd.Env = append(os.Environ(), "SHOAL_HOME="+home)
+	var logs bytes.Buffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		r := run(t, home, "id", "--json")
+		var id struct {
+			ID        string
+			Addresses []string
+		}
+		if r.code == 0 && json.Unmarshal([]byte(r.stdout), &id) == nil && len(id.Addresses) > 0 {
+			return cmd, id.Addresses[0]
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("daemon did not come up:\n%s", logs.String())
+	return nil, ""
+}
+
+func writeImage(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	idx, err := testimage.Index(7, 2<<20, 100<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testimage.WriteLayout(dir, "v1", idx); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestDaemonPushThenPullFromASecondNode(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	_, addr := startDaemon(t, a)
+	layout := writeImage(t)
+
+	root := lastLine(mustRun(t, a, "push", "oci:"+layout+":v1"))
+	if again := lastLine(mustRun(t, a, "push", "oci:"+layout+":v1")); again != root {
+		t.Fatalf("second push gave %s, first %s", again, root)
+	}
+	var imgs []map[string]any
+	if err := json.Unmarshal([]byte(mustRun(t, a, "images", "--json")), &imgs); err != nil {
+		t.Fatal(err)
+	}
+	if len(imgs) != 1 {
+		t.Fatalf("images: %v", imgs)
+	}
+	for _, k := range []string{"CID", "Source", "Platforms", "Size", "Created"} {
+		if _, ok := imgs[0][k]; !ok {
+			t.Fatalf("images --json lacks %s: %v", k, imgs[0])
+		}
+	}
+	if imgs[0]["CID"] != root || imgs[0]["Source"] != "oci:"+layout+":v1" {
+		t.Fatalf("image record %v", imgs[0])
+	}
+
+	out := filepath.Join(t.TempDir(), "out")
+	mustRun(t, b, "pull", "ipfs://"+root, "--peer", addr, "--to", "oci:"+out+":pulled", "--timeout", "30s")
+	if _, err := os.Stat(filepath.Join(out, "index.json")); err != nil {
+		t.Fatal(err)
+	}
+	var tree struct{ Children []struct{ Role string } }
+	if err := json.Unmarshal([]byte(mustRun(t, b, "inspect", root, "--json")), &tree); err != nil || tree.Children[0].Role != "index" {
+		t.Fatalf("inspect: %v %+v", err, tree)
+	}
+
+	mustRun(t, a, "rm", root)
+	if gc := mustRun(t, a, "gc"); !strings.Contains(gc, "removed") {
+		t.Fatalf("gc said %q", gc)
+	}
+	if r := run(t, a, "rm", root); r.code != 1 || !strings.Contains(r.stderr, "not found") {
+		t.Fatalf("rm of a removed image: exit %d, %s", r.code, r.stderr)
+	}
+}
+
+func TestKilledDaemonLeavesNothingInTheWay(t *testing.T) {
+	home := t.TempDir()
+	cmd, _ := startDaemon(t, home)
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	// The socket is still there; commands fall back to the store, whose
+	// lock died with the daemon.
+	mustRun(t, home, "images")
+	startDaemon(t, home)
+	mustRun(t, home, "images")
+}
+
+func TestBadInput(t *testing.T) {
+	home := t.TempDir()
+	mustRun(t, home, "init")
+	empty := t.TempDir()
+	corrupt := writeImage(t)
+	// Flip a byte of the biggest blob.
+	blobs, _ := filepath.Glob(filepath.Join(corrupt, "blobs", "sha256", "*"))
+	var biggest string
+	var size int64
+	for _, b := range blobs {
+		if fi, _ := os.Stat(b); fi.Size() > size {
+			biggest, size = b, fi.Size()
+		}
+	}
+	data, _ := os.ReadFile(biggest)
+	data[len(data)/2] ^= 0xff
+	if err := os.WriteFile(biggest, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"push", "nosuch:thing"}, 2, "unknown transport"},
+		{[]string{"push", "oci:" + empty}, 1, "not a valid OCI image layout"},
+		{[]string{"push", "oci:" + corrupt + ":v1"}, 1, "does not match"},
+		{[]string{"push", "oci:" + corrupt + ":nosuchtag"}, 1, "no image tagged"},
+		{[]string{"pull", "notacid", "--to", "oci:" + empty}, 2, "not a CID"},
+		{[]string{"pull", "bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4"}, 2, "--to"},
+		{[]string{"pull", "bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4", "--to", "tar:x"}, 2, "unknown transport"},
+		{[]string{"pull", "bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4", "--to", "oci:" + filepath.Join(empty, "o"), "--timeout", "1s"}, 1, "no peer sent the content in time"},
+		{[]string{"push", "--platform", "linux", "oci:" + empty}, 2, "os/arch"},
+		{[]string{"frobnicate"}, 2, "unknown command"},
+	} {
+		r := run(t, home, tc.args...)
+		if r.code != tc.code || !strings.Contains(r.stderr, tc.msg) {
+			t.Errorf("shoal %v: exit %d, stderr %q; want exit %d and %q", tc.args, r.code, r.stderr, tc.code, tc.msg)
+		}
+	}
+	if out := mustRun(t, home, "images", "--json"); strings.TrimSpace(out) != "[]" {
+		t.Fatalf("failed commands left images: %s", out)
+	}
+	if _, err := os.Stat(filepath.Join(empty, "o", "index.json")); err == nil {
+		t.Fatal("a failed pull left an index.json")
+	}
+}
