@@ -1,0 +1,197 @@
+// Package e2e runs shoal against real software: kubo, containerd, skopeo.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/shoal-ipfs/shoal/pkg/node"
+)
+
+// need fails in CI and skips elsewhere when a prerequisite is missing, so a
+// missing tool can never turn CI green silently.
+func need(t *testing.T, what string, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	msg := fmt.Sprintf("%s is not available: %v (make test installs it)", what, err)
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	var err error
+	if os.Geteuid() != 0 {
+		err = fmt.Errorf("uid %d", os.Geteuid())
+	}
+	need(t, "root", err)
+}
+
+// kuboBinary is the kubo built by scripts/build-kubo.sh.
+func kuboBinary(t *testing.T) string {
+	t.Helper()
+	p := os.Getenv("SHOAL_KUBO")
+	if p == "" {
+		home, _ := os.UserHomeDir()
+		p = filepath.Join(home, ".cache", "shoal", "kubo-v0.43.1", "ipfs")
+	}
+	_, err := os.Stat(p)
+	need(t, "kubo (scripts/build-kubo.sh)", err)
+	return p
+}
+
+// Kubo is a kubo daemon on loopback with its own repo.
+type Kubo struct {
+	bin, path string
+	ID        string
+	Addrs     []string
+}
+
+func (k *Kubo) run(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(k.bin, args...)
+	cmd.Env = append(os.Environ(), "IPFS_PATH="+k.path)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("ipfs %v: %v\n%s", args, err, stderr.String())
+	}
+	return string(out)
+}
+
+func startKubo(t *testing.T) *Kubo {
+	t.Helper()
+	k := &Kubo{bin: kuboBinary(t), path: t.TempDir()}
+	// The test profile listens on 127.0.0.1 with free ports, bootstraps to
+	// nobody and turns mDNS off.
+	k.run(t, "init", "--profile=test")
+	cmd := exec.Command(k.bin, "daemon", "--offline=false")
+	cmd.Env = append(os.Environ(), "IPFS_PATH="+k.path)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(logs.String(), "Daemon is ready") {
+		if time.Now().After(deadline) {
+			t.Fatalf("kubo did not start:\n%s", logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var id struct {
+		ID        string
+		Addresses []string
+	}
+	if err := json.Unmarshal([]byte(k.run(t, "id")), &id); err != nil {
+		t.Fatal(err)
+	}
+	k.ID, k.Addrs = id.ID, id.Addresses
+	return k
+}
+
+// tcpAddr is the first loopback TCP address of a peer.
+func tcpAddr(t *testing.T, addrs []string) string {
+	t.Helper()
+	for _, a := range addrs {
+		if strings.HasPrefix(a, "/ip4/127.0.0.1/tcp/") && !strings.Contains(a, "/ws") {
+			return a
+		}
+	}
+	t.Fatalf("no loopback TCP address in %v", addrs)
+	return ""
+}
+
+// startContainerd runs a containerd with its own root, state and socket.
+func startContainerd(t *testing.T) *containerd.Client {
+	t.Helper()
+	needRoot(t)
+	bin, err := exec.LookPath("containerd")
+	need(t, "containerd", err)
+	dir, err := os.MkdirTemp("", "shoal-ctrd-") // short: unix socket paths are limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "c.sock")
+	cfg := fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, sock+".ttrpc")
+	cfgPath := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--config", cfgPath)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("containerd did not start:\n%s", logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	client, err := containerd.New(sock, containerd.WithDefaultNamespace("shoal-e2e"))
+	if err != nil {
+		t.Fatalf("containerd client: %v\n%s", err, logs.String())
+	}
+	t.Cleanup(func() { client.Close() })
+	return client
+}
+
+// shoalNode is an embedded shoal node on loopback.
+func shoalNode(t *testing.T, peers ...string) *node.Node {
+	t.Helper()
+	home := t.TempDir()
+	cfg := node.DefaultConfig()
+	cfg.Swarm.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+	cfg.Swarm.MDNS = false
+	if _, err := node.Init(home, cfg); err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.Open(context.Background(), home, node.Options{Online: true, Peers: peers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+func namespacesCtx(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, "shoal-e2e")
+}
