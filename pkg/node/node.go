@@ -192,7 +192,7 @@ func (n *Node) openStores(ctx context.Context) error {
 		})
 	}
 	if n.cfg.Datastore.Blocks == "flatfs" {
-		n.bstore = blockstore.NewGCBlockstore(blockstore.NewBlockstoreNoPrefix(blocks), blockstore.NewGCLocker())
+		n.bstore = blockstore.NewGCBlockstore(blockstore.NewBlockstore(blocks, blockstore.NoPrefix()), blockstore.NewGCLocker())
 	} else {
 		n.bstore = blockstore.NewGCBlockstore(blockstore.NewBlockstore(blocks), blockstore.NewGCLocker())
 	}

@@ -72,7 +72,7 @@ func OpenSource(ctx context.Context, ref string, opts SourceOptions) (Source, er
 		}
 		return openRegistry(ctx, ref, strings.TrimPrefix(rest, "//"), opts)
 	default:
-		return nil, fmt.Errorf("source %q: %w %q: want oci:, oci-archive:, docker-archive: or docker://", ref, ErrUnknownTransport, transport)
+		return nil, fmt.Errorf("source %q: %w %q: want oci:DIR, oci-archive:FILE, docker-archive:FILE or docker://REF", ref, ErrUnknownTransport, transport)
 	}
 }
 
@@ -90,7 +90,7 @@ func OpenDestination(ref string) (Destination, error) {
 		file, tag := splitPathTag(rest)
 		return newArchiveDestination(ref, file, tag)
 	default:
-		return nil, fmt.Errorf("destination %q: %w %q: want oci: or oci-archive:", ref, ErrUnknownTransport, transport)
+		return nil, fmt.Errorf("destination %q: %w %q: want oci:DIR[:TAG] or oci-archive:FILE[:TAG]", ref, ErrUnknownTransport, transport)
 	}
 }
 
