@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -271,4 +272,27 @@ func bitswapStat(n *node.Node) (uint64, error) {
 		return 0, err
 	}
 	return s.BlocksReceived, nil
+}
+
+// TestPullOfABlobNobodyHas: the manifest names a layer whose blocks no peer
+// holds; the pull ends at its timeout naming that layer, and leaves nothing.
+func TestPullOfABlobNobodyHas(t *testing.T) {
+	ctx := ctxT(t)
+	a := newNode(t)
+	b := newNode(t, a)
+	res := pushIndex(t, ctx, a, 4)
+	tree, err := image.Inspect(ctx, a, res.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := tree.Children[0].Children[0].Children[1]
+	if err := a.Blockstore().DeleteBlock(ctx, cid.MustParse(layer.CID)); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	_, err = pullTo(ctx, b, res.Root, dir, 2*time.Second)
+	if !errors.Is(err, image.ErrTimeout) || !strings.Contains(err.Error(), layer.Digest) {
+		t.Fatalf("pull with a missing layer: %v; want a timeout naming %s", err, layer.Digest)
+	}
+	assertNoImage(t, b, dir)
 }

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Makes the benchmark image once and caches it: a debootstrap minbase
+# bookworm root filesystem turned into a one-layer OCI image by umoci.
+# Prints the layout's path. The mirror is the machine's own apt source.
+set -euo pipefail
+CACHE=${SHOAL_CACHE:-$HOME/.cache/shoal}
+out="$CACHE/debian-bookworm-oci"
+if [[ -f "$out/index.json" ]]; then
+  echo "$out"
+  exit 0
+fi
+mirror=$(awk '
+  /^URIs:/ { uri = $2 }
+  /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == "bookworm") { print uri; exit } }
+' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+if [[ -z "$mirror" ]]; then
+  mirror=$(awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
+fi
+[[ -n "$mirror" ]] || { echo "debian-image: no bookworm mirror in the apt sources" >&2; exit 1; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+echo "debian-image: debootstrap minbase bookworm from $mirror" >&2
+debootstrap --variant=minbase bookworm "$work/rootfs" "$mirror" >&2
+umoci init --layout "$work/oci"
+umoci new --image "$work/oci:bookworm"
+umoci unpack --image "$work/oci:bookworm" "$work/bundle" >&2
+cp -a "$work/rootfs/." "$work/bundle/rootfs/"
+umoci repack --image "$work/oci:bookworm" "$work/bundle" >&2
+umoci config --image "$work/oci:bookworm" --os linux --architecture amd64 --config.cmd /bin/bash >&2
+umoci gc --layout "$work/oci"
+mkdir -p "$CACHE"
+rm -rf "$out.tmp" && mv "$work/oci" "$out.tmp" && mv "$out.tmp" "$out"
+echo "$out"
