@@ -14,6 +14,7 @@ import (
 	"github.com/ipfs/boxo/ipld/unixfs/importer/balanced"
 	"github.com/ipfs/boxo/ipld/unixfs/importer/helpers"
 	uio "github.com/ipfs/boxo/ipld/unixfs/io"
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 	mh "github.com/multiformats/go-multihash"
@@ -124,6 +125,18 @@ func Open(ctx context.Context, get ipld.NodeGetter, c cid.Cid) (Reader, error) {
 		return nil, fmt.Errorf("open %s: %w", c, err)
 	}
 	return r, nil
+}
+
+// DecodeBlock decodes a block of a UnixFS file DAG: a raw leaf or dag-pb.
+func DecodeBlock(b blocks.Block) (ipld.Node, error) {
+	switch b.Cid().Prefix().Codec {
+	case cid.Raw:
+		return merkledag.DecodeRawBlock(b)
+	case cid.DagProtobuf:
+		return merkledag.DecodeProtobufBlock(b)
+	default:
+		return nil, fmt.Errorf("block %s: codec %#x is not part of a UnixFS file", b.Cid(), b.Cid().Prefix().Codec)
+	}
 }
 
 // Links returns the children of a block in a UnixFS file DAG: none for a raw

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/ipfs/go-cid"
@@ -181,7 +182,7 @@ func formatPlatform(p ocispec.Platform) string {
 // ParsePlatform parses os/arch[/variant].
 func ParsePlatform(s string) (ocispec.Platform, error) {
 	parts := strings.Split(s, "/")
-	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+	if len(parts) < 2 || len(parts) > 3 || slices.Contains(parts, "") {
 		return ocispec.Platform{}, fmt.Errorf("platform %q: want os/arch[/variant]", s)
 	}
 	p := ocispec.Platform{OS: parts[0], Architecture: parts[1]}

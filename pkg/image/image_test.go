@@ -164,7 +164,7 @@ func TestPullResumesFetchingOnlyWhatIsMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	stat := func() uint64 {
-		s, err := bitswapStat(b)
+		s, err := receivedBlocks(b)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -266,12 +266,12 @@ func assertNoImage(t *testing.T, n *node.Node, dir string) {
 	}
 }
 
-func bitswapStat(n *node.Node) (uint64, error) {
-	s, err := n.BitswapStat()
+func receivedBlocks(n *node.Node) (uint64, error) {
+	s, err := n.FetchStat()
 	if err != nil {
 		return 0, err
 	}
-	return s.BlocksReceived, nil
+	return s.BitswapBlocks + s.GatewayBlocks, nil
 }
 
 // TestPullOfABlobNobodyHas: the manifest names a layer whose blocks no peer
@@ -295,4 +295,23 @@ func TestPullOfABlobNobodyHas(t *testing.T) {
 		t.Fatalf("pull with a missing layer: %v; want a timeout naming %s", err, layer.Digest)
 	}
 	assertNoImage(t, b, dir)
+}
+
+// TestPullStreamsFromThePeersGateway: between shoal nodes, whole blob DAGs
+// come as CAR streams over the trustless gateway protocol, not bitswap.
+func TestPullStreamsFromThePeersGateway(t *testing.T) {
+	ctx := ctxT(t)
+	a := newNode(t)
+	b := newNode(t, a)
+	res := pushIndex(t, ctx, a, 9)
+	if _, err := pullTo(ctx, b, res.Root, t.TempDir(), 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	s, err := b.FetchStat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.GatewayBlocks == 0 || s.GatewayBytes < uint64(res.Image.Size) {
+		t.Fatalf("gateway delivered %d blocks, %d bytes of a %d-byte image (bitswap %d blocks)", s.GatewayBlocks, s.GatewayBytes, res.Image.Size, s.BitswapBlocks)
+	}
 }

@@ -77,6 +77,7 @@ type Node struct {
 	bswap   *bitswap.Bitswap
 	peering *peering.PeeringService
 	mdns    io.Closer
+	gw      *gatewayPeers
 
 	pinMu sync.Mutex // image records and their pins change together
 }
@@ -132,6 +133,9 @@ func Open(ctx context.Context, home string, opts Options) (_ *Node, err error) {
 	n.bserv = blockservice.New(n.bstore, n.bswap)
 	n.dag = merkledag.NewDAGService(n.bserv)
 
+	if err := n.startGateway(); err != nil {
+		return nil, fmt.Errorf("start gateway over libp2p: %w", err)
+	}
 	n.peering = peering.NewPeeringService(n.host)
 	peers, err := ParsePeers(append(append([]string{}, cfg.Swarm.Peers...), opts.Peers...))
 	if err != nil {
@@ -213,6 +217,9 @@ func (n *Node) Close() error {
 	if n.peering != nil {
 		n.peering.Stop()
 	}
+	if n.gw != nil {
+		errs = append(errs, n.gw.http.Close())
+	}
 	if n.bswap != nil {
 		errs = append(errs, n.bswap.Close())
 	}
@@ -251,12 +258,25 @@ func (n *Node) Exchange() exchange.Interface {
 	return n.bswap
 }
 
-// BitswapStat reports bitswap's counters; the node must be online.
-func (n *Node) BitswapStat() (*bitswap.Stat, error) {
+// FetchStat counts what this node received from peers.
+type FetchStat struct {
+	BitswapBlocks, BitswapBytes uint64
+	GatewayBlocks, GatewayBytes uint64
+}
+
+// FetchStat reports the blocks received from peers; the node must be online.
+func (n *Node) FetchStat() (FetchStat, error) {
 	if n.bswap == nil {
-		return nil, errors.New("node is offline")
+		return FetchStat{}, errors.New("node is offline")
 	}
-	return n.bswap.Stat()
+	bs, err := n.bswap.Stat()
+	if err != nil {
+		return FetchStat{}, err
+	}
+	return FetchStat{
+		BitswapBlocks: bs.BlocksReceived, BitswapBytes: bs.DataReceived,
+		GatewayBlocks: n.gw.blocksReceived.Load(), GatewayBytes: n.gw.bytesReceived.Load(),
+	}, nil
 }
 
 // Connect dials peers; a failure to reach one does not stop the others.
@@ -356,9 +376,15 @@ func (n *Node) Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 	return blob.Open(ctx, merkledag.NewSession(ctx, n.dag), c)
 }
 
-// Fetch makes the whole DAG under c local.
+// Fetch makes the whole DAG under c local: first as one CAR stream from a
+// peer's gateway, then over bitswap for whatever is still missing.
 func (n *Node) Fetch(ctx context.Context, c cid.Cid, onBlock func(int)) error {
 	unlock := n.bstore.PinLock(ctx)
 	defer unlock.Unlock(ctx)
+	if n.gw != nil {
+		if has, err := n.bstore.Has(ctx, c); err == nil && !has && n.fetchFromGateways(ctx, c, onBlock) {
+			return nil
+		}
+	}
 	return blob.Fetch(ctx, merkledag.NewSession(ctx, n.dag), c, onBlock)
 }

@@ -1,0 +1,218 @@
+// Package bench measures shoal against its anchors (kubo, a distribution
+// registry with skopeo) in the same run, on a real Debian image. Run it with
+// scripts/bench.sh; results and ratios go in docs/benchmarks.md.
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// tools found once per run.
+var (
+	shoalBin = os.Getenv("SHOAL_BIN")
+	kuboBin  = os.Getenv("SHOAL_KUBO")
+	debImage = os.Getenv("SHOAL_BENCH_IMAGE") // an OCI layout with tag bookworm
+)
+
+func requireTools(b *testing.B) {
+	b.Helper()
+	if shoalBin == "" || kuboBin == "" || debImage == "" {
+		b.Skip("set SHOAL_BIN, SHOAL_KUBO and SHOAL_BENCH_IMAGE (scripts/bench.sh does)")
+	}
+}
+
+// run runs a command and returns its peak resident memory in MiB.
+func run(b *testing.B, env []string, name string, args ...string) float64 {
+	b.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.Stdout = &stderr
+	if err := cmd.Run(); err != nil {
+		b.Fatalf("%s %v: %v\n%s", name, args, err, stderr.String())
+	}
+	return float64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) / 1024
+}
+
+func output(b *testing.B, env []string, name string, args ...string) string {
+	b.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		b.Fatalf("%s %v: %v\n%s", name, args, err, stderr.String())
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// daemon starts a long-running process and stops it when the benchmark ends.
+func daemon(b *testing.B, env []string, ready func() bool, name string, args ...string) *exec.Cmd {
+	b.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for !ready() {
+		if time.Now().After(deadline) {
+			b.Fatalf("%s did not start:\n%s", name, logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return cmd
+}
+
+// peakRSS reads a live process's peak resident memory in MiB.
+func peakRSS(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb float64
+			fmt.Sscanf(strings.TrimSpace(v), "%f", &kb)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// imageBlobs lists the blob files of the benchmark layout and their total size.
+func imageBlobs(b *testing.B) ([]string, int64) {
+	b.Helper()
+	var files []string
+	var total int64
+	err := filepath.WalkDir(filepath.Join(debImage, "blobs"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		files = append(files, p)
+		total += fi.Size()
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return files, total
+}
+
+// storeStats counts the files and bytes under a directory.
+func storeStats(dir string) (files int, bytes int64) {
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil {
+			files++
+			bytes += fi.Size()
+		}
+		return nil
+	})
+	return files, bytes
+}
+
+func freePort(b *testing.B) int {
+	b.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// kuboRepo makes a kubo repo on loopback with free ports and no bootstrap.
+func kuboRepo(b *testing.B) []string {
+	b.Helper()
+	env := []string{"IPFS_PATH=" + b.TempDir()}
+	run(b, env, kuboBin, "init", "--profile=test")
+	return env
+}
+
+func kuboDaemon(b *testing.B, env []string) (*exec.Cmd, string) {
+	b.Helper()
+	apiFile := strings.TrimPrefix(env[0], "IPFS_PATH=") + "/api"
+	cmd := daemon(b, env, func() bool { _, err := os.Stat(apiFile); return err == nil }, kuboBin, "daemon")
+	var id struct {
+		ID        string
+		Addresses []string
+	}
+	if err := json.Unmarshal([]byte(output(b, env, kuboBin, "id")), &id); err != nil {
+		b.Fatal(err)
+	}
+	for _, a := range id.Addresses {
+		if strings.HasPrefix(a, "/ip4/127.0.0.1/tcp/") && !strings.Contains(a, "/ws") {
+			return cmd, a
+		}
+	}
+	b.Fatalf("kubo has no loopback TCP address: %v", id.Addresses)
+	return nil, ""
+}
+
+// shoalHome makes a shoal home on loopback with the given extra config.
+func shoalHome(b *testing.B, layout, blocks string) []string {
+	b.Helper()
+	home := b.TempDir()
+	env := []string{"SHOAL_HOME=" + home}
+	run(b, env, shoalBin, "init", "--layout", layout, "--blocks", blocks,
+		"--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1")
+	return env
+}
+
+func shoalDaemon(b *testing.B, env []string) (*exec.Cmd, string) {
+	b.Helper()
+	var addr string
+	cmd := daemon(b, env, func() bool {
+		c := exec.Command(shoalBin, "id", "--json")
+		c.Env = append(os.Environ(), env...)
+		out, err := c.Output()
+		if err != nil {
+			return false
+		}
+		var id struct{ Addresses []string }
+		if json.Unmarshal(out, &id) != nil {
+			return false
+		}
+		for _, a := range id.Addresses {
+			if strings.Contains(a, "/tcp/") {
+				addr = a
+				return true
+			}
+		}
+		return false
+	}, shoalBin, "daemon", "--no-mdns")
+	return cmd, addr
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs the benchmarks of bench/ on the cached Debian image, shoal side by
+# side with kubo and a distribution registry, and prints the raw results.
+# Usage: scripts/bench.sh [go test -bench regexp] [iterations]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+export SHOAL_KUBO=$(scripts/build-kubo.sh)
+export SHOAL_BENCH_IMAGE=$(scripts/debian-image.sh)
+mkdir -p bench/out
+go build -o bench/out/shoal ./cmd/shoal
+export SHOAL_BIN=$PWD/bench/out/shoal
+go test -run '^$' -bench "${1:-.}" -benchtime "${2:-5}x" -timeout 60m ./bench/ | tee bench/out/results.txt
