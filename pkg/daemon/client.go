@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -84,37 +83,6 @@ func (c *Client) Cat(ctx context.Context, root cid.Cid) (io.ReadCloser, error) {
 		return nil, err
 	}
 	return resp.Body, nil
-}
-
-func (c *Client) Fetch(ctx context.Context, root cid.Cid, onBlock func(int)) error {
-	resp, err := c.send(ctx, http.MethodPost, "/v0/fetch/"+root.String(), nil)
-	if err != nil {
-		return err
-	}
-	defer closeBody(resp.Body)
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		var ev fetchEvent
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			return fmt.Errorf("daemon fetch %s: %w", root, err)
-		}
-		if onBlock != nil && ev.Bytes > 0 {
-			onBlock(int(ev.Bytes))
-		}
-		if ev.Error != "" {
-			return errors.New(ev.Error)
-		}
-		if ev.Done {
-			return nil
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("daemon fetch %s: %w", root, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return fmt.Errorf("daemon fetch %s: stream ended early", root)
 }
 
 func (c *Client) PinImage(ctx context.Context, img node.Image) error {

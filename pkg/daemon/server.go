@@ -33,7 +33,6 @@ func NewServer(n *node.Node, log *slog.Logger) *Server {
 	mux.HandleFunc("GET /v0/id", s.id)
 	mux.HandleFunc("POST /v0/add", s.add)
 	mux.HandleFunc("GET /v0/cat/{cid}", s.cat)
-	mux.HandleFunc("POST /v0/fetch/{cid}", s.fetch)
 	mux.HandleFunc("GET /v0/images", s.images)
 	mux.HandleFunc("POST /v0/images", s.pinImage)
 	mux.HandleFunc("GET /v0/images/{cid}", s.image)
@@ -142,47 +141,6 @@ func (s *Server) cat(w http.ResponseWriter, r *http.Request) {
 		// tell the client its bytes are incomplete.
 		panic(http.ErrAbortHandler)
 	}
-}
-
-// fetchEvent is one line of the fetch stream.
-type fetchEvent struct {
-	Blocks int    `json:"Blocks,omitempty"`
-	Bytes  int64  `json:"Bytes,omitempty"`
-	Error  string `json:"Error,omitempty"`
-	Done   bool   `json:"Done,omitempty"`
-}
-
-func (s *Server) fetch(w http.ResponseWriter, r *http.Request) {
-	c, err := pathCID(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	enc := json.NewEncoder(w)
-	flusher, _ := w.(http.Flusher)
-	var ev fetchEvent
-	last := time.Now()
-	err = s.node.Fetch(r.Context(), c, func(n int) {
-		ev.Blocks++
-		ev.Bytes += int64(n)
-		// Batch progress so a many-block DAG is not a line per block,
-		// but keep the client's idle timer fed.
-		if time.Since(last) > 50*time.Millisecond {
-			_ = enc.Encode(ev)
-			if flusher != nil {
-				flusher.Flush()
-			}
-			ev = fetchEvent{}
-			last = time.Now()
-		}
-	})
-	if err != nil {
-		_ = enc.Encode(fetchEvent{Blocks: ev.Blocks, Bytes: ev.Bytes, Error: err.Error()})
-		return
-	}
-	ev.Done = true
-	_ = enc.Encode(ev)
 }
 
 func (s *Server) images(w http.ResponseWriter, r *http.Request) {

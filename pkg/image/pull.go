@@ -193,51 +193,48 @@ func (p *puller) addPlatform(s string) {
 	p.platforms = append(p.platforms, s)
 }
 
-// fetchBlob makes a blob's blocks local, then streams it to the
-// destination, which verifies size and digest.
+// fetchBlob streams a blob from the store, which fetches it from peers,
+// into the destination, which verifies its size and digest.
 func (p *puller) fetchBlob(ctx context.Context, d ocispec.Descriptor) error {
 	c, err := CIDOf(d)
 	if err != nil {
 		return err
 	}
-	var fetched int64
-	err = p.store.Fetch(ctx, c, func(n int) {
-		p.kick()
-		fetched += int64(n)
-		p.opts.Progress.Add(int64(n))
-	})
+	// A blob an earlier pull already wrote is still read, so that it is
+	// stored here and can be pinned.
+	have, err := p.dst.Has(ctx, d)
 	if err != nil {
-		return fmt.Errorf("blob %s (%s): %w", d.Digest, c, err)
-	}
-	// Parent blocks count too; settle the bar on the blob's own size.
-	p.opts.Progress.Add(d.Size - fetched)
-	p.kick() // what follows is local work
-	if ok, err := p.dst.Has(ctx, d); err != nil || ok {
 		return err
 	}
-	p.kick()
 	rc, err := p.store.Cat(ctx, c)
 	if err != nil {
 		return fmt.Errorf("blob %s (%s): %w", d.Digest, c, err)
 	}
 	defer rc.Close()
-	if err := p.dst.WriteBlob(ctx, d, rc); err != nil {
+	r := readAhead(&countingReader{r: rc, progress: progressFunc(func(n int64) {
+		p.kick()
+		p.opts.Progress.Add(n)
+	})})
+	defer r.Close()
+	if have {
+		_, err = io.Copy(io.Discard, r)
+	} else {
+		err = p.dst.WriteBlob(ctx, d, r)
+	}
+	if err != nil {
 		return fmt.Errorf("blob %s (%s): %w", d.Digest, c, err)
 	}
 	return nil
 }
 
-// readSmall fetches and reads a small blob whole.
+// readSmall reads a small blob whole.
 func (p *puller) readSmall(ctx context.Context, c cid.Cid, limit int64) ([]byte, error) {
-	if err := p.store.Fetch(ctx, c, func(int) { p.kick() }); err != nil {
-		return nil, err
-	}
 	rc, err := p.store.Cat(ctx, c)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, limit+1))
+	data, err := io.ReadAll(io.LimitReader(&countingReader{r: rc, progress: progressFunc(func(int64) { p.kick() })}, limit+1))
 	if err != nil {
 		return nil, err
 	}
@@ -260,6 +257,12 @@ func (p *puller) readVerified(ctx context.Context, c cid.Cid, d ocispec.Descript
 	}
 	return data, nil
 }
+
+// progressFunc counts bytes for a reader of its own.
+type progressFunc func(n int64)
+
+func (f progressFunc) AddTotal(int64) {}
+func (f progressFunc) Add(n int64)    { f(n) }
 
 // idleTimeout returns a context that ends with ErrTimeout once kick has not
 // been called for d. With d zero it never times out.

@@ -22,8 +22,9 @@ import (
 // client of a running daemon.
 type Store interface {
 	Add(ctx context.Context, r io.Reader) (cid.Cid, error)
+	// Cat reads a blob, fetching from peers what is not stored yet and
+	// storing it, so that the blob can be pinned once read.
 	Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error)
-	Fetch(ctx context.Context, c cid.Cid, onBlock func(int)) error
 	PinImage(ctx context.Context, img node.Image) error
 }
 
@@ -227,7 +228,9 @@ func (p *pusher) addBlob(ctx context.Context, d ocispec.Descriptor, data []byte)
 		if err != nil {
 			return d, err
 		}
-		r = &countingReader{r: v, progress: p.opts.Progress}
+		ahead := readAhead(&countingReader{r: v, progress: p.opts.Progress})
+		defer ahead.Close()
+		r = ahead
 	}
 	c, err := p.store.Add(ctx, r)
 	if err != nil {

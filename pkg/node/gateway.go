@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -14,9 +15,12 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	carv2 "github.com/ipld/go-car/v2"
+	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	libp2phttp "github.com/libp2p/go-libp2p/p2p/http"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
 )
 
@@ -44,6 +48,27 @@ type gatewayPeers struct {
 	bytesReceived  atomic.Uint64
 }
 
+// isBad reports whether p was caught sending bad blocks.
+func (g *gatewayPeers) isBad(p peer.ID) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.bad[p]
+}
+
+// badPeerGater keeps peers caught sending bad blocks off this node's swarm,
+// so that neither the gateway nor bitswap asks them again.
+type badPeerGater struct{ g *gatewayPeers }
+
+func (b badPeerGater) InterceptPeerDial(p peer.ID) bool                 { return !b.g.isBad(p) }
+func (b badPeerGater) InterceptAddrDial(p peer.ID, _ ma.Multiaddr) bool { return !b.g.isBad(p) }
+func (b badPeerGater) InterceptAccept(network.ConnMultiaddrs) bool      { return true }
+func (b badPeerGater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
+	return !b.g.isBad(p)
+}
+func (b badPeerGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) {
+	return true, 0
+}
+
 // startGateway serves this node's local blocks to peers over GatewayProtocol.
 // Only blocks stored here are served: a request never makes this node fetch
 // from others on a peer's behalf.
@@ -54,7 +79,7 @@ func (n *Node) startGateway() error {
 	}
 	h := &libp2phttp.Host{StreamHost: n.host}
 	h.SetHTTPHandlerAtPath(GatewayProtocol, "/", gateway.NewHandler(gateway.Config{}, backend))
-	n.gw = &gatewayPeers{http: h, bad: map[peer.ID]bool{}}
+	n.gw.http = h
 	go func() {
 		if err := h.Serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Warn("gateway over libp2p stopped", "err", err)
@@ -67,9 +92,8 @@ func (n *Node) startGateway() error {
 // rotated so that parallel fetches spread over them.
 func (n *Node) gatewayCandidates() []peer.ID {
 	var out []peer.ID
-	n.gw.mu.Lock()
 	for _, p := range n.host.Network().Peers() {
-		if n.gw.bad[p] {
+		if n.gw.isBad(p) {
 			continue
 		}
 		// HTTP over libp2p is one stream protocol; which HTTP protocols a
@@ -78,7 +102,6 @@ func (n *Node) gatewayCandidates() []peer.ID {
 			out = append(out, p)
 		}
 	}
-	n.gw.mu.Unlock()
 	if len(out) > 1 {
 		k := int(n.gw.next.Add(1) % uint64(len(out)))
 		out = append(out[k:], out[:k]...)
@@ -92,14 +115,7 @@ func (n *Node) gatewayCandidates() []peer.ID {
 func (n *Node) fetchFromGateways(ctx context.Context, root cid.Cid, onBlock func(int)) bool {
 	for _, p := range n.gatewayCandidates() {
 		complete, err := n.fetchCAR(ctx, p, root, onBlock)
-		if errors.Is(err, ErrBadBlock) {
-			n.gw.mu.Lock()
-			n.gw.bad[p] = true
-			n.gw.mu.Unlock()
-			n.log.Warn("peer sent bad blocks; not asking it again", "peer", p, "err", err)
-		} else if err != nil {
-			n.log.Debug("gateway fetch failed", "peer", p, "root", root, "err", err)
-		}
+		n.noteGatewayError(p, root, err)
 		if complete {
 			return true
 		}
@@ -110,70 +126,124 @@ func (n *Node) fetchFromGateways(ctx context.Context, root cid.Cid, onBlock func
 	return false
 }
 
-func (n *Node) fetchCAR(ctx context.Context, p peer.ID, root cid.Cid, onBlock func(int)) (bool, error) {
+// carStream is one peer's CAR response for a whole DAG.
+type carStream struct {
+	peer peer.ID
+	body io.ReadCloser
+	br   *carv2.BlockReader
+	// inOrder is set when the peer promised depth-first order with no
+	// duplicates, the order in which a file's bytes can be read off.
+	inOrder bool
+}
+
+func (n *Node) openCAR(ctx context.Context, p peer.ID, root cid.Cid) (*carStream, error) {
 	client, err := n.gw.http.NamespacedClient(GatewayProtocol, peer.AddrInfo{ID: p})
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "/ipfs/"+root.String()+"?format=car&dag-scope=all", nil)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	req.Header.Set("Accept", carAccept)
 	resp, err := client.Do(req)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		return false, fmt.Errorf("gateway of %s: %s", p, resp.Status)
+		resp.Body.Close()
+		return nil, fmt.Errorf("gateway of %s: %s", p, resp.Status)
 	}
-	br, err := carv2.NewBlockReader(resp.Body)
+	// Blocks are checked below, against their CIDs and their parents'
+	// links, which is stricter than the CAR reader's own check.
+	br, err := carv2.NewBlockReader(resp.Body, carv2.WithTrustedCAR(true))
 	if err != nil {
-		return false, fmt.Errorf("gateway of %s: %w", p, err)
+		resp.Body.Close()
+		return nil, fmt.Errorf("gateway of %s: %w", p, err)
 	}
+	ct := resp.Header.Get("Content-Type")
+	inOrder := strings.Contains(ct, "order=dfs") && strings.Contains(ct, "dups=n")
+	return &carStream{peer: p, body: resp.Body, br: br, inOrder: inOrder}, nil
+}
+
+// blockSink batches verified blocks into the blockstore and counts them.
+type blockSink struct {
+	n       *Node
+	batch   []blocks.Block
+	bytes   int
+	onBlock func(int)
+}
+
+func (s *blockSink) add(ctx context.Context, b blocks.Block) error {
+	s.batch = append(s.batch, b)
+	s.bytes += len(b.RawData())
+	s.n.gw.blocksReceived.Add(1)
+	s.n.gw.bytesReceived.Add(uint64(len(b.RawData())))
+	if s.onBlock != nil {
+		s.onBlock(len(b.RawData()))
+	}
+	if s.bytes >= 8<<20 {
+		return s.flush(ctx)
+	}
+	return nil
+}
+
+func (s *blockSink) flush(ctx context.Context) error {
+	if len(s.batch) == 0 {
+		return nil
+	}
+	err := s.n.bstore.PutMany(ctx, s.batch)
+	s.batch, s.bytes = s.batch[:0], 0
+	return err
+}
+
+// fetchCAR stores every block of one peer's CAR of root; it reports
+// whether the DAG is complete.
+func (n *Node) fetchCAR(ctx context.Context, p peer.ID, root cid.Cid, onBlock func(int)) (bool, error) {
+	cs, err := n.openCAR(ctx, p, root)
+	if err != nil {
+		return false, err
+	}
+	defer cs.body.Close()
 	v := newDAGVerifier(root)
-	var batch []blocks.Block
-	var batchBytes int
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		err := n.bstore.PutMany(ctx, batch)
-		batch, batchBytes = batch[:0], 0
-		return err
-	}
+	sink := &blockSink{n: n, onBlock: onBlock}
 	for {
-		b, err := br.Next()
+		b, err := cs.br.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
+		if err == nil {
+			err = v.check(b)
+		}
+		if err == nil {
+			err = sink.add(ctx, b)
+		}
 		if err != nil {
-			_ = flush()
+			_ = sink.flush(ctx)
 			return false, fmt.Errorf("gateway of %s: %w", p, err)
 		}
-		if err := v.check(b); err != nil {
-			_ = flush()
-			return false, fmt.Errorf("%s: %w", p, err)
-		}
-		batch = append(batch, b)
-		batchBytes += len(b.RawData())
-		n.gw.blocksReceived.Add(1)
-		n.gw.bytesReceived.Add(uint64(len(b.RawData())))
-		if onBlock != nil {
-			onBlock(len(b.RawData()))
-		}
-		if batchBytes >= 8<<20 {
-			if err := flush(); err != nil {
-				return false, err
-			}
-		}
 	}
-	if err := flush(); err != nil {
+	if err := sink.flush(ctx); err != nil {
 		return false, err
 	}
 	return v.done(), nil
+}
+
+func (n *Node) noteGatewayError(p peer.ID, root cid.Cid, err error) {
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrBadBlock):
+		n.gw.mu.Lock()
+		n.gw.bad[p] = true
+		n.gw.mu.Unlock()
+		n.log.Warn("peer sent bad blocks; disconnecting and not asking it again", "peer", p, "err", err)
+		// Bitswap may have the same peer's bad copy in flight; dropping the
+		// connection makes it ask the others.
+		_ = n.host.Network().ClosePeer(p)
+	default:
+		n.log.Debug("gateway fetch failed", "peer", p, "root", root, "err", err)
+	}
 }
 
 // dagVerifier accepts a block only if it hashes to its CID and the root or
@@ -200,6 +270,12 @@ func (v *dagVerifier) check(b blocks.Block) error {
 	if !missing {
 		return nil
 	}
+	return v.accept(b)
+}
+
+// accept marks a verified block received and expects its links.
+func (v *dagVerifier) accept(b blocks.Block) error {
+	c := b.Cid()
 	v.wanted[string(c.Hash())] = false
 	v.left--
 	nd, err := blob.DecodeBlock(b)
@@ -220,3 +296,9 @@ func (v *dagVerifier) check(b blocks.Block) error {
 }
 
 func (v *dagVerifier) done() bool { return v.left == 0 }
+
+// seen reports whether a block was already received.
+func (v *dagVerifier) seen(c cid.Cid) bool {
+	missing, known := v.wanted[string(c.Hash())]
+	return known && !missing
+}

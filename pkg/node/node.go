@@ -120,8 +120,10 @@ func Open(ctx context.Context, home string, opts Options) (_ *Node, err error) {
 	if opts.Listen != nil {
 		listen = opts.Listen
 	}
+	n.gw = &gatewayPeers{bad: map[peer.ID]bool{}}
 	n.host, err = libp2p.New(
 		libp2p.Identity(priv),
+		libp2p.ConnectionGater(badPeerGater{n.gw}),
 		libp2p.ListenAddrStrings(listen...),
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Transport(quic.NewTransport),
@@ -217,7 +219,7 @@ func (n *Node) Close() error {
 	if n.peering != nil {
 		n.peering.Stop()
 	}
-	if n.gw != nil {
+	if n.gw != nil && n.gw.http != nil {
 		errs = append(errs, n.gw.http.Close())
 	}
 	if n.bswap != nil {
@@ -371,17 +373,12 @@ func (n *Node) Add(ctx context.Context, r io.Reader) (cid.Cid, error) {
 	return blob.Add(ctx, n.dag, r, n.layout)
 }
 
-// Cat reads a UnixFS file, fetching missing blocks from peers when online.
-func (n *Node) Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
-	return blob.Open(ctx, merkledag.NewSession(ctx, n.dag), c)
-}
-
 // Fetch makes the whole DAG under c local: first as one CAR stream from a
 // peer's gateway, then over bitswap for whatever is still missing.
 func (n *Node) Fetch(ctx context.Context, c cid.Cid, onBlock func(int)) error {
 	unlock := n.bstore.PinLock(ctx)
 	defer unlock.Unlock(ctx)
-	if n.gw != nil {
+	if n.host != nil {
 		if has, err := n.bstore.Has(ctx, c); err == nil && !has && n.fetchFromGateways(ctx, c, onBlock) {
 			return nil
 		}

@@ -1,0 +1,227 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/ipfs/boxo/ipld/merkledag"
+	"github.com/ipfs/boxo/ipld/unixfs"
+	unixfspb "github.com/ipfs/boxo/ipld/unixfs/pb"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+	"github.com/shoal-ipfs/shoal/pkg/blob"
+)
+
+// Cat reads a UnixFS file, fetching what is missing from peers and storing
+// it as it goes. From a peer's gateway the file is read off one CAR stream
+// as its blocks arrive; otherwise the whole DAG is requested over bitswap
+// in the background while the file is read in order.
+func (n *Node) Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
+	if n.host == nil {
+		return blob.Open(ctx, n.dag, c)
+	}
+	if has, err := n.bstore.Has(ctx, c); err == nil && !has {
+		for _, p := range n.gatewayCandidates() {
+			cs, err := n.openCAR(ctx, p, c)
+			n.noteGatewayError(p, c, err)
+			if err != nil {
+				continue
+			}
+			if !cs.inOrder {
+				cs.body.Close()
+				break
+			}
+			return newGatewayFile(ctx, n, c, cs), nil
+		}
+	}
+	return n.prefetchingReader(ctx, c)
+}
+
+// prefetchingReader reads the file in order while a background walk asks
+// for every block of the DAG at once, so a sequential read is not bound by
+// one round trip per block.
+func (n *Node) prefetchingReader(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	session := merkledag.NewSession(ctx, n.dag)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = blob.Fetch(ctx, session, c, nil) // the reader reports any failure
+	}()
+	r, err := blob.Open(ctx, session, c)
+	if err != nil {
+		cancel()
+		<-done
+		return nil, err
+	}
+	return &prefetching{Reader: r, stop: func() { cancel(); <-done }}, nil
+}
+
+type prefetching struct {
+	blob.Reader
+	stop func()
+}
+
+func (p *prefetching) Close() error {
+	p.stop()
+	return p.Reader.Close()
+}
+
+// gatewayFile reads a UnixFS file off a depth-first CAR stream: each block
+// is checked against its CID and its parent's links, stored, and its data
+// handed to the reader. Should the stream fail, reading goes on from the
+// same offset through bitswap.
+type gatewayFile struct {
+	ctx  context.Context
+	n    *Node
+	root cid.Cid
+	cs   *carStream
+	v    *dagVerifier
+	sink *blockSink
+	todo []cid.Cid // depth-first stack of blocks still to read
+	data []byte    // unread bytes of the current block
+	off  int64     // bytes handed out so far
+	rest io.ReadCloser
+	err  error
+}
+
+func newGatewayFile(ctx context.Context, n *Node, root cid.Cid, cs *carStream) *gatewayFile {
+	return &gatewayFile{
+		ctx: ctx, n: n, root: root, cs: cs,
+		v:    newDAGVerifier(root),
+		sink: &blockSink{n: n},
+		todo: []cid.Cid{root},
+	}
+}
+
+func (f *gatewayFile) Read(p []byte) (int, error) {
+	for len(f.data) == 0 {
+		switch {
+		case f.err != nil:
+			return 0, f.err
+		case f.rest != nil:
+			return f.rest.Read(p)
+		case len(f.todo) == 0:
+			f.err = io.EOF
+			if err := f.sink.flush(f.ctx); err != nil {
+				f.err = err
+			}
+			return 0, f.err
+		}
+		if err := f.next(); err != nil {
+			if errors.Is(err, errNotFile) || f.ctx.Err() != nil {
+				f.err = err
+				return 0, err
+			}
+			f.n.noteGatewayError(f.cs.peer, f.root, err)
+			if err := f.fallBack(); err != nil {
+				f.err = err
+				return 0, err
+			}
+		}
+	}
+	k := copy(p, f.data)
+	f.data = f.data[k:]
+	f.off += int64(k)
+	return k, nil
+}
+
+var errNotFile = errors.New("not a UnixFS file")
+
+// next takes the next block in depth-first order, from the stream or, for
+// a block seen before (a repeated chunk), from the store.
+func (f *gatewayFile) next() error {
+	c := f.todo[len(f.todo)-1]
+	f.todo = f.todo[:len(f.todo)-1]
+	var b blocks.Block
+	var err error
+	if f.v.seen(c) {
+		if err := f.sink.flush(f.ctx); err != nil {
+			return err
+		}
+		b, err = f.n.bstore.Get(f.ctx, c)
+		if err != nil {
+			return err
+		}
+	} else {
+		b, err = f.cs.br.Next()
+		if errors.Is(err, io.EOF) {
+			return io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			return err
+		}
+		if string(b.Cid().Hash()) != string(c.Hash()) {
+			if err := f.v.check(b); err != nil {
+				return err
+			}
+			return fmt.Errorf("gateway sent %s where depth-first order has %s", b.Cid(), c)
+		}
+		if err := f.v.check(b); err != nil {
+			return err
+		}
+		if err := f.sink.add(f.ctx, b); err != nil {
+			return err
+		}
+	}
+	nd, err := blob.DecodeBlock(b)
+	if err != nil {
+		return err
+	}
+	data, err := fileData(nd)
+	if err != nil {
+		return err
+	}
+	links := nd.Links()
+	for i := len(links) - 1; i >= 0; i-- {
+		f.todo = append(f.todo, links[i].Cid)
+	}
+	f.data = data
+	return nil
+}
+
+// fileData is the part of a UnixFS file a block holds itself.
+func fileData(nd ipld.Node) ([]byte, error) {
+	pn, ok := nd.(*merkledag.ProtoNode)
+	if !ok {
+		return nd.RawData(), nil
+	}
+	fsn, err := unixfs.FSNodeFromBytes(pn.Data())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", nd.Cid(), errNotFile, err)
+	}
+	switch fsn.Type() {
+	case unixfspb.Data_File, unixfspb.Data_Raw:
+		return fsn.Data(), nil
+	default:
+		return nil, fmt.Errorf("%s: %w: it is a UnixFS %s", nd.Cid(), errNotFile, fsn.Type())
+	}
+}
+
+// fallBack keeps what arrived and reads the rest through the blockservice.
+func (f *gatewayFile) fallBack() error {
+	_ = f.sink.flush(f.ctx)
+	f.cs.body.Close()
+	r, err := f.n.prefetchingReader(f.ctx, f.root)
+	if err != nil {
+		return err
+	}
+	if _, err := r.(io.Seeker).Seek(f.off, io.SeekStart); err != nil {
+		r.Close()
+		return err
+	}
+	f.rest = r
+	return nil
+}
+
+func (f *gatewayFile) Close() error {
+	err := f.sink.flush(f.ctx)
+	f.cs.body.Close()
+	if f.rest != nil {
+		err = errors.Join(err, f.rest.Close())
+	}
+	return err
+}

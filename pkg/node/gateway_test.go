@@ -1,0 +1,130 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"math/rand"
+	"testing"
+	"time"
+
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+)
+
+func onlineNode(t *testing.T, peers ...*Node) *Node {
+	t.Helper()
+	home := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.Swarm.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+	cfg.Swarm.MDNS = false
+	if _, err := Init(home, cfg); err != nil {
+		t.Fatal(err)
+	}
+	var addrs []string
+	for _, p := range peers {
+		id, err := p.ID(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, id.Addresses[0])
+	}
+	n, err := Open(context.Background(), home, Options{Online: true, Peers: addrs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// TestGatewayStreamFromALiarFallsBackToHonestPeers: a peer's gateway serves
+// a block whose bytes do not hash to its CID. The reader catches it, stops
+// asking that peer, and reads the rest of the file from an honest peer
+// over bitswap; every byte is right.
+func TestGatewayStreamFromALiarFallsBackToHonestPeers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	liar := onlineNode(t)
+	honest := onlineNode(t)
+	reader := onlineNode(t, liar, honest)
+
+	data := make([]byte, 3<<20)
+	rand.New(rand.NewSource(1)).Read(data)
+	var root cid.Cid
+	for _, n := range []*Node{liar, honest} {
+		c, err := n.Add(ctx, bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		root = c
+	}
+	nd, err := liar.dag.Get(ctx, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := nd.Links()[5].Cid
+	if err := liar.bstore.DeleteBlock(ctx, leaf); err != nil {
+		t.Fatal(err)
+	}
+	bad, err := blocks.NewBlockWithCid(bytes.Repeat([]byte{'!'}, 256<<10), leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := liar.bstore.Put(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+
+	cs, err := reader.openCAR(ctx, liar.host.ID(), root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newGatewayFile(ctx, reader, root, cs)
+	got, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if !bytes.Equal(got, data) {
+		t.Fatal("the file read back differs from the file added")
+	}
+	reader.gw.mu.Lock()
+	caught := reader.gw.bad[liar.host.ID()]
+	reader.gw.mu.Unlock()
+	if !caught {
+		t.Fatal("the lying peer was not marked bad")
+	}
+	for _, p := range reader.gatewayCandidates() {
+		if p == liar.host.ID() {
+			t.Fatal("the lying peer is still asked")
+		}
+	}
+	s, err := reader.FetchStat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.GatewayBlocks == 0 || s.BitswapBlocks == 0 {
+		t.Fatalf("want blocks from both paths, got %+v", s)
+	}
+}
+
+// TestGatewayServesOnlyLocalBlocks: asking a peer for content it does not
+// hold fails fast instead of making it fetch on our behalf.
+func TestGatewayServesOnlyLocalBlocks(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := onlineNode(t)
+	b := onlineNode(t, a)
+	missing := cid.MustParse("bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4")
+	start := time.Now()
+	cs, err := b.openCAR(ctx, a.host.ID(), missing)
+	if err == nil {
+		// A 200 with an empty CAR is also a refusal.
+		if _, nerr := cs.br.Next(); nerr == nil {
+			t.Fatal("peer served a block it does not have")
+		}
+		cs.body.Close()
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Fatalf("refusal took %s", time.Since(start))
+	}
+}
