@@ -98,7 +98,7 @@ func BenchmarkPull(b *testing.B) {
 		b.SetBytes(size)
 		for b.Loop() {
 			for _, c := range cids {
-				run(b, fetcher, kuboBin, "cat", c, "-o", os.DevNull)
+				run(b, fetcher, kuboBin, "cat", c)
 			}
 			b.StopTimer()
 			run(b, fetcher, kuboBin, "repo", "gc", "--quiet")

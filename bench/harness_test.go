@@ -32,14 +32,14 @@ func requireTools(b *testing.B) {
 	}
 }
 
-// run runs a command and returns its peak resident memory in MiB.
+// run runs a command, discarding its output, and returns its peak resident
+// memory in MiB.
 func run(b *testing.B, env []string, name string, args ...string) float64 {
 	b.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	cmd.Stdout = &stderr
 	if err := cmd.Run(); err != nil {
 		b.Fatalf("%s %v: %v\n%s", name, args, err, stderr.String())
 	}

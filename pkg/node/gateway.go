@@ -10,8 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/ipfs/boxo/blockservice"
-	"github.com/ipfs/boxo/gateway"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	carv2 "github.com/ipld/go-car/v2"
@@ -73,12 +71,8 @@ func (b badPeerGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectR
 // Only blocks stored here are served: a request never makes this node fetch
 // from others on a peer's behalf.
 func (n *Node) startGateway() error {
-	backend, err := gateway.NewBlocksBackend(blockservice.New(n.bstore, nil))
-	if err != nil {
-		return err
-	}
 	h := &libp2phttp.Host{StreamHost: n.host}
-	h.SetHTTPHandlerAtPath(GatewayProtocol, "/", gateway.NewHandler(gateway.Config{}, backend))
+	h.SetHTTPHandlerAtPath(GatewayProtocol, "/", &carServer{bs: n.bstore})
 	n.gw.http = h
 	go func() {
 		if err := h.Serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {

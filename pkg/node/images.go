@@ -8,8 +8,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/ipfs/boxo/blockservice"
-	"github.com/ipfs/boxo/ipld/merkledag"
 	pinner "github.com/ipfs/boxo/pinning/pinner"
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
@@ -51,18 +49,21 @@ func (n *Node) PinImage(ctx context.Context, img Image) error {
 	defer n.pinMu.Unlock()
 	unlock := n.bstore.PinLock(ctx)
 	defer unlock.Unlock(ctx)
-	offline := merkledag.NewDAGService(blockservice.New(n.bstore, nil))
+	// Push and pull have just stored and read every block of every blob,
+	// so the pins are recorded without walking the DAGs again; a blob whose
+	// root is not here is refused.
 	for _, c := range blobs {
 		if _, pinned, err := n.pins.IsPinnedWithType(ctx, c, pinner.Recursive); err != nil {
 			return err
 		} else if pinned {
 			continue
 		}
-		nd, err := offline.Get(ctx, c)
-		if err != nil {
-			return fmt.Errorf("pin image %s: blob %s is not stored here: %w", root, c, err)
+		if has, err := n.bstore.Has(ctx, c); err != nil {
+			return err
+		} else if !has {
+			return fmt.Errorf("pin image %s: blob %s is not stored here", root, c)
 		}
-		if err := n.pins.Pin(ctx, nd, true, "shoal:"+img.CID); err != nil {
+		if err := n.pins.PinWithMode(ctx, c, pinner.Recursive, "shoal:"+img.CID); err != nil {
 			return fmt.Errorf("pin image %s: blob %s: %w", root, c, err)
 		}
 	}
