@@ -6,6 +6,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"io"
 	"net"
 	"net/http"
@@ -21,8 +22,8 @@ import (
 type API interface {
 	image.Store
 	ID(ctx context.Context) (node.Identity, error)
-	Images(ctx context.Context) ([]node.Image, error)
-	Image(ctx context.Context, root cid.Cid) (node.Image, error)
+	Images(ctx context.Context) ([]catalog.Image, error)
+	Image(ctx context.Context, root cid.Cid) (catalog.Image, error)
 	RemoveImage(ctx context.Context, root cid.Cid) error
 	GC(ctx context.Context) (node.GCResult, error)
 	Connect(ctx context.Context, peers ...peer.AddrInfo) error

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"io"
 	"net/http"
 
@@ -59,7 +60,7 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader) 
 	}
 	err = errors.New(eb.Message)
 	if resp.StatusCode == http.StatusNotFound {
-		err = fmt.Errorf("%w: %s", node.ErrNotFound, eb.Message)
+		err = fmt.Errorf("%w: %s", catalog.ErrNotFound, eb.Message)
 	}
 	return nil, err
 }
@@ -85,7 +86,7 @@ func (c *Client) Cat(ctx context.Context, root cid.Cid) (io.ReadCloser, error) {
 	return resp.Body, nil
 }
 
-func (c *Client) PinImage(ctx context.Context, img node.Image) error {
+func (c *Client) PinImage(ctx context.Context, img catalog.Image) error {
 	b, err := json.Marshal(img)
 	if err != nil {
 		return err
@@ -93,13 +94,13 @@ func (c *Client) PinImage(ctx context.Context, img node.Image) error {
 	return c.do(ctx, http.MethodPost, "/v0/images", bytes.NewReader(b), nil)
 }
 
-func (c *Client) Images(ctx context.Context) ([]node.Image, error) {
-	var imgs []node.Image
+func (c *Client) Images(ctx context.Context) ([]catalog.Image, error) {
+	var imgs []catalog.Image
 	return imgs, c.do(ctx, http.MethodGet, "/v0/images", nil, &imgs)
 }
 
-func (c *Client) Image(ctx context.Context, root cid.Cid) (node.Image, error) {
-	var img node.Image
+func (c *Client) Image(ctx context.Context, root cid.Cid) (catalog.Image, error) {
+	var img catalog.Image
 	return img, c.do(ctx, http.MethodGet, "/v0/images/"+root.String(), nil, &img)
 }
 

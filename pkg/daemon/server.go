@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"io"
 	"log/slog"
 	"net"
@@ -81,7 +82,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 func writeError(w http.ResponseWriter, err error) {
 	code := http.StatusInternalServerError
 	switch {
-	case errors.Is(err, node.ErrNotFound):
+	case errors.Is(err, catalog.ErrNotFound):
 		code = http.StatusNotFound
 	case errors.Is(err, errBadRequest):
 		code = http.StatusBadRequest
@@ -167,7 +168,7 @@ func (s *Server) image(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) pinImage(w http.ResponseWriter, r *http.Request) {
-	var img node.Image
+	var img catalog.Image
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<20)).Decode(&img); err != nil {
 		writeError(w, fmt.Errorf("%w: image record: %v", errBadRequest, err))
 		return

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"io"
 	"sort"
 	"sync"
@@ -12,7 +13,6 @@ import (
 
 	"github.com/ipfs/go-cid"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
 	"golang.org/x/sync/errgroup"
 )
@@ -103,7 +103,7 @@ func (p *puller) pull(ctx context.Context, root cid.Cid) (Result, error) {
 		return Result{}, fmt.Errorf("write %s: %w", p.dst.Reference(), err)
 	}
 	sort.Strings(p.platforms)
-	img := node.Image{
+	img := catalog.Image{
 		CID:       root.String(),
 		Source:    URLScheme + root.String(),
 		Platforms: p.platforms,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"io"
 	"sort"
 	"sync"
@@ -13,7 +14,6 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
 	"golang.org/x/sync/errgroup"
 )
@@ -25,7 +25,7 @@ type Store interface {
 	// Cat reads a blob, fetching from peers what is not stored yet and
 	// storing it, so that the blob can be pinned once read.
 	Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error)
-	PinImage(ctx context.Context, img node.Image) error
+	PinImage(ctx context.Context, img catalog.Image) error
 }
 
 // Progress receives byte counts as a push or pull moves blobs.
@@ -52,7 +52,7 @@ type PushOptions struct {
 // Result is what a push or pull produced.
 type Result struct {
 	Root  cid.Cid
-	Image node.Image
+	Image catalog.Image
 	// Descriptor is the image's top-level descriptor, with its urls.
 	Descriptor ocispec.Descriptor
 }
@@ -83,7 +83,7 @@ func Push(ctx context.Context, store Store, src transport.Source, opts PushOptio
 	if err != nil {
 		return Result{}, fmt.Errorf("push %s: add root: %w", src.Reference(), err)
 	}
-	img := node.Image{
+	img := catalog.Image{
 		CID:       root.String(),
 		Source:    src.Reference(),
 		Platforms: p.platformList(),

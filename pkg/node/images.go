@@ -6,28 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"time"
 
 	pinner "github.com/ipfs/boxo/pinning/pinner"
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/ipfs/go-datastore/query"
+	"github.com/shoal-ipfs/shoal/pkg/catalog"
 )
-
-// Image is the record of a pinned image.
-type Image struct {
-	CID       string    // root CID
-	Source    string    // where it came from: a transport reference, or ipfs://CID for a pull
-	Platforms []string  // os/arch[/variant] of its manifests
-	Size      int64     // bytes of all its blobs, each counted once
-	Created   time.Time // when it was pinned here
-	// Blobs are the CIDs of every blob in the image, the root included;
-	// each is pinned recursively for as long as some image names it.
-	Blobs []string
-}
-
-// ErrNotFound means no image with that root is pinned here.
-var ErrNotFound = errors.New("not found")
 
 var imagesPrefix = ds.NewKey("/shoal/images")
 
@@ -36,7 +21,7 @@ func imageKey(root cid.Cid) ds.Key { return imagesPrefix.ChildString(root.String
 // PinImage pins every blob of an image recursively, then records the image.
 // The record is written last, so an image is listed only once all of it is
 // pinned.
-func (n *Node) PinImage(ctx context.Context, img Image) error {
+func (n *Node) PinImage(ctx context.Context, img catalog.Image) error {
 	root, err := cid.Decode(img.CID)
 	if err != nil {
 		return fmt.Errorf("pin image: root %q: %w", img.CID, err)
@@ -81,18 +66,18 @@ func (n *Node) PinImage(ctx context.Context, img Image) error {
 }
 
 // Images lists the pinned images, newest first.
-func (n *Node) Images(ctx context.Context) ([]Image, error) {
+func (n *Node) Images(ctx context.Context) ([]catalog.Image, error) {
 	res, err := n.meta.Query(ctx, query.Query{Prefix: imagesPrefix.String()})
 	if err != nil {
 		return nil, err
 	}
 	defer res.Close()
-	out := []Image{}
+	out := []catalog.Image{}
 	for r := range res.Next() {
 		if r.Error != nil {
 			return nil, r.Error
 		}
-		var img Image
+		var img catalog.Image
 		if err := json.Unmarshal(r.Value, &img); err != nil {
 			return nil, fmt.Errorf("image record %s: %w", r.Key, err)
 		}
@@ -103,15 +88,15 @@ func (n *Node) Images(ctx context.Context) ([]Image, error) {
 }
 
 // Image returns the record of one pinned image.
-func (n *Node) Image(ctx context.Context, root cid.Cid) (Image, error) {
+func (n *Node) Image(ctx context.Context, root cid.Cid) (catalog.Image, error) {
 	data, err := n.meta.Get(ctx, imageKey(root))
 	if errors.Is(err, ds.ErrNotFound) {
-		return Image{}, fmt.Errorf("image %s: %w", root, ErrNotFound)
+		return catalog.Image{}, fmt.Errorf("image %s: %w", root, catalog.ErrNotFound)
 	}
 	if err != nil {
-		return Image{}, err
+		return catalog.Image{}, err
 	}
-	var img Image
+	var img catalog.Image
 	return img, json.Unmarshal(data, &img)
 }
 

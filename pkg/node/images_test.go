@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"testing"
 	"time"
 
@@ -41,9 +42,9 @@ func TestPinsSurviveRestartAndGCFreesOnlyUnpinned(t *testing.T) {
 	onlyA := addBytes(t, n, 300<<10, 'a')
 	onlyB := addBytes(t, n, 10, 'b')
 	loose := addBytes(t, n, 1000, 'x')
-	imgA := Image{CID: onlyA.String(), Source: "test:a", Created: time.Now(), Blobs: []string{onlyA.String(), shared.String()}}
-	imgB := Image{CID: onlyB.String(), Source: "test:b", Created: time.Now(), Blobs: []string{onlyB.String(), shared.String()}}
-	for _, img := range []Image{imgA, imgB} {
+	imgA := catalog.Image{CID: onlyA.String(), Source: "test:a", Created: time.Now(), Blobs: []string{onlyA.String(), shared.String()}}
+	imgB := catalog.Image{CID: onlyB.String(), Source: "test:b", Created: time.Now(), Blobs: []string{onlyB.String(), shared.String()}}
+	for _, img := range []catalog.Image{imgA, imgB} {
 		if err := n.PinImage(ctx, img); err != nil {
 			t.Fatal(err)
 		}
@@ -85,8 +86,8 @@ func TestPinsSurviveRestartAndGCFreesOnlyUnpinned(t *testing.T) {
 	if has(onlyA) || !has(shared) || !has(onlyB) {
 		t.Fatal("after removing A: its own blob must go, the shared one stay")
 	}
-	if err := n.RemoveImage(ctx, onlyA); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("second remove: %v, want ErrNotFound", err)
+	if err := n.RemoveImage(ctx, onlyA); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("second remove: %v, want catalog.ErrNotFound", err)
 	}
 	if err := n.RemoveImage(ctx, onlyB); err != nil {
 		t.Fatal(err)
@@ -109,7 +110,7 @@ func TestPinImageRefusesMissingBlobs(t *testing.T) {
 	n := openOffline(t, home)
 	defer n.Close()
 	missing := "bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4"
-	err := n.PinImage(ctx, Image{CID: missing, Blobs: []string{missing}})
+	err := n.PinImage(ctx, catalog.Image{CID: missing, Blobs: []string{missing}})
 	if err == nil {
 		t.Fatal("pinned an image whose blob is not stored")
 	}
