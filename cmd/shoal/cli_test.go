@@ -100,15 +100,7 @@ func startDaemon(t *testing.T, home string) (*exec.Cmd, string) {
 
 func writeImage(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	idx, err := testimage.Index(7, 2<<20, 100<<10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := testimage.WriteLayout(dir, "v1", idx); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	return testimage.IndexLayout(t, 7, 2<<20, 100<<10)
 }
 
 func TestDaemonPushThenPullFromASecondNode(t *testing.T) {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/shoal-ipfs/shoal/pkg/daemon"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -38,21 +39,18 @@ SOURCE is oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE or docker:/
 				return err
 			}
 			defer src.Close()
-			api, err := g.api(ctx, false)
-			if err != nil {
-				return err
-			}
-			defer api.Close()
-			start := time.Now()
-			bar := progress.New(cmd.ErrOrStderr(), "push")
-			res, err := image.Push(ctx, api, src, image.PushOptions{Platforms: pls, Progress: bar})
-			bar.Done()
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "pushed %s (%s, %s) in %s\n", args[0], strings.Join(res.Image.Platforms, ","), humanBytes(res.Image.Size), time.Since(start).Round(time.Millisecond))
-			fmt.Fprintln(cmd.OutOrStdout(), res.Root)
-			return nil
+			return g.withAPI(ctx, false, func(api daemon.API) error {
+				start := time.Now()
+				bar := progress.New(cmd.ErrOrStderr(), "push")
+				res, err := image.Push(ctx, api, src, image.PushOptions{Platforms: pls, Progress: bar})
+				bar.Done()
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "pushed %s (%s, %s) in %s\n", args[0], strings.Join(res.Image.Platforms, ","), humanBytes(res.Image.Size), time.Since(start).Round(time.Millisecond))
+				fmt.Fprintln(cmd.OutOrStdout(), res.Root)
+				return nil
+			})
 		},
 	}
 	c.Flags().StringArrayVar(&platforms, "platform", nil, "keep only this platform, os/arch[/variant] (repeatable; default all)")
@@ -88,21 +86,18 @@ DEST is oci:DIR[:TAG] or oci-archive:FILE[:TAG].`,
 				return err
 			}
 			defer dst.Close()
-			api, err := g.api(ctx, true)
-			if err != nil {
-				return err
-			}
-			defer api.Close()
-			start := time.Now()
-			bar := progress.New(cmd.ErrOrStderr(), "pull")
-			res, err := image.Pull(ctx, api, root, dst, image.PullOptions{Timeout: timeout, Progress: bar})
-			bar.Done()
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "pulled %s (%s, %s) to %s in %s\n", root, strings.Join(res.Image.Platforms, ","), humanBytes(res.Image.Size), to, time.Since(start).Round(time.Millisecond))
-			fmt.Fprintln(cmd.OutOrStdout(), res.Descriptor.Digest)
-			return nil
+			return g.withAPI(ctx, true, func(api daemon.API) error {
+				start := time.Now()
+				bar := progress.New(cmd.ErrOrStderr(), "pull")
+				res, err := image.Pull(ctx, api, root, dst, image.PullOptions{Timeout: timeout, Progress: bar})
+				bar.Done()
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "pulled %s (%s, %s) to %s in %s\n", root, strings.Join(res.Image.Platforms, ","), humanBytes(res.Image.Size), to, time.Since(start).Round(time.Millisecond))
+				fmt.Fprintln(cmd.OutOrStdout(), res.Descriptor.Digest)
+				return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&to, "to", "", "destination: oci:DIR[:TAG] or oci-archive:FILE[:TAG]")
@@ -122,33 +117,30 @@ func inspectCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			api, err := g.api(cmd.Context(), true)
-			if err != nil {
-				return err
-			}
-			defer api.Close()
-			tree, err := image.Inspect(cmd.Context(), api, root)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), tree)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ROLE\tMEDIA TYPE\tDIGEST\tSIZE\tCID")
-			var walk func(n *image.Node, depth int)
-			walk = func(n *image.Node, depth int) {
-				role := strings.Repeat("  ", depth) + n.Role
-				if n.Platform != nil {
-					role += " " + n.Platform.OS + "/" + n.Platform.Architecture
+			return g.withAPI(cmd.Context(), true, func(api daemon.API) error {
+				tree, err := image.Inspect(cmd.Context(), api, root)
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", role, n.MediaType, n.Digest, n.Size, n.CID)
-				for _, c := range n.Children {
-					walk(c, depth+1)
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), tree)
 				}
-			}
-			walk(tree, 0)
-			return tw.Flush()
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ROLE\tMEDIA TYPE\tDIGEST\tSIZE\tCID")
+				var walk func(n *image.Node, depth int)
+				walk = func(n *image.Node, depth int) {
+					role := strings.Repeat("  ", depth) + n.Role
+					if n.Platform != nil {
+						role += " " + n.Platform.OS + "/" + n.Platform.Architecture
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", role, n.MediaType, n.Digest, n.Size, n.CID)
+					for _, c := range n.Children {
+						walk(c, depth+1)
+					}
+				}
+				walk(tree, 0)
+				return tw.Flush()
+			})
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the tree as JSON")

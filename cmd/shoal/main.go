@@ -88,6 +88,16 @@ func (g *globals) api(ctx context.Context, online bool) (daemon.API, error) {
 	return daemon.Open(ctx, g.home, opts)
 }
 
+// withAPI runs f with the node's API and closes it after.
+func (g *globals) withAPI(ctx context.Context, online bool, f func(daemon.API) error) error {
+	api, err := g.api(ctx, online)
+	if err != nil {
+		return err
+	}
+	defer api.Close()
+	return f(api)
+}
+
 // ensureInit initialises the home on first use, as kubo's commands do not
 // but every shoal user would expect.
 func (g *globals) ensureInit() error {

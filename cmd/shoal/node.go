@@ -49,23 +49,20 @@ func idCmd(g *globals) *cobra.Command {
 		Short: "Show the node's peer ID and listen addresses",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			api, err := g.api(cmd.Context(), false)
-			if err != nil {
-				return err
-			}
-			defer api.Close()
-			id, err := api.ID(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), id)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), id.ID)
-			for _, a := range id.Addresses {
-				fmt.Fprintln(cmd.OutOrStdout(), a)
-			}
-			return nil
+			return g.withAPI(cmd.Context(), false, func(api daemon.API) error {
+				id, err := api.ID(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), id)
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), id.ID)
+				for _, a := range id.Addresses {
+					fmt.Fprintln(cmd.OutOrStdout(), a)
+				}
+				return nil
+			})
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON (fields ID and Addresses, as `ipfs id`)")
@@ -123,24 +120,21 @@ func imagesCmd(g *globals) *cobra.Command {
 		Short: "List pinned images",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			api, err := g.api(cmd.Context(), false)
-			if err != nil {
-				return err
-			}
-			defer api.Close()
-			imgs, err := api.Images(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), imgs)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "CID\tSOURCE\tPLATFORMS\tSIZE\tCREATED")
-			for _, img := range imgs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", img.CID, img.Source, strings.Join(img.Platforms, ","), humanBytes(img.Size), img.Created.Local().Format(time.DateTime))
-			}
-			return tw.Flush()
+			return g.withAPI(cmd.Context(), false, func(api daemon.API) error {
+				imgs, err := api.Images(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), imgs)
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "CID\tSOURCE\tPLATFORMS\tSIZE\tCREATED")
+				for _, img := range imgs {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", img.CID, img.Source, strings.Join(img.Platforms, ","), humanBytes(img.Size), img.Created.Local().Format(time.DateTime))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
@@ -158,22 +152,19 @@ func rmCmd(g *globals) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			api, err := g.api(cmd.Context(), false)
-			if err != nil {
-				return err
-			}
-			defer api.Close()
-			for _, a := range args {
-				c, err := transport.ParseCID(a)
-				if err != nil {
-					return usageError{err}
+			return g.withAPI(cmd.Context(), false, func(api daemon.API) error {
+				for _, a := range args {
+					c, err := transport.ParseCID(a)
+					if err != nil {
+						return usageError{err}
+					}
+					if err := api.RemoveImage(cmd.Context(), c); err != nil {
+						return fmt.Errorf("rm %s: %w (see `shoal images`)", c, err)
+					}
+					fmt.Fprintln(cmd.OutOrStdout(), c)
 				}
-				if err := api.RemoveImage(cmd.Context(), c); err != nil {
-					return fmt.Errorf("rm %s: %w (see `shoal images`)", c, err)
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), c)
-			}
-			return nil
+				return nil
+			})
 		},
 	}
 }
@@ -184,17 +175,14 @@ func gcCmd(g *globals) *cobra.Command {
 		Short: "Delete blocks that no pinned image uses",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			api, err := g.api(cmd.Context(), false)
-			if err != nil {
-				return err
-			}
-			defer api.Close()
-			res, err := api.GC(cmd.Context())
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %d blocks (%s), kept %d\n", res.Blocks, humanBytes(res.Bytes), res.Kept)
-			return nil
+			return g.withAPI(cmd.Context(), false, func(api daemon.API) error {
+				res, err := api.GC(cmd.Context())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "removed %d blocks (%s), kept %d\n", res.Blocks, humanBytes(res.Bytes), res.Kept)
+				return nil
+			})
 		},
 	}
 }

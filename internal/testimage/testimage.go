@@ -2,9 +2,11 @@
 package testimage
 
 import (
+	"context"
 	"fmt"
 	"hash/crc32"
 	"math/rand"
+	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -12,6 +14,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/shoal-ipfs/shoal/pkg/image"
+	"github.com/shoal-ipfs/shoal/pkg/transport"
 )
 
 // Platforms of the multi-platform test image.
@@ -80,4 +84,34 @@ func WriteLayout(dir, tag string, v any) error {
 	default:
 		return fmt.Errorf("testimage: cannot write %T", v)
 	}
+}
+
+// IndexLayout writes Index(seed, layerSizes...) into a new layout under
+// tb's temporary directory, tagged v1, and returns the layout's path.
+func IndexLayout(tb testing.TB, seed int64, layerSizes ...int64) string {
+	tb.Helper()
+	dir := tb.TempDir()
+	idx, err := Index(seed, layerSizes...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := WriteLayout(dir, "v1", idx); err != nil {
+		tb.Fatal(err)
+	}
+	return dir
+}
+
+// Push pushes the layout at dir (tag v1) into store.
+func Push(ctx context.Context, tb testing.TB, store image.Store, dir string, opts image.PushOptions) image.Result {
+	tb.Helper()
+	src, err := transport.OpenSource(ctx, "oci:"+dir+":v1", transport.SourceOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer src.Close()
+	res, err := image.Push(ctx, store, src, opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return res
 }

@@ -54,24 +54,7 @@ func ctxT(t *testing.T) context.Context {
 
 func pushIndex(t *testing.T, ctx context.Context, n *node.Node, seed int64) image.Result {
 	t.Helper()
-	dir := t.TempDir()
-	idx, err := testimage.Index(seed, 3<<20, 1<<20, 70<<10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := testimage.WriteLayout(dir, "v1", idx); err != nil {
-		t.Fatal(err)
-	}
-	src, err := transport.OpenSource(ctx, "oci:"+dir+":v1", transport.SourceOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	res, err := image.Push(ctx, n, src, image.PushOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res
+	return testimage.Push(ctx, t, n, testimage.IndexLayout(t, seed, 3<<20, 1<<20, 70<<10), image.PushOptions{})
 }
 
 func pullTo(ctx context.Context, n *node.Node, root cid.Cid, dir string, timeout time.Duration) (image.Result, error) {

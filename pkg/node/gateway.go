@@ -162,12 +162,17 @@ func (n *Node) openCAR(ctx context.Context, p peer.ID, root cid.Cid) (*carStream
 }
 
 // blockSink batches verified blocks into the blockstore and counts them.
+// One batch is written in the background while the next one fills, so the
+// disk writes overlap the hashing of the blocks that follow.
 type blockSink struct {
-	n       *Node
-	batch   []blocks.Block
-	bytes   int
-	onBlock func(int)
+	n        *Node
+	batch    []blocks.Block
+	bytes    int
+	onBlock  func(int)
+	inflight chan error // result of the batch being written, if any
 }
+
+const sinkBatchBytes = 8 << 20
 
 func (s *blockSink) add(ctx context.Context, b blocks.Block) error {
 	s.batch = append(s.batch, b)
@@ -177,13 +182,34 @@ func (s *blockSink) add(ctx context.Context, b blocks.Block) error {
 	if s.onBlock != nil {
 		s.onBlock(len(b.RawData()))
 	}
-	if s.bytes >= 8<<20 {
-		return s.flush(ctx)
+	if s.bytes < sinkBatchBytes {
+		return nil
 	}
+	if err := s.wait(); err != nil {
+		return err
+	}
+	batch := s.batch
+	s.batch, s.bytes = nil, 0
+	s.inflight = make(chan error, 1)
+	go func(done chan<- error) { done <- s.n.bstore.PutMany(ctx, batch) }(s.inflight)
 	return nil
 }
 
+// wait waits for the batch being written in the background.
+func (s *blockSink) wait() error {
+	if s.inflight == nil {
+		return nil
+	}
+	err := <-s.inflight
+	s.inflight = nil
+	return err
+}
+
+// flush writes everything received so far before returning.
 func (s *blockSink) flush(ctx context.Context) error {
+	if err := s.wait(); err != nil {
+		return err
+	}
 	if len(s.batch) == 0 {
 		return nil
 	}

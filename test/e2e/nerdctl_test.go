@@ -27,14 +27,7 @@ const interopRef = "shoal.test/interop:v1"
 // imports it into containerd, as `nerdctl load` would.
 func importTestImage(t *testing.T, ctx context.Context, client *containerd.Client) string {
 	t.Helper()
-	dir := t.TempDir()
-	idx, err := testimage.Index(42, 3<<20, 700<<10, 5<<10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := testimage.WriteLayout(dir, "v1", idx); err != nil {
-		t.Fatal(err)
-	}
+	dir := testimage.IndexLayout(t, 42, 3<<20, 700<<10, 5<<10)
 	archive := filepath.Join(t.TempDir(), "image.tar")
 	if out, err := exec.Command("tar", "-C", dir, "-cf", archive, ".").CombinedOutput(); err != nil {
 		t.Fatalf("tar: %v\n%s", err, out)
@@ -114,15 +107,7 @@ func TestNerdctlPushShoalPull(t *testing.T) {
 		t.Fatal(err)
 	}
 	// shoal's own conversion of the same image gives every blob the same CID.
-	src, err := transport.OpenSource(ctx, "oci:"+layoutDir+":v1", transport.SourceOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	res, err := image.Push(ctx, n, src, image.PushOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := testimage.Push(ctx, t, n, layoutDir, image.PushOptions{})
 	ours, err := image.Inspect(ctx, n, res.Root)
 	if err != nil {
 		t.Fatal(err)
@@ -149,23 +134,7 @@ func TestShoalPushNerdctlPull(t *testing.T) {
 	ctx = namespacesCtx(ctx)
 
 	n := shoalNode(t)
-	dir := t.TempDir()
-	idx, err := testimage.Index(43, 2<<20, 300<<10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := testimage.WriteLayout(dir, "v1", idx); err != nil {
-		t.Fatal(err)
-	}
-	src, err := transport.OpenSource(ctx, "oci:"+dir+":v1", transport.SourceOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	res, err := image.Push(ctx, n, src, image.PushOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := testimage.Push(ctx, t, n, testimage.IndexLayout(t, 43, 2<<20, 300<<10), image.PushOptions{})
 	id, err := n.ID(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -21,24 +21,7 @@ import (
 
 func pushTestImage(t *testing.T, ctx context.Context, n *node.Node, seed int64, platforms ...ocispec.Platform) image.Result {
 	t.Helper()
-	dir := t.TempDir()
-	idx, err := testimage.Index(seed, 3<<20, 200<<10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := testimage.WriteLayout(dir, "v1", idx); err != nil {
-		t.Fatal(err)
-	}
-	src, err := transport.OpenSource(ctx, "oci:"+dir+":v1", transport.SourceOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	res, err := image.Push(ctx, n, src, image.PushOptions{Platforms: platforms})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res
+	return testimage.Push(ctx, t, n, testimage.IndexLayout(t, seed, 3<<20, 200<<10), image.PushOptions{Platforms: platforms})
 }
 
 func pull(ctx context.Context, n *node.Node, root cid.Cid, dest string, timeout time.Duration) error {
