@@ -187,7 +187,7 @@ func shoalHome(b *testing.B, layout, blocks string) []string {
 	b.Helper()
 	home := b.TempDir()
 	env := []string{"SHOAL_HOME=" + home}
-	run(b, env, shoalBin, "init", "--layout", layout, "--blocks", blocks,
+	run(b, env, shoalBin, "init", "--layout", layout, "--blocks", blocks, "--mdns=false",
 		"--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1")
 	return env
 }

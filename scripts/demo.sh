@@ -24,8 +24,9 @@ echo "image: a two-platform OCI layout, $(du -sh "$work/image" | cut -f1) on dis
 
 step "node A: init and start its daemon on 127.0.0.1, free ports"
 export SHOAL_HOME="$work/a"
-"$shoal" init --listen /ip4/127.0.0.1/tcp/0 --listen /ip4/127.0.0.1/udp/0/quic-v1
-"$shoal" daemon --no-mdns >"$work/a.log" 2>&1 &
+# mDNS stays off: this demo talks over loopback only.
+"$shoal" init --mdns=false --listen /ip4/127.0.0.1/tcp/0 --listen /ip4/127.0.0.1/udp/0/quic-v1
+"$shoal" daemon >"$work/a.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 50); do
   "$shoal" id --json >"$work/a.id" 2>/dev/null && grep -q /p2p/ "$work/a.id" && break
@@ -43,6 +44,7 @@ echo "root CID $cid ($((t1 - t0)) ms)"
 
 step "node B: pull $cid from A over libp2p"
 export SHOAL_HOME="$work/b"
+"$shoal" init --mdns=false --listen /ip4/127.0.0.1/tcp/0 >/dev/null
 t0=$(ms)
 "$shoal" pull "$cid" --peer "$peer" --to "oci:$work/pulled:demo" --timeout 30s
 t1=$(ms)

@@ -70,7 +70,7 @@ func lastLine(s string) string {
 // startDaemon runs `shoal daemon` on loopback and returns its first address.
 func startDaemon(t *testing.T, home string) (*exec.Cmd, string) {
 	t.Helper()
-	mustRun(t, home, "init")
+	mustRun(t, home, "init", "--mdns=false")
 	cmd := exec.Command(shoalBin, "daemon", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1")
 	cmd.Env = append(os.Environ(), "SHOAL_HOME="+home)
 	var logs bytes.Buffer
@@ -106,6 +106,7 @@ func writeImage(t *testing.T) string {
 func TestDaemonPushThenPullFromASecondNode(t *testing.T) {
 	a, b := t.TempDir(), t.TempDir()
 	_, addr := startDaemon(t, a)
+	mustRun(t, b, "init", "--mdns=false", "--listen", "/ip4/127.0.0.1/tcp/0")
 	layout := writeImage(t)
 
 	root := lastLine(mustRun(t, a, "push", "oci:"+layout+":v1"))
@@ -163,7 +164,7 @@ func TestKilledDaemonLeavesNothingInTheWay(t *testing.T) {
 
 func TestBadInput(t *testing.T) {
 	home := t.TempDir()
-	mustRun(t, home, "init")
+	mustRun(t, home, "init", "--mdns=false")
 	empty := t.TempDir()
 	corrupt := writeImage(t)
 	// Flip a byte of the biggest blob.

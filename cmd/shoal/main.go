@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -75,18 +76,26 @@ func (g *globals) logger() *slog.Logger {
 }
 
 // api returns the running daemon's API, or opens the store here. Commands
-// that talk to peers pass online; they listen on free ports so they never
-// collide with a daemon's.
+// that talk to peers pass online; they listen where the daemon would, but
+// on free ports, so they never collide with a daemon.
 func (g *globals) api(ctx context.Context, online bool) (daemon.API, error) {
 	if err := g.ensureInit(); err != nil {
 		return nil, err
 	}
 	opts := node.Options{Online: online, Peers: g.peers, Logger: g.logger(), LockWait: 3 * time.Second}
 	if online {
-		opts.Listen = []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"}
+		cfg, err := node.LoadConfig(g.home)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range cfg.Swarm.Listen {
+			opts.Listen = append(opts.Listen, anyPort.ReplaceAllString(a, "/$1/0"))
+		}
 	}
 	return daemon.Open(ctx, g.home, opts)
 }
+
+var anyPort = regexp.MustCompile(`/(tcp|udp)/[0-9]+`)
 
 // withAPI runs f with the node's API and closes it after.
 func (g *globals) withAPI(ctx context.Context, online bool, f func(daemon.API) error) error {

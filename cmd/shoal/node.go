@@ -39,6 +39,7 @@ func initCmd(g *globals) *cobra.Command {
 	c.Flags().StringVar(&cfg.Import.Layout, "layout", cfg.Import.Layout, "UnixFS layout of new blobs: kubo or unixfs-v1-2025")
 	c.Flags().StringVar(&cfg.Datastore.Blocks, "blocks", cfg.Datastore.Blocks, "block store: flatfs or pebble")
 	c.Flags().StringArrayVar(&cfg.Swarm.Listen, "listen", cfg.Swarm.Listen, "daemon swarm address (repeatable)")
+	c.Flags().BoolVar(&cfg.Swarm.MDNS, "mdns", cfg.Swarm.MDNS, "find peers on the local network by mDNS (--mdns=false to keep quiet)")
 	return c
 }
 

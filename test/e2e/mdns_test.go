@@ -1,0 +1,144 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shoal-ipfs/shoal/internal/testimage"
+)
+
+// shoalBinary builds the shoal command once per test binary, from the
+// main module, into a directory TestMain removes.
+func shoalBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		bin := filepath.Join(binDir, "shoal")
+		cmd := exec.Command("go", "build", "-o", bin, "./cmd/shoal")
+		cmd.Dir = filepath.Join("..", "..")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("build shoal: %v\n%s", err, out)
+			return
+		}
+		binPath = bin
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binPath string
+	binErr  error
+)
+
+func TestMain(m *testing.M) {
+	var err error
+	if binDir, err = os.MkdirTemp("", "shoal-e2e-bin-"); err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(binDir)
+	os.Exit(code)
+}
+
+// netns makes two network namespaces joined by a veth pair, so that
+// multicast stays between the two test hosts, and removes them after.
+func netns(t *testing.T) (a, b, addrA, addrB string) {
+	t.Helper()
+	needRoot(t)
+	_, err := exec.LookPath("ip")
+	need(t, "iproute2", err)
+	id := fmt.Sprintf("%d", os.Getpid()%100000)
+	a, b = "shoal-a-"+id, "shoal-b-"+id
+	addrA, addrB = "10.123.45.1", "10.123.45.2"
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v\n%s", args, err, out)
+		}
+	}
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "netns", "del", a).Run()
+		_ = exec.Command("ip", "netns", "del", b).Run()
+	})
+	ip("netns", "add", a)
+	ip("netns", "add", b)
+	ip("link", "add", "va"+id, "netns", a, "type", "veth", "peer", "name", "vb"+id, "netns", b)
+	ip("-n", a, "addr", "add", addrA+"/24", "dev", "va"+id)
+	ip("-n", b, "addr", "add", addrB+"/24", "dev", "vb"+id)
+	for _, ns := range []string{a, b} {
+		ip("-n", ns, "link", "set", "lo", "up")
+	}
+	ip("-n", a, "link", "set", "va"+id, "up", "multicast", "on")
+	ip("-n", b, "link", "set", "vb"+id, "up", "multicast", "on")
+	return a, b, addrA, addrB
+}
+
+// TestMDNSFindsPeersOnTheLink: a node pulls an image from a daemon it was
+// never told about, found by mDNS on the link between two namespaces.
+func TestMDNSFindsPeersOnTheLink(t *testing.T) {
+	nsA, nsB, addrA, addrB := netns(t)
+	bin := shoalBinary(t)
+	homeA, homeB := t.TempDir(), t.TempDir()
+	inNS := func(ns, home string, args ...string) *exec.Cmd {
+		cmd := exec.Command("ip", append([]string{"netns", "exec", ns, bin}, args...)...)
+		cmd.Env = append(os.Environ(), "SHOAL_HOME="+home)
+		return cmd
+	}
+	mustNS := func(ns, home string, args ...string) string {
+		t.Helper()
+		var stderr bytes.Buffer
+		cmd := inNS(ns, home, args...)
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("shoal %v in %s: %v\n%s", args, ns, err, stderr.String())
+		}
+		return string(out)
+	}
+	mustNS(nsA, homeA, "init", "--listen", "/ip4/"+addrA+"/tcp/0")
+	mustNS(nsB, homeB, "init", "--listen", "/ip4/"+addrB+"/tcp/0")
+
+	daemon := inNS(nsA, homeA, "daemon")
+	var logs bytes.Buffer
+	daemon.Stdout, daemon.Stderr = &logs, &logs
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = daemon.Process.Signal(syscall.SIGTERM)
+		_ = daemon.Wait()
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(mustNSQuiet(inNS(nsA, homeA, "id")), "/p2p/") {
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon did not start:\n%s", logs.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	layout := testimage.IndexLayout(t, 21, 1<<20, 50<<10)
+	out := strings.TrimSpace(mustNS(nsA, homeA, "push", "oci:"+layout+":v1"))
+	root := out[strings.LastIndex(out, "\n")+1:]
+
+	dest := filepath.Join(t.TempDir(), "out")
+	mustNS(nsB, homeB, "pull", root, "--to", "oci:"+dest, "--timeout", "30s")
+	if _, err := os.Stat(filepath.Join(dest, "index.json")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustNSQuiet(cmd *exec.Cmd) string {
+	out, _ := cmd.Output()
+	return string(out)
+}
