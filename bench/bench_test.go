@@ -67,16 +67,21 @@ func BenchmarkPull(b *testing.B) {
 	requireTools(b)
 	files, size := imageBlobs(b)
 
-	for _, layout := range []string{"kubo", "unixfs-v1-2025"} {
-		b.Run("shoal/"+layout, func(b *testing.B) {
-			origin := shoalHome(b, layout, "flatfs")
+	for _, v := range []struct{ layout, blocks string }{
+		{"kubo", "flatfs"},
+		{"kubo", "pebble"},
+		{"unixfs-v1-2025", "flatfs"},
+		{"unixfs-v1-2025", "pebble"},
+	} {
+		b.Run(fmt.Sprintf("shoal/%s/%s", v.layout, v.blocks), func(b *testing.B) {
+			origin := shoalHome(b, v.layout, v.blocks)
 			_, addr := shoalDaemon(b, origin)
 			root := lastLine(output(b, origin, shoalBin, "push", "oci:"+debImage+":bookworm"))
 			b.SetBytes(size)
 			var rss float64
 			for b.Loop() {
 				b.StopTimer()
-				env := shoalHome(b, layout, "flatfs")
+				env := shoalHome(b, v.layout, v.blocks)
 				out := filepath.Join(b.TempDir(), "out")
 				b.StartTimer()
 				rss = max(rss, run(b, env, shoalBin, "pull", root, "--peer", addr, "--to", "oci:"+out+":bookworm"))

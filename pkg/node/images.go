@@ -34,6 +34,9 @@ func (n *Node) PinImage(ctx context.Context, img catalog.Image) error {
 	defer n.pinMu.Unlock()
 	unlock := n.bstore.PinLock(ctx)
 	defer unlock.Unlock(ctx)
+	if err := n.syncBlocks(); err != nil {
+		return fmt.Errorf("pin image %s: %w", root, err)
+	}
 	// Push and pull have just stored and read every block of every blob,
 	// so the pins are recorded without walking the DAGs again; a blob whose
 	// root is not here is refused.

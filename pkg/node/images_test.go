@@ -32,9 +32,17 @@ func addBytes(t *testing.T, n *Node, size int, fill byte) cid.Cid {
 }
 
 func TestPinsSurviveRestartAndGCFreesOnlyUnpinned(t *testing.T) {
+	for _, store := range []string{"flatfs", "pebble"} {
+		t.Run(store, func(t *testing.T) { testPinsAndGC(t, store) })
+	}
+}
+
+func testPinsAndGC(t *testing.T, store string) {
 	ctx := context.Background()
 	home := t.TempDir()
-	if _, err := Init(home, DefaultConfig()); err != nil {
+	cfg := DefaultConfig()
+	cfg.Datastore.Blocks = store
+	if _, err := Init(home, cfg); err != nil {
 		t.Fatal(err)
 	}
 	n := openOffline(t, home)
