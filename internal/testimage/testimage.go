@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
 )
@@ -114,4 +115,21 @@ func Push(ctx context.Context, tb testing.TB, store image.Store, dir string, opt
 		tb.Fatal(err)
 	}
 	return res
+}
+
+// Validate checks every image in the OCI layout at dir with
+// go-containerregistry's validator: digests, sizes, configs, layers.
+func Validate(tb testing.TB, dir string) {
+	tb.Helper()
+	p, err := layout.FromPath(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ii, err := p.ImageIndex()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := validate.Index(ii); err != nil {
+		tb.Fatalf("layout %s does not validate: %v", dir, err)
+	}
 }

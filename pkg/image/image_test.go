@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/ipfs/go-cid"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 	"github.com/shoal-ipfs/shoal/pkg/image"
@@ -66,21 +64,6 @@ func pullTo(ctx context.Context, n *node.Node, root cid.Cid, dir string, timeout
 	return image.Pull(ctx, n, root, dst, image.PullOptions{Timeout: timeout})
 }
 
-func checkLayout(t *testing.T, dir string) {
-	t.Helper()
-	p, err := layout.FromPath(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ii, err := p.ImageIndex()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := validate.Index(ii); err != nil {
-		t.Fatalf("pulled layout does not validate: %v", err)
-	}
-}
-
 func TestPushPullThreeNodes(t *testing.T) {
 	ctx := ctxT(t)
 	a := newNode(t)
@@ -110,7 +93,7 @@ func TestPushPullThreeNodes(t *testing.T) {
 		if got.Descriptor.Digest != res.Descriptor.Digest {
 			t.Fatalf("pulled %s, pushed %s", got.Descriptor.Digest, res.Descriptor.Digest)
 		}
-		checkLayout(t, dir)
+		testimage.Validate(t, dir)
 		imgs, err := n.Images(ctx)
 		if err != nil || len(imgs) != 1 || imgs[0].CID != res.Root.String() {
 			t.Fatalf("images after pull: %v %v", imgs, err)

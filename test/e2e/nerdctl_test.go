@@ -12,8 +12,6 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/platforms"
 	stargzipfs "github.com/containerd/stargz-snapshotter/ipfs"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/ipfs/go-cid"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
@@ -87,17 +85,7 @@ func TestNerdctlPushShoalPull(t *testing.T) {
 	if _, err := image.Pull(ctx, n, root, dst, image.PullOptions{Timeout: 30 * time.Second}); err != nil {
 		t.Fatalf("shoal pull of a nerdctl-format image from kubo: %v", err)
 	}
-	p, err := layout.FromPath(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ii, err := p.ImageIndex()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := validate.Index(ii); err != nil {
-		t.Fatalf("pulled layout: %v", err)
-	}
+	testimage.Validate(t, out)
 	if out, err := exec.Command("skopeo", "inspect", "--raw", "oci:"+out+":pulled").CombinedOutput(); err != nil {
 		t.Fatalf("skopeo cannot read the pulled layout: %v\n%s", err, out)
 	}

@@ -34,6 +34,17 @@ func pull(ctx context.Context, n *node.Node, root cid.Cid, dest string, timeout 
 	return err
 }
 
+// shoalPair starts node a, and node b connected to it.
+func shoalPair(t *testing.T) (a, b *node.Node) {
+	t.Helper()
+	a = shoalNode(t)
+	id, err := a.ID(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, shoalNode(t, id.Addresses[0])
+}
+
 func runTool(t *testing.T, name string, args ...string) {
 	t.Helper()
 	_, err := exec.LookPath(name)
@@ -49,12 +60,7 @@ func TestPulledImagesAreReadByUmociAndSkopeo(t *testing.T) {
 	needRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	a := shoalNode(t)
-	id, err := a.ID(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := shoalNode(t, id.Addresses[0])
+	a, b := shoalPair(t)
 	res := pushTestImage(t, ctx, a, 11)
 	// umoci unpacks single-platform images only.
 	amd64 := pushTestImage(t, ctx, a, 11, ocispec.Platform{OS: "linux", Architecture: "amd64"})
@@ -110,12 +116,7 @@ func TestPullOntoAFullDisk(t *testing.T) {
 	needRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	a := shoalNode(t)
-	id, err := a.ID(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := shoalNode(t, id.Addresses[0])
+	a, b := shoalPair(t)
 	res := pushTestImage(t, ctx, a, 12)
 
 	mnt := t.TempDir()
@@ -123,7 +124,7 @@ func TestPullOntoAFullDisk(t *testing.T) {
 		need(t, "a tmpfs mount", err)
 	}
 	t.Cleanup(func() { _ = syscall.Unmount(mnt, syscall.MNT_DETACH) })
-	err = pull(ctx, b, res.Root, "oci:"+mnt+"/layout", 30*time.Second)
+	err := pull(ctx, b, res.Root, "oci:"+mnt+"/layout", 30*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "no space left on device") {
 		t.Fatalf("pull onto a full disk: %v", err)
 	}
