@@ -110,29 +110,33 @@ func TestMDNSFindsPeersOnTheLink(t *testing.T) {
 	mustNS(nsA, homeA, "init", "--listen", "/ip4/"+addrA+"/tcp/0")
 	mustNS(nsB, homeB, "init", "--listen", "/ip4/"+addrB+"/tcp/0")
 
-	daemon := inNS(nsA, homeA, "daemon")
-	var logs bytes.Buffer
-	daemon.Stdout, daemon.Stderr = &logs, &logs
-	if err := daemon.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = daemon.Process.Signal(syscall.SIGTERM)
-		_ = daemon.Wait()
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(mustNSQuiet(inNS(nsA, homeA, "id")), "/p2p/") {
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon did not start:\n%s", logs.String())
+	// Both nodes run daemons: mDNS announces at start and answers
+	// queries, and a long-running node keeps browsing.
+	for _, d := range []struct{ ns, home string }{{nsA, homeA}, {nsB, homeB}} {
+		daemon := inNS(d.ns, d.home, "daemon")
+		var logs bytes.Buffer
+		daemon.Stdout, daemon.Stderr = &logs, &logs
+		if err := daemon.Start(); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(200 * time.Millisecond)
+		t.Cleanup(func() {
+			_ = daemon.Process.Signal(syscall.SIGTERM)
+			_ = daemon.Wait()
+		})
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(mustNSQuiet(inNS(d.ns, d.home, "id")), "/p2p/") {
+			if time.Now().After(deadline) {
+				t.Fatalf("daemon in %s did not start:\n%s", d.ns, logs.String())
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
 	}
 	layout := testimage.IndexLayout(t, 21, 1<<20, 50<<10)
 	out := strings.TrimSpace(mustNS(nsA, homeA, "push", "oci:"+layout+":v1"))
 	root := out[strings.LastIndex(out, "\n")+1:]
 
 	dest := filepath.Join(t.TempDir(), "out")
-	mustNS(nsB, homeB, "pull", root, "--to", "oci:"+dest, "--timeout", "30s")
+	mustNS(nsB, homeB, "pull", root, "--to", "oci:"+dest, "--timeout", "90s")
 	if _, err := os.Stat(filepath.Join(dest, "index.json")); err != nil {
 		t.Fatal(err)
 	}
