@@ -1,0 +1,120 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/shoal-ipfs/shoal/pkg/catalog"
+	"github.com/shoal-ipfs/shoal/pkg/node"
+)
+
+// serve starts a daemon on a socket in a temporary directory and returns a
+// client of it; the daemon stops when the test ends.
+func serve(t *testing.T) (*node.Node, *Client) {
+	t.Helper()
+	home := t.TempDir()
+	cfg := node.DefaultConfig()
+	cfg.Swarm.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+	cfg.Swarm.MDNS = false
+	if _, err := node.Init(home, cfg); err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.Open(context.Background(), home, node.Options{Online: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	socket := filepath.Join(home, "test.sock")
+	done := make(chan error, 1)
+	go func() { done <- NewServer(n, nil).Serve(ctx, socket) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		n.Close()
+	})
+	var c *Client
+	deadline := time.Now().Add(5 * time.Second)
+	for c == nil {
+		c, err = Dial(context.Background(), socket)
+		if err != nil && time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Cleanup(func() { c.Close() })
+	return n, c
+}
+
+func TestClientAndNodeAgree(t *testing.T) {
+	ctx := context.Background()
+	n, c := serve(t)
+	data := bytes.Repeat([]byte("shoal"), 200_000)
+	viaDaemon, err := c.Add(ctx, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct, err := n.Add(ctx, bytes.NewReader(data))
+	if err != nil || direct != viaDaemon {
+		t.Fatalf("daemon added %s, node %s (%v)", viaDaemon, direct, err)
+	}
+	rc, err := c.Cat(ctx, viaDaemon)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, _ := io.ReadAll(rc)
+	rc.Close()
+	if !bytes.Equal(back, data) {
+		t.Fatal("cat through the daemon returned other bytes")
+	}
+	img := catalog.Image{CID: viaDaemon.String(), Source: "test", Blobs: []string{viaDaemon.String()}, Created: time.Now()}
+	if err := c.PinImage(ctx, img); err != nil {
+		t.Fatal(err)
+	}
+	imgs, err := c.Images(ctx)
+	if err != nil || len(imgs) != 1 || imgs[0].CID != img.CID {
+		t.Fatalf("images: %v %v", imgs, err)
+	}
+	id, err := c.ID(ctx)
+	if err != nil || len(id.Addresses) == 0 {
+		t.Fatalf("id: %+v %v", id, err)
+	}
+	if err := c.RemoveImage(ctx, viaDaemon); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.GC(ctx)
+	if err != nil || res.Blocks == 0 {
+		t.Fatalf("gc: %+v %v", res, err)
+	}
+}
+
+func TestErrorsKeepTheirKind(t *testing.T) {
+	ctx := context.Background()
+	_, c := serve(t)
+	missing := cid.MustParse("bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4")
+	if err := c.RemoveImage(ctx, missing); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("remove of an unknown image: %v, want ErrNotFound", err)
+	}
+	if _, err := c.Image(ctx, missing); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("image: %v, want ErrNotFound", err)
+	}
+	if err := c.PinImage(ctx, catalog.Image{CID: "nonsense"}); err == nil {
+		t.Fatal("pinned an image with a bad CID")
+	}
+	if err := c.Connect(ctx); err != nil {
+		t.Fatalf("connect to nobody: %v", err)
+	}
+}
+
+func TestDialWithoutDaemon(t *testing.T) {
+	if _, err := Dial(context.Background(), filepath.Join(t.TempDir(), "none.sock")); !errors.Is(err, ErrNoDaemon) {
+		t.Fatalf("dial of a missing socket: %v", err)
+	}
+}
