@@ -148,6 +148,23 @@ func TestDaemonPushThenPullFromASecondNode(t *testing.T) {
 	}
 }
 
+// TestPullThroughTheDaemon: with a daemon running on B, `shoal pull` asks
+// it, and it fetches from its peer A.
+func TestPullThroughTheDaemon(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	_, addrA := startDaemon(t, a)
+	root := lastLine(mustRun(t, a, "push", "oci:"+writeImage(t)+":v1"))
+	startDaemon(t, b)
+	out := filepath.Join(t.TempDir(), "out")
+	mustRun(t, b, "pull", root, "--peer", addrA, "--to", "oci:"+out, "--timeout", "30s")
+	if _, err := os.Stat(filepath.Join(out, "index.json")); err != nil {
+		t.Fatal(err)
+	}
+	if imgs := mustRun(t, b, "images"); !strings.Contains(imgs, root) {
+		t.Fatalf("B's daemon does not list %s:\n%s", root, imgs)
+	}
+}
+
 func TestKilledDaemonLeavesNothingInTheWay(t *testing.T) {
 	home := t.TempDir()
 	cmd, _ := startDaemon(t, home)
