@@ -213,6 +213,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"pull", "bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4", "--to", "tar:x"}, 2, "unknown transport"},
 		{[]string{"pull", "bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4", "--to", "oci:" + filepath.Join(empty, "o"), "--timeout", "1s"}, 1, "no peer sent the content in time"},
 		{[]string{"push", "--platform", "linux", "oci:" + empty}, 2, "os/arch"},
+		{[]string{"inspect", "bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4", "--timeout", "1s"}, 1, "no peer sent the content in time"},
 		{[]string{"frobnicate"}, 2, "unknown command"},
 	} {
 		r := run(t, home, tc.args...)

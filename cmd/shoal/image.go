@@ -108,6 +108,7 @@ DEST is oci:DIR[:TAG] or oci-archive:FILE[:TAG].`,
 
 func inspectCmd(g *globals) *cobra.Command {
 	var asJSON bool
+	var timeout time.Duration
 	c := &cobra.Command{
 		Use:   "inspect CID",
 		Short: "Show an image's tree: root, index, manifests, config and layers",
@@ -118,7 +119,7 @@ func inspectCmd(g *globals) *cobra.Command {
 				return usageError{err}
 			}
 			return g.withAPI(cmd.Context(), true, func(api daemon.API) error {
-				tree, err := image.Inspect(cmd.Context(), api, root)
+				tree, err := image.Inspect(cmd.Context(), api, root, timeout)
 				if err != nil {
 					return err
 				}
@@ -144,6 +145,7 @@ func inspectCmd(g *globals) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the tree as JSON")
+	c.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up when nothing has arrived for this long (0: never)")
 	addPeerFlag(c, g)
 	return c
 }

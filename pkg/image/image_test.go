@@ -120,7 +120,7 @@ func TestPullResumesFetchingOnlyWhatIsMissing(t *testing.T) {
 	b := newNode(t, a)
 	res := pushIndex(t, ctx, a, 2)
 
-	tree, err := image.Inspect(ctx, b, res.Root)
+	tree, err := image.Inspect(ctx, b, res.Root, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +247,7 @@ func TestPullOfABlobNobodyHas(t *testing.T) {
 	a := newNode(t)
 	b := newNode(t, a)
 	res := pushIndex(t, ctx, a, 4)
-	tree, err := image.Inspect(ctx, a, res.Root)
+	tree, err := image.Inspect(ctx, a, res.Root, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package image
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -23,12 +24,15 @@ type Node struct {
 
 // Inspect reads the tree of the image at root: root → index → manifests →
 // config and layers. Index and manifest blobs are fetched and verified;
-// config and layer blobs are only described.
-func Inspect(ctx context.Context, store Store, root cid.Cid) (*Node, error) {
-	p := &puller{store: store, kick: func() {}, seen: map[cid.Cid]bool{}}
-	data, err := p.readSmall(ctx, root, maxRootSize)
+// config and layer blobs are only described. It gives up when nothing has
+// arrived for timeout (zero: never).
+func Inspect(ctx context.Context, store Store, root cid.Cid, timeout time.Duration) (*Node, error) {
+	ctx, kick, stop := idleTimeout(ctx, timeout)
+	defer stop()
+	p := &puller{store: store, kick: kick, seen: map[cid.Cid]bool{}}
+	data, err := p.readRoot(ctx, root)
 	if err != nil {
-		return nil, fmt.Errorf("inspect %s: %w (%v)", root, ErrNotImage, err)
+		return nil, fmt.Errorf("inspect %s: %w", root, explainTimeout(ctx, err, timeout))
 	}
 	top, err := ParseRoot(data)
 	if err != nil {
@@ -36,7 +40,7 @@ func Inspect(ctx context.Context, store Store, root cid.Cid) (*Node, error) {
 	}
 	child, err := p.inspect(ctx, top)
 	if err != nil {
-		return nil, fmt.Errorf("inspect %s: %w", root, err)
+		return nil, fmt.Errorf("inspect %s: %w", root, explainTimeout(ctx, err, timeout))
 	}
 	return &Node{Role: "root", MediaType: "application/json", Size: int64(len(data)), CID: root.String(), Children: []*Node{child}}, nil
 }

@@ -44,12 +44,18 @@ func Pull(ctx context.Context, store Store, root cid.Cid, dst transport.Destinat
 	p := &puller{store: store, dst: dst, opts: opts, kick: kick, seen: map[cid.Cid]bool{}}
 	res, err := p.pull(ctx, root)
 	if err != nil {
-		if cause := context.Cause(ctx); errors.Is(cause, ErrTimeout) {
-			err = fmt.Errorf("%w after %s without a block: %v; check that a peer holding it is reachable (--peer)", ErrTimeout, opts.Timeout, err)
-		}
-		return Result{}, fmt.Errorf("pull %s: %w", root, err)
+		return Result{}, fmt.Errorf("pull %s: %w", root, explainTimeout(ctx, err, opts.Timeout))
 	}
 	return res, nil
+}
+
+// explainTimeout turns the cancellation an idle timeout causes into an
+// error that says what happened and what to do.
+func explainTimeout(ctx context.Context, err error, timeout time.Duration) error {
+	if errors.Is(context.Cause(ctx), ErrTimeout) {
+		return fmt.Errorf("%w after %s without a block: %v; check that a peer holding it is reachable (--peer)", ErrTimeout, timeout, err)
+	}
+	return err
 }
 
 type puller struct {
@@ -73,9 +79,9 @@ type docBlob struct {
 }
 
 func (p *puller) pull(ctx context.Context, root cid.Cid) (Result, error) {
-	rootJSON, err := p.readSmall(ctx, root, maxRootSize)
+	rootJSON, err := p.readRoot(ctx, root)
 	if err != nil {
-		return Result{}, fmt.Errorf("%w (%v); pass the CID that `shoal push` printed", ErrNotImage, err)
+		return Result{}, err
 	}
 	top, err := ParseRoot(rootJSON)
 	if err != nil {
@@ -225,6 +231,17 @@ func (p *puller) fetchBlob(ctx context.Context, d ocispec.Descriptor) error {
 		return fmt.Errorf("blob %s (%s): %w", d.Digest, c, err)
 	}
 	return nil
+}
+
+// readRoot reads an image's root blob. A CID that is there but cannot be
+// read as a file (a directory, say) is not an image; one that never
+// arrives is reported as such by the caller.
+func (p *puller) readRoot(ctx context.Context, root cid.Cid) ([]byte, error) {
+	data, err := p.readSmall(ctx, root, maxRootSize)
+	if err != nil && ctx.Err() == nil {
+		return nil, fmt.Errorf("%w (%v); pass the CID that `shoal push` printed", ErrNotImage, err)
+	}
+	return data, err
 }
 
 // readSmall reads a small blob whole.

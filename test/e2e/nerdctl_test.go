@@ -90,13 +90,13 @@ func TestNerdctlPushShoalPull(t *testing.T) {
 		t.Fatalf("skopeo cannot read the pulled layout: %v\n%s", err, out)
 	}
 
-	theirs, err := image.Inspect(ctx, n, root)
+	theirs, err := image.Inspect(ctx, n, root, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// shoal's own conversion of the same image gives every blob the same CID.
 	res := testimage.Push(ctx, t, n, layoutDir, image.PushOptions{})
-	ours, err := image.Inspect(ctx, n, res.Root)
+	ours, err := image.Inspect(ctx, n, res.Root, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
