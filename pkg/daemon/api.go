@@ -6,7 +6,6 @@ package daemon
 import (
 	"context"
 	"errors"
-	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 )

@@ -5,14 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"io"
+	"slices"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
 	"golang.org/x/sync/errgroup"
 )
@@ -64,7 +64,7 @@ type puller struct {
 	opts  PullOptions
 	kick  func()
 
-	mu        sync.Mutex
+	// The walk that fills these runs before any blob is fetched.
 	seen      map[cid.Cid]bool
 	blobs     []ocispec.Descriptor // config and layers, to stream to dst
 	docs      []docBlob            // indexes and manifests, already read
@@ -112,7 +112,7 @@ func (p *puller) pull(ctx context.Context, root cid.Cid) (Result, error) {
 	img := catalog.Image{
 		CID:       root.String(),
 		Source:    URLScheme + root.String(),
-		Platforms: p.platforms,
+		Platforms: append([]string{}, p.platforms...), // [] rather than null in JSON
 		Size:      p.size,
 		Created:   time.Now().UTC(),
 		Blobs:     p.cids,
@@ -133,9 +133,7 @@ func (p *puller) walk(ctx context.Context, d ocispec.Descriptor) error {
 		return nil
 	}
 	if !transport.IsIndex(d.MediaType) && !transport.IsManifest(d.MediaType) {
-		p.mu.Lock()
 		p.blobs = append(p.blobs, d)
-		p.mu.Unlock()
 		return nil
 	}
 	data, err := p.readVerified(ctx, c, d, maxManifestSize)
@@ -179,8 +177,6 @@ func (p *puller) walk(ctx context.Context, d ocispec.Descriptor) error {
 
 // note records a blob of the image once; it reports whether c is new.
 func (p *puller) note(c cid.Cid, d ocispec.Descriptor) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.seen[c] {
 		return false
 	}
@@ -191,12 +187,9 @@ func (p *puller) note(c cid.Cid, d ocispec.Descriptor) bool {
 }
 
 func (p *puller) addPlatform(s string) {
-	for _, have := range p.platforms {
-		if have == s || s == "" {
-			return
-		}
+	if s != "" && !slices.Contains(p.platforms, s) {
+		p.platforms = append(p.platforms, s)
 	}
-	p.platforms = append(p.platforms, s)
 }
 
 // fetchBlob streams a blob from the store, which fetches it from peers,

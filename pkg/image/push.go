@@ -5,8 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"io"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -14,6 +14,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
 	"golang.org/x/sync/errgroup"
 )
@@ -251,12 +252,9 @@ func (p *pusher) addPlatform(s string) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, have := range p.platforms {
-		if have == s {
-			return
-		}
+	if !slices.Contains(p.platforms, s) {
+		p.platforms = append(p.platforms, s)
 	}
-	p.platforms = append(p.platforms, s)
 }
 
 func (p *pusher) platformList() []string {

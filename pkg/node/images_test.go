@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"testing"
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/shoal-ipfs/shoal/pkg/catalog"
 )
 
 func openOffline(t *testing.T, home string) *Node {
