@@ -68,11 +68,17 @@ func addPeerFlag(c *cobra.Command, g *globals) {
 	c.Flags().StringArrayVar(&g.peers, "peer", nil, "connect to this peer first (MULTIADDR ending in /p2p/ID; repeatable)")
 }
 
-func (g *globals) logger() *slog.Logger {
-	if !g.verbose {
-		return nil
+// logger writes warnings to stderr, and everything with --verbose.
+func (g *globals) logger() *slog.Logger { return g.loggerAt(slog.LevelWarn) }
+
+// daemonLogger also says what the daemon is doing.
+func (g *globals) daemonLogger() *slog.Logger { return g.loggerAt(slog.LevelInfo) }
+
+func (g *globals) loggerAt(level slog.Level) *slog.Logger {
+	if g.verbose {
+		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
 // api returns the running daemon's API, or opens the store here. Commands

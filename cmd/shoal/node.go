@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"log/slog"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -83,10 +81,7 @@ func daemonCmd(g *globals) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			log := g.logger()
-			if log == nil {
-				log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-			}
+			log := g.daemonLogger()
 			opts := node.Options{Online: true, Peers: g.peers, NoMDNS: noMDNS, Logger: log, LockWait: 15 * time.Second}
 			if len(listen) > 0 {
 				opts.Listen = listen

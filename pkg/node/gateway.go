@@ -70,7 +70,7 @@ func (b badPeerGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectR
 // startGateway serves this node's local blocks to peers over GatewayProtocol.
 // Only blocks stored here are served: a request never makes this node fetch
 // from others on a peer's behalf.
-func (n *Node) startGateway() error {
+func (n *Node) startGateway() {
 	h := &libp2phttp.Host{StreamHost: n.host}
 	h.SetHTTPHandlerAtPath(GatewayProtocol, "/", &carServer{bs: n.bstore})
 	n.gw.http = h
@@ -79,7 +79,6 @@ func (n *Node) startGateway() error {
 			n.log.Warn("gateway over libp2p stopped", "err", err)
 		}
 	}()
-	return nil
 }
 
 // gatewayCandidates are the connected peers that speak GatewayProtocol,

@@ -136,9 +136,7 @@ func Open(ctx context.Context, home string, opts Options) (_ *Node, err error) {
 	n.bserv = blockservice.New(n.bstore, n.bswap)
 	n.dag = merkledag.NewDAGService(n.bserv)
 
-	if err := n.startGateway(); err != nil {
-		return nil, fmt.Errorf("start gateway over libp2p: %w", err)
-	}
+	n.startGateway()
 	n.peering = peering.NewPeeringService(n.host)
 	peers, err := ParsePeers(append(append([]string{}, cfg.Swarm.Peers...), opts.Peers...))
 	if err != nil {
