@@ -79,14 +79,16 @@ func BenchmarkPull(b *testing.B) {
 			root := lastLine(output(b, origin, shoalBin, "push", "oci:"+debImage+":bookworm"))
 			b.SetBytes(size)
 			var rss float64
+			var home string
 			for b.Loop() {
 				b.StopTimer()
 				env := shoalHome(b, v.layout, v.blocks)
+				home = strings.TrimPrefix(env[0], "SHOAL_HOME=")
 				out := filepath.Join(b.TempDir(), "out")
 				b.StartTimer()
 				rss = max(rss, run(b, env, shoalBin, "pull", root, "--peer", addr, "--to", "oci:"+out+":bookworm"))
 			}
-			b.ReportMetric(rss, "peak-MiB")
+			reportStore(b, home, rss)
 		})
 	}
 
@@ -106,6 +108,9 @@ func BenchmarkPull(b *testing.B) {
 				run(b, fetcher, kuboBin, "cat", c)
 			}
 			b.StopTimer()
+			// What a fetch leaves in the store, before the next one starts empty.
+			blocks, _ := storeStats(filepath.Join(strings.TrimPrefix(fetcher[0], "IPFS_PATH="), "blocks"))
+			b.ReportMetric(float64(blocks), "block-files")
 			run(b, fetcher, kuboBin, "repo", "gc", "--quiet")
 			b.StartTimer()
 		}
