@@ -18,8 +18,15 @@ import (
 	"github.com/shoal-ipfs/shoal/pkg/transport"
 )
 
-// newNode starts a node on loopback with its own home, connected to peers.
+// newNode starts a node on loopback with its own home, connected to peers
+// over TCP.
 func newNode(t *testing.T, peers ...*node.Node) *node.Node {
+	t.Helper()
+	return newNodeOver(t, "/tcp/", peers...)
+}
+
+// newNodeOver connects to peers at their first address containing proto.
+func newNodeOver(t *testing.T, proto string, peers ...*node.Node) *node.Node {
 	t.Helper()
 	home := t.TempDir()
 	cfg := node.DefaultConfig()
@@ -34,7 +41,15 @@ func newNode(t *testing.T, peers ...*node.Node) *node.Node {
 		if err != nil {
 			t.Fatal(err)
 		}
-		addrs = append(addrs, id.Addresses[0])
+		for _, a := range id.Addresses {
+			if strings.Contains(a, proto) {
+				addrs = append(addrs, a)
+				break
+			}
+		}
+	}
+	if len(addrs) != len(peers) {
+		t.Fatalf("not every peer listens on %s", proto)
 	}
 	n, err := node.Open(context.Background(), home, node.Options{Online: true, Peers: addrs})
 	if err != nil {
@@ -279,5 +294,23 @@ func TestPullStreamsFromThePeersGateway(t *testing.T) {
 	}
 	if s.GatewayBlocks == 0 || s.GatewayBytes < uint64(res.Image.Size) {
 		t.Fatalf("gateway delivered %d blocks, %d bytes of a %d-byte image (bitswap %d blocks)", s.GatewayBlocks, s.GatewayBytes, res.Image.Size, s.BitswapBlocks)
+	}
+}
+
+// TestPullOverQUIC: the same pull with the peers connected over QUIC.
+func TestPullOverQUIC(t *testing.T) {
+	ctx := ctxT(t)
+	a := newNode(t)
+	b := newNodeOver(t, "/quic-v1", a)
+	res := pushIndex(t, ctx, a, 10)
+	dir := t.TempDir()
+	if _, err := pullTo(ctx, b, res.Root, dir, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	testimage.Validate(t, dir)
+	for _, c := range b.Host().Network().Conns() {
+		if !strings.Contains(c.RemoteMultiaddr().String(), "/quic-v1") {
+			t.Fatalf("connected over %s, want QUIC", c.RemoteMultiaddr())
+		}
 	}
 }
