@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/boxo/ipld/unixfs"
@@ -19,7 +20,32 @@ import (
 // it as it goes. From a peer's gateway the file is read off one CAR stream
 // as its blocks arrive; otherwise the whole DAG is requested over bitswap
 // in the background while the file is read in order.
+//
+// Until the reader is closed, garbage collection waits, so that blocks just
+// fetched are not collected before the caller can pin them.
 func (n *Node) Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
+	unlock := n.bstore.PinLock(ctx)
+	r, err := n.cat(ctx, c)
+	if err != nil {
+		unlock.Unlock(ctx)
+		return nil, err
+	}
+	return &unlockOnClose{ReadCloser: r, unlock: func() { unlock.Unlock(ctx) }}, nil
+}
+
+type unlockOnClose struct {
+	io.ReadCloser
+	unlock func()
+	once   sync.Once
+}
+
+func (u *unlockOnClose) Close() error {
+	err := u.ReadCloser.Close()
+	u.once.Do(u.unlock)
+	return err
+}
+
+func (n *Node) cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 	if n.host == nil {
 		return blob.Open(ctx, n.dag, c)
 	}
