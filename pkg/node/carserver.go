@@ -2,6 +2,7 @@ package node
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"net/http"
@@ -111,6 +112,38 @@ func (s *carServer) serveCAR(w http.ResponseWriter, r *http.Request, root cid.Ci
 	if err := writeCARHeader(bw, root); err != nil {
 		return
 	}
+	// Blocks are read from disk a few ahead of the network writes.
+	ctx, cancel := context.WithCancel(r.Context())
+	ahead := make(chan blocks.Block, 32)
+	failed := make(chan struct{})
+	go func() {
+		defer close(ahead)
+		if err := s.walk(ctx, root, onlyRoot, ahead); err != nil && ctx.Err() == nil {
+			close(failed)
+		}
+	}()
+	defer func() {
+		cancel()
+		for range ahead { // let the reader finish before the handler returns
+		}
+	}()
+	for b := range ahead {
+		if err := writeCARBlock(bw, b.Cid(), b.RawData()); err != nil {
+			return
+		}
+	}
+	select {
+	case <-failed:
+		// The response has started; cutting it short is how a CAR stream
+		// says it is incomplete.
+		panic(http.ErrAbortHandler)
+	default:
+	}
+	_ = bw.Flush()
+}
+
+// walk sends the blocks under root in depth-first order, each once.
+func (s *carServer) walk(ctx context.Context, root cid.Cid, onlyRoot bool, out chan<- blocks.Block) error {
 	seen := map[string]bool{}
 	stack := []cid.Cid{root}
 	for len(stack) > 0 {
@@ -120,17 +153,17 @@ func (s *carServer) serveCAR(w http.ResponseWriter, r *http.Request, root cid.Ci
 			continue
 		}
 		seen[string(c.Hash())] = true
-		b, err := s.bs.Get(r.Context(), c)
+		b, err := s.bs.Get(ctx, c)
 		if err != nil {
-			// The response has started; cutting it short is how a CAR
-			// stream says it is incomplete.
-			panic(http.ErrAbortHandler)
+			return err
 		}
-		if err := writeCARBlock(bw, c, b.RawData()); err != nil {
-			return
+		select {
+		case out <- b:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 		if onlyRoot {
-			break
+			return nil
 		}
 		links, err := dagLinks(c, b.RawData())
 		if err != nil {
@@ -140,7 +173,7 @@ func (s *carServer) serveCAR(w http.ResponseWriter, r *http.Request, root cid.Ci
 			stack = append(stack, links[i])
 		}
 	}
-	_ = bw.Flush()
+	return nil
 }
 
 func dagLinks(c cid.Cid, data []byte) ([]cid.Cid, error) {
