@@ -141,9 +141,14 @@ func TestPullResumesFetchingOnlyWhatIsMissing(t *testing.T) {
 	}
 	// An "interrupted" pull: the biggest layer of the first platform arrived.
 	layer := tree.Children[0].Children[0].Children[1]
-	if err := b.Fetch(ctx, cid.MustParse(layer.CID), nil); err != nil {
+	rc, err := b.Cat(ctx, cid.MustParse(layer.CID))
+	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		t.Fatal(err)
+	}
+	rc.Close()
 	stat := func() uint64 {
 		s, err := receivedBlocks(b)
 		if err != nil {

@@ -102,23 +102,6 @@ func (n *Node) gatewayCandidates() []peer.ID {
 	return out
 }
 
-// fetchFromGateways tries to get the whole DAG at root from one peer's
-// gateway. It reports whether every block arrived; whatever arrived is
-// stored either way, so bitswap only has the rest to find.
-func (n *Node) fetchFromGateways(ctx context.Context, root cid.Cid, onBlock func(int)) bool {
-	for _, p := range n.gatewayCandidates() {
-		complete, err := n.fetchCAR(ctx, p, root, onBlock)
-		n.noteGatewayError(p, root, err)
-		if complete {
-			return true
-		}
-		if ctx.Err() != nil {
-			return false
-		}
-	}
-	return false
-}
-
 // carStream is one peer's CAR response for a whole DAG.
 type carStream struct {
 	peer peer.ID
@@ -167,7 +150,6 @@ type blockSink struct {
 	n        *Node
 	batch    []blocks.Block
 	bytes    int
-	onBlock  func(int)
 	inflight chan error // result of the batch being written, if any
 }
 
@@ -178,9 +160,6 @@ func (s *blockSink) add(ctx context.Context, b blocks.Block) error {
 	s.bytes += len(b.RawData())
 	s.n.gw.blocksReceived.Add(1)
 	s.n.gw.bytesReceived.Add(uint64(len(b.RawData())))
-	if s.onBlock != nil {
-		s.onBlock(len(b.RawData()))
-	}
 	if s.bytes < sinkBatchBytes {
 		return nil
 	}
@@ -217,38 +196,6 @@ func (s *blockSink) flush(ctx context.Context) error {
 	return err
 }
 
-// fetchCAR stores every block of one peer's CAR of root; it reports
-// whether the DAG is complete.
-func (n *Node) fetchCAR(ctx context.Context, p peer.ID, root cid.Cid, onBlock func(int)) (bool, error) {
-	cs, err := n.openCAR(ctx, p, root)
-	if err != nil {
-		return false, err
-	}
-	defer cs.body.Close()
-	v := newDAGVerifier(root)
-	sink := &blockSink{n: n, onBlock: onBlock}
-	for {
-		b, err := cs.br.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err == nil {
-			err = v.check(b)
-		}
-		if err == nil {
-			err = sink.add(ctx, b)
-		}
-		if err != nil {
-			_ = sink.flush(ctx)
-			return false, fmt.Errorf("gateway of %s: %w", p, err)
-		}
-	}
-	if err := sink.flush(ctx); err != nil {
-		return false, err
-	}
-	return v.done(), nil
-}
-
 func (n *Node) noteGatewayError(p peer.ID, root cid.Cid, err error) {
 	switch {
 	case err == nil:
@@ -269,11 +216,10 @@ func (n *Node) noteGatewayError(p peer.ID, root cid.Cid, err error) {
 // an already accepted block links to it.
 type dagVerifier struct {
 	wanted map[string]bool // multihash → still missing
-	left   int
 }
 
 func newDAGVerifier(root cid.Cid) *dagVerifier {
-	return &dagVerifier{wanted: map[string]bool{string(root.Hash()): true}, left: 1}
+	return &dagVerifier{wanted: map[string]bool{string(root.Hash()): true}}
 }
 
 func (v *dagVerifier) check(b blocks.Block) error {
@@ -289,14 +235,7 @@ func (v *dagVerifier) check(b blocks.Block) error {
 	if !missing {
 		return nil
 	}
-	return v.accept(b)
-}
-
-// accept marks a verified block received and expects its links.
-func (v *dagVerifier) accept(b blocks.Block) error {
-	c := b.Cid()
 	v.wanted[string(c.Hash())] = false
-	v.left--
 	nd, err := blob.DecodeBlock(b)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrBadBlock, err)
@@ -308,13 +247,10 @@ func (v *dagVerifier) accept(b blocks.Block) error {
 	for _, l := range links {
 		if _, seen := v.wanted[string(l.Hash())]; !seen {
 			v.wanted[string(l.Hash())] = true
-			v.left++
 		}
 	}
 	return nil
 }
-
-func (v *dagVerifier) done() bool { return v.left == 0 }
 
 // seen reports whether a block was already received.
 func (v *dagVerifier) seen(c cid.Cid) bool {

@@ -380,16 +380,3 @@ func (n *Node) Add(ctx context.Context, r io.Reader) (cid.Cid, error) {
 	defer unlock.Unlock(ctx)
 	return blob.Add(ctx, n.dag, r, n.layout)
 }
-
-// Fetch makes the whole DAG under c local: first as one CAR stream from a
-// peer's gateway, then over bitswap for whatever is still missing.
-func (n *Node) Fetch(ctx context.Context, c cid.Cid, onBlock func(int)) error {
-	unlock := n.bstore.PinLock(ctx)
-	defer unlock.Unlock(ctx)
-	if n.host != nil {
-		if has, err := n.bstore.Has(ctx, c); err == nil && !has && n.fetchFromGateways(ctx, c, onBlock) {
-			return nil
-		}
-	}
-	return blob.Fetch(ctx, merkledag.NewSession(ctx, n.dag), c, onBlock)
-}
