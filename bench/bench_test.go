@@ -9,18 +9,21 @@ import (
 	"testing"
 )
 
+// shoalVariants are the layouts and block stores shoal is measured with.
+var shoalVariants = []struct{ layout, blocks string }{
+	{"kubo", "flatfs"},
+	{"kubo", "pebble"},
+	{"unixfs-v1-2025", "flatfs"},
+	{"unixfs-v1-2025", "pebble"},
+}
+
 // BenchmarkPush adds the Debian image to an empty store: shoal with each
 // block store and layout, against `ipfs add --cid-version=1` of the same
 // blobs into an empty kubo repo.
 func BenchmarkPush(b *testing.B) {
 	requireTools(b)
 	files, size := imageBlobs(b)
-	for _, v := range []struct{ layout, blocks string }{
-		{"kubo", "flatfs"},
-		{"kubo", "pebble"},
-		{"unixfs-v1-2025", "flatfs"},
-		{"unixfs-v1-2025", "pebble"},
-	} {
+	for _, v := range shoalVariants {
 		b.Run(fmt.Sprintf("shoal/%s/%s", v.layout, v.blocks), func(b *testing.B) {
 			b.SetBytes(size)
 			var rss float64
@@ -67,12 +70,7 @@ func BenchmarkPull(b *testing.B) {
 	requireTools(b)
 	files, size := imageBlobs(b)
 
-	for _, v := range []struct{ layout, blocks string }{
-		{"kubo", "flatfs"},
-		{"kubo", "pebble"},
-		{"unixfs-v1-2025", "flatfs"},
-		{"unixfs-v1-2025", "pebble"},
-	} {
+	for _, v := range shoalVariants {
 		b.Run(fmt.Sprintf("shoal/%s/%s", v.layout, v.blocks), func(b *testing.B) {
 			origin := shoalHome(b, v.layout, v.blocks)
 			_, addr := shoalDaemon(b, origin)

@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,22 +84,9 @@ func startKubo(t *testing.T) *Kubo {
 	k.run(t, "init", "--profile=test")
 	cmd := exec.Command(k.bin, "daemon", "--offline=false")
 	cmd.Env = append(os.Environ(), "IPFS_PATH="+k.path)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+	startProcess(t, cmd, "kubo", 60*time.Second, func(logs string) bool {
+		return strings.Contains(logs, "Daemon is ready")
 	})
-	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(logs.String(), "Daemon is ready") {
-		if time.Now().After(deadline) {
-			t.Fatalf("kubo did not start:\n%s", logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 	var id struct {
 		ID        string
 		Addresses []string
@@ -107,6 +96,55 @@ func startKubo(t *testing.T) *Kubo {
 	}
 	k.ID, k.Addrs = id.ID, id.Addresses
 	return k
+}
+
+// processLogs collects a process's output; the process writes it from
+// another goroutine while the test reads it.
+type processLogs struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *processLogs) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *processLogs) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// startProcess starts a long-running process, waits until ready says so
+// (given its output so far), and stops it when the test ends.
+func startProcess(t *testing.T, cmd *exec.Cmd, what string, timeout time.Duration, ready func(logs string) bool) *processLogs {
+	t.Helper()
+	logs := &processLogs{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", what, err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	deadline := time.Now().Add(timeout)
+	for !ready(logs.String()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not start:\n%s", what, logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return logs
 }
 
 // tcpAddr is the first loopback TCP address of a peer.
@@ -146,26 +184,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "--config", cfgPath)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+	logs := startProcess(t, exec.Command(bin, "--config", cfgPath), "containerd", 30*time.Second, func(string) bool {
+		_, err := os.Stat(sock)
+		return err == nil
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("containerd did not start:\n%s", logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 	client, err := containerd.New(sock, containerd.WithDefaultNamespace("shoal-e2e"))
 	if err != nil {
 		t.Fatalf("containerd client: %v\n%s", err, logs.String())

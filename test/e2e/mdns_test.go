@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -113,23 +112,9 @@ func TestMDNSFindsPeersOnTheLink(t *testing.T) {
 	// Both nodes run daemons: mDNS announces at start and answers
 	// queries, and a long-running node keeps browsing.
 	for _, d := range []struct{ ns, home string }{{nsA, homeA}, {nsB, homeB}} {
-		daemon := inNS(d.ns, d.home, "daemon")
-		var logs bytes.Buffer
-		daemon.Stdout, daemon.Stderr = &logs, &logs
-		if err := daemon.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_ = daemon.Process.Signal(syscall.SIGTERM)
-			_ = daemon.Wait()
+		startProcess(t, inNS(d.ns, d.home, "daemon"), "shoal daemon in "+d.ns, 20*time.Second, func(string) bool {
+			return strings.Contains(mustNSQuiet(inNS(d.ns, d.home, "id")), "/p2p/")
 		})
-		deadline := time.Now().Add(20 * time.Second)
-		for !strings.Contains(mustNSQuiet(inNS(d.ns, d.home, "id")), "/p2p/") {
-			if time.Now().After(deadline) {
-				t.Fatalf("daemon in %s did not start:\n%s", d.ns, logs.String())
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
 	}
 	layout := testimage.IndexLayout(t, 21, 1<<20, 50<<10)
 	out := strings.TrimSpace(mustNS(nsA, homeA, "push", "oci:"+layout+":v1"))
