@@ -163,6 +163,7 @@ func (f *gatewayFile) next() error {
 	c := f.todo[len(f.todo)-1]
 	f.todo = f.todo[:len(f.todo)-1]
 	var b blocks.Block
+	var nd ipld.Node
 	var err error
 	if f.v.seen(c) {
 		if err := f.sink.flush(f.ctx); err != nil {
@@ -180,22 +181,22 @@ func (f *gatewayFile) next() error {
 		if err != nil {
 			return err
 		}
-		if string(b.Cid().Hash()) != string(c.Hash()) {
-			if err := f.v.check(b); err != nil {
-				return err
-			}
-			return fmt.Errorf("gateway sent %s where depth-first order has %s", b.Cid(), c)
-		}
-		if err := f.v.check(b); err != nil {
+		// A block that does not verify marks the peer bad even when it
+		// also comes out of order.
+		if nd, err = f.v.check(b); err != nil {
 			return err
+		}
+		if string(b.Cid().Hash()) != string(c.Hash()) {
+			return fmt.Errorf("gateway sent %s where depth-first order has %s", b.Cid(), c)
 		}
 		if err := f.sink.add(f.ctx, b); err != nil {
 			return err
 		}
 	}
-	nd, err := blob.DecodeBlock(b)
-	if err != nil {
-		return err
+	if nd == nil {
+		if nd, err = blob.DecodeBlock(b); err != nil {
+			return err
+		}
 	}
 	data, err := fileData(nd)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
 	carv2 "github.com/ipld/go-car/v2"
 	"github.com/libp2p/go-libp2p/core/control"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -222,34 +223,36 @@ func newDAGVerifier(root cid.Cid) *dagVerifier {
 	return &dagVerifier{wanted: map[string]bool{string(root.Hash()): true}}
 }
 
-func (v *dagVerifier) check(b blocks.Block) error {
+// check verifies b and, the first time it arrives, returns it decoded and
+// expects its links; a repeat returns a nil node.
+func (v *dagVerifier) check(b blocks.Block) (ipld.Node, error) {
 	c := b.Cid()
 	missing, known := v.wanted[string(c.Hash())]
 	if !known {
-		return fmt.Errorf("%w: %s is not linked from the DAG", ErrBadBlock, c)
+		return nil, fmt.Errorf("%w: %s is not linked from the DAG", ErrBadBlock, c)
 	}
 	sum, err := c.Prefix().Sum(b.RawData())
 	if err != nil || !sum.Equals(c) {
-		return fmt.Errorf("%w: %s does not hash to its CID", ErrBadBlock, c)
+		return nil, fmt.Errorf("%w: %s does not hash to its CID", ErrBadBlock, c)
 	}
 	if !missing {
-		return nil
+		return nil, nil
 	}
 	v.wanted[string(c.Hash())] = false
 	nd, err := blob.DecodeBlock(b)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrBadBlock, err)
+		return nil, fmt.Errorf("%w: %v", ErrBadBlock, err)
 	}
 	links, err := blob.Links(nd)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrBadBlock, err)
+		return nil, fmt.Errorf("%w: %v", ErrBadBlock, err)
 	}
 	for _, l := range links {
 		if _, seen := v.wanted[string(l.Hash())]; !seen {
 			v.wanted[string(l.Hash())] = true
 		}
 	}
-	return nil
+	return nd, nil
 }
 
 // seen reports whether a block was already received.
