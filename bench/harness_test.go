@@ -213,6 +213,6 @@ func shoalDaemon(b *testing.B, env []string) (*exec.Cmd, string) {
 			}
 		}
 		return false
-	}, shoalBin, "daemon", "--no-mdns")
+	}, shoalBin, "daemon", "--no-mdns", "--registry-listen", "127.0.0.1:0")
 	return cmd, addr
 }

@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 )
 
@@ -68,10 +71,10 @@ func lastLine(s string) string {
 }
 
 // startDaemon runs `shoal daemon` on loopback and returns its first address.
-func startDaemon(t *testing.T, home string) (*exec.Cmd, string) {
+func startDaemon(t *testing.T, home string, args ...string) (*exec.Cmd, string) {
 	t.Helper()
 	mustRun(t, home, "init", "--mdns=false")
-	cmd := exec.Command(shoalBin, "daemon", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1")
+	cmd := exec.Command(shoalBin, append([]string{"daemon", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1", "--registry-listen", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(os.Environ(), "SHOAL_HOME="+home)
 	var logs bytes.Buffer
 	cmd.Stderr = &logs
@@ -163,6 +166,53 @@ func TestPullThroughTheDaemon(t *testing.T) {
 	if imgs := mustRun(t, b, "images"); !strings.Contains(imgs, root) {
 		t.Fatalf("B's daemon does not list %s:\n%s", root, imgs)
 	}
+}
+
+// TestDaemonServesTheRegistry: an OCI client pushes to A's registry and
+// the image is listed on A; B's registry serves it by CID from A's blocks.
+func TestDaemonServesTheRegistry(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	_, addrA := startDaemon(t, a)
+	regA := registryOf(t, a)
+	img, err := testimage.Image(5, testimage.Platforms[0], 1<<20, 4000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(mustRef(t, regA+"/app:1"), img); err != nil {
+		t.Fatal(err)
+	}
+	var imgs []struct{ CID, Source string }
+	if err := json.Unmarshal([]byte(mustRun(t, a, "images", "--json")), &imgs); err != nil || len(imgs) != 1 || imgs[0].Source != regA+"/app:1" {
+		t.Fatalf("A's images after a registry push: %+v %v", imgs, err)
+	}
+	root := imgs[0].CID
+
+	startDaemon(t, b, "--peer", addrA)
+	pulled, err := remote.Image(mustRef(t, registryOf(t, b)+"/ipfs/"+root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := validate.Image(pulled); err != nil {
+		t.Fatalf("image pulled by CID from B's registry: %v", err)
+	}
+}
+
+func registryOf(t *testing.T, home string) string {
+	t.Helper()
+	var id struct{ Registry string }
+	if err := json.Unmarshal([]byte(mustRun(t, home, "id", "--json")), &id); err != nil || id.Registry == "" {
+		t.Fatalf("no registry address in id --json: %v", err)
+	}
+	return id.Registry
+}
+
+func mustRef(t *testing.T, s string) name.Reference {
+	t.Helper()
+	r, err := name.ParseReference(s, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 func TestKilledDaemonLeavesNothingInTheWay(t *testing.T) {

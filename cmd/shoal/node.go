@@ -38,6 +38,7 @@ func initCmd(g *globals) *cobra.Command {
 	c.Flags().StringVar(&cfg.Datastore.Blocks, "blocks", cfg.Datastore.Blocks, "block store: flatfs or pebble")
 	c.Flags().StringArrayVar(&cfg.Swarm.Listen, "listen", cfg.Swarm.Listen, "daemon swarm address (repeatable)")
 	c.Flags().BoolVar(&cfg.Swarm.MDNS, "mdns", cfg.Swarm.MDNS, "find peers on the local network by mDNS (--mdns=false to keep quiet)")
+	c.Flags().StringVar(&cfg.Registry.Listen, "registry-listen", cfg.Registry.Listen, "the daemon's OCI registry address, port 0 for a free one (empty turns it off)")
 	return c
 }
 
@@ -64,13 +65,13 @@ func idCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON (fields ID and Addresses, as `ipfs id`)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON (fields ID and Addresses, as `ipfs id`; Registry when a daemon serves one)")
 	return c
 }
 
 func daemonCmd(g *globals) *cobra.Command {
 	var listen []string
-	var socket string
+	var socket, registryListen string
 	var noMDNS bool
 	c := &cobra.Command{
 		Use:   "daemon",
@@ -99,12 +100,21 @@ func daemonCmd(g *globals) *cobra.Command {
 				return err
 			}
 			log.Info("shoal daemon running", "peer", id.ID, "addresses", strings.Join(id.Addresses, " "), "api", socket)
-			return daemon.NewServer(n, log).Serve(ctx, socket)
+			if !cmd.Flags().Changed("registry-listen") {
+				registryListen = n.Config().Registry.Listen
+			}
+			return daemon.Run(ctx, n, daemon.RunOptions{
+				Socket:         socket,
+				RegistryListen: registryListen,
+				FetchTimeout:   n.Config().Registry.FetchTimeout.Duration,
+				Log:            log,
+			})
 		},
 	}
 	c.Flags().StringArrayVar(&listen, "listen", nil, "swarm address, port 0 for a free port (repeatable; default from config)")
 	c.Flags().StringVar(&socket, "api-socket", "", "API unix socket (default $SHOAL_HOME/shoal.sock)")
 	c.Flags().BoolVar(&noMDNS, "no-mdns", false, "do not look for peers on the local network")
+	c.Flags().StringVar(&registryListen, "registry-listen", "", "serve the OCI registry on this host:port, port 0 for a free one (default from config: 127.0.0.1:5050; empty turns it off)")
 	addPeerFlag(c, g)
 	return c
 }

@@ -19,9 +19,10 @@ import (
 
 // Server exposes a node on a unix socket.
 type Server struct {
-	node *node.Node
-	log  *slog.Logger
-	srv  *http.Server
+	node     *node.Node
+	log      *slog.Logger
+	srv      *http.Server
+	registry string // the registry's address, once it listens
 }
 
 // NewServer serves n; log may be nil.
@@ -108,6 +109,7 @@ func (s *Server) id(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	id.Registry = s.registry
 	writeJSON(w, id)
 }
 

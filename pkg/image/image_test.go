@@ -13,6 +13,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
+	"github.com/shoal-ipfs/shoal/internal/testnode"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
@@ -20,45 +21,6 @@ import (
 
 // newNode starts a node on loopback with its own home, connected to peers
 // over TCP.
-func newNode(t *testing.T, peers ...*node.Node) *node.Node {
-	t.Helper()
-	return newNodeOver(t, "/tcp/", peers...)
-}
-
-// newNodeOver connects to peers at their first address containing proto.
-func newNodeOver(t *testing.T, proto string, peers ...*node.Node) *node.Node {
-	t.Helper()
-	home := t.TempDir()
-	cfg := node.DefaultConfig()
-	cfg.Swarm.Listen = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
-	cfg.Swarm.MDNS = false
-	if _, err := node.Init(home, cfg); err != nil {
-		t.Fatal(err)
-	}
-	var addrs []string
-	for _, p := range peers {
-		id, err := p.ID(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, a := range id.Addresses {
-			if strings.Contains(a, proto) {
-				addrs = append(addrs, a)
-				break
-			}
-		}
-	}
-	if len(addrs) != len(peers) {
-		t.Fatalf("not every peer listens on %s", proto)
-	}
-	n, err := node.Open(context.Background(), home, node.Options{Online: true, Peers: addrs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
-}
-
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
@@ -81,21 +43,21 @@ func pullTo(ctx context.Context, n *node.Node, root cid.Cid, dir string, timeout
 
 func TestPushPullThreeNodes(t *testing.T) {
 	ctx := ctxT(t)
-	a := newNode(t)
-	b := newNode(t, a)
-	c := newNode(t, a, b)
+	a := testnode.Online(t, "/tcp/")
+	b := testnode.Online(t, "/tcp/", a)
+	c := testnode.Online(t, "/tcp/", a, b)
 
 	res := pushIndex(t, ctx, a, 1)
 	if got := res.Image.Platforms; len(got) != 2 || got[0] != "linux/amd64" || got[1] != "linux/arm64/v8" {
 		t.Fatalf("platforms %v", got)
 	}
 	// Same image again: same CID, nothing new stored.
-	before := countBlocks(t, a)
+	before := testnode.Blocks(t, a)
 	again := pushIndex(t, ctx, a, 1)
 	if again.Root != res.Root {
 		t.Fatalf("second push gave %s, first %s", again.Root, res.Root)
 	}
-	if after := countBlocks(t, a); after != before {
+	if after := testnode.Blocks(t, a); after != before {
 		t.Fatalf("second push stored %d new blocks", after-before)
 	}
 
@@ -116,23 +78,10 @@ func TestPushPullThreeNodes(t *testing.T) {
 	}
 }
 
-func countBlocks(t *testing.T, n *node.Node) int {
-	t.Helper()
-	ch, err := n.Blockstore().AllKeysChan(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	count := 0
-	for range ch {
-		count++
-	}
-	return count
-}
-
 func TestPullResumesFetchingOnlyWhatIsMissing(t *testing.T) {
 	ctx := ctxT(t)
-	a := newNode(t)
-	b := newNode(t, a)
+	a := testnode.Online(t, "/tcp/")
+	b := testnode.Online(t, "/tcp/", a)
 	res := pushIndex(t, ctx, a, 2)
 
 	tree, err := image.Inspect(ctx, b, res.Root, 30*time.Second)
@@ -161,7 +110,7 @@ func TestPullResumesFetchingOnlyWhatIsMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	fetched := stat() - start
-	total := uint64(countBlocks(t, a))
+	total := uint64(testnode.Blocks(t, a))
 	if fetched == 0 || fetched >= total-12 { // the layer is 13 blocks
 		t.Fatalf("resumed pull fetched %d blocks of %d", fetched, total)
 	}
@@ -169,8 +118,8 @@ func TestPullResumesFetchingOnlyWhatIsMissing(t *testing.T) {
 
 func TestPullErrors(t *testing.T) {
 	ctx := ctxT(t)
-	a := newNode(t)
-	b := newNode(t, a)
+	a := testnode.Online(t, "/tcp/")
+	b := testnode.Online(t, "/tcp/", a)
 
 	plain, err := a.Add(ctx, bytes.NewReader([]byte("just a file\n")))
 	if err != nil {
@@ -198,8 +147,8 @@ func TestPullErrors(t *testing.T) {
 // not, and nothing is written or pinned.
 func TestPullRejectsBlobThatDoesNotMatchItsDigest(t *testing.T) {
 	ctx := ctxT(t)
-	a := newNode(t)
-	b := newNode(t, a)
+	a := testnode.Online(t, "/tcp/")
+	b := testnode.Online(t, "/tcp/", a)
 	dir := t.TempDir()
 	img, err := testimage.Image(3, testimage.Platforms[0], 1<<20)
 	if err != nil {
@@ -264,8 +213,8 @@ func receivedBlocks(n *node.Node) (uint64, error) {
 // holds; the pull ends at its timeout naming that layer, and leaves nothing.
 func TestPullOfABlobNobodyHas(t *testing.T) {
 	ctx := ctxT(t)
-	a := newNode(t)
-	b := newNode(t, a)
+	a := testnode.Online(t, "/tcp/")
+	b := testnode.Online(t, "/tcp/", a)
 	res := pushIndex(t, ctx, a, 4)
 	tree, err := image.Inspect(ctx, a, res.Root, 30*time.Second)
 	if err != nil {
@@ -287,8 +236,8 @@ func TestPullOfABlobNobodyHas(t *testing.T) {
 // come as CAR streams over the trustless gateway protocol, not bitswap.
 func TestPullStreamsFromThePeersGateway(t *testing.T) {
 	ctx := ctxT(t)
-	a := newNode(t)
-	b := newNode(t, a)
+	a := testnode.Online(t, "/tcp/")
+	b := testnode.Online(t, "/tcp/", a)
 	res := pushIndex(t, ctx, a, 9)
 	if _, err := pullTo(ctx, b, res.Root, t.TempDir(), 30*time.Second); err != nil {
 		t.Fatal(err)
@@ -305,8 +254,8 @@ func TestPullStreamsFromThePeersGateway(t *testing.T) {
 // TestPullOverQUIC: the same pull with the peers connected over QUIC.
 func TestPullOverQUIC(t *testing.T) {
 	ctx := ctxT(t)
-	a := newNode(t)
-	b := newNodeOver(t, "/quic-v1", a)
+	a := testnode.Online(t, "/tcp/")
+	b := testnode.Online(t, "/quic-v1", a)
 	res := pushIndex(t, ctx, a, 10)
 	dir := t.TempDir()
 	if _, err := pullTo(ctx, b, res.Root, dir, 30*time.Second); err != nil {

@@ -27,7 +27,7 @@ type Node struct {
 // config and layer blobs are only described. It gives up when nothing has
 // arrived for timeout (zero: never).
 func Inspect(ctx context.Context, store Store, root cid.Cid, timeout time.Duration) (*Node, error) {
-	ctx, kick, stop := idleTimeout(ctx, timeout)
+	ctx, kick, stop := IdleTimeout(ctx, timeout)
 	defer stop()
 	p := &puller{store: store, kick: kick, seen: map[cid.Cid]bool{}}
 	data, err := p.readRoot(ctx, root)

@@ -39,7 +39,7 @@ func Pull(ctx context.Context, store Store, root cid.Cid, dst transport.Destinat
 	if opts.Progress == nil {
 		opts.Progress = noProgress{}
 	}
-	ctx, kick, stop := idleTimeout(ctx, opts.Timeout)
+	ctx, kick, stop := IdleTimeout(ctx, opts.Timeout)
 	defer stop()
 	p := &puller{store: store, dst: dst, opts: opts, kick: kick, seen: map[cid.Cid]bool{}}
 	res, err := p.pull(ctx, root)
@@ -274,9 +274,9 @@ type progressFunc func(n int64)
 func (f progressFunc) AddTotal(int64) {}
 func (f progressFunc) Add(n int64)    { f(n) }
 
-// idleTimeout returns a context that ends with ErrTimeout once kick has not
+// IdleTimeout returns a context that ends with ErrTimeout once kick has not
 // been called for d. With d zero it never times out.
-func idleTimeout(parent context.Context, d time.Duration) (ctx context.Context, kick func(), stop func()) {
+func IdleTimeout(parent context.Context, d time.Duration) (ctx context.Context, kick func(), stop func()) {
 	ctx, cancel := context.WithCancelCause(parent)
 	if d <= 0 {
 		return ctx, func() {}, func() { cancel(nil) }

@@ -29,6 +29,14 @@ type Store interface {
 	PinImage(ctx context.Context, img catalog.Image) error
 }
 
+// StoredSource is a source whose blobs may already be in the store, such
+// as the registry's uploads: those are referenced by their CIDs, not read
+// and added again.
+type StoredSource interface {
+	transport.Source
+	StoredCID(d ocispec.Descriptor) (cid.Cid, bool)
+}
+
 // Progress receives byte counts as a push or pull moves blobs.
 type Progress interface {
 	AddTotal(n int64)
@@ -212,6 +220,12 @@ func (p *pusher) addBlob(ctx context.Context, d ocispec.Descriptor, data []byte)
 	if seen {
 		return WithCID(d, c), nil
 	}
+	if s, ok := p.src.(StoredSource); ok && data == nil {
+		if c, ok := s.StoredCID(d); ok {
+			p.record(d, c)
+			return WithCID(d, c), nil
+		}
+	}
 	var r io.Reader
 	if data != nil {
 		v, err := transport.NewVerifier(bytes.NewReader(data), d)
@@ -237,13 +251,17 @@ func (p *pusher) addBlob(ctx context.Context, d ocispec.Descriptor, data []byte)
 	if err != nil {
 		return d, fmt.Errorf("add blob %s: %w", d.Digest, err)
 	}
+	p.record(d, c)
+	return WithCID(d, c), nil
+}
+
+func (p *pusher) record(d ocispec.Descriptor, c cid.Cid) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if _, seen := p.done[d.Digest]; !seen {
 		p.done[d.Digest] = c
 		p.size += d.Size
 	}
-	return WithCID(d, c), nil
 }
 
 func (p *pusher) addPlatform(s string) {

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/BurntSushi/toml"
 	"github.com/multiformats/go-multiaddr"
@@ -18,6 +20,7 @@ type Config struct {
 	Datastore DatastoreConfig `toml:"datastore"`
 	Import    ImportConfig    `toml:"import"`
 	Daemon    DaemonConfig    `toml:"daemon"`
+	Registry  RegistryConfig  `toml:"registry"`
 }
 
 // SwarmConfig is the libp2p side of the node.
@@ -51,6 +54,33 @@ type DaemonConfig struct {
 	Socket string `toml:"socket"`
 }
 
+// RegistryConfig is the OCI distribution API that `shoal daemon` serves.
+type RegistryConfig struct {
+	// Listen is host:port; empty turns the registry off.
+	Listen string `toml:"listen"`
+	// FetchTimeout bounds how long a request waits for content from peers.
+	FetchTimeout Duration `toml:"fetch-timeout"`
+}
+
+// Duration is a time.Duration written as "30s" in the config file.
+type Duration struct{ time.Duration }
+
+// UnmarshalText reads "30s", "2m" and the like.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	if v < 0 {
+		return fmt.Errorf("duration %s is negative", v)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration as time.Duration prints it.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
 // DefaultConfig is what `shoal init` writes.
 func DefaultConfig() Config {
 	return Config{
@@ -61,6 +91,7 @@ func DefaultConfig() Config {
 		Datastore: DatastoreConfig{Blocks: "flatfs"},
 		Import:    ImportConfig{Layout: blob.Kubo.Name},
 		Daemon:    DaemonConfig{Socket: "shoal.sock"},
+		Registry:  RegistryConfig{Listen: "127.0.0.1:5050", FetchTimeout: Duration{30 * time.Second}},
 	}
 }
 
@@ -75,6 +106,11 @@ func (c Config) Validate() error {
 	case "flatfs", "pebble":
 	default:
 		return fmt.Errorf("config: datastore.blocks %q: want \"flatfs\" or \"pebble\"", c.Datastore.Blocks)
+	}
+	if c.Registry.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Registry.Listen); err != nil {
+			return fmt.Errorf("config: registry.listen %q: %w", c.Registry.Listen, err)
+		}
 	}
 	if _, err := blob.ParseLayout(c.Import.Layout); err != nil {
 		return fmt.Errorf("config: import.layout: %w", err)

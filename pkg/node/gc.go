@@ -72,18 +72,12 @@ func (n *Node) GC(ctx context.Context) (GCResult, error) {
 	return res, ctx.Err()
 }
 
-// dropOrphanPins unpins blobs that no image record names, which a crash in
-// RemoveImage can leave behind.
+// dropOrphanPins unpins blobs that no image record or hold names, which a
+// crash in RemoveImage or Release can leave behind.
 func (n *Node) dropOrphanPins(ctx context.Context) error {
-	imgs, err := n.Images(ctx)
+	named, err := n.namedBlobs(ctx)
 	if err != nil {
 		return err
-	}
-	named := map[string]bool{}
-	for _, img := range imgs {
-		for _, b := range img.Blobs {
-			named[b] = true
-		}
 	}
 	var orphans []cid.Cid
 	for sp := range n.pins.RecursiveKeys(ctx, false) {

@@ -32,31 +32,8 @@ func (n *Node) PinImage(ctx context.Context, img catalog.Image) error {
 	}
 	n.pinMu.Lock()
 	defer n.pinMu.Unlock()
-	unlock := n.bstore.PinLock(ctx)
-	defer unlock.Unlock(ctx)
-	if err := n.syncBlocks(); err != nil {
+	if err := n.pinBlobs(ctx, "shoal:"+img.CID, blobs); err != nil {
 		return fmt.Errorf("pin image %s: %w", root, err)
-	}
-	// Push and pull have just stored and read every block of every blob,
-	// so the pins are recorded without walking the DAGs again; a blob whose
-	// root is not here is refused.
-	for _, c := range blobs {
-		if _, pinned, err := n.pins.IsPinnedWithType(ctx, c, pinner.Recursive); err != nil {
-			return err
-		} else if pinned {
-			continue
-		}
-		if has, err := n.bstore.Has(ctx, c); err != nil {
-			return err
-		} else if !has {
-			return fmt.Errorf("pin image %s: blob %s is not stored here", root, c)
-		}
-		if err := n.pins.PinWithMode(ctx, c, pinner.Recursive, "shoal:"+img.CID); err != nil {
-			return fmt.Errorf("pin image %s: blob %s: %w", root, c, err)
-		}
-	}
-	if err := n.pins.Flush(ctx); err != nil {
-		return err
 	}
 	data, err := json.Marshal(img)
 	if err != nil {
@@ -112,19 +89,6 @@ func (n *Node) RemoveImage(ctx context.Context, root cid.Cid) error {
 	if err != nil {
 		return err
 	}
-	others, err := n.Images(ctx)
-	if err != nil {
-		return err
-	}
-	inUse := map[string]bool{}
-	for _, o := range others {
-		if o.CID == img.CID {
-			continue
-		}
-		for _, b := range o.Blobs {
-			inUse[b] = true
-		}
-	}
 	// The record goes first: a crash between the two steps leaves pins
 	// without a record, which `shoal gc` treats as garbage, never a record
 	// whose blobs are gone.
@@ -134,7 +98,45 @@ func (n *Node) RemoveImage(ctx context.Context, root cid.Cid) error {
 	if err := n.meta.Sync(ctx, imagesPrefix); err != nil {
 		return err
 	}
-	for _, b := range img.Blobs {
+	return n.unpinUnused(ctx, img.Blobs)
+}
+
+// pinBlobs pins blobs recursively. Push and pull have just stored and read
+// every block of every blob, so the pins are recorded without walking the
+// DAGs again; a blob whose root is not here is refused. The caller holds
+// pinMu.
+func (n *Node) pinBlobs(ctx context.Context, reason string, blobs []cid.Cid) error {
+	unlock := n.bstore.PinLock(ctx)
+	defer unlock.Unlock(ctx)
+	if err := n.syncBlocks(); err != nil {
+		return err
+	}
+	for _, c := range blobs {
+		if _, pinned, err := n.pins.IsPinnedWithType(ctx, c, pinner.Recursive); err != nil {
+			return err
+		} else if pinned {
+			continue
+		}
+		if has, err := n.bstore.Has(ctx, c); err != nil {
+			return err
+		} else if !has {
+			return fmt.Errorf("blob %s is not stored here", c)
+		}
+		if err := n.pins.PinWithMode(ctx, c, pinner.Recursive, reason); err != nil {
+			return fmt.Errorf("blob %s: %w", c, err)
+		}
+	}
+	return n.pins.Flush(ctx)
+}
+
+// unpinUnused unpins those of blobs that no image record and no hold names
+// any more. The caller holds pinMu and has already dropped its own record.
+func (n *Node) unpinUnused(ctx context.Context, blobs []string) error {
+	inUse, err := n.namedBlobs(ctx)
+	if err != nil {
+		return err
+	}
+	for _, b := range blobs {
 		if inUse[b] {
 			continue
 		}
@@ -147,6 +149,27 @@ func (n *Node) RemoveImage(ctx context.Context, root cid.Cid) error {
 		}
 	}
 	return n.pins.Flush(ctx)
+}
+
+// namedBlobs is every blob that an image record or a hold names: what must
+// stay pinned.
+func (n *Node) namedBlobs(ctx context.Context) (map[string]bool, error) {
+	named := map[string]bool{}
+	imgs, err := n.Images(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, img := range imgs {
+		for _, b := range img.Blobs {
+			named[b] = true
+		}
+	}
+	err = n.eachHold(ctx, func(_ string, blobs []string) {
+		for _, b := range blobs {
+			named[b] = true
+		}
+	})
+	return named, err
 }
 
 func decodeCIDs(ss []string) ([]cid.Cid, error) {

@@ -357,6 +357,8 @@ func (m *mdnsNotifee) HandlePeerFound(p peer.AddrInfo) {
 type Identity struct {
 	ID        string
 	Addresses []string
+	// Registry is the address of the daemon's OCI registry, if it serves one.
+	Registry string `json:",omitempty"`
 }
 
 // ID returns the node's peer ID and, when online, its dialable addresses.

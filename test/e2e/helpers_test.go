@@ -217,3 +217,40 @@ func shoalNode(t *testing.T, peers ...string) *node.Node {
 func namespacesCtx(ctx context.Context) context.Context {
 	return namespaces.WithNamespace(ctx, "shoal-e2e")
 }
+
+// shoalBinary builds the shoal command once per test binary, from the
+// main module, into a directory TestMain removes.
+func shoalBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		bin := filepath.Join(binDir, "shoal")
+		cmd := exec.Command("go", "build", "-o", bin, "./cmd/shoal")
+		cmd.Dir = filepath.Join("..", "..")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("build shoal: %v\n%s", err, out)
+			return
+		}
+		binPath = bin
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binPath string
+	binErr  error
+)
+
+func TestMain(m *testing.M) {
+	var err error
+	if binDir, err = os.MkdirTemp("", "shoal-e2e-bin-"); err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(binDir)
+	os.Exit(code)
+}

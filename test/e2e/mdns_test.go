@@ -7,49 +7,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 )
-
-// shoalBinary builds the shoal command once per test binary, from the
-// main module, into a directory TestMain removes.
-func shoalBinary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		bin := filepath.Join(binDir, "shoal")
-		cmd := exec.Command("go", "build", "-o", bin, "./cmd/shoal")
-		cmd.Dir = filepath.Join("..", "..")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("build shoal: %v\n%s", err, out)
-			return
-		}
-		binPath = bin
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
-
-var (
-	binOnce sync.Once
-	binDir  string
-	binPath string
-	binErr  error
-)
-
-func TestMain(m *testing.M) {
-	var err error
-	if binDir, err = os.MkdirTemp("", "shoal-e2e-bin-"); err != nil {
-		panic(err)
-	}
-	code := m.Run()
-	os.RemoveAll(binDir)
-	os.Exit(code)
-}
 
 // netns makes two network namespaces joined by a veth pair, so that
 // multicast stays between the two test hosts, and removes them after.
@@ -106,8 +68,8 @@ func TestMDNSFindsPeersOnTheLink(t *testing.T) {
 		}
 		return string(out)
 	}
-	mustNS(nsA, homeA, "init", "--listen", "/ip4/"+addrA+"/tcp/0")
-	mustNS(nsB, homeB, "init", "--listen", "/ip4/"+addrB+"/tcp/0")
+	mustNS(nsA, homeA, "init", "--listen", "/ip4/"+addrA+"/tcp/0", "--registry-listen=")
+	mustNS(nsB, homeB, "init", "--listen", "/ip4/"+addrB+"/tcp/0", "--registry-listen=")
 
 	// Both nodes run daemons: mDNS announces at start and answers
 	// queries, and a long-running node keeps browsing.

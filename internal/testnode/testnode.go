@@ -1,0 +1,78 @@
+// Package testnode opens shoal nodes for tests: on loopback, without mDNS,
+// in temporary homes.
+package testnode
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/shoal-ipfs/shoal/pkg/node"
+)
+
+// Online opens a node in a new temporary home, listening on loopback TCP
+// and QUIC and connected to peers over the first of their addresses that
+// contains proto ("/tcp/" or "/quic-v1"). It is closed when the test ends.
+func Online(tb testing.TB, proto string, peers ...*node.Node) *node.Node {
+	tb.Helper()
+	home := tb.TempDir()
+	initHome(tb, home)
+	var addrs []string
+	for _, p := range peers {
+		id, err := p.ID(context.Background())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for _, a := range id.Addresses {
+			if strings.Contains(a, proto) {
+				addrs = append(addrs, a)
+				break
+			}
+		}
+	}
+	if len(addrs) != len(peers) {
+		tb.Fatalf("not every peer listens on %s", proto)
+	}
+	n, err := node.Open(context.Background(), home, node.Options{Online: true, Peers: addrs})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { n.Close() })
+	return n
+}
+
+// Offline opens the node at home, initialising it first if need be; the
+// caller closes it, and may open it again.
+func Offline(tb testing.TB, home string) *node.Node {
+	tb.Helper()
+	initHome(tb, home)
+	n, err := node.Open(context.Background(), home, node.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n
+}
+
+func initHome(tb testing.TB, home string) {
+	tb.Helper()
+	cfg := node.DefaultConfig()
+	cfg.Swarm.Listen = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+	cfg.Swarm.MDNS = false
+	if _, err := node.Init(home, cfg); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// Blocks counts the blocks n stores.
+func Blocks(tb testing.TB, n *node.Node) int {
+	tb.Helper()
+	keys, err := n.Blockstore().AllKeysChan(context.Background())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	count := 0
+	for range keys {
+		count++
+	}
+	return count
+}

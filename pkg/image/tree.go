@@ -1,0 +1,105 @@
+package image
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Tree is what a registry needs to serve an image by its root CID: the
+// top-level descriptor, the bytes of every index and manifest, and the
+// descriptor of every blob, all by digest.
+//
+// It holds the image twice. Top is the image as stored, its descriptors
+// carrying ipfs:// urls. Plain is the same image without those urls: its
+// configs and layers are the same blobs, its indexes and manifests are
+// rewritten. Clients that copy images (skopeo, podman, CRI-O) take a layer
+// with urls for a foreign layer and skip it, so registries serve Plain.
+type Tree struct {
+	Root  cid.Cid
+	Top   ocispec.Descriptor
+	Plain ocispec.Descriptor
+	Docs  map[digest.Digest][]byte
+	// Blobs has every blob of both views, documents included; those of
+	// Top and the configs and layers carry their CIDs.
+	Blobs map[digest.Digest]ocispec.Descriptor
+}
+
+// ReadTree reads the indexes and manifests of the image at root, each
+// verified against its digest, without fetching configs or layers. It
+// gives up when nothing has arrived for timeout (zero: never).
+func ReadTree(ctx context.Context, store Store, root cid.Cid, timeout time.Duration) (*Tree, error) {
+	ctx, kick, stop := IdleTimeout(ctx, timeout)
+	defer stop()
+	p := &puller{store: store, kick: kick, seen: map[cid.Cid]bool{}}
+	data, err := p.readRoot(ctx, root)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", root, explainTimeout(ctx, err, timeout))
+	}
+	top, err := ParseRoot(data)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %s is %w", root, root, err)
+	}
+	if err := p.walk(ctx, top); err != nil {
+		return nil, fmt.Errorf("read %s: %w", root, explainTimeout(ctx, err, timeout))
+	}
+	t := &Tree{Root: root, Top: top, Docs: map[digest.Digest][]byte{}, Blobs: map[digest.Digest]ocispec.Descriptor{}}
+	for _, d := range p.docs {
+		t.Docs[d.desc.Digest] = d.data
+		t.Blobs[d.desc.Digest] = d.desc
+	}
+	for _, d := range p.blobs {
+		t.Blobs[d.Digest] = d
+	}
+	if t.Plain, err = t.plain(top); err != nil {
+		return nil, fmt.Errorf("read %s: %w", root, err)
+	}
+	return t, nil
+}
+
+// plain returns d without shoal's urls, and for an index or manifest adds
+// the rewritten document to the tree.
+func (t *Tree) plain(d ocispec.Descriptor) (ocispec.Descriptor, error) {
+	var urls []string
+	for _, u := range d.URLs {
+		if !strings.HasPrefix(u, URLScheme) {
+			urls = append(urls, u)
+		}
+	}
+	d.URLs = urls
+	data, ok := t.Docs[d.Digest]
+	if !ok {
+		return d, nil
+	}
+	doc, err := ParseDocument(d.MediaType, data)
+	if err != nil {
+		return d, err
+	}
+	for _, list := range [][]ocispec.Descriptor{doc.Manifests, doc.Layers} {
+		for i := range list {
+			if list[i], err = t.plain(list[i]); err != nil {
+				return d, err
+			}
+		}
+	}
+	if doc.Config != nil {
+		if *doc.Config, err = t.plain(*doc.Config); err != nil {
+			return d, err
+		}
+	}
+	out, err := doc.Marshal()
+	if err != nil {
+		return d, err
+	}
+	d.Digest, d.Size = digest.FromBytes(out), int64(len(out))
+	t.Docs[d.Digest] = out
+	if _, ok := t.Blobs[d.Digest]; !ok {
+		t.Blobs[d.Digest] = d
+	}
+	return d, nil
+}

@@ -1,0 +1,224 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/pkg/image"
+)
+
+func (rg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) error {
+	d, err := parseDigest(rt.ref)
+	if err != nil {
+		return err
+	}
+	if root, ok := ipfsRoot(rt.name); ok {
+		t, err := rg.trees.get(r.Context(), root)
+		if err != nil {
+			return err
+		}
+		if data, ok := t.Docs[d]; ok {
+			// A document of the image, in memory already.
+			w.Header().Set("Content-Type", "application/octet-stream")
+			w.Header().Set("Docker-Content-Digest", d.String())
+			http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
+			return nil
+		}
+	}
+	desc, err := rg.blobDescriptor(r.Context(), rt.name, d)
+	if err != nil {
+		return err
+	}
+	return rg.serveContent(w, r, desc, "application/octet-stream")
+}
+
+// blobDescriptor finds blob d of a repository, with its CID in its urls.
+func (rg *Registry) blobDescriptor(ctx context.Context, name string, d digest.Digest) (ocispec.Descriptor, error) {
+	if root, ok := ipfsRoot(name); ok {
+		t, err := rg.trees.get(ctx, root)
+		if err != nil {
+			return ocispec.Descriptor{}, err
+		}
+		desc, ok := t.Blobs[d]
+		if !ok {
+			return desc, errBlobUnknown.with("%s is not in image %s", d, root)
+		}
+		return desc, nil
+	}
+	b, ok, err := rg.blob(ctx, name, d)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	if !ok {
+		return ocispec.Descriptor{}, errBlobUnknown.with("%s@%s", name, d)
+	}
+	return b.descriptor(d, "")
+}
+
+// serveContent streams a blob or manifest: HEAD answers from the descriptor
+// alone; GET reads the blob from the store, which verifies every block
+// against its CID as it arrives from peers, and checks the whole against
+// the digest. A response whose bytes turn out wrong, or whose peers stop
+// sending, is cut off rather than ended cleanly, so that no client takes
+// it for the blob. A Range request gets 206 and those bytes.
+func (rg *Registry) serveContent(w http.ResponseWriter, r *http.Request, d ocispec.Descriptor, contentType string) error {
+	h := w.Header()
+	if contentType == "" {
+		contentType = "application/octet-stream"
+	}
+	h.Set("Content-Type", contentType)
+	h.Set("Docker-Content-Digest", d.Digest.String())
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("Etag", `"`+d.Digest.String()+`"`)
+	start, end, partial, err := parseRange(r.Header.Get("Range"), d.Size)
+	if err != nil {
+		h.Set("Content-Range", fmt.Sprintf("bytes */%d", d.Size))
+		return err
+	}
+	status := http.StatusOK
+	if partial {
+		status = http.StatusPartialContent
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end-1, d.Size))
+	}
+	h.Set("Content-Length", strconv.FormatInt(end-start, 10))
+	if r.Method == http.MethodHead {
+		w.WriteHeader(status)
+		return nil
+	}
+	c, err := image.CIDOf(d)
+	if err != nil {
+		return err
+	}
+	ctx, kick, stop := image.IdleTimeout(r.Context(), rg.timeout)
+	defer stop()
+	rc, err := rg.store.Cat(ctx, c)
+	if err != nil {
+		return rg.unavailable(ctx, d, err)
+	}
+	defer rc.Close()
+	if start > 0 {
+		if s, ok := rc.(io.Seeker); ok {
+			_, err = s.Seek(start, io.SeekStart)
+		} else {
+			_, err = io.CopyN(io.Discard, rc, start)
+		}
+		if err != nil {
+			return rg.unavailable(ctx, d, err)
+		}
+	}
+	body := io.LimitReader(rc, end-start)
+	var verifier digest.Verifier
+	if !partial {
+		verifier = d.Digest.Verifier()
+		body = io.TeeReader(body, verifier)
+	}
+	// Headers go out only once the first bytes are here, so that content
+	// no peer has gets an error response rather than a stalled 200.
+	buf := make([]byte, 256<<10)
+	n, err := io.ReadFull(body, buf[:min(int64(len(buf)), end-start)])
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return rg.unavailable(ctx, d, err)
+	}
+	kick()
+	w.WriteHeader(status)
+	written := int64(n)
+	if _, err := w.Write(buf[:n]); err != nil {
+		return nil // the client went away
+	}
+	for written < end-start {
+		n, err := body.Read(buf)
+		if n > 0 {
+			kick()
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return nil
+			}
+			written += int64(n)
+		}
+		if err != nil {
+			break
+		}
+	}
+	if written != end-start || (verifier != nil && !verifier.Verified()) {
+		rg.log.Warn("registry: cutting off a blob that did not verify", "digest", d.Digest, "sent", written, "size", end-start, "err", context.Cause(ctx))
+		panic(http.ErrAbortHandler)
+	}
+	return nil
+}
+
+// unavailable explains a blob that could not be read.
+func (rg *Registry) unavailable(ctx context.Context, d ocispec.Descriptor, err error) error {
+	if errors.Is(context.Cause(ctx), image.ErrTimeout) {
+		return errBlobUnknown.with("%s: no peer sent it within %s", d.Digest, rg.timeout)
+	}
+	return fmt.Errorf("read %s: %w", d.Digest, err)
+}
+
+// parseRange reads a single "bytes=" range; without one, the whole size.
+func parseRange(s string, size int64) (start, end int64, partial bool, err error) {
+	if s == "" {
+		return 0, size, false, nil
+	}
+	spec, ok := strings.CutPrefix(s, "bytes=")
+	if !ok || strings.Contains(spec, ",") {
+		return 0, 0, false, errRangeInvalid.with("range %q", s)
+	}
+	first, last, ok := strings.Cut(spec, "-")
+	if !ok {
+		return 0, 0, false, errRangeInvalid.with("range %q", s)
+	}
+	switch {
+	case first == "": // the last N bytes
+		n, perr := strconv.ParseInt(last, 10, 64)
+		if perr != nil || n <= 0 {
+			return 0, 0, false, errRangeInvalid.with("range %q", s)
+		}
+		return max(size-n, 0), size, true, nil
+	default:
+		start, perr := strconv.ParseInt(first, 10, 64)
+		if perr != nil || start < 0 || start >= size {
+			return 0, 0, false, errRangeInvalid.with("range %q of %d bytes", s, size)
+		}
+		end := size
+		if last != "" {
+			l, perr := strconv.ParseInt(last, 10, 64)
+			if perr != nil || l < start {
+				return 0, 0, false, errRangeInvalid.with("range %q", s)
+			}
+			end = min(l+1, size)
+		}
+		return start, end, true, nil
+	}
+}
+
+func (rg *Registry) deleteBlob(w http.ResponseWriter, r *http.Request, rt route) error {
+	ctx := r.Context()
+	d, err := parseDigest(rt.ref)
+	if err != nil {
+		return err
+	}
+	if _, ok, err := rg.blob(ctx, rt.name, d); err != nil {
+		return err
+	} else if !ok {
+		return errBlobUnknown.with("%s@%s", rt.name, d)
+	}
+	if err := rg.meta.Delete(ctx, blobKey(rt.name, d)); err != nil {
+		return err
+	}
+	if err := rg.meta.Sync(ctx, repoKey(rt.name)); err != nil {
+		return err
+	}
+	if err := rg.store.Release(ctx, blobHold(rt.name, d)); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}

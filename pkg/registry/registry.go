@@ -1,0 +1,313 @@
+// Package registry serves a node's images over the OCI distribution API,
+// so that containerd, CRI, skopeo and every other OCI client pull from and
+// push to IPFS without knowing it.
+//
+// Two kinds of repository live side by side. ipfs/CID is read-only and
+// holds the image whose root is CID, fetched from peers as blocks arrive
+// (nerdctl's convention: 127.0.0.1:5050/ipfs/CID is an image reference).
+// Every other name is an ordinary repository: what clients push there is
+// stored in IPFS, the bytes as pushed are served back unchanged, and each
+// manifest is also converted to shoal's format, whose root CID the
+// responses carry in the Shoal-Root-CID header and `shoal images` lists.
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	_ "crypto/sha512" // digests may use sha512
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	"github.com/shoal-ipfs/shoal/pkg/image"
+)
+
+// Store is what the registry needs of a node.
+type Store interface {
+	image.Store
+	RemoveImage(ctx context.Context, root cid.Cid) error
+	// Hold pins blobs under a name until Release; holding a name again
+	// replaces what it held.
+	Hold(ctx context.Context, name string, blobs ...cid.Cid) error
+	Release(ctx context.Context, name string) error
+}
+
+// RootHeader carries the root CID of the image a manifest was converted to.
+const RootHeader = "Shoal-Root-CID"
+
+// Registry is an http.Handler for /v2/.
+type Registry struct {
+	store   Store
+	meta    ds.Batching
+	log     *slog.Logger
+	timeout time.Duration
+	maxDoc  int64
+	uploads *uploads
+	trees   *treeCache
+}
+
+// Option changes a registry.
+type Option func(*Registry)
+
+// WithLogger logs requests that fail inside the registry.
+func WithLogger(l *slog.Logger) Option { return func(r *Registry) { r.log = l } }
+
+// WithFetchTimeout bounds how long content that is not stored here may take
+// to arrive from peers: a request waits at most this long for its first
+// byte, and a download stops when no byte has come for this long.
+func WithFetchTimeout(d time.Duration) Option { return func(r *Registry) { r.timeout = d } }
+
+// WithMaxManifestSize refuses larger manifests with 413.
+func WithMaxManifestSize(n int64) Option { return func(r *Registry) { r.maxDoc = n } }
+
+// DefaultFetchTimeout is the fetch timeout unless WithFetchTimeout says otherwise.
+const DefaultFetchTimeout = 30 * time.Second
+
+// New returns a registry over store that keeps its records in meta and its
+// unfinished uploads under uploadDir (emptied now: uploads do not survive
+// a restart).
+func New(store Store, meta ds.Batching, uploadDir string, opts ...Option) (*Registry, error) {
+	rg := &Registry{
+		store:   store,
+		meta:    meta,
+		log:     slog.New(slog.DiscardHandler),
+		timeout: DefaultFetchTimeout,
+		maxDoc:  4 << 20,
+	}
+	for _, o := range opts {
+		o(rg)
+	}
+	if err := os.RemoveAll(uploadDir); err != nil {
+		return nil, fmt.Errorf("registry: clear uploads: %w", err)
+	}
+	if err := os.MkdirAll(uploadDir, 0o700); err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	rg.uploads = newUploads(uploadDir)
+	rg.trees = newTreeCache(rg)
+	return rg, nil
+}
+
+// Serve answers requests on l until ctx ends, then shuts down, giving
+// requests in flight a few seconds.
+func (rg *Registry) Serve(ctx context.Context, l net.Listener) error {
+	srv := &http.Server{
+		Handler:           rg,
+		ReadHeaderTimeout: 30 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	janitor := time.NewTicker(time.Minute)
+	defer janitor.Stop()
+	for {
+		select {
+		case err := <-errc:
+			return err
+		case <-janitor.C:
+			rg.uploads.expire(time.Now().Add(-uploadIdle))
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(sctx); err != nil {
+				srv.Close()
+			}
+			<-errc
+			rg.uploads.expire(time.Now().Add(time.Hour))
+			return nil
+		}
+	}
+}
+
+// ServeHTTP routes a request of the distribution API.
+func (rg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	rt, err := parseRoute(r.URL.Path)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if err := rg.serve(w, r, rt); err != nil {
+		var ae *apiError
+		if !errors.As(err, &ae) && r.Context().Err() == nil {
+			rg.log.Warn("registry request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		}
+		writeError(w, r, err)
+	}
+}
+
+func (rg *Registry) serve(w http.ResponseWriter, r *http.Request, rt route) error {
+	m := r.Method
+	if m == http.MethodHead {
+		m = http.MethodGet
+	}
+	if strings.HasPrefix(rt.name, ipfsPrefix) {
+		if _, ok := ipfsRoot(rt.name); !ok {
+			return errNameUnknown.with("%s: want ipfs/CID, the CID of an image", rt.name)
+		}
+		if m != http.MethodGet {
+			return errDenied.with("%s is read-only: its content is the image with that CID", rt.name)
+		}
+	}
+	switch rt.kind {
+	case kindBase:
+		if m == http.MethodGet {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte("{}\n"))
+			return nil
+		}
+	case kindCatalog:
+		if m == http.MethodGet {
+			return rg.getCatalog(w, r)
+		}
+	case kindManifest:
+		switch m {
+		case http.MethodGet:
+			return rg.getManifest(w, r, rt)
+		case http.MethodPut:
+			return rg.putManifest(w, r, rt)
+		case http.MethodDelete:
+			return rg.deleteManifest(w, r, rt)
+		}
+	case kindBlob:
+		switch m {
+		case http.MethodGet:
+			return rg.getBlob(w, r, rt)
+		case http.MethodDelete:
+			return rg.deleteBlob(w, r, rt)
+		}
+	case kindUploads:
+		if m == http.MethodPost {
+			return rg.startUpload(w, r, rt)
+		}
+	case kindUpload:
+		switch m {
+		case http.MethodGet:
+			return rg.uploadStatus(w, r, rt)
+		case http.MethodPatch:
+			return rg.patchUpload(w, r, rt)
+		case http.MethodPut:
+			return rg.finishUpload(w, r, rt)
+		case http.MethodDelete:
+			return rg.cancelUpload(w, r, rt)
+		}
+	case kindTags:
+		if m == http.MethodGet {
+			return rg.getTags(w, r, rt)
+		}
+	case kindReferrers:
+		if m == http.MethodGet {
+			return rg.getReferrers(w, r, rt)
+		}
+	}
+	return errUnsupported.with("%s %s", r.Method, r.URL.Path)
+}
+
+// page applies the n and last query parameters of tag and catalog
+// listings, and sets the Link header to the next page.
+func page(w http.ResponseWriter, r *http.Request, all []string) ([]string, error) {
+	q := r.URL.Query()
+	if last := q.Get("last"); last != "" {
+		i := 0
+		for i < len(all) && all[i] <= last {
+			i++
+		}
+		all = all[i:]
+	}
+	if s := q.Get("n"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return nil, &apiError{Code: "PAGINATION_NUMBER_INVALID", Message: "invalid number of results requested", status: http.StatusBadRequest}
+		}
+		if n < len(all) {
+			all = all[:n]
+			if n > 0 {
+				next := *r.URL
+				nq := next.Query()
+				nq.Set("last", all[n-1])
+				next.RawQuery = nq.Encode()
+				w.Header().Set("Link", fmt.Sprintf("<%s>; rel=\"next\"", next.RequestURI()))
+			}
+		}
+	}
+	if all == nil {
+		all = []string{}
+	}
+	return all, nil
+}
+
+func (rg *Registry) getCatalog(w http.ResponseWriter, r *http.Request) error {
+	enc, err := rg.keys(r.Context(), nameKeyPrefix)
+	if err != nil {
+		return err
+	}
+	names := make([]string, len(enc))
+	for i, e := range enc {
+		names[i] = decName(e)
+	}
+	names, err = page(w, r, names)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, r, "application/json", map[string][]string{"repositories": names})
+}
+
+func (rg *Registry) getTags(w http.ResponseWriter, r *http.Request, rt route) error {
+	var tags []string
+	if root, ok := ipfsRoot(rt.name); ok {
+		if _, err := rg.trees.get(r.Context(), root); err != nil {
+			return err
+		}
+		tags = []string{"latest"}
+	} else {
+		var err error
+		if tags, err = rg.keys(r.Context(), repoKey(rt.name).ChildString("tag")); err != nil {
+			return err
+		}
+		if len(tags) == 0 {
+			if known, err := rg.meta.Has(r.Context(), nameKey(rt.name)); err != nil {
+				return err
+			} else if !known {
+				return errNameUnknown.with("%s", rt.name)
+			}
+		}
+	}
+	tags, err := page(w, r, tags)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, r, "application/json", map[string]any{"name": rt.name, "tags": tags})
+}
+
+var nameKeyPrefix = ds.NewKey("/name")
+
+func writeJSON(w http.ResponseWriter, r *http.Request, contentType string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(data)
+	}
+	return nil
+}
+
+// newID names an upload: 32 hex digits.
+func newID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return fmt.Sprintf("%x", b)
+}

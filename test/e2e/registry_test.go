@@ -1,0 +1,122 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-ipfs/shoal/internal/testimage"
+)
+
+// shoalDaemon is a `shoal daemon` process with a home of its own, serving
+// its registry on a free loopback port.
+type shoalDaemon struct {
+	bin, home string
+	Peer      string // its swarm address
+	Registry  string // host:port of its registry
+}
+
+func startShoalDaemon(t *testing.T, args ...string) *shoalDaemon {
+	t.Helper()
+	d := &shoalDaemon{bin: shoalBinary(t), home: t.TempDir()}
+	d.run(t, "init", "--mdns=false", "--listen", "/ip4/127.0.0.1/tcp/0", "--registry-listen", "127.0.0.1:0")
+	cmd := exec.Command(d.bin, append([]string{"daemon", "--no-mdns"}, args...)...)
+	cmd.Env = append(os.Environ(), "SHOAL_HOME="+d.home)
+	startProcess(t, cmd, "shoal daemon", 30*time.Second, func(string) bool {
+		out, err := d.command("id", "--json").Output()
+		var id struct {
+			Addresses []string
+			Registry  string
+		}
+		if err != nil || json.Unmarshal(out, &id) != nil || len(id.Addresses) == 0 || id.Registry == "" {
+			return false
+		}
+		d.Peer, d.Registry = id.Addresses[0], id.Registry
+		return true
+	})
+	return d
+}
+
+func (d *shoalDaemon) command(args ...string) *exec.Cmd {
+	cmd := exec.Command(d.bin, args...)
+	cmd.Env = append(os.Environ(), "SHOAL_HOME="+d.home)
+	return cmd
+}
+
+func (d *shoalDaemon) run(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := d.command(args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("shoal %v: %v\n%s", args, err, stderr.String())
+	}
+	return string(out)
+}
+
+// TestRegistryConformance runs the OCI distribution-spec conformance suite
+// against a daemon's registry, for the stable spec (1.1) and for the
+// development one (upload cancel, tag parameters, digest headers required).
+func TestRegistryConformance(t *testing.T) {
+	bin := filepath.Join(binDir, "conformance")
+	build := exec.Command("go", "build", "-o", bin, "github.com/opencontainers/distribution-spec/conformance")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the conformance suite: %v\n%s", err, out)
+	}
+	d := startShoalDaemon(t)
+	summary := regexp.MustCompile(`(?m)^(OCI Conformance Result: .*|  (Disabled|Skip|Pass|FAIL|Error|Total)\.+: +\d+)$`)
+	for _, version := range []string{"1.1", "dev"} {
+		t.Run(version, func(t *testing.T) {
+			results := t.TempDir()
+			cmd := exec.Command(bin)
+			cmd.Env = append(os.Environ(),
+				"OCI_REGISTRY="+d.Registry, "OCI_TLS=disabled", "OCI_VERSION="+version,
+				"OCI_RESULTS_DIR="+results, "OCI_REPO1=conformance/"+version+"/one", "OCI_REPO2=conformance/"+version+"/two")
+			out, err := cmd.CombinedOutput()
+			lines := strings.Join(summary.FindAllString(string(out), -1), "\n")
+			t.Logf("conformance %s against %s:\n%s", version, d.Registry, lines)
+			if err != nil || !strings.Contains(lines, "Result: Pass") {
+				t.Fatalf("conformance suite: %v\n%s", err, out)
+			}
+		})
+	}
+}
+
+// TestSkopeoPushesToOneNodeAndPullsByCIDFromAnother: skopeo copies a
+// multi-platform image to node A's registry; node B, whose only peer is A,
+// pulls it by the root CID A reports, with shoal and with skopeo through
+// B's registry.
+func TestSkopeoPushesToOneNodeAndPullsByCIDFromAnother(t *testing.T) {
+	_, err := exec.LookPath("skopeo")
+	need(t, "skopeo", err)
+	a := startShoalDaemon(t)
+	layout := testimage.IndexLayout(t, 31, 2<<20, 70<<10)
+	runTool(t, "skopeo", "copy", "--all", "--dest-tls-verify=false", "oci:"+layout+":v1", "docker://"+a.Registry+"/team/app:1")
+	var imgs []struct{ CID, Source string }
+	if err := json.Unmarshal([]byte(a.run(t, "images", "--json")), &imgs); err != nil {
+		t.Fatal(err)
+	}
+	var root string
+	for _, img := range imgs {
+		if img.Source == a.Registry+"/team/app:1" {
+			root = img.CID
+		}
+	}
+	if root == "" {
+		t.Fatalf("A does not list the pushed image: %+v", imgs)
+	}
+
+	b := startShoalDaemon(t, "--peer", a.Peer)
+	viaSkopeo := filepath.Join(t.TempDir(), "skopeo")
+	runTool(t, "skopeo", "copy", "--all", "--src-tls-verify=false", "docker://"+b.Registry+"/ipfs/"+root, "oci:"+viaSkopeo+":v1")
+	testimage.Validate(t, viaSkopeo)
+	viaShoal := filepath.Join(t.TempDir(), "shoal")
+	b.run(t, "pull", root, "--to", "oci:"+viaShoal, "--timeout", "60s")
+	testimage.Validate(t, viaShoal)
+}
