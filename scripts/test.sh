@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need,
-# builds kubo once (cached under ~/.cache/shoal), then runs the checks, the
-# unit and in-process tests with the race detector, short fuzzing of every
-# parser, and the end-to-end tests against real kubo and containerd.
+# builds kubo and containerd 2.x once (cached under ~/.cache/shoal), then
+# runs the checks, the unit and in-process tests with the race detector,
+# short fuzzing of every parser, and the end-to-end tests against real kubo,
+# containerd and skopeo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CI=${CI:-}
@@ -12,6 +13,9 @@ scripts/deps.sh
 KUBO=$(scripts/build-kubo.sh)
 export SHOAL_KUBO="$KUBO"
 echo "kubo: $("$KUBO" version)"
+CONTAINERD2=$(scripts/build-containerd.sh)
+export SHOAL_CONTAINERD2="$CONTAINERD2"
+echo "containerd 2: $("$CONTAINERD2/containerd" --version)"
 
 echo "== vet and staticcheck"
 go vet ./...
@@ -27,5 +31,5 @@ go test -count=1 -run 'TestKuboVectors' ./pkg/blob/
 echo "== fuzzing each parser briefly"
 scripts/fuzz.sh "${FUZZTIME:-10s}"
 
-echo "== end-to-end tests (kubo, containerd)"
+echo "== end-to-end tests (kubo, containerd, skopeo, the OCI conformance suite)"
 (cd test/e2e && go test -count=1 -timeout 20m -v ./...)

@@ -49,7 +49,10 @@ func (n *Node) cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 	if n.host == nil {
 		return blob.Open(ctx, n.dag, c)
 	}
-	if has, err := n.bstore.Has(ctx, c); err == nil && !has {
+	if has, err := n.bstore.Has(ctx, c); err == nil && has {
+		n.localReads.Add(1)
+	} else if err == nil {
+		n.peerReads.Add(1)
 		for _, p := range n.gatewayCandidates() {
 			cs, err := n.openCAR(ctx, p, c)
 			n.noteGatewayError(p, c, err)

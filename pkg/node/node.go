@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -81,6 +82,8 @@ type Node struct {
 	gw      *gatewayPeers
 
 	pinMu sync.Mutex // image records and their pins change together
+
+	localReads, peerReads atomic.Uint64
 }
 
 // Open opens the store under home, taking its lock, and goes online if asked.
@@ -272,6 +275,9 @@ func (n *Node) Exchange() exchange.Interface {
 type FetchStat struct {
 	BitswapBlocks, BitswapBytes uint64
 	GatewayBlocks, GatewayBytes uint64
+	// LocalReads and PeerReads count blobs read (Cat) that were stored
+	// here when asked for, and those that had to come from peers.
+	LocalReads, PeerReads uint64
 }
 
 // FetchStat reports the blocks received from peers; the node must be online.
@@ -286,6 +292,7 @@ func (n *Node) FetchStat() (FetchStat, error) {
 	return FetchStat{
 		BitswapBlocks: bs.BlocksReceived, BitswapBytes: bs.DataReceived,
 		GatewayBlocks: n.gw.blocksReceived.Load(), GatewayBytes: n.gw.bytesReceived.Load(),
+		LocalReads: n.localReads.Load(), PeerReads: n.peerReads.Load(),
 	}, nil
 }
 

@@ -159,12 +159,38 @@ func tcpAddr(t *testing.T, addrs []string) string {
 	return ""
 }
 
-// startContainerd runs a containerd with its own root, state and socket.
+// startContainerd runs Debian's containerd with its own root, state and
+// socket.
 func startContainerd(t *testing.T) *containerd.Client {
 	t.Helper()
-	needRoot(t)
 	bin, err := exec.LookPath("containerd")
 	need(t, "containerd", err)
+	return startContainerdFrom(t, filepath.Dir(bin)).Client
+}
+
+// Containerd is a running containerd and the ctr that speaks to it.
+type Containerd struct {
+	Client *containerd.Client
+	Socket string
+	ctr    string
+}
+
+// Ctr runs ctr against this containerd in the tests' namespace.
+func (c *Containerd) Ctr(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(c.ctr, append([]string{"--address", c.Socket, "--namespace", "shoal-e2e"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("ctr %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// startContainerdFrom runs the containerd, ctr and shims in binDir with
+// their own root, state and socket, and stops them when the test ends.
+func startContainerdFrom(t *testing.T, binDir string) *Containerd {
+	t.Helper()
+	needRoot(t)
 	dir, err := os.MkdirTemp("", "shoal-ctrd-") // short: unix socket paths are limited
 	if err != nil {
 		t.Fatal(err)
@@ -184,7 +210,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logs := startProcess(t, exec.Command(bin, "--config", cfgPath), "containerd", 30*time.Second, func(string) bool {
+	cmd := exec.Command(filepath.Join(binDir, "containerd"), "--config", cfgPath)
+	// Its shims are found on PATH: those built with it come first.
+	cmd.Env = append(os.Environ(), "PATH="+binDir+":"+os.Getenv("PATH"))
+	logs := startProcess(t, cmd, "containerd", 30*time.Second, func(string) bool {
 		_, err := os.Stat(sock)
 		return err == nil
 	})
@@ -193,7 +222,20 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		t.Fatalf("containerd client: %v\n%s", err, logs.String())
 	}
 	t.Cleanup(func() { client.Close() })
-	return client
+	return &Containerd{Client: client, Socket: sock, ctr: filepath.Join(binDir, "ctr")}
+}
+
+// containerd2Dir is where scripts/build-containerd.sh put containerd 2.x.
+func containerd2Dir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("SHOAL_CONTAINERD2")
+	if dir == "" {
+		home, _ := os.UserHomeDir()
+		dir = filepath.Join(home, ".cache", "shoal", "containerd-v2.4.2")
+	}
+	_, err := os.Stat(filepath.Join(dir, "containerd"))
+	need(t, "containerd 2.x (scripts/build-containerd.sh)", err)
+	return dir
 }
 
 // shoalNode is an embedded shoal node on loopback.

@@ -1,0 +1,132 @@
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"io"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/shoal-ipfs/shoal/internal/testimage"
+)
+
+const helloGreeting = "hello from an image shoal served"
+
+// helloImage writes an OCI layout (tag v1) of a one-layer image whose
+// entrypoint is a static program printing helloGreeting: small, and
+// runnable by runc.
+func helloImage(t *testing.T) string {
+	t.Helper()
+	src := t.TempDir()
+	prog := fmt.Sprintf("package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(%q) }\n", helloGreeting)
+	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte(prog), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(src, "hello")
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, "main.go")
+	build.Dir = src
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GO111MODULE=off")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build hello: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if err := tw.WriteHeader(&tar.Header{Name: "hello", Mode: 0o755, Size: int64(len(data)), Typeflag: tar.TypeReg}); err != nil {
+		t.Fatal(err)
+	}
+	tw.Write(data)
+	tw.Close()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(buf.Bytes())), nil
+	}, tarball.WithMediaType(types.OCILayer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err = mutate.Config(img, v1.Config{Entrypoint: []string{"/hello"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, _ := img.ConfigFile()
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	img = mutate.MediaType(mutate.ConfigMediaType(img, types.OCIConfigJSON), types.OCIManifestSchema1)
+	dir := t.TempDir()
+	if err := testimage.WriteLayout(dir, "v1", img); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestContainerdRunsAnImageByCID: node A holds an image; containerd pulls
+// it as B.Registry/ipfs/CID from node B, whose registry fetches the blocks
+// from A, through a hosts.toml as a Kubernetes node would have, and runs
+// it with runc. Debian's containerd 1.6 pulls client-side; containerd 2.x
+// through its transfer service.
+func TestContainerdRunsAnImageByCID(t *testing.T) {
+	for _, flavour := range []struct {
+		name string
+		dir  func(*testing.T) string
+	}{
+		{"debian-1.6", func(t *testing.T) string {
+			bin, err := exec.LookPath("containerd")
+			need(t, "containerd", err)
+			return filepath.Dir(bin)
+		}},
+		{"v2", containerd2Dir},
+	} {
+		t.Run(flavour.name, func(t *testing.T) {
+			ctrd := startContainerdFrom(t, flavour.dir(t))
+			_, err := exec.LookPath("runc")
+			need(t, "runc", err)
+			a := startShoalDaemon(t)
+			out := strings.TrimSpace(a.run(t, "push", "oci:"+helloImage(t)+":v1"))
+			root := out[strings.LastIndex(out, "\n")+1:]
+			b := startShoalDaemon(t, "--peer", a.Peer)
+
+			hosts := t.TempDir()
+			hostDir := filepath.Join(hosts, b.Registry)
+			if err := os.MkdirAll(hostDir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(hostDir, "hosts.toml"), []byte(hostsTOML(b.Registry)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			ref := b.Registry + "/ipfs/" + root + ":latest"
+			ctrd.Ctr(t, "images", "pull", "--hosts-dir", hosts, ref)
+			got := ctrd.Ctr(t, "run", "--rm", ref, "shoal-hello-"+flavour.name)
+			if !strings.Contains(got, helloGreeting) {
+				t.Fatalf("container printed %q, want %q", got, helloGreeting)
+			}
+		})
+	}
+}
+
+// hostsTOML is the hosts.toml a node needs for a shoal registry at addr,
+// as docs/operations.md gives it.
+func hostsTOML(addr string) string {
+	return fmt.Sprintf(`server = "http://%s"
+
+[host."http://%s"]
+  capabilities = ["pull", "resolve"]
+`, addr, addr)
+}
