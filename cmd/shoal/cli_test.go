@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -194,6 +197,23 @@ func TestDaemonServesTheRegistry(t *testing.T) {
 	}
 	if err := validate.Image(pulled); err != nil {
 		t.Fatalf("image pulled by CID from B's registry: %v", err)
+	}
+
+	res, err := http.Get("http://" + registryOf(t, b) + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	metrics, _ := io.ReadAll(res.Body)
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`shoal_registry_requests_total\{code="200",method="GET",route="blob"\} [1-9]`),
+		regexp.MustCompile(`shoal_registry_sent_bytes_total\{route="blob"\} [1-9]`),
+		regexp.MustCompile(`shoal_fetched_bytes_total\{protocol="gateway"\} [1-9]`),
+		regexp.MustCompile(`shoal_blob_reads_total\{from="peers"\} [1-9]`),
+	} {
+		if !want.Match(metrics) {
+			t.Errorf("B's metrics lack %s", want)
+		}
 	}
 }
 

@@ -59,16 +59,22 @@ func (s *Server) Serve(ctx context.Context, socket string) error {
 		return err
 	}
 	defer os.Remove(socket)
+	return serveUntil(ctx, s.srv, l)
+}
+
+// serveUntil serves l until ctx ends, then shuts srv down, giving requests
+// in flight a few seconds.
+func serveUntil(ctx context.Context, srv *http.Server, l net.Listener) error {
 	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(l) }()
+	go func() { errc <- srv.Serve(l) }()
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := s.srv.Shutdown(sctx); err != nil {
-			s.srv.Close()
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
 		}
 		<-errc
 		return nil

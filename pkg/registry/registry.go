@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -27,6 +26,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/prometheus/client_golang/prometheus"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 )
@@ -53,6 +53,7 @@ type Registry struct {
 	maxDoc  int64
 	uploads *uploads
 	trees   *treeCache
+	metrics *metrics
 }
 
 // Option changes a registry.
@@ -68,6 +69,11 @@ func WithFetchTimeout(d time.Duration) Option { return func(r *Registry) { r.tim
 
 // WithMaxManifestSize refuses larger manifests with 413.
 func WithMaxManifestSize(n int64) Option { return func(r *Registry) { r.maxDoc = n } }
+
+// WithMetrics registers the registry's metrics with reg.
+func WithMetrics(reg prometheus.Registerer) Option {
+	return func(r *Registry) { r.metrics = newMetrics(reg) }
+}
 
 // DefaultFetchTimeout is the fetch timeout unless WithFetchTimeout says otherwise.
 const DefaultFetchTimeout = 30 * time.Second
@@ -86,6 +92,9 @@ func New(store Store, meta ds.Batching, uploadDir string, opts ...Option) (*Regi
 	for _, o := range opts {
 		o(rg)
 	}
+	if rg.metrics == nil {
+		rg.metrics = newMetrics(nil)
+	}
 	if err := os.RemoveAll(uploadDir); err != nil {
 		return nil, fmt.Errorf("registry: clear uploads: %w", err)
 	}
@@ -97,41 +106,28 @@ func New(store Store, meta ds.Batching, uploadDir string, opts ...Option) (*Regi
 	return rg, nil
 }
 
-// Serve answers requests on l until ctx ends, then shuts down, giving
-// requests in flight a few seconds.
-func (rg *Registry) Serve(ctx context.Context, l net.Listener) error {
-	srv := &http.Server{
-		Handler:           rg,
-		ReadHeaderTimeout: 30 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
+// Run expires idle uploads until ctx ends, then drops the rest. It runs
+// beside whatever serves the registry.
+func (rg *Registry) Run(ctx context.Context) {
 	janitor := time.NewTicker(time.Minute)
 	defer janitor.Stop()
 	for {
 		select {
-		case err := <-errc:
-			return err
 		case <-janitor.C:
 			rg.uploads.expire(time.Now().Add(-uploadIdle))
 		case <-ctx.Done():
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := srv.Shutdown(sctx); err != nil {
-				srv.Close()
-			}
-			<-errc
 			rg.uploads.expire(time.Now().Add(time.Hour))
-			return nil
+			return
 		}
 	}
 }
 
 // ServeHTTP routes a request of the distribution API.
-func (rg *Registry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+func (rg *Registry) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	rt, err := parseRoute(r.URL.Path)
+	w := rg.metrics.track(rw, r, rt, err)
+	defer w.done()
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	if err != nil {
 		writeError(w, r, err)
 		return
