@@ -100,15 +100,11 @@ func daemonCmd(g *globals) *cobra.Command {
 				return err
 			}
 			log.Info("shoal daemon running", "peer", id.ID, "addresses", strings.Join(id.Addresses, " "), "api", socket)
-			if !cmd.Flags().Changed("registry-listen") {
-				registryListen = n.Config().Registry.Listen
+			reg := n.Config().Registry
+			if cmd.Flags().Changed("registry-listen") {
+				reg.Listen = registryListen
 			}
-			return daemon.Run(ctx, n, daemon.RunOptions{
-				Socket:         socket,
-				RegistryListen: registryListen,
-				FetchTimeout:   n.Config().Registry.FetchTimeout.Duration,
-				Log:            log,
-			})
+			return daemon.Run(ctx, n, daemon.RunOptions{Socket: socket, Registry: reg, Log: log})
 		},
 	}
 	c.Flags().StringArrayVar(&listen, "listen", nil, "swarm address, port 0 for a free port (repeatable; default from config)")

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -21,12 +22,10 @@ import (
 type RunOptions struct {
 	// Socket is the API socket for shoal commands.
 	Socket string
-	// RegistryListen is the registry's host:port, which also serves
-	// /metrics; empty turns both off.
-	RegistryListen string
-	// FetchTimeout bounds how long a registry request waits for peers.
-	FetchTimeout time.Duration
-	Log          *slog.Logger
+	// Registry is the OCI registry, which also serves /metrics; an empty
+	// Listen turns both off.
+	Registry node.RegistryConfig
+	Log      *slog.Logger
 }
 
 // Run serves n on the API socket and, if asked, the OCI registry and its
@@ -38,15 +37,29 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 	}
 	srv := NewServer(n, log)
 	g, ctx := errgroup.WithContext(ctx)
-	if opts.RegistryListen != "" {
-		l, err := listenRegistry(opts.RegistryListen)
-		if err != nil {
+	if cfg := opts.Registry; cfg.Listen != "" {
+		ropts := []registry.Option{registry.WithLogger(log), registry.WithFetchTimeout(cfg.FetchTimeout.Duration)}
+		if cfg.Htpasswd != "" {
+			users, err := registry.LoadHtpasswd(cfg.Htpasswd)
+			if err != nil {
+				return err
+			}
+			ropts = append(ropts, registry.WithBasicAuth(users, cfg.PullAuth))
+		}
+		if err := checkExposure(cfg); err != nil {
 			return err
+		}
+		if !isLoopback(cfg.Listen) && cfg.TLSCert == "" {
+			log.Warn("registry serves plain HTTP beyond loopback: credentials cross the network in the clear; set [registry] tls-cert and tls-key", "address", cfg.Listen)
+		}
+		l, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("registry: %w; choose another address with --registry-listen or [registry] listen in config.toml (empty turns it off)", err)
 		}
 		metrics := prometheus.NewRegistry()
 		metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), nodeCollector{n})
-		rg, err := registry.New(n, n.Metadata("registry"), filepath.Join(n.Home(), "registry-uploads"),
-			registry.WithLogger(log), registry.WithFetchTimeout(opts.FetchTimeout), registry.WithMetrics(metrics))
+		ropts = append(ropts, registry.WithMetrics(metrics))
+		rg, err := registry.New(n, n.Metadata("registry"), filepath.Join(n.Home(), "registry-uploads"), ropts...)
 		if err != nil {
 			l.Close()
 			return err
@@ -55,8 +68,16 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 		mux.Handle("/", rg)
 		mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+		if cfg.TLSCert != "" {
+			cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+			if err != nil {
+				l.Close()
+				return fmt.Errorf("registry TLS: %w", err)
+			}
+			l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		}
 		srv.registry = l.Addr().String()
-		log.Info("registry listening", "address", srv.registry, "metrics", "http://"+srv.registry+"/metrics")
+		log.Info("registry listening", "address", srv.registry, "tls", cfg.TLSCert != "", "auth", cfg.Htpasswd != "", "metrics", "/metrics")
 		g.Go(func() error { rg.Run(ctx); return nil })
 		g.Go(func() error { return serveUntil(ctx, hs, l) })
 	}
@@ -64,22 +85,25 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 	return g.Wait()
 }
 
-// listenRegistry binds the registry. Until the registry checks
-// credentials, only loopback addresses are allowed: anything else would let
-// the network push.
-func listenRegistry(addr string) (net.Listener, error) {
+// checkExposure refuses a registry that anyone on the network could push
+// to: beyond loopback, credentials are required.
+func checkExposure(cfg node.RegistryConfig) error {
+	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
+		return fmt.Errorf("registry address %q: %w", cfg.Listen, err)
+	}
+	if !isLoopback(cfg.Listen) && cfg.Htpasswd == "" {
+		return fmt.Errorf("registry address %q is not loopback: set [registry] htpasswd (a file of htpasswd -B entries) so that pushes need credentials", cfg.Listen)
+	}
+	return nil
+}
+
+func isLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, fmt.Errorf("registry address %q: %w", addr, err)
+		return false
 	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return nil, fmt.Errorf("registry address %q: only loopback addresses are allowed, as the registry has no authentication yet", addr)
-	}
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("registry: %w; choose another address with --registry-listen or [registry] listen in config.toml (empty turns it off)", err)
-	}
-	return l, nil
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
 // nodeCollector reports what the node fetched from peers and read locally.

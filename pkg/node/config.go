@@ -60,6 +60,15 @@ type RegistryConfig struct {
 	Listen string `toml:"listen"`
 	// FetchTimeout bounds how long a request waits for content from peers.
 	FetchTimeout Duration `toml:"fetch-timeout"`
+	// Htpasswd is a file of bcrypt entries (htpasswd -B). With it, pushes
+	// need credentials; it is required for any address but loopback.
+	Htpasswd string `toml:"htpasswd"`
+	// PullAuth makes pulls need credentials too.
+	PullAuth bool `toml:"pull-auth"`
+	// TLSCert and TLSKey serve HTTPS, so that credentials are not sent in
+	// the clear.
+	TLSCert string `toml:"tls-cert"`
+	TLSKey  string `toml:"tls-key"`
 }
 
 // Duration is a time.Duration written as "30s" in the config file.
@@ -111,6 +120,12 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.Registry.Listen); err != nil {
 			return fmt.Errorf("config: registry.listen %q: %w", c.Registry.Listen, err)
 		}
+	}
+	if (c.Registry.TLSCert == "") != (c.Registry.TLSKey == "") {
+		return errors.New("config: registry.tls-cert and registry.tls-key go together")
+	}
+	if c.Registry.PullAuth && c.Registry.Htpasswd == "" {
+		return errors.New("config: registry.pull-auth needs registry.htpasswd")
 	}
 	if _, err := blob.ParseLayout(c.Import.Layout); err != nil {
 		return fmt.Errorf("config: import.layout: %w", err)

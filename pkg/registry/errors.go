@@ -42,6 +42,7 @@ var (
 	errNameInvalid         = &apiError{Code: "NAME_INVALID", Message: "invalid repository name", status: http.StatusBadRequest}
 	errNameUnknown         = &apiError{Code: "NAME_UNKNOWN", Message: "repository name not known to registry", status: http.StatusNotFound}
 	errTooLarge            = &apiError{Code: "SIZE_INVALID", Message: "content too large", status: http.StatusRequestEntityTooLarge}
+	errUnauthorized        = &apiError{Code: "UNAUTHORIZED", Message: "authentication required", status: http.StatusUnauthorized}
 	errDenied              = &apiError{Code: "DENIED", Message: "requested access to the resource is denied", status: http.StatusForbidden}
 	errUnsupported         = &apiError{Code: "UNSUPPORTED", Message: "the operation is unsupported", status: http.StatusMethodNotAllowed}
 	errRangeInvalid        = &apiError{Code: "BLOB_UPLOAD_INVALID", Message: "range not satisfiable", status: http.StatusRequestedRangeNotSatisfiable}

@@ -54,6 +54,7 @@ type Registry struct {
 	uploads *uploads
 	trees   *treeCache
 	metrics *metrics
+	auth    *auth // nil: no credentials needed
 }
 
 // Option changes a registry.
@@ -128,6 +129,11 @@ func (rg *Registry) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	w := rg.metrics.track(rw, r, rt, err)
 	defer w.done()
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	if err == nil && rg.auth != nil {
+		if err = rg.auth.check(r); err != nil {
+			w.Header().Set("WWW-Authenticate", `Basic realm="shoal registry"`)
+		}
+	}
 	if err != nil {
 		writeError(w, r, err)
 		return
