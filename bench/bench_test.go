@@ -1,9 +1,8 @@
 package bench
 
 import (
+	"encoding/json"
 	"fmt"
-	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -73,7 +72,7 @@ func BenchmarkPull(b *testing.B) {
 	for _, v := range shoalVariants {
 		b.Run(fmt.Sprintf("shoal/%s/%s", v.layout, v.blocks), func(b *testing.B) {
 			origin := shoalHome(b, v.layout, v.blocks)
-			_, addr := shoalDaemon(b, origin)
+			addr, _ := shoalDaemon(b, origin)
 			root := lastLine(output(b, origin, shoalBin, "push", "oci:"+debImage+":bookworm"))
 			b.SetBytes(size)
 			var rss float64
@@ -116,33 +115,67 @@ func BenchmarkPull(b *testing.B) {
 	})
 
 	b.Run("registry/skopeo", func(b *testing.B) {
-		dir := b.TempDir()
-		port := freePort(b)
-		cfg := filepath.Join(dir, "config.yml")
-		conf := fmt.Sprintf("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%d\n", filepath.Join(dir, "data"), port)
-		if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
-			b.Fatal(err)
-		}
-		host := fmt.Sprintf("127.0.0.1:%d", port)
-		daemon(b, nil, func() bool {
-			resp, err := http.Get("http://" + host + "/v2/")
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			return resp.StatusCode == http.StatusOK
-		}, "docker-registry", "serve", cfg)
-		ref := "docker://" + host + "/debian:bookworm"
+		ref := "docker://" + distribution(b) + "/debian:bookworm"
 		run(b, nil, "skopeo", "copy", "--dest-tls-verify=false", "oci:"+debImage+":bookworm", ref)
 		b.SetBytes(size)
 		var rss float64
 		for b.Loop() {
-			b.StopTimer()
-			out := filepath.Join(b.TempDir(), "out")
-			b.StartTimer()
-			rss = max(rss, run(b, nil, "skopeo", "copy", "--src-tls-verify=false", ref, "oci:"+out+":bookworm"))
+			rss = max(rss, skopeoPull(b, ref))
 		}
 		b.ReportMetric(rss, "peak-MiB")
+	})
+}
+
+// BenchmarkGateway is `skopeo copy` of the Debian image into an OCI layout
+// from shoal's registry, against the same from a distribution registry on
+// loopback: by tag and by CID with the blocks in the serving node, and by
+// CID from a node whose only peer holds the blocks (garbage-collected
+// after each copy, so that every one starts empty).
+func BenchmarkGateway(b *testing.B) {
+	requireTools(b)
+	_, size := imageBlobs(b)
+	src := "oci:" + debImage + ":bookworm"
+
+	b.Run("registry", func(b *testing.B) {
+		ref := "docker://" + distribution(b) + "/debian:bookworm"
+		run(b, nil, "skopeo", "copy", "--dest-tls-verify=false", src, ref)
+		b.SetBytes(size)
+		for b.Loop() {
+			skopeoPull(b, ref)
+		}
+	})
+
+	origin := shoalHome(b, "kubo", "flatfs")
+	addr, reg := shoalDaemon(b, origin)
+	run(b, nil, "skopeo", "copy", "--dest-tls-verify=false", src, "docker://"+reg+"/debian:bookworm")
+	var imgs []struct{ CID, Source string }
+	if err := json.Unmarshal([]byte(output(b, origin, shoalBin, "images", "--json")), &imgs); err != nil || len(imgs) == 0 {
+		b.Fatalf("images on the origin: %v %v", imgs, err)
+	}
+	root := imgs[0].CID
+
+	b.Run("shoal/tag/local", func(b *testing.B) {
+		b.SetBytes(size)
+		for b.Loop() {
+			skopeoPull(b, "docker://"+reg+"/debian:bookworm")
+		}
+	})
+	b.Run("shoal/cid/local", func(b *testing.B) {
+		b.SetBytes(size)
+		for b.Loop() {
+			skopeoPull(b, "docker://"+reg+"/ipfs/"+root)
+		}
+	})
+	b.Run("shoal/cid/peer", func(b *testing.B) {
+		edge := shoalHome(b, "kubo", "flatfs")
+		_, edgeReg := shoalDaemon(b, edge, "--peer", addr)
+		b.SetBytes(size)
+		for b.Loop() {
+			skopeoPull(b, "docker://"+edgeReg+"/ipfs/"+root)
+			b.StopTimer()
+			run(b, edge, shoalBin, "gc")
+			b.StartTimer()
+		}
 	})
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -192,20 +193,25 @@ func shoalHome(b *testing.B, layout, blocks string) []string {
 	return env
 }
 
-func shoalDaemon(b *testing.B, env []string) (*exec.Cmd, string) {
+// shoalDaemon runs `shoal daemon` on loopback and returns its swarm
+// address and its registry's host:port.
+func shoalDaemon(b *testing.B, env []string, args ...string) (addr, registry string) {
 	b.Helper()
-	var addr string
-	cmd := daemon(b, env, func() bool {
+	daemon(b, env, func() bool {
 		c := exec.Command(shoalBin, "id", "--json")
 		c.Env = append(os.Environ(), env...)
 		out, err := c.Output()
 		if err != nil {
 			return false
 		}
-		var id struct{ Addresses []string }
+		var id struct {
+			Addresses []string
+			Registry  string
+		}
 		if json.Unmarshal(out, &id) != nil {
 			return false
 		}
+		registry = id.Registry
 		for _, a := range id.Addresses {
 			if strings.Contains(a, "/tcp/") {
 				addr = a
@@ -213,6 +219,39 @@ func shoalDaemon(b *testing.B, env []string) (*exec.Cmd, string) {
 			}
 		}
 		return false
-	}, shoalBin, "daemon", "--no-mdns", "--registry-listen", "127.0.0.1:0")
-	return cmd, addr
+	}, shoalBin, append([]string{"daemon", "--no-mdns", "--registry-listen", "127.0.0.1:0"}, args...)...)
+	return addr, registry
+}
+
+// distribution runs Debian's docker-registry (distribution 2.8) on a free
+// loopback port and returns its host:port.
+func distribution(b *testing.B) string {
+	b.Helper()
+	dir := b.TempDir()
+	port := freePort(b)
+	cfg := filepath.Join(dir, "config.yml")
+	conf := fmt.Sprintf("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%d\n", filepath.Join(dir, "data"), port)
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	host := fmt.Sprintf("127.0.0.1:%d", port)
+	daemon(b, nil, func() bool {
+		resp, err := http.Get("http://" + host + "/v2/")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, "docker-registry", "serve", cfg)
+	return host
+}
+
+// skopeoPull copies ref (a docker:// reference on loopback) into a new
+// OCI layout, timed, and returns skopeo's peak memory in MiB.
+func skopeoPull(b *testing.B, ref string) float64 {
+	b.Helper()
+	b.StopTimer()
+	out := filepath.Join(b.TempDir(), "out")
+	b.StartTimer()
+	return run(b, nil, "skopeo", "copy", "--src-tls-verify=false", ref, "oci:"+out+":bookworm")
 }

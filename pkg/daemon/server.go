@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
@@ -41,6 +42,10 @@ func NewServer(n *node.Node, log *slog.Logger) *Server {
 	mux.HandleFunc("DELETE /v0/images/{cid}", s.removeImage)
 	mux.HandleFunc("POST /v0/gc", s.gc)
 	mux.HandleFunc("POST /v0/connect", s.connect)
+	// Profiles, for whoever can reach the socket (its owner).
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return s
 }

@@ -52,6 +52,11 @@ func (rg *Registry) blobDescriptor(ctx context.Context, name string, d digest.Di
 		if !ok {
 			return desc, errBlobUnknown.with("%s is not in image %s", d, root)
 		}
+		// Every blob of an image pinned here was checked against its
+		// digest when it was pushed or pulled.
+		if _, err := rg.store.Image(ctx, root); err == nil {
+			rg.noteVerified(desc)
+		}
 		return desc, nil
 	}
 	b, ok, err := rg.blob(ctx, name, d)
@@ -61,7 +66,35 @@ func (rg *Registry) blobDescriptor(ctx context.Context, name string, d digest.Di
 	if !ok {
 		return ocispec.Descriptor{}, errBlobUnknown.with("%s@%s", name, d)
 	}
-	return b.descriptor(d, "")
+	// A repository links only blobs whose upload matched the digest.
+	desc, err := b.descriptor(d, "")
+	if err == nil {
+		rg.noteVerified(desc)
+	}
+	return desc, err
+}
+
+// The pairs of CID and digest known to match. Content addressing makes
+// the fact permanent: every block read under the CID is checked against
+// it (local blocks were when they were stored), so the same bytes come
+// back, and hashing them again for the digest would only cost time.
+func verifiedKey(d ocispec.Descriptor) (string, bool) {
+	c, err := image.CIDOf(d)
+	if err != nil {
+		return "", false
+	}
+	return c.KeyString() + "@" + d.Digest.String(), true
+}
+
+func (rg *Registry) noteVerified(d ocispec.Descriptor) {
+	if k, ok := verifiedKey(d); ok {
+		rg.verified.Add(k, struct{}{})
+	}
+}
+
+func (rg *Registry) isVerified(d ocispec.Descriptor) bool {
+	k, ok := verifiedKey(d)
+	return ok && rg.verified.Contains(k)
 }
 
 // serveContent streams a blob or manifest: HEAD answers from the descriptor
@@ -117,39 +150,46 @@ func (rg *Registry) serveContent(w http.ResponseWriter, r *http.Request, d ocisp
 	}
 	body := io.LimitReader(rc, end-start)
 	var verifier digest.Verifier
-	if !partial {
+	if !partial && !rg.isVerified(d) {
 		verifier = d.Digest.Verifier()
 		body = io.TeeReader(body, verifier)
 	}
 	// Headers go out only once the first bytes are here, so that content
-	// no peer has gets an error response rather than a stalled 200.
-	buf := make([]byte, 256<<10)
-	n, err := io.ReadFull(body, buf[:min(int64(len(buf)), end-start)])
+	// no peer has gets an error response rather than a stalled 200. The
+	// last bytes are held back until the digest is checked: a response
+	// cut short is one no client mistakes for the blob.
+	size := end - start
+	cur, next := make([]byte, 256<<10), make([]byte, 256<<10)
+	n, err := io.ReadFull(body, cur[:min(int64(len(cur)), size)])
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
 		return rg.unavailable(ctx, d, err)
 	}
 	kick()
 	w.WriteHeader(status)
-	written := int64(n)
-	if _, err := w.Write(buf[:n]); err != nil {
-		return nil // the client went away
-	}
-	for written < end-start {
-		n, err := body.Read(buf)
-		if n > 0 {
+	pending, read := cur[:n], int64(n)
+	for read < size {
+		m, err := io.ReadFull(body, next[:min(int64(len(next)), size-read)])
+		if m > 0 {
 			kick()
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return nil
+			if _, werr := w.Write(pending); werr != nil {
+				return nil // the client went away
 			}
-			written += int64(n)
+			pending, cur, next = next[:m], next, cur
+			read += int64(m)
 		}
 		if err != nil {
 			break
 		}
 	}
-	if written != end-start || (verifier != nil && !verifier.Verified()) {
-		rg.log.Warn("registry: cutting off a blob that did not verify", "digest", d.Digest, "sent", written, "size", end-start, "err", context.Cause(ctx))
+	if read != size || (verifier != nil && !verifier.Verified()) {
+		rg.log.Warn("registry: cutting off a blob that did not verify", "digest", d.Digest, "read", read, "size", size, "err", context.Cause(ctx))
 		panic(http.ErrAbortHandler)
+	}
+	if _, err := w.Write(pending); err != nil {
+		return nil
+	}
+	if verifier != nil {
+		rg.noteVerified(d)
 	}
 	return nil
 }

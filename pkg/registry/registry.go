@@ -25,15 +25,18 @@ import (
 	"strings"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/ipfs/go-cid"
 	"github.com/prometheus/client_golang/prometheus"
 	ds "github.com/ipfs/go-datastore"
+	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 )
 
 // Store is what the registry needs of a node.
 type Store interface {
 	image.Store
+	Image(ctx context.Context, root cid.Cid) (catalog.Image, error)
 	RemoveImage(ctx context.Context, root cid.Cid) error
 	// Hold pins blobs under a name until Release; holding a name again
 	// replaces what it held.
@@ -55,6 +58,8 @@ type Registry struct {
 	trees   *treeCache
 	metrics *metrics
 	auth    *auth // nil: no credentials needed
+	// verified remembers blobs whose CID and digest are known to match.
+	verified *lru.Cache[string, struct{}]
 }
 
 // Option changes a registry.
@@ -103,6 +108,7 @@ func New(store Store, meta ds.Batching, uploadDir string, opts ...Option) (*Regi
 		return nil, fmt.Errorf("registry: %w", err)
 	}
 	rg.uploads = newUploads(uploadDir)
+	rg.verified, _ = lru.New[string, struct{}](1 << 16)
 	rg.trees = newTreeCache(rg)
 	return rg, nil
 }

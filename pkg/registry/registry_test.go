@@ -20,6 +20,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/ipfs/go-cid"
 	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 	"github.com/shoal-ipfs/shoal/internal/testnode"
 	"github.com/shoal-ipfs/shoal/pkg/image"
@@ -414,5 +416,55 @@ func TestContentNoPeerHas(t *testing.T) {
 	defer res.Body.Close()
 	if res.StatusCode != 404 || errorCode(t, res) != "MANIFEST_UNKNOWN" {
 		t.Errorf("content nobody has: %d", res.StatusCode)
+	}
+}
+
+// addJSON adds v to n as a blob and returns its descriptor with its CID.
+func addJSON(t *testing.T, n *node.Node, mediaType string, v any) ocispec.Descriptor {
+	t.Helper()
+	data, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addBlob(t, n, mediaType, data, digest.FromBytes(data))
+}
+
+func addBlob(t *testing.T, n *node.Node, mediaType string, data []byte, d digest.Digest) ocispec.Descriptor {
+	t.Helper()
+	c, err := n.Add(context.Background(), bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return image.WithCID(ocispec.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(data))}, c)
+}
+
+// TestBlobThatDoesNotMatchItsDigestIsCutOff: an image in IPFS whose layer
+// descriptor names a digest its bytes do not have. The registry sends the
+// bytes as they stream but cuts the response off at the end instead of
+// completing it, so no client takes them for the blob.
+func TestBlobThatDoesNotMatchItsDigestIsCutOff(t *testing.T) {
+	n := testnode.Offline(t, t.TempDir())
+	defer n.Close()
+	host, _ := serve(t, n)
+	data := bytes.Repeat([]byte("not what the manifest says "), 40000)
+	layer := addBlob(t, n, ocispec.MediaTypeImageLayerGzip, data, digest.FromString("something else"))
+	config := addJSON(t, n, ocispec.MediaTypeImageConfig, map[string]string{"os": "linux", "architecture": "amd64"})
+	manifest := addJSON(t, n, ocispec.MediaTypeImageManifest, ocispec.Manifest{
+		Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
+		Config: config, Layers: []ocispec.Descriptor{layer},
+	})
+	rootData, _ := json.Marshal(manifest)
+	root, err := n.Add(context.Background(), bytes.NewReader(rootData))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.Get("http://" + host + "/v2/ipfs/" + root.String() + "/blobs/" + layer.Digest.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	got, err := io.ReadAll(res.Body)
+	if err == nil {
+		t.Fatalf("a blob that does not match its digest was served whole (%d bytes)", len(got))
 	}
 }
