@@ -3,13 +3,16 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
-	"io"
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -17,6 +20,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 const helloGreeting = "hello from an image shoal served"
@@ -98,19 +104,7 @@ func TestContainerdRunsAnImageByCID(t *testing.T) {
 			ctrd := startContainerdFrom(t, flavour.dir(t))
 			_, err := exec.LookPath("runc")
 			need(t, "runc", err)
-			a := startShoalDaemon(t)
-			out := strings.TrimSpace(a.run(t, "push", "oci:"+helloImage(t)+":v1"))
-			root := out[strings.LastIndex(out, "\n")+1:]
-			b := startShoalDaemon(t, "--peer", a.Peer)
-
-			hosts := t.TempDir()
-			hostDir := filepath.Join(hosts, b.Registry)
-			if err := os.MkdirAll(hostDir, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(hostDir, "hosts.toml"), []byte(hostsTOML(b.Registry)), 0o644); err != nil {
-				t.Fatal(err)
-			}
+			b, root, hosts := helloServedByAPeer(t)
 			ref := b.Registry + "/ipfs/" + root + ":latest"
 			ctrd.Ctr(t, "images", "pull", "--hosts-dir", hosts, ref)
 			got := ctrd.Ctr(t, "run", "--rm", ref, "shoal-hello-"+flavour.name)
@@ -121,6 +115,26 @@ func TestContainerdRunsAnImageByCID(t *testing.T) {
 	}
 }
 
+// helloServedByAPeer pushes helloImage into daemon A and starts daemon B
+// with A as its peer; it returns B, the image's root CID, and a hosts
+// directory that points containerd at B's registry.
+func helloServedByAPeer(t *testing.T) (b *shoalDaemon, root, hosts string) {
+	t.Helper()
+	a := startShoalDaemon(t)
+	out := strings.TrimSpace(a.run(t, "push", "oci:"+helloImage(t)+":v1"))
+	root = out[strings.LastIndex(out, "\n")+1:]
+	b = startShoalDaemon(t, "--peer", a.Peer)
+	hosts = t.TempDir()
+	hostDir := filepath.Join(hosts, b.Registry)
+	if err := os.MkdirAll(hostDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(hostDir, "hosts.toml"), []byte(hostsTOML(b.Registry)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return b, root, hosts
+}
+
 // hostsTOML is the hosts.toml a node needs for a shoal registry at addr,
 // as docs/operations.md gives it.
 func hostsTOML(addr string) string {
@@ -129,4 +143,69 @@ func hostsTOML(addr string) string {
 [host."http://%s"]
   capabilities = ["pull", "resolve"]
 `, addr, addr)
+}
+
+// TestCRIPullsAnImageByCID: containerd's CRI plugin, configured as
+// docs/operations.md tells a Kubernetes node (config_path naming the
+// hosts directory), pulls B.Registry/ipfs/CID as the kubelet would, with
+// the blocks on node A.
+func TestCRIPullsAnImageByCID(t *testing.T) {
+	for _, flavour := range []struct {
+		name   string
+		dir    func(*testing.T) string
+		config string
+	}{
+		{"debian-1.6", func(t *testing.T) string {
+			bin, err := exec.LookPath("containerd")
+			need(t, "containerd", err)
+			return filepath.Dir(bin)
+		}, `version = 2
+root = %q
+state = %q
+[grpc]
+  address = %q
+[plugins."io.containerd.grpc.v1.cri".registry]
+  config_path = %q
+`},
+		{"v2", containerd2Dir, `version = 3
+root = %q
+state = %q
+[grpc]
+  address = %q
+[plugins.'io.containerd.cri.v1.images'.registry]
+  config_path = %q
+`},
+	} {
+		t.Run(flavour.name, func(t *testing.T) {
+			b, root, hosts := helloServedByAPeer(t)
+			ctrd := startContainerdWith(t, flavour.dir(t), func(rootDir, state, sock string) string {
+				return fmt.Sprintf(flavour.config, rootDir, state, sock, hosts)
+			})
+			conn, err := grpc.NewClient("unix://"+ctrd.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			images := runtimeapi.NewImageServiceClient(conn)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			ref := b.Registry + "/ipfs/" + root
+			var pulled *runtimeapi.PullImageResponse
+			// The CRI plugin may still be starting when the socket appears.
+			for {
+				pulled, err = images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+				if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "Unimplemented") {
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if err != nil {
+				t.Fatalf("CRI PullImage %s: %v\n%s", ref, err, ctrd.logs.String())
+			}
+			status, err := images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: pulled.ImageRef}})
+			if err != nil || status.Image == nil || !slices.Contains(status.Image.RepoTags, ref+":latest") {
+				t.Fatalf("CRI image status of %s: %+v %v", pulled.ImageRef, status, err)
+			}
+		})
+	}
 }

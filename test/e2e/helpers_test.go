@@ -173,6 +173,7 @@ type Containerd struct {
 	Client *containerd.Client
 	Socket string
 	ctr    string
+	logs   *processLogs
 }
 
 // Ctr runs ctr against this containerd in the tests' namespace.
@@ -187,8 +188,26 @@ func (c *Containerd) Ctr(t *testing.T, args ...string) string {
 }
 
 // startContainerdFrom runs the containerd, ctr and shims in binDir with
-// their own root, state and socket, and stops them when the test ends.
+// their own root, state and socket, CRI off, and stops them when the test
+// ends.
 func startContainerdFrom(t *testing.T, binDir string) *Containerd {
+	t.Helper()
+	return startContainerdWith(t, binDir, func(root, state, sock string) string {
+		return fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+`, root, state, sock, sock+".ttrpc")
+	})
+}
+
+// startContainerdWith runs containerd with the config that config writes
+// for its root, state and socket.
+func startContainerdWith(t *testing.T, binDir string, config func(root, state, sock string) string) *Containerd {
 	t.Helper()
 	needRoot(t)
 	dir, err := os.MkdirTemp("", "shoal-ctrd-") // short: unix socket paths are limited
@@ -197,16 +216,8 @@ func startContainerdFrom(t *testing.T, binDir string) *Containerd {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "c.sock")
-	cfg := fmt.Sprintf(`version = 2
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, sock+".ttrpc")
 	cfgPath := filepath.Join(dir, "config.toml")
+	cfg := config(filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +233,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		t.Fatalf("containerd client: %v\n%s", err, logs.String())
 	}
 	t.Cleanup(func() { client.Close() })
-	return &Containerd{Client: client, Socket: sock, ctr: filepath.Join(binDir, "ctr")}
+	return &Containerd{Client: client, Socket: sock, ctr: filepath.Join(binDir, "ctr"), logs: logs}
 }
 
 // containerd2Dir is where scripts/build-containerd.sh put containerd 2.x.
