@@ -25,7 +25,7 @@ echo "image: a two-platform OCI layout, $(du -sh "$work/image" | cut -f1) on dis
 step "node A: init and start its daemon on 127.0.0.1, free ports"
 export SHOAL_HOME="$work/a"
 # mDNS stays off: this demo talks over loopback only.
-"$shoal" init --mdns=false --listen /ip4/127.0.0.1/tcp/0 --listen /ip4/127.0.0.1/udp/0/quic-v1
+"$shoal" init --mdns=false --listen /ip4/127.0.0.1/tcp/0 --listen /ip4/127.0.0.1/udp/0/quic-v1 --registry-listen 127.0.0.1:0
 "$shoal" daemon >"$work/a.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 50); do
@@ -33,7 +33,8 @@ for _ in $(seq 50); do
   sleep 0.2
 done
 peer=$(grep -o '"/ip4/127.0.0.1/tcp/[^"]*' "$work/a.id" | head -n1 | tr -d '"')
-echo "A listens on $peer"
+registry=$(grep -o '"Registry": "[^"]*' "$work/a.id" | cut -d'"' -f4)
+echo "A listens on $peer; its OCI registry on $registry"
 
 step "push oci:image:demo into A"
 t0=$(ms)
@@ -60,6 +61,14 @@ for f in "$work/pulled"/blobs/sha256/*; do
   [[ "$(sha256sum "$f" | cut -d' ' -f1)" == "$(basename "$f")" ]] || { echo "BAD $f"; bad=1; }
 done
 "$shoal" images
+
+step "A's registry serves the same image to any OCI client as $registry/ipfs/$cid"
+if command -v curl >/dev/null; then
+  curl -sfI -H 'Accept: application/vnd.oci.image.index.v1+json' "http://$registry/v2/ipfs/$cid/manifests/latest" |
+    grep -iE '^(HTTP|content-type|docker-content-digest|shoal-root-cid)' | tr -d '\r'
+else
+  echo "(curl is not installed; try: skopeo inspect --tls-verify=false docker://$registry/ipfs/$cid)"
+fi
 [[ $bad == 0 ]] || { echo "demo: verification failed"; exit 1; }
 echo
 echo "demo: OK: $(ls "$work/pulled"/blobs/sha256 | wc -l) blobs verified, $(du -sh "$work/pulled" | cut -f1) pulled by CID $cid"
