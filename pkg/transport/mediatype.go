@@ -6,6 +6,7 @@ import ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 const (
 	MediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
 	MediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
+	MediaTypeDockerLayer        = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 )
 
 // IsIndex reports whether mt names an image index or manifest list.

@@ -1,0 +1,221 @@
+// Package layerindex builds and reads the index of a layer: every entry's
+// metadata, and checkpoints into the compressed stream so that any byte
+// range of any file can be read from the layer blob without the rest of
+// it.
+//
+// The index is a zTOC, soci-snapshotter's format for random access into
+// unmodified gzip (and uncompressed) tar layers, stored as a blob in IPFS
+// and named by an annotation on the layer's descriptor; the layer blob and
+// its digest are untouched.
+package layerindex
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	_ "crypto/sha256" // span digests are sha256
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"strings"
+	"sync"
+
+	"github.com/awslabs/soci-snapshotter/ztoc"
+	"github.com/awslabs/soci-snapshotter/ztoc/compression"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/pkg/transport"
+)
+
+// Annotations on a layer descriptor that name its index.
+const (
+	// AnnotationIndex is "ipfs://CID" of the layer's index.
+	AnnotationIndex = "io.shoal.layer.index"
+	// AnnotationFormat says what the index blob is: Format.
+	AnnotationFormat = "io.shoal.layer.index.format"
+	// Format is a zTOC serialised with flatbuffers.
+	Format = "ztoc"
+)
+
+// DefaultSpanSize is the uncompressed distance between checkpoints. Each
+// checkpoint of a gzip layer costs 32 KiB of index (the inflate window);
+// a read costs fetching and inflating the spans it touches.
+const DefaultSpanSize = 4 << 20
+
+// MaxIndexSize bounds an index blob read whole.
+const MaxIndexSize = 64 << 20
+
+// ErrUnsupported is returned for layers whose compression has no index.
+var ErrUnsupported = errors.New("layer compression not supported by the index")
+
+// Compression returns the zTOC compression algorithm of a layer media type.
+func Compression(mediaType string) (string, error) {
+	switch {
+	case strings.HasSuffix(mediaType, "tar+gzip"), mediaType == transport.MediaTypeDockerLayer,
+		mediaType == ocispec.MediaTypeImageLayerNonDistributableGzip: //nolint:staticcheck // still pushed
+		return compression.Gzip, nil
+	case strings.HasSuffix(mediaType, ".tar"), mediaType == ocispec.MediaTypeImageLayer:
+		return compression.Uncompressed, nil
+	}
+	return "", fmt.Errorf("%w: %s", ErrUnsupported, mediaType)
+}
+
+// Build indexes the layer blob in file, of the given media type, with
+// checkpoints every span bytes, and returns the serialised index.
+func Build(file, mediaType string, span int64) ([]byte, error) {
+	algo, err := Compression(mediaType)
+	if err != nil {
+		return nil, err
+	}
+	zt, err := ztoc.NewBuilder("shoal").BuildZtoc(file, span, ztoc.WithCompression(algo))
+	if err != nil {
+		return nil, fmt.Errorf("index layer: %w", err)
+	}
+	r, _, err := ztoc.Marshal(zt)
+	if err != nil {
+		return nil, fmt.Errorf("index layer: %w", err)
+	}
+	return io.ReadAll(r)
+}
+
+// Index is a layer's index, opened for reading the layer's files.
+type Index struct {
+	zt      *ztoc.Ztoc
+	zinfo   compression.Zinfo
+	entries []Entry
+	spans   *lru.Cache[compression.SpanID, []byte]
+	mu      sync.Mutex // one span inflated at a time per layer
+}
+
+// Parse reads a serialised index and checks that it describes a layer of
+// the given size.
+func Parse(data []byte, layerSize int64) (*Index, error) {
+	zt, err := ztoc.Unmarshal(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("layer index: %w", err)
+	}
+	if int64(zt.CompressedArchiveSize) != layerSize {
+		return nil, fmt.Errorf("layer index describes a %d-byte layer, not %d bytes", zt.CompressedArchiveSize, layerSize)
+	}
+	if len(zt.SpanDigests) != int(zt.MaxSpanID)+1 {
+		return nil, fmt.Errorf("layer index: %d span digests for %d spans", len(zt.SpanDigests), zt.MaxSpanID+1)
+	}
+	zi, err := zt.Zinfo()
+	if err != nil {
+		return nil, fmt.Errorf("layer index: %w", err)
+	}
+	ix := &Index{zt: zt, zinfo: zi}
+	ix.spans, _ = lru.New[compression.SpanID, []byte](8)
+	for _, m := range zt.FileMetadata {
+		e, err := entryOf(m, zt.UncompressedArchiveSize)
+		if err != nil {
+			zi.Close()
+			return nil, err
+		}
+		ix.entries = append(ix.entries, e)
+	}
+	return ix, nil
+}
+
+var types = map[string]byte{
+	"reg": tar.TypeReg, "hardlink": tar.TypeLink, "symlink": tar.TypeSymlink, "dir": tar.TypeDir,
+	"char": tar.TypeChar, "block": tar.TypeBlock, "fifo": tar.TypeFifo,
+}
+
+func entryOf(m ztoc.FileMetadata, total compression.Offset) (Entry, error) {
+	t, ok := types[m.Type]
+	if !ok {
+		return Entry{}, fmt.Errorf("layer index: %s: unknown type %q", m.Name, m.Type)
+	}
+	if m.UncompressedOffset < 0 || m.UncompressedSize < 0 || m.UncompressedOffset+m.UncompressedSize > total {
+		return Entry{}, fmt.Errorf("layer index: %s: bytes [%d, +%d) outside the %d-byte tar", m.Name, m.UncompressedOffset, m.UncompressedSize, total)
+	}
+	e := Entry{
+		Name: m.Name, Type: t, Mode: m.Mode, UID: m.UID, GID: m.GID,
+		ModTime: m.ModTime, Linkname: m.Linkname, Devmajor: m.Devmajor, Devminor: m.Devminor,
+		Offset: int64(m.UncompressedOffset),
+	}
+	if t == tar.TypeReg {
+		e.Size = int64(m.UncompressedSize)
+	}
+	if x := m.Xattrs(); len(x) > 0 {
+		e.Xattrs = maps.Clone(x)
+	}
+	return e, nil
+}
+
+// Entries are the layer's entries in tar order.
+func (ix *Index) Entries() []Entry { return ix.entries }
+
+// Close releases the inflate state.
+func (ix *Index) Close() { ix.zinfo.Close() }
+
+// ReadAt reads file e's bytes at off from the layer blob, fetching and
+// inflating only the spans they are in. Every span's compressed bytes are
+// checked against the index's digest for it before use, so an index that
+// does not belong to the blob never yields wrong bytes.
+func (ix *Index) ReadAt(ctx context.Context, blob io.ReaderAt, e *Entry, p []byte, off int64) (int, error) {
+	if off >= e.Size {
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), e.Size-off)
+	pos := e.Offset + off
+	done := int64(0)
+	for done < n {
+		if err := ctx.Err(); err != nil {
+			return int(done), err
+		}
+		id := ix.zinfo.UncompressedOffsetToSpanID(compression.Offset(pos + done))
+		span, err := ix.span(blob, id)
+		if err != nil {
+			return int(done), err
+		}
+		start := int64(ix.zinfo.StartUncompressedOffset(id))
+		k := copy(p[done:n], span[pos+done-start:])
+		if k == 0 {
+			return int(done), fmt.Errorf("layer index: span %d ends before offset %d", id, pos+done)
+		}
+		done += int64(k)
+	}
+	if done < int64(len(p)) {
+		return int(done), io.EOF
+	}
+	return int(done), nil
+}
+
+// span returns the uncompressed bytes of span id.
+func (ix *Index) span(blob io.ReaderAt, id compression.SpanID) ([]byte, error) {
+	if b, ok := ix.spans.Get(id); ok {
+		return b, nil
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if b, ok := ix.spans.Get(id); ok {
+		return b, nil
+	}
+	cStart := ix.zinfo.StartCompressedOffset(id)
+	cEnd := ix.zinfo.EndCompressedOffset(id, ix.zt.CompressedArchiveSize)
+	uStart := ix.zinfo.StartUncompressedOffset(id)
+	uEnd := ix.zinfo.EndUncompressedOffset(id, ix.zt.UncompressedArchiveSize)
+	if cEnd < cStart || uEnd < uStart || cEnd > ix.zt.CompressedArchiveSize {
+		return nil, fmt.Errorf("layer index: span %d has impossible bounds", id)
+	}
+	buf := make([]byte, cEnd-cStart)
+	if _, err := blob.ReadAt(buf, int64(cStart)); err != nil && !(errors.Is(err, io.EOF) && len(buf) > 0) {
+		return nil, fmt.Errorf("read span %d of the layer: %w", id, err)
+	}
+	if want := ix.zt.SpanDigests[id]; digest.FromBytes(buf) != want {
+		return nil, fmt.Errorf("layer index: span %d of the layer does not match the index (%s): refusing the index", id, want)
+	}
+	data, err := ix.zinfo.ExtractDataFromBuffer(buf, uEnd-uStart, uStart, id)
+	if err != nil {
+		return nil, fmt.Errorf("inflate span %d: %w", id, err)
+	}
+	if int64(len(data)) != int64(uEnd-uStart) {
+		return nil, fmt.Errorf("inflate span %d: %d bytes, want %d", id, len(data), uEnd-uStart)
+	}
+	ix.spans.Add(id, data)
+	return data, nil
+}
