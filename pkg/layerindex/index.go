@@ -53,8 +53,7 @@ var ErrUnsupported = errors.New("layer compression not supported by the index")
 // Compression returns the zTOC compression algorithm of a layer media type.
 func Compression(mediaType string) (string, error) {
 	switch {
-	case strings.HasSuffix(mediaType, "tar+gzip"), mediaType == transport.MediaTypeDockerLayer,
-		mediaType == ocispec.MediaTypeImageLayerNonDistributableGzip: //nolint:staticcheck // still pushed
+	case strings.HasSuffix(mediaType, "tar+gzip"), mediaType == transport.MediaTypeDockerLayer:
 		return compression.Gzip, nil
 	case strings.HasSuffix(mediaType, ".tar"), mediaType == ocispec.MediaTypeImageLayer:
 		return compression.Uncompressed, nil
