@@ -17,7 +17,7 @@ import (
 
 func pushCmd(g *globals) *cobra.Command {
 	var platforms []string
-	var plainHTTP bool
+	var plainHTTP, index bool
 	c := &cobra.Command{
 		Use:   "push SOURCE",
 		Short: "Add an image to IPFS and pin it; prints its root CID",
@@ -42,7 +42,7 @@ SOURCE is oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE or docker:/
 			return g.withAPI(ctx, false, func(api daemon.API) error {
 				start := time.Now()
 				bar := progress.New(cmd.ErrOrStderr(), "push")
-				res, err := image.Push(ctx, api, src, image.PushOptions{Platforms: pls, Progress: bar})
+				res, err := image.Push(ctx, api, src, image.PushOptions{Platforms: pls, Index: index, Progress: bar})
 				bar.Done()
 				if err != nil {
 					return err
@@ -55,6 +55,37 @@ SOURCE is oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE or docker:/
 	}
 	c.Flags().StringArrayVar(&platforms, "platform", nil, "keep only this platform, os/arch[/variant] (repeatable; default all)")
 	c.Flags().BoolVar(&plainHTTP, "plain-http", false, "reach docker:// registries over plain HTTP (local test registries)")
+	c.Flags().BoolVar(&index, "index", true, "index every layer for lazy mounting (--index=false skips it)")
+	return c
+}
+
+func indexCmd(g *globals) *cobra.Command {
+	var timeout time.Duration
+	c := &cobra.Command{
+		Use:   "index CID",
+		Short: "Add layer indexes to an image that lacks them; prints the new root CID",
+		Long: `Add an index to every layer of an image that lacks one (an image pushed by
+nerdctl, say), so that it can be mounted lazily. The layer descriptors change,
+so the image gets a new root CID: the last line of stdout. Layer blobs are
+referenced, not copied.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			root, err := transport.ParseCID(args[0])
+			if err != nil {
+				return usageError{err}
+			}
+			return g.withAPI(cmd.Context(), true, func(api daemon.API) error {
+				res, err := image.AddIndexes(cmd.Context(), api, root, timeout)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), res.Root)
+				return nil
+			})
+		},
+	}
+	c.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up when nothing has arrived for this long (0: never)")
+	addPeerFlag(c, g)
 	return c
 }
 

@@ -57,7 +57,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log what the node does to stderr")
 	root.AddCommand(
 		initCmd(g), idCmd(g), daemonCmd(g),
-		pushCmd(g), pullCmd(g), inspectCmd(g),
+		pushCmd(g), pullCmd(g), inspectCmd(g), indexCmd(g),
 		imagesCmd(g), rmCmd(g), gcCmd(g),
 	)
 	return root

@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 	"github.com/shoal-ipfs/shoal/internal/testnode"
 	"github.com/shoal-ipfs/shoal/pkg/image"
+	"github.com/shoal-ipfs/shoal/pkg/layerindex"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
 )
@@ -266,5 +268,72 @@ func TestPullOverQUIC(t *testing.T) {
 		if !strings.Contains(c.RemoteMultiaddr().String(), "/quic-v1") {
 			t.Fatalf("connected over %s, want QUIC", c.RemoteMultiaddr())
 		}
+	}
+}
+
+// TestLayerIndexesAtPushOrLater: a push indexes every layer; an image
+// pushed without indexes gets them from AddIndexes, under the same root
+// CID a push with indexes gives, its layer blobs untouched.
+func TestLayerIndexesAtPushOrLater(t *testing.T) {
+	ctx := ctxT(t)
+	n := testnode.Offline(t, t.TempDir())
+	defer n.Close()
+	dir := testimage.IndexLayout(t, 41, 300<<10, 2000)
+	plain := testimage.Push(ctx, t, n, dir, image.PushOptions{})
+	indexed := testimage.Push(ctx, t, n, dir, image.PushOptions{Index: true})
+	if plain.Root == indexed.Root {
+		t.Fatal("indexing did not change the image")
+	}
+	later, err := image.AddIndexes(ctx, n, plain.Root, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if later.Root != indexed.Root {
+		t.Errorf("indexes added later give %s, at push %s", later.Root, indexed.Root)
+	}
+	before, err := image.ReadTree(ctx, n, plain.Root, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := image.ReadTree(ctx, n, later.Root, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers := 0
+	for d, desc := range after.Blobs {
+		if desc.MediaType != ocispec.MediaTypeImageLayerGzip {
+			continue
+		}
+		layers++
+		if b, ok := before.Blobs[d]; !ok || b.URLs[0] != desc.URLs[0] {
+			t.Errorf("layer %s changed CID: %v → %v", d, b.URLs, desc.URLs)
+		}
+		ic, err := cid.Decode(strings.TrimPrefix(desc.Annotations[layerindex.AnnotationIndex], image.URLScheme))
+		if err != nil {
+			t.Fatalf("layer %s: index annotation %q: %v", d, desc.Annotations[layerindex.AnnotationIndex], err)
+		}
+		rc, err := n.Cat(ctx, ic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(rc)
+		rc.Close()
+		ix, err := layerindex.Parse(data, desc.Size)
+		if err != nil {
+			t.Fatalf("layer %s: %v", d, err)
+		}
+		if len(ix.Entries()) == 0 {
+			t.Errorf("layer %s: empty index", d)
+		}
+		ix.Close()
+	}
+	if layers == 0 {
+		t.Fatal("no gzip layers in the test image")
+	}
+	if _, err := n.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := image.ReadTree(ctx, n, later.Root, time.Minute); err != nil {
+		t.Fatalf("indexed image after GC: %v", err)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"os"
 	"slices"
 	"sort"
 	"sync"
@@ -15,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
+	"github.com/shoal-ipfs/shoal/pkg/layerindex"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
 	"golang.org/x/sync/errgroup"
 )
@@ -55,6 +58,11 @@ type PushOptions struct {
 	Platforms []ocispec.Platform
 	// Parallel is how many blobs are added at once.
 	Parallel int
+	// Index builds an index of every gzip or tar layer (package
+	// layerindex) and names it in an annotation on the layer descriptor,
+	// so that the image can be mounted lazily. Layers that are not tar
+	// streams keep no index.
+	Index    bool
 	Progress Progress
 }
 
@@ -177,6 +185,16 @@ func (p *pusher) convert(ctx context.Context, d ocispec.Descriptor) (ocispec.Des
 		if err := g.Wait(); err != nil {
 			return d, err
 		}
+		if p.opts.Index {
+			g, gctx := errgroup.WithContext(ctx)
+			g.SetLimit(p.opts.Parallel)
+			for i := range layers {
+				g.Go(func() error { return p.indexLayer(gctx, &layers[i]) })
+			}
+			if err := g.Wait(); err != nil {
+				return d, err
+			}
+		}
 		doc.Layers = layers
 	}
 	out, err := doc.Marshal()
@@ -262,6 +280,53 @@ func (p *pusher) record(d ocispec.Descriptor, c cid.Cid) {
 		p.done[d.Digest] = c
 		p.size += d.Size
 	}
+}
+
+// indexLayer adds the index of layer l, already in the store, and names
+// it in l's annotations. A layer that has one keeps it; one that is not a
+// tar stream gets none.
+func (p *pusher) indexLayer(ctx context.Context, l *ocispec.Descriptor) error {
+	if l.Annotations[layerindex.AnnotationIndex] != "" {
+		return nil
+	}
+	if _, err := layerindex.Compression(l.MediaType); err != nil {
+		return nil
+	}
+	c, err := CIDOf(*l)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp("", "shoal-layer-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	rc, err := p.store.Cat(ctx, c)
+	if err != nil {
+		return fmt.Errorf("index layer %s: %w", l.Digest, err)
+	}
+	_, err = io.Copy(tmp, rc)
+	rc.Close()
+	if err != nil {
+		return fmt.Errorf("index layer %s: %w", l.Digest, err)
+	}
+	idx, err := layerindex.Build(tmp.Name(), l.MediaType, layerindex.DefaultSpanSize)
+	if err != nil {
+		return nil // not a tar stream: no index, the image works without one
+	}
+	ic, err := p.store.Add(ctx, bytes.NewReader(idx))
+	if err != nil {
+		return fmt.Errorf("add index of layer %s: %w", l.Digest, err)
+	}
+	p.record(ocispec.Descriptor{Digest: digest.FromBytes(idx), Size: int64(len(idx))}, ic)
+	l.Annotations = maps.Clone(l.Annotations)
+	if l.Annotations == nil {
+		l.Annotations = map[string]string{}
+	}
+	l.Annotations[layerindex.AnnotationIndex] = URLScheme + ic.String()
+	l.Annotations[layerindex.AnnotationFormat] = layerindex.Format
+	return nil
 }
 
 func (p *pusher) addPlatform(s string) {

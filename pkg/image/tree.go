@@ -1,8 +1,10 @@
 package image
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -102,4 +104,45 @@ func (t *Tree) plain(d ocispec.Descriptor) (ocispec.Descriptor, error) {
 		t.Blobs[d.Digest] = d
 	}
 	return d, nil
+}
+
+// AddIndexes converts the image at root again with an index for every
+// layer that lacks one (an image pushed by nerdctl, say), pins the result
+// and returns it: a new root, since the layer descriptors change. Layer
+// blobs are referenced, not copied.
+func AddIndexes(ctx context.Context, store Store, root cid.Cid, timeout time.Duration) (Result, error) {
+	t, err := ReadTree(ctx, store, root, timeout)
+	if err != nil {
+		return Result{}, err
+	}
+	return Push(ctx, store, &treeSource{t: t, store: store}, PushOptions{Index: true})
+}
+
+// treeSource reads an image already in IPFS as a push source.
+type treeSource struct {
+	t     *Tree
+	store Store
+}
+
+func (s *treeSource) Reference() string                                { return URLScheme + s.t.Root.String() }
+func (s *treeSource) Root(context.Context) (ocispec.Descriptor, error) { return s.t.Top, nil }
+func (s *treeSource) Close() error                                     { return nil }
+
+func (s *treeSource) Open(ctx context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
+	if data, ok := s.t.Docs[d.Digest]; ok {
+		return io.NopCloser(bytes.NewReader(data)), nil
+	}
+	c, err := CIDOf(d)
+	if err != nil {
+		return nil, err
+	}
+	return s.store.Cat(ctx, c)
+}
+
+func (s *treeSource) StoredCID(d ocispec.Descriptor) (cid.Cid, bool) {
+	if _, doc := s.t.Docs[d.Digest]; doc {
+		return cid.Undef, false
+	}
+	c, err := CIDOf(d)
+	return c, err == nil
 }

@@ -266,7 +266,7 @@ func (rg *Registry) convert(ctx context.Context, name, host string, tags []strin
 	if len(tags) > 0 {
 		ref = host + "/" + name + ":" + tags[len(tags)-1]
 	}
-	res, err := image.Push(ctx, rg.store, &repoSource{rg: rg, name: name, ref: ref, top: top, topCID: topCID}, image.PushOptions{})
+	res, err := image.Push(ctx, rg.store, &repoSource{rg: rg, name: name, ref: ref, top: top, topCID: topCID}, image.PushOptions{Index: true})
 	if err != nil {
 		return cid.Undef, err
 	}

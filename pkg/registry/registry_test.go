@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/ipfs/go-cid"
@@ -25,6 +26,7 @@ import (
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 	"github.com/shoal-ipfs/shoal/internal/testnode"
 	"github.com/shoal-ipfs/shoal/pkg/image"
+	"github.com/shoal-ipfs/shoal/pkg/layerindex"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 )
 
@@ -137,9 +139,14 @@ func TestPushWithAnOCIClientThenPullByTagAndByCID(t *testing.T) {
 			t.Errorf("layer %d: %s, pushed %s", i, g, w)
 		}
 	}
-	m, _ := byCID.RawManifest()
-	if bytes.Contains(m, []byte(image.URLScheme)) {
-		t.Errorf("manifest served by CID carries ipfs urls, which copying clients take for foreign layers: %s", m)
+	m, _ := byCID.Manifest()
+	for _, l := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+		if len(l.URLs) > 0 {
+			t.Errorf("a manifest served by CID has urls %v, which copying clients take for a foreign layer", l.URLs)
+		}
+	}
+	if m.Layers[0].Annotations[layerindex.AnnotationIndex] == "" {
+		t.Errorf("a pushed layer has no index: %v", m.Layers[0].Annotations)
 	}
 }
 
