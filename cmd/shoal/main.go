@@ -58,6 +58,7 @@ func newRoot() *cobra.Command {
 	root.AddCommand(
 		initCmd(g), idCmd(g), daemonCmd(g),
 		pushCmd(g), pullCmd(g), inspectCmd(g), indexCmd(g),
+		mountCmd(g), unmountCmd(g),
 		imagesCmd(g), rmCmd(g), gcCmd(g),
 	)
 	return root

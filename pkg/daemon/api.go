@@ -27,6 +27,8 @@ type API interface {
 	RemoveImage(ctx context.Context, root cid.Cid) error
 	GC(ctx context.Context) (node.GCResult, error)
 	Connect(ctx context.Context, peers ...peer.AddrInfo) error
+	// ReadBlobAt reads part of a blob, fetching only the blocks it needs.
+	ReadBlobAt(ctx context.Context, c cid.Cid, p []byte, off int64) (int, error)
 	Close() error
 }
 

@@ -86,6 +86,20 @@ func (c *Client) Cat(ctx context.Context, root cid.Cid) (io.ReadCloser, error) {
 	return resp.Body, nil
 }
 
+// ReadBlobAt reads len(p) bytes of blob root from off through the daemon.
+func (c *Client) ReadBlobAt(ctx context.Context, root cid.Cid, p []byte, off int64) (int, error) {
+	resp, err := c.send(ctx, http.MethodGet, fmt.Sprintf("/v0/read/%s?offset=%d&length=%d", root, off, len(p)), nil)
+	if err != nil {
+		return 0, err
+	}
+	defer closeBody(resp.Body)
+	k, err := io.ReadFull(resp.Body, p)
+	if errors.Is(err, io.ErrUnexpectedEOF) || (err == nil && k < len(p)) || (errors.Is(err, io.EOF) && k == 0 && len(p) > 0) {
+		err = io.EOF
+	}
+	return k, err
+}
+
 func (c *Client) PinImage(ctx context.Context, img catalog.Image) error {
 	b, err := json.Marshal(img)
 	if err != nil {

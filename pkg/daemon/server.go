@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -36,6 +37,7 @@ func NewServer(n *node.Node, log *slog.Logger) *Server {
 	mux.HandleFunc("GET /v0/id", s.id)
 	mux.HandleFunc("POST /v0/add", s.add)
 	mux.HandleFunc("GET /v0/cat/{cid}", s.cat)
+	mux.HandleFunc("GET /v0/read/{cid}", s.readAt)
 	mux.HandleFunc("GET /v0/images", s.images)
 	mux.HandleFunc("POST /v0/images", s.pinImage)
 	mux.HandleFunc("GET /v0/images/{cid}", s.image)
@@ -135,6 +137,31 @@ func (s *Server) add(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, addResult{Cid: c.String()})
+}
+
+// readAt answers ?offset=N&length=M with those bytes of the blob, fewer
+// at its end.
+func (s *Server) readAt(w http.ResponseWriter, r *http.Request) {
+	c, err := pathCID(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	off, err1 := strconv.ParseInt(r.URL.Query().Get("offset"), 10, 64)
+	n, err2 := strconv.Atoi(r.URL.Query().Get("length"))
+	if err1 != nil || err2 != nil || off < 0 || n < 0 || n > 16<<20 {
+		writeError(w, fmt.Errorf("%w: want offset >= 0 and length up to 16 MiB", errBadRequest))
+		return
+	}
+	buf := make([]byte, n)
+	k, err := s.node.ReadBlobAt(r.Context(), c, buf, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.Itoa(k))
+	_, _ = w.Write(buf[:k])
 }
 
 func (s *Server) cat(w http.ResponseWriter, r *http.Request) {

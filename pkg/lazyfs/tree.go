@@ -4,6 +4,8 @@ package lazyfs
 
 import (
 	"archive/tar"
+	"encoding/json"
+	"fmt"
 	"context"
 	"path"
 	"sort"
@@ -212,4 +214,11 @@ func (t *Tree) Walk(f func(name string, e *layerindex.Entry, links int)) {
 	}
 	f("", &t.root.entry, 1)
 	walk("", t.root)
+}
+
+func jsonUnmarshal(data []byte, v any) error {
+	if data == nil {
+		return fmt.Errorf("document not in the image's tree")
+	}
+	return json.Unmarshal(data, v)
 }

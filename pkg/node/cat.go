@@ -255,3 +255,24 @@ func (f *gatewayFile) Close() error {
 	}
 	return err
 }
+
+// ReadBlobAt reads len(p) bytes of the UnixFS file c from off, fetching
+// from peers only the blocks that hold them (and the path to them). It
+// returns io.EOF with fewer bytes at the end of the file.
+func (n *Node) ReadBlobAt(ctx context.Context, c cid.Cid, p []byte, off int64) (int, error) {
+	unlock := n.bstore.PinLock(ctx)
+	defer unlock.Unlock(ctx)
+	r, err := blob.Open(ctx, n.dag, c)
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	if _, err := r.Seek(off, io.SeekStart); err != nil {
+		return 0, fmt.Errorf("read %s at %d: %w", c, off, err)
+	}
+	k, err := io.ReadFull(r, p)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		err = io.EOF
+	}
+	return k, err
+}

@@ -1,0 +1,222 @@
+package lazyfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// inode is a file of the mounted tree; hardlinked names share one.
+type inode struct {
+	fs.Inode
+	n    *node
+	ino  uint64
+	nlnk uint32
+	log  *slog.Logger
+}
+
+var (
+	_ fs.NodeGetattrer   = (*inode)(nil)
+	_ fs.NodeOpener      = (*inode)(nil)
+	_ fs.NodeReader      = (*inode)(nil)
+	_ fs.NodeReadlinker  = (*inode)(nil)
+	_ fs.NodeGetxattrer  = (*inode)(nil)
+	_ fs.NodeListxattrer = (*inode)(nil)
+	_ fs.NodeOnAdder     = (*inode)(nil)
+)
+
+// typeBits are the S_IF* bits of a tar type.
+func typeBits(t byte) uint32 {
+	switch t {
+	case '5':
+		return syscall.S_IFDIR
+	case '2':
+		return syscall.S_IFLNK
+	case '3':
+		return syscall.S_IFCHR
+	case '4':
+		return syscall.S_IFBLK
+	case '6':
+		return syscall.S_IFIFO
+	}
+	return syscall.S_IFREG
+}
+
+// OnAdd builds the whole tree below the root when it is mounted: the
+// metadata is all in memory already, and content is immutable.
+func (i *inode) OnAdd(ctx context.Context) {
+	if i.n != nil && i.ino == 1 {
+		made := map[*node]*fs.Inode{i.n: &i.Inode}
+		next := uint64(2)
+		i.build(ctx, made, &next)
+	}
+}
+
+func (i *inode) build(ctx context.Context, made map[*node]*fs.Inode, next *uint64) {
+	for name, c := range i.n.children {
+		child, ok := made[c]
+		if !ok {
+			ci := &inode{n: c, ino: *next, log: i.log}
+			*next++
+			if c.isDir() {
+				ci.nlnk = 2
+				for _, g := range c.children {
+					if g.isDir() {
+						ci.nlnk++
+					}
+				}
+			} else {
+				ci.nlnk = uint32(max(c.links, 1))
+			}
+			child = i.NewPersistentInode(ctx, ci, fs.StableAttr{Mode: typeBits(c.entry.Type), Ino: ci.ino})
+			made[c] = child
+			if c.isDir() {
+				ci.build(ctx, made, next)
+			}
+		}
+		i.AddChild(name, child, false)
+	}
+}
+
+func (i *inode) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	e := &i.n.entry
+	a := &out.Attr
+	a.Ino = i.ino
+	a.Mode = typeBits(e.Type) | uint32(e.Mode&0o7777)
+	a.Nlink = i.nlnk
+	if a.Nlink == 0 {
+		a.Nlink = 1
+	}
+	a.Uid, a.Gid = uint32(e.UID), uint32(e.GID)
+	switch {
+	case e.IsReg():
+		a.Size = uint64(e.Size)
+	case e.IsSymlink():
+		a.Size = uint64(len(e.Linkname))
+	case e.IsDir():
+		a.Size = 4096
+	}
+	a.Blocks = (a.Size + 511) / 512
+	a.Blksize = 4096
+	a.Rdev = uint32(unix.Mkdev(uint32(e.Devmajor), uint32(e.Devminor)))
+	t := e.ModTime
+	a.SetTimes(&t, &t, &t)
+	out.SetTimeout(time.Hour)
+	return 0
+}
+
+func (i *inode) Open(_ context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	// Content never changes: the kernel may keep what it has read.
+	return nil, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (i *inode) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if !i.n.entry.IsReg() || i.n.layer == nil {
+		return nil, syscall.EISDIR
+	}
+	n, err := i.n.layer.ReadAt(ctx, &i.n.entry, dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		i.log.Warn("lazyfs: read failed", "path", i.n.entry.Name, "offset", off, "err", err)
+		return nil, syscall.EIO
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (i *inode) Readlink(context.Context) ([]byte, syscall.Errno) {
+	if !i.n.entry.IsSymlink() {
+		return nil, syscall.EINVAL
+	}
+	return []byte(i.n.entry.Linkname), 0
+}
+
+func (i *inode) Getxattr(_ context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	v, ok := i.n.entry.Xattrs[attr]
+	if !ok {
+		return 0, syscall.ENODATA
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+func (i *inode) Listxattr(_ context.Context, dest []byte) (uint32, syscall.Errno) {
+	var b strings.Builder
+	for k := range i.n.entry.Xattrs {
+		b.WriteString(k)
+		b.WriteByte(0)
+	}
+	if len(dest) < b.Len() {
+		return uint32(b.Len()), syscall.ERANGE
+	}
+	return uint32(copy(dest, b.String())), 0
+}
+
+// MountOptions change a mount.
+type MountOptions struct {
+	// Name shows in /proc/mounts as the source, e.g. "shoal:CID".
+	Name string
+	Log  *slog.Logger
+}
+
+// Mount serves t read-only at dir until Unmount. As root it mounts
+// directly and lets every user read (as a container's root filesystem
+// needs); otherwise it goes through fusermount.
+func Mount(dir string, t *Tree, opts MountOptions) (*fuse.Server, error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	hour := time.Hour
+	root := &inode{n: t.root, ino: 1, nlnk: 2, log: opts.Log}
+	asRoot := os.Geteuid() == 0
+	return fs.Mount(dir, root, &fs.Options{
+		EntryTimeout:    &hour,
+		AttrTimeout:     &hour,
+		NegativeTimeout: &hour,
+		MountOptions: fuse.MountOptions{
+			FsName:            opts.Name,
+			Name:              "shoal",
+			DirectMountStrict: asRoot,
+			AllowOther:        asRoot,
+			Options:           []string{"ro", "default_permissions"},
+			MaxReadAhead:      1 << 20,
+		},
+	})
+}
+
+// Unmount detaches the filesystem at dir, even one whose server was
+// killed and left behind.
+func Unmount(dir string) error {
+	err := syscall.Unmount(dir, 0)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, syscall.EBUSY) || errors.Is(err, syscall.ENOTCONN) {
+		return syscall.Unmount(dir, syscall.MNT_DETACH)
+	}
+	if errors.Is(err, syscall.EPERM) {
+		// Not root: fusermount may undo what it mounted.
+		for _, tool := range []string{"fusermount3", "fusermount"} {
+			if out, ferr := exec.Command(tool, "-u", dir).CombinedOutput(); ferr == nil {
+				return nil
+			} else if !errors.Is(ferr, exec.ErrNotFound) {
+				return fmt.Errorf("%s -u %s: %v: %s", tool, dir, ferr, out)
+			}
+		}
+	}
+	return err
+}

@@ -1,0 +1,158 @@
+package lazyfs
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/pkg/image"
+	"github.com/shoal-ipfs/shoal/pkg/layerindex"
+	"github.com/shoal-ipfs/shoal/pkg/transport"
+)
+
+// Store is what a mount needs of a node: whole blobs for the image's
+// documents and indexes, and parts of blobs for file contents.
+type Store interface {
+	image.Store
+	ReadBlobAt(ctx context.Context, c cid.Cid, p []byte, off int64) (int, error)
+}
+
+// ReadTimeout bounds one read of file contents from peers: a read whose
+// peers vanish fails (EIO) rather than hangs, and the mount goes on.
+const ReadTimeout = 30 * time.Second
+
+// Image is an image opened for mounting.
+type Image struct {
+	Tree     *Tree
+	Manifest ocispec.Descriptor
+	layers   []*indexedLayer
+}
+
+// Close releases the layers' inflate state.
+func (im *Image) Close() {
+	for _, l := range im.layers {
+		l.ix.Close()
+	}
+}
+
+// OpenImage reads the image at root (the manifest for platform, when it
+// is an index) and the index of every layer, and merges the layers'
+// entries. Nothing of the layers themselves is fetched.
+func OpenImage(ctx context.Context, store Store, root cid.Cid, platform ocispec.Platform, timeout time.Duration) (*Image, error) {
+	t, err := image.ReadTree(ctx, store, root, timeout)
+	if err != nil {
+		return nil, err
+	}
+	m, err := pickManifest(t, t.Top, platform)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", root, err)
+	}
+	var doc ocispec.Manifest
+	if err := jsonUnmarshal(t.Docs[m.Digest], &doc); err != nil {
+		return nil, fmt.Errorf("mount %s: manifest %s: %w", root, m.Digest, err)
+	}
+	im := &Image{Manifest: m}
+	var layers []Layer
+	for _, l := range doc.Layers {
+		il, err := openLayer(ctx, store, l, timeout)
+		if err != nil {
+			im.Close()
+			return nil, fmt.Errorf("mount %s: %w", root, err)
+		}
+		im.layers = append(im.layers, il)
+		layers = append(layers, il)
+	}
+	im.Tree = Merge(layers)
+	return im, nil
+}
+
+// pickManifest finds the manifest for platform under d.
+func pickManifest(t *image.Tree, d ocispec.Descriptor, want ocispec.Platform) (ocispec.Descriptor, error) {
+	if transport.IsManifest(d.MediaType) {
+		return d, nil
+	}
+	var idx ocispec.Index
+	if err := jsonUnmarshal(t.Docs[d.Digest], &idx); err != nil {
+		return d, fmt.Errorf("index %s: %w", d.Digest, err)
+	}
+	var seen []string
+	for _, m := range idx.Manifests {
+		p := m.Platform
+		if p == nil {
+			continue
+		}
+		seen = append(seen, p.OS+"/"+p.Architecture+strings.TrimSuffix("/"+p.Variant, "/"))
+		if p.OS == want.OS && p.Architecture == want.Architecture && (want.Variant == "" || p.Variant == want.Variant) {
+			if transport.IsIndex(m.MediaType) {
+				return pickManifest(t, m, want)
+			}
+			return m, nil
+		}
+	}
+	return d, fmt.Errorf("no manifest for %s/%s in the image (it has %s); choose one with --platform", want.OS, want.Architecture, strings.Join(seen, ", "))
+}
+
+// indexedLayer reads a layer's files through its index, fetching only
+// the spans a read touches.
+type indexedLayer struct {
+	ix    *layerindex.Index
+	store Store
+	blob  cid.Cid
+}
+
+func openLayer(ctx context.Context, store Store, l ocispec.Descriptor, timeout time.Duration) (*indexedLayer, error) {
+	ref := l.Annotations[layerindex.AnnotationIndex]
+	if ref == "" || l.Annotations[layerindex.AnnotationFormat] != layerindex.Format {
+		return nil, fmt.Errorf("layer %s has no index; add them with `shoal index CID`", l.Digest)
+	}
+	ic, err := cid.Decode(strings.TrimPrefix(ref, image.URLScheme))
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: index %q: %w", l.Digest, ref, err)
+	}
+	bc, err := image.CIDOf(l)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, max(timeout, ReadTimeout))
+	defer cancel()
+	rc, err := store.Cat(ctx, ic)
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: index %s: %w", l.Digest, ic, err)
+	}
+	data, err := io.ReadAll(io.LimitReader(rc, layerindex.MaxIndexSize+1))
+	rc.Close()
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: index %s: %w", l.Digest, ic, err)
+	}
+	if len(data) > layerindex.MaxIndexSize {
+		return nil, fmt.Errorf("layer %s: index %s is over %d bytes", l.Digest, ic, layerindex.MaxIndexSize)
+	}
+	ix, err := layerindex.Parse(data, l.Size)
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
+	}
+	return &indexedLayer{ix: ix, store: store, blob: bc}, nil
+}
+
+func (l *indexedLayer) Entries() []layerindex.Entry { return l.ix.Entries() }
+
+func (l *indexedLayer) ReadAt(ctx context.Context, e *layerindex.Entry, p []byte, off int64) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, ReadTimeout)
+	defer cancel()
+	return l.ix.ReadAt(ctx, blobReader{ctx: ctx, store: l.store, c: l.blob}, e, p, off)
+}
+
+// blobReader is an io.ReaderAt over a blob in the store.
+type blobReader struct {
+	ctx   context.Context
+	store Store
+	c     cid.Cid
+}
+
+func (b blobReader) ReadAt(p []byte, off int64) (int, error) {
+	return b.store.ReadBlobAt(b.ctx, b.c, p, off)
+}
