@@ -13,6 +13,7 @@ scripts/deps.sh
 KUBO=$(scripts/build-kubo.sh)
 export SHOAL_KUBO="$KUBO"
 echo "kubo: $("$KUBO" version)"
+export SHOAL_DEBIAN_IMAGE=$(scripts/debian-image.sh)
 CONTAINERD2=$(scripts/build-containerd.sh)
 export SHOAL_CONTAINERD2="$CONTAINERD2"
 echo "containerd 2: $("$CONTAINERD2/containerd" --version)"

@@ -1,0 +1,232 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// debianImage is the layout scripts/debian-image.sh caches (tag bookworm).
+func debianImage(t *testing.T) string {
+	t.Helper()
+	p := os.Getenv("SHOAL_DEBIAN_IMAGE")
+	if p == "" {
+		home, _ := os.UserHomeDir()
+		p = filepath.Join(home, ".cache", "shoal", "debian-bookworm-oci")
+	}
+	_, err := os.Stat(filepath.Join(p, "index.json"))
+	need(t, "the Debian test image (scripts/debian-image.sh)", err)
+	return p
+}
+
+func copyDir(t *testing.T, src, dst string) {
+	t.Helper()
+	if out, err := exec.Command("cp", "-a", src+"/.", dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v\n%s", err, out)
+	}
+}
+
+// changedDebian makes a two-layer image: Debian, and a layer that adds,
+// deletes and overrides files, with hardlinks, symlinks, setuid and
+// setgid files, a sticky directory, xattrs and a file capability. umoci
+// writes the second layer, as a build tool would.
+func changedDebian(t *testing.T) string {
+	t.Helper()
+	layout := filepath.Join(t.TempDir(), "oci")
+	os.MkdirAll(layout, 0o755)
+	copyDir(t, debianImage(t), layout)
+	bundle := filepath.Join(t.TempDir(), "bundle")
+	runTool(t, "umoci", "unpack", "--image", layout+":bookworm", bundle)
+	r := filepath.Join(bundle, "rootfs")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Remove(filepath.Join(r, "etc/issue.net")))                           // a deleted file
+	must(os.RemoveAll(filepath.Join(r, "usr/share/doc/apt")))                     // a deleted directory
+	must(os.WriteFile(filepath.Join(r, "etc/hostname"), []byte("shoal\n"), 0o644)) // an overridden file
+	must(os.MkdirAll(filepath.Join(r, "opt/app/bin"), 0o755))
+	must(os.WriteFile(filepath.Join(r, "opt/app/bin/tool"), bytes.Repeat([]byte("tool "), 300_000), 0o755))
+	must(os.Link(filepath.Join(r, "opt/app/bin/tool"), filepath.Join(r, "opt/app/bin/tool-again")))
+	must(os.Symlink("../../../etc/os-release", filepath.Join(r, "opt/app/bin/release")))
+	must(os.Symlink("loop-b", filepath.Join(r, "opt/app/loop-a")))
+	must(os.Symlink("loop-a", filepath.Join(r, "opt/app/loop-b")))
+	must(os.WriteFile(filepath.Join(r, "opt/app/bin/suid"), []byte("#!/bin/sh\n"), 0o755))
+	must(os.Chown(filepath.Join(r, "opt/app/bin/suid"), 0, 50))
+	must(os.Chmod(filepath.Join(r, "opt/app/bin/suid"), os.ModeSetuid|os.ModeSetgid|0o755))
+	must(os.MkdirAll(filepath.Join(r, "opt/app/shared"), 0o777))
+	must(os.Chmod(filepath.Join(r, "opt/app/shared"), os.ModeSticky|0o777))
+	must(os.Chown(filepath.Join(r, "opt/app/shared"), 1000, 1000))
+	must(unix.Setxattr(filepath.Join(r, "opt/app/bin/tool"), "user.shoal", []byte("lazy"), 0))
+	netRaw := []byte("\x01\x00\x00\x02\x00\x20\x00\x00" + strings.Repeat("\x00", 12))
+	must(unix.Setxattr(filepath.Join(r, "opt/app/bin/suid"), "security.capability", netRaw, 0))
+	runTool(t, "umoci", "repack", "--image", layout+":changed", bundle)
+	return layout
+}
+
+// fileFacts is what the comparison checks of one path.
+type fileFacts struct {
+	Mode          fs.FileMode
+	UID, GID      uint32
+	Size          int64
+	Mtime         int64 // seconds: tar keeps no more for most entries
+	Link, Hash    string
+	Rdev          uint64
+	Xattrs        string
+	HardlinkGroup string // the sorted names sharing the inode, for files with more than one
+}
+
+func tree(t *testing.T, root string) map[string]fileFacts {
+	t.Helper()
+	out := map[string]fileFacts{}
+	byInode := map[uint64][]string{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		fi, _ := d.Info()
+		f := fileFacts{Mode: fi.Mode(), UID: st.Uid, GID: st.Gid, Mtime: st.Mtim.Sec}
+		switch {
+		case fi.Mode().IsRegular():
+			f.Size = st.Size
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return fmt.Errorf("read %s: %w", rel, err)
+			}
+			f.Hash = fmt.Sprintf("%x", sha256.Sum256(data))
+			if st.Nlink > 1 {
+				byInode[st.Ino] = append(byInode[st.Ino], rel)
+			}
+		case fi.Mode()&fs.ModeSymlink != 0:
+			f.Link, _ = os.Readlink(p)
+		case fi.Mode()&fs.ModeDevice != 0:
+			f.Rdev = st.Rdev
+		}
+		f.Xattrs = xattrs(t, p)
+		if rel == "." {
+			f.Mtime = 0 // the root's mtime is where it is mounted or unpacked
+		}
+		out[rel] = f
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, names := range byInode {
+		sort.Strings(names)
+		for _, n := range names {
+			f := out[n]
+			f.HardlinkGroup = strings.Join(names, ",")
+			out[n] = f
+		}
+	}
+	return out
+}
+
+func xattrs(t *testing.T, p string) string {
+	buf := make([]byte, 64<<10)
+	n, err := unix.Llistxattr(p, buf)
+	if err != nil || n == 0 {
+		return ""
+	}
+	var parts []string
+	for _, name := range strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00") {
+		if name == "security.selinux" {
+			continue
+		}
+		v := make([]byte, 64<<10)
+		k, err := unix.Lgetxattr(p, name, v)
+		if err != nil {
+			t.Errorf("%s: xattr %s: %v", p, name, err)
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s=%q", name, v[:k]))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, " ")
+}
+
+// TestMountIsTheImageToTheByte: a two-layer Debian image mounted from a
+// peer equals the same image unpacked by umoci, in every path, type, mode,
+// owner, size, mtime, link target, hardlink group, xattr and file hash.
+func TestMountIsTheImageToTheByte(t *testing.T) {
+	needRoot(t)
+	for _, tool := range []string{"umoci", "fusermount3"} {
+		_, err := exec.LookPath(tool)
+		need(t, tool, err)
+	}
+	_, err := os.Stat("/dev/fuse")
+	need(t, "/dev/fuse", err)
+	layout := changedDebian(t)
+	a := startShoalDaemon(t)
+	out := strings.TrimSpace(a.run(t, "push", "oci:"+layout+":changed"))
+	root := out[strings.LastIndex(out, "\n")+1:]
+
+	ref := filepath.Join(t.TempDir(), "ref")
+	runTool(t, "umoci", "unpack", "--image", layout+":changed", ref)
+
+	b := &shoalDaemon{bin: a.bin, home: t.TempDir()}
+	b.run(t, "init", "--mdns=false", "--listen", "/ip4/127.0.0.1/tcp/0", "--registry-listen=")
+	mnt := t.TempDir()
+	cmd := b.command("mount", root, mnt, "--peer", a.Peer)
+	logs := startProcess(t, cmd, "shoal mount", 60*time.Second, func(logs string) bool {
+		return strings.Contains(logs, "mounted ")
+	})
+	t.Cleanup(func() { _ = syscall.Unmount(mnt, syscall.MNT_DETACH) })
+
+	want, got := tree(t, filepath.Join(ref, "rootfs")), tree(t, mnt)
+	if len(want) < 3000 {
+		t.Fatalf("the reference has only %d paths", len(want))
+	}
+	var diffs []string
+	for p, w := range want {
+		g, ok := got[p]
+		switch {
+		case !ok:
+			diffs = append(diffs, "missing "+p)
+		case g != w:
+			diffs = append(diffs, fmt.Sprintf("%s:\n   mount %+v\n  umoci %+v", p, g, w))
+		}
+	}
+	for p := range got {
+		if _, ok := want[p]; !ok {
+			diffs = append(diffs, "extra "+p)
+		}
+	}
+	sort.Strings(diffs)
+	if len(diffs) > 0 {
+		t.Fatalf("%d differences between the mount and umoci's unpack, first:\n%s\nmount log:\n%s", len(diffs), strings.Join(diffs[:min(len(diffs), 20)], "\n"), logs.String())
+	}
+	for p, present := range map[string]bool{"opt/app/bin/tool-again": true, "opt/app/shared": true, "etc/issue.net": false, "usr/share/doc/apt": false} {
+		if _, ok := got[p]; ok != present {
+			t.Errorf("%s in the mount: %v, want %v", p, ok, present)
+		}
+	}
+	t.Logf("%d paths compared", len(want))
+
+	if out, err := exec.Command(b.bin, "unmount", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("shoal unmount: %v\n%s", err, out)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("shoal mount after unmount: %v\n%s", err, logs.String())
+	}
+}
+
