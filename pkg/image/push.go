@@ -83,7 +83,8 @@ func Push(ctx context.Context, store Store, src transport.Source, opts PushOptio
 	if opts.Progress == nil {
 		opts.Progress = noProgress{}
 	}
-	p := &pusher{store: store, src: src, opts: opts, done: map[digest.Digest]cid.Cid{}}
+	p := &pusher{store: store, src: src, opts: opts, done: map[digest.Digest]cid.Cid{}, spooled: map[digest.Digest]string{}}
+	defer p.removeSpooled()
 	top, err := src.Root(ctx)
 	if err != nil {
 		return Result{}, err
@@ -121,6 +122,7 @@ type pusher struct {
 
 	mu        sync.Mutex
 	done      map[digest.Digest]cid.Cid
+	spooled   map[digest.Digest]string // layer copies made while adding, for indexing
 	size      int64
 	platforms []string
 }
@@ -178,22 +180,15 @@ func (p *pusher) convert(ctx context.Context, d ocispec.Descriptor) (ocispec.Des
 			p.opts.Progress.AddTotal(l.Size)
 			g.Go(func() error {
 				nl, err := p.addBlob(gctx, l, nil)
+				if err == nil && p.opts.Index {
+					err = p.indexLayer(gctx, &nl)
+				}
 				layers[i] = nl
 				return err
 			})
 		}
 		if err := g.Wait(); err != nil {
 			return d, err
-		}
-		if p.opts.Index {
-			g, gctx := errgroup.WithContext(ctx)
-			g.SetLimit(p.opts.Parallel)
-			for i := range layers {
-				g.Go(func() error { return p.indexLayer(gctx, &layers[i]) })
-			}
-			if err := g.Wait(); err != nil {
-				return d, err
-			}
 		}
 		doc.Layers = layers
 	}
@@ -264,6 +259,10 @@ func (p *pusher) addBlob(ctx context.Context, d ocispec.Descriptor, data []byte)
 		ahead := readAhead(&countingReader{r: v, progress: p.opts.Progress})
 		defer ahead.Close()
 		r = ahead
+		if spool := p.spoolFor(d); spool != nil {
+			defer spool.Close()
+			r = io.TeeReader(r, spool)
+		}
 	}
 	c, err := p.store.Add(ctx, r)
 	if err != nil {
@@ -292,26 +291,12 @@ func (p *pusher) indexLayer(ctx context.Context, l *ocispec.Descriptor) error {
 	if _, err := layerindex.Compression(l.MediaType); err != nil {
 		return nil
 	}
-	c, err := CIDOf(*l)
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp("", "shoal-layer-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	rc, err := p.store.Cat(ctx, c)
+	file, err := p.layerFile(ctx, *l)
 	if err != nil {
 		return fmt.Errorf("index layer %s: %w", l.Digest, err)
 	}
-	_, err = io.Copy(tmp, rc)
-	rc.Close()
-	if err != nil {
-		return fmt.Errorf("index layer %s: %w", l.Digest, err)
-	}
-	idx, err := layerindex.Build(tmp.Name(), l.MediaType, layerindex.DefaultSpanSize)
+	defer os.Remove(file)
+	idx, err := layerindex.Build(file, l.MediaType, layerindex.DefaultSpanSize)
 	if err != nil {
 		return nil // not a tar stream: no index, the image works without one
 	}
@@ -327,6 +312,70 @@ func (p *pusher) indexLayer(ctx context.Context, l *ocispec.Descriptor) error {
 	l.Annotations[layerindex.AnnotationIndex] = URLScheme + ic.String()
 	l.Annotations[layerindex.AnnotationFormat] = layerindex.Format
 	return nil
+}
+
+func (p *pusher) removeSpooled() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, path := range p.spooled {
+		os.Remove(path)
+	}
+}
+
+// spoolFor returns a file to copy layer d into as it is added, so that
+// indexing it needs no second read; nil when it will not be indexed.
+func (p *pusher) spoolFor(d ocispec.Descriptor) *os.File {
+	if !p.opts.Index {
+		return nil
+	}
+	if _, err := layerindex.Compression(d.MediaType); err != nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.spooled[d.Digest]; ok {
+		return nil // another platform's manifest is adding the same layer
+	}
+	f, err := os.CreateTemp("", "shoal-layer-")
+	if err != nil {
+		return nil // indexing reads the layer back instead
+	}
+	p.spooled[d.Digest] = f.Name()
+	return f
+}
+
+// layerFile returns a file holding layer l: the copy made while adding
+// it, or one read back from the store. The caller removes it.
+func (p *pusher) layerFile(ctx context.Context, l ocispec.Descriptor) (string, error) {
+	p.mu.Lock()
+	path, ok := p.spooled[l.Digest]
+	delete(p.spooled, l.Digest)
+	p.mu.Unlock()
+	if ok {
+		if fi, err := os.Stat(path); err == nil && fi.Size() == l.Size {
+			return path, nil
+		}
+		os.Remove(path)
+	}
+	c, err := CIDOf(l)
+	if err != nil {
+		return "", err
+	}
+	tmp, err := os.CreateTemp("", "shoal-layer-")
+	if err != nil {
+		return "", err
+	}
+	defer tmp.Close()
+	rc, err := p.store.Cat(ctx, c)
+	if err == nil {
+		_, err = io.Copy(tmp, rc)
+		rc.Close()
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return "", err
+	}
+	return tmp.Name(), nil
 }
 
 func (p *pusher) addPlatform(s string) {

@@ -18,15 +18,18 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"strings"
 	"sync"
 
 	"github.com/awslabs/soci-snapshotter/ztoc"
 	"github.com/awslabs/soci-snapshotter/ztoc/compression"
 	lru "github.com/hashicorp/golang-lru/v2"
+	kgzip "github.com/klauspost/compress/gzip"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
+	"golang.org/x/sync/errgroup"
 )
 
 // Annotations on a layer descriptor that name its index.
@@ -63,20 +66,78 @@ func Compression(mediaType string) (string, error) {
 
 // Build indexes the layer blob in file, of the given media type, with
 // checkpoints every span bytes, and returns the serialised index.
+//
+// The two passes a zTOC takes, the table of contents (Go's tar over a
+// fast inflater) and the checkpoints with their digests (zlib), run at
+// the same time.
 func Build(file, mediaType string, span int64) ([]byte, error) {
 	algo, err := Compression(mediaType)
 	if err != nil {
 		return nil, err
 	}
-	zt, err := ztoc.NewBuilder("shoal").BuildZtoc(file, span, ztoc.WithCompression(algo))
+	fi, err := os.Stat(file)
 	if err != nil {
+		return nil, err
+	}
+	var info ztoc.CompressionInfo
+	var toc ztoc.TOC
+	var tarSize compression.Offset
+	var g errgroup.Group
+	g.Go(func() (err error) {
+		info, err = checkpoints(file, algo, span, fi.Size())
+		return err
+	})
+	g.Go(func() (err error) {
+		tb := ztoc.NewTocBuilder()
+		tb.RegisterTarProvider(compression.Gzip, func(f *os.File) (io.Reader, error) { return kgzip.NewReader(f) })
+		tb.RegisterTarProvider(compression.Uncompressed, ztoc.TarProviderTar)
+		toc, tarSize, err = tb.TocFromFile(algo, file)
+		return err
+	})
+	if err := g.Wait(); err != nil {
 		return nil, fmt.Errorf("index layer: %w", err)
 	}
-	r, _, err := ztoc.Marshal(zt)
+	r, _, err := ztoc.Marshal(&ztoc.Ztoc{
+		Version:                 ztoc.Version09,
+		TOC:                     toc,
+		CompressionInfo:         info,
+		CompressedArchiveSize:   compression.Offset(fi.Size()),
+		UncompressedArchiveSize: tarSize,
+		BuildToolIdentifier:     "shoal",
+	})
 	if err != nil {
 		return nil, fmt.Errorf("index layer: %w", err)
 	}
 	return io.ReadAll(r)
+}
+
+// checkpoints builds the zinfo part of a zTOC: the inflate state every
+// span bytes and the digest of each span's compressed bytes.
+func checkpoints(file, algo string, span, size int64) (ztoc.CompressionInfo, error) {
+	zi, err := compression.NewZinfoFromFile(algo, file, span)
+	if err != nil {
+		return ztoc.CompressionInfo{}, err
+	}
+	defer zi.Close()
+	f, err := os.Open(file)
+	if err != nil {
+		return ztoc.CompressionInfo{}, err
+	}
+	defer f.Close()
+	var digests []digest.Digest
+	for id := compression.SpanID(0); id <= zi.MaxSpanID(); id++ {
+		start, end := zi.StartCompressedOffset(id), zi.EndCompressedOffset(id, compression.Offset(size))
+		d, err := digest.FromReader(io.NewSectionReader(f, int64(start), int64(end-start)))
+		if err != nil {
+			return ztoc.CompressionInfo{}, err
+		}
+		digests = append(digests, d)
+	}
+	cp, err := zi.Bytes()
+	if err != nil {
+		return ztoc.CompressionInfo{}, err
+	}
+	return ztoc.CompressionInfo{MaxSpanID: zi.MaxSpanID(), SpanDigests: digests, Checkpoints: cp, CompressionAlgorithm: algo}, nil
 }
 
 // Index is a layer's index, opened for reading the layer's files.
