@@ -1,15 +1,20 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
-	"github.com/shoal-ipfs/shoal/pkg/daemon"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/ipfs/go-cid"
+	"github.com/shoal-ipfs/shoal/pkg/daemon"
+
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/pkg/image"
+	"github.com/shoal-ipfs/shoal/pkg/lazyfs"
 	"github.com/shoal-ipfs/shoal/pkg/progress"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
 	"github.com/spf13/cobra"
@@ -61,21 +66,40 @@ SOURCE is oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE or docker:/
 
 func indexCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
+	var prefetch string
 	c := &cobra.Command{
 		Use:   "index CID",
-		Short: "Add layer indexes to an image that lacks them; prints the new root CID",
+		Short: "Add layer indexes (and a prefetch list) to an image; prints the new root CID",
 		Long: `Add an index to every layer of an image that lacks one (an image pushed by
-nerdctl, say), so that it can be mounted lazily. The layer descriptors change,
-so the image gets a new root CID: the last line of stdout. Layer blobs are
-referenced, not copied.`,
+nerdctl, say), so that it can be mounted lazily, and with --prefetch the list
+of files a workload reads (written by shoal mount --record), which mounts then
+fetch first. The descriptors change, so the image gets a new root CID: the
+last line of stdout. Layer blobs are referenced, not copied.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			root, err := transport.ParseCID(args[0])
 			if err != nil {
 				return usageError{err}
 			}
+			var list []byte
+			if prefetch != "" {
+				if list, err = os.ReadFile(prefetch); err != nil {
+					return err
+				}
+				if _, err := lazyfs.ParsePrefetchList(list); err != nil {
+					return fmt.Errorf("%s: %w", prefetch, err)
+				}
+			}
 			return g.withAPI(cmd.Context(), true, func(api daemon.API) error {
-				res, err := image.AddIndexes(cmd.Context(), api, root, timeout)
+				var attach map[string]cid.Cid
+				if list != nil {
+					c, err := api.Add(cmd.Context(), bytes.NewReader(list))
+					if err != nil {
+						return err
+					}
+					attach = map[string]cid.Cid{lazyfs.AnnotationPrefetch: c}
+				}
+				res, err := image.AddIndexes(cmd.Context(), api, root, timeout, attach)
 				if err != nil {
 					return err
 				}
@@ -85,6 +109,7 @@ referenced, not copied.`,
 		},
 	}
 	c.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up when nothing has arrived for this long (0: never)")
+	c.Flags().StringVar(&prefetch, "prefetch", "", "attach this prefetch list (from shoal mount --record) to the image")
 	addPeerFlag(c, g)
 	return c
 }

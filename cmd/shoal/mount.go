@@ -1,22 +1,28 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/pkg/daemon"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/lazyfs"
+	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
 	"github.com/spf13/cobra"
 )
 
 func mountCmd(g *globals) *cobra.Command {
-	var platform string
-	var timeout time.Duration
+	var platform, metricsListen, record string
+	var timeout, statsEvery time.Duration
+	var background int64
 	c := &cobra.Command{
 		Use:   "mount CID DIR",
 		Short: "Mount an image's root filesystem read-only; files are fetched as they are read",
@@ -47,11 +53,62 @@ peers when it is read, and kept in the store.`,
 					return err
 				}
 				defer im.Close()
-				srv, err := lazyfs.Mount(dir, im.Tree, lazyfs.MountOptions{Name: "shoal:" + root.String(), Log: g.logger()})
+				var rec *lazyfs.Recorder
+				if record != "" {
+					rec = lazyfs.NewRecorder()
+					defer func() {
+						if err := writeJSONFile(record, rec.List()); err != nil {
+							fmt.Fprintln(cmd.ErrOrStderr(), "shoal: record:", err)
+						}
+					}()
+				}
+				srv, err := lazyfs.Mount(dir, im.Tree, lazyfs.MountOptions{Name: "shoal:" + root.String(), Log: g.logger(), Stats: im.Stats, Record: rec})
 				if err != nil {
 					return fmt.Errorf("mount %s at %s: %w", root, dir, err)
 				}
+				report := func() {
+					line := im.Stats.String()
+					if n, ok := api.(interface {
+						FetchStat() (node.FetchStat, error)
+					}); ok {
+						if fs, err := n.FetchStat(); err == nil {
+							line += fmt.Sprintf("; %.1f MiB came from peers", float64(fs.BitswapBytes+fs.GatewayBytes)/(1<<20))
+						}
+					}
+					fmt.Fprintln(cmd.ErrOrStderr(), "mount:", line)
+				}
+				defer report()
+				if metricsListen != "" {
+					stop, err := daemon.ServeMetrics(ctx, metricsListen, im.Stats.Collector())
+					if err != nil {
+						_ = srv.Unmount()
+						return err
+					}
+					defer stop()
+				}
+				if statsEvery > 0 {
+					t := time.NewTicker(statsEvery)
+					quit := make(chan struct{})
+					defer func() { t.Stop(); close(quit) }()
+					go func() {
+						for {
+							select {
+							case <-t.C:
+								report()
+							case <-quit:
+								return
+							}
+						}
+					}()
+				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "mounted %s (%s) at %s; Ctrl-C or `shoal unmount %s` ends it\n", root, im.Manifest.Digest, dir, dir)
+				bg, stopBackground := context.WithCancel(ctx)
+				fetching := make(chan struct{})
+				go func() {
+					defer close(fetching)
+					fetchAhead(bg, cmd.ErrOrStderr(), api, im, background)
+				}()
+				defer func() { stopBackground(); <-fetching }()
 				served := make(chan struct{})
 				go func() { srv.Wait(); close(served) }()
 				select {
@@ -68,8 +125,60 @@ peers when it is read, and kept in the store.`,
 	}
 	c.Flags().StringVar(&platform, "platform", "", "the image's platform to mount, os/arch[/variant] (default: this machine's)")
 	c.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up on the image's tree and indexes when nothing has arrived for this long")
+	c.Flags().DurationVar(&statsEvery, "stats", 0, "print what the mount read and fetched this often (it is printed at the end anyway)")
+	c.Flags().StringVar(&metricsListen, "metrics-listen", "", "serve the mount's Prometheus metrics on this host:port")
+	c.Flags().StringVar(&record, "record", "", "write the files read through the mount to this prefetch list at the end (for shoal index --prefetch)")
+	c.Flags().Int64Var(&background, "background-rate", 0, "after any prefetch, fetch the rest of the image at this many bytes a second (0: do not)")
 	addPeerFlag(c, g)
 	return c
+}
+
+// fetchAhead fetches the image's prefetch list's spans, then with a rate
+// the rest of the image, reporting what it did.
+func fetchAhead(ctx context.Context, w io.Writer, store lazyfs.Store, im *lazyfs.Image, rate int64) {
+	if c, ok := im.PrefetchListCID(); ok {
+		start := time.Now()
+		list, err := readPrefetchList(ctx, store, c)
+		if err == nil {
+			var spans int
+			var n int64
+			spans, n, err = im.Prefetch(ctx, list, 8)
+			if err == nil {
+				fmt.Fprintf(w, "prefetched %d files: %d spans, %.1f MiB in %s\n", len(list.Files), spans, float64(n)/(1<<20), time.Since(start).Round(time.Millisecond))
+			}
+		}
+		if err != nil && ctx.Err() == nil {
+			fmt.Fprintln(w, "shoal: prefetch:", err)
+		}
+	}
+	if rate > 0 {
+		if err := im.FetchAll(ctx, rate); err != nil && ctx.Err() == nil {
+			fmt.Fprintln(w, "shoal: background fetch:", err)
+		} else if err == nil {
+			fmt.Fprintln(w, "the whole image is stored here now")
+		}
+	}
+}
+
+func readPrefetchList(ctx context.Context, store lazyfs.Store, c cid.Cid) (*lazyfs.PrefetchList, error) {
+	rc, err := store.Cat(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, lazyfs.MaxPrefetchList+1))
+	if err != nil {
+		return nil, err
+	}
+	return lazyfs.ParsePrefetchList(data)
+}
+
+func writeJSONFile(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", " ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(data, '\n'), 0o644)
 }
 
 func unmountCmd(*globals) *cobra.Command {
@@ -85,4 +194,3 @@ func unmountCmd(*globals) *cobra.Command {
 		},
 	}
 }
-

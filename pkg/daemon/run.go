@@ -136,3 +136,28 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(blobReadsDesc, s.LocalReads, "local")
 	counter(blobReadsDesc, s.PeerReads, "peers")
 }
+
+// ServeMetrics serves collectors, with Go's runtime metrics, as Prometheus
+// metrics on addr/metrics until stop is called or ctx ends.
+func ServeMetrics(ctx context.Context, addr string, cs ...prometheus.Collector) (stop func(), err error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector())
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = serveUntil(ctx, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, l)
+	}()
+	return func() { cancel(); <-done }, nil
+}

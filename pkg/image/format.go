@@ -135,6 +135,25 @@ func ParseDocument(mediaType string, data []byte) (*document, error) {
 	return doc, nil
 }
 
+// annotate sets annotations of the document itself.
+func (doc *document) annotate(kv map[string]string) error {
+	a := map[string]string{}
+	if raw, ok := doc.raw["annotations"]; ok {
+		if err := json.Unmarshal(raw, &a); err != nil {
+			return fmt.Errorf("annotations: %w", err)
+		}
+	}
+	for k, v := range kv {
+		a[k] = v
+	}
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	doc.raw["annotations"] = b
+	return nil
+}
+
 // Marshal writes the document back with its descriptors as they are now.
 func (doc *document) Marshal() ([]byte, error) {
 	set := func(key string, v any) error {

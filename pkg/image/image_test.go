@@ -3,6 +3,7 @@ package image_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -284,7 +285,7 @@ func TestLayerIndexesAtPushOrLater(t *testing.T) {
 	if plain.Root == indexed.Root {
 		t.Fatal("indexing did not change the image")
 	}
-	later, err := image.AddIndexes(ctx, n, plain.Root, time.Minute)
+	later, err := image.AddIndexes(ctx, n, plain.Root, time.Minute, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,5 +336,52 @@ func TestLayerIndexesAtPushOrLater(t *testing.T) {
 	}
 	if _, err := image.ReadTree(ctx, n, later.Root, time.Minute); err != nil {
 		t.Fatalf("indexed image after GC: %v", err)
+	}
+}
+
+// TestAttachedBlobsAreNamedAndPinned: a blob attached to an image (a
+// prefetch list) is named in every image manifest and kept by GC.
+func TestAttachedBlobsAreNamedAndPinned(t *testing.T) {
+	ctx := ctxT(t)
+	n := testnode.Offline(t, t.TempDir())
+	defer n.Close()
+	pushed := testimage.Push(ctx, t, n, testimage.IndexLayout(t, 43, 1000), image.PushOptions{})
+	list, err := n.Add(ctx, strings.NewReader(`{"files":[]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := image.AddIndexes(ctx, n, pushed.Root, time.Minute, map[string]cid.Cid{"io.shoal.prefetch": list})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.RemoveImage(ctx, pushed.Root); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tree, err := image.ReadTree(ctx, n, res.Root, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifests := 0
+	for d, doc := range tree.Docs {
+		var m ocispec.Manifest
+		if json.Unmarshal(doc, &m) != nil || tree.Blobs[d].MediaType != ocispec.MediaTypeImageManifest || m.Config.Digest == "" {
+			continue
+		}
+		if len(tree.Blobs[d].URLs) == 0 {
+			continue // the plain view
+		}
+		manifests++
+		if m.Annotations["io.shoal.prefetch"] != image.URLScheme+list.String() {
+			t.Errorf("manifest %s annotations %v", d, m.Annotations)
+		}
+	}
+	if manifests != 2 {
+		t.Errorf("%d image manifests, want 2", manifests)
+	}
+	if has, _ := n.Blockstore().Has(ctx, list); !has {
+		t.Error("the attached blob was collected")
 	}
 }

@@ -62,7 +62,11 @@ type PushOptions struct {
 	// layerindex) and names it in an annotation on the layer descriptor,
 	// so that the image can be mounted lazily. Layers that are not tar
 	// streams keep no index.
-	Index    bool
+	Index bool
+	// Attach pins these blobs with the image and names each, as
+	// "ipfs://CID", in an annotation (the key) of every image manifest:
+	// a prefetch list, say.
+	Attach   map[string]cid.Cid
 	Progress Progress
 }
 
@@ -191,6 +195,15 @@ func (p *pusher) convert(ctx context.Context, d ocispec.Descriptor) (ocispec.Des
 			return d, err
 		}
 		doc.Layers = layers
+		if len(p.opts.Attach) > 0 {
+			kv := map[string]string{}
+			for k, c := range p.opts.Attach {
+				kv[k] = URLScheme + c.String()
+			}
+			if err := doc.annotate(kv); err != nil {
+				return d, fmt.Errorf("manifest %s: %w", d.Digest, err)
+			}
+		}
 	}
 	out, err := doc.Marshal()
 	if err != nil {
@@ -399,6 +412,11 @@ func (p *pusher) cidList() []string {
 	var out []string
 	for _, c := range p.done {
 		out = append(out, c.String())
+	}
+	for _, c := range p.opts.Attach {
+		if !slices.Contains(out, c.String()) {
+			out = append(out, c.String())
+		}
 	}
 	sort.Strings(out)
 	return out

@@ -107,15 +107,15 @@ func (t *Tree) plain(d ocispec.Descriptor) (ocispec.Descriptor, error) {
 }
 
 // AddIndexes converts the image at root again with an index for every
-// layer that lacks one (an image pushed by nerdctl, say), pins the result
-// and returns it: a new root, since the layer descriptors change. Layer
-// blobs are referenced, not copied.
-func AddIndexes(ctx context.Context, store Store, root cid.Cid, timeout time.Duration) (Result, error) {
+// layer that lacks one (an image pushed by nerdctl, say) and the attached
+// blobs (PushOptions.Attach), pins the result and returns it: a new root,
+// since the descriptors change. Layer blobs are referenced, not copied.
+func AddIndexes(ctx context.Context, store Store, root cid.Cid, timeout time.Duration, attach map[string]cid.Cid) (Result, error) {
 	t, err := ReadTree(ctx, store, root, timeout)
 	if err != nil {
 		return Result{}, err
 	}
-	return Push(ctx, store, &treeSource{t: t, store: store}, PushOptions{Index: true})
+	return Push(ctx, store, &treeSource{t: t, store: store}, PushOptions{Index: true, Attach: attach})
 }
 
 // treeSource reads an image already in IPFS as a push source.

@@ -21,6 +21,8 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/awslabs/soci-snapshotter/ztoc"
 	"github.com/awslabs/soci-snapshotter/ztoc/compression"
@@ -147,7 +149,21 @@ type Index struct {
 	entries []Entry
 	spans   *lru.Cache[compression.SpanID, []byte]
 	mu      sync.Mutex // one span inflated at a time per layer
+	stats   *Stats
 }
+
+// Stats count what reads through indexes cost. One Stats may serve many
+// indexes (the layers of a mount).
+type Stats struct {
+	SpanLoads   atomic.Int64 // spans read from the blob and inflated
+	SpanHits    atomic.Int64 // span reads served from memory
+	SpanBytes   atomic.Int64 // compressed bytes read from blobs
+	LoadNanos   atomic.Int64 // time spent loading spans
+	MaxLoadNano atomic.Int64 // the slowest span load
+}
+
+// CountInto makes the index count its span reads in s.
+func (ix *Index) CountInto(s *Stats) { ix.stats = s }
 
 // Parse reads a serialised index and checks that it describes a layer of
 // the given size.
@@ -166,7 +182,7 @@ func Parse(data []byte, layerSize int64) (*Index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("layer index: %w", err)
 	}
-	ix := &Index{zt: zt, zinfo: zi}
+	ix := &Index{zt: zt, zinfo: zi, stats: &Stats{}}
 	ix.spans, _ = lru.New[compression.SpanID, []byte](8)
 	for _, m := range zt.FileMetadata {
 		e, err := entryOf(m, zt.UncompressedArchiveSize)
@@ -248,13 +264,23 @@ func (ix *Index) ReadAt(ctx context.Context, blob io.ReaderAt, e *Entry, p []byt
 // span returns the uncompressed bytes of span id.
 func (ix *Index) span(blob io.ReaderAt, id compression.SpanID) ([]byte, error) {
 	if b, ok := ix.spans.Get(id); ok {
+		ix.stats.SpanHits.Add(1)
 		return b, nil
 	}
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	if b, ok := ix.spans.Get(id); ok {
+		ix.stats.SpanHits.Add(1)
 		return b, nil
 	}
+	start := time.Now()
+	defer func() {
+		d := time.Since(start).Nanoseconds()
+		ix.stats.SpanLoads.Add(1)
+		ix.stats.LoadNanos.Add(d)
+		for cur := ix.stats.MaxLoadNano.Load(); d > cur && !ix.stats.MaxLoadNano.CompareAndSwap(cur, d); cur = ix.stats.MaxLoadNano.Load() {
+		}
+	}()
 	cStart := ix.zinfo.StartCompressedOffset(id)
 	cEnd := ix.zinfo.EndCompressedOffset(id, ix.zt.CompressedArchiveSize)
 	uStart := ix.zinfo.StartUncompressedOffset(id)
@@ -263,6 +289,7 @@ func (ix *Index) span(blob io.ReaderAt, id compression.SpanID) ([]byte, error) {
 		return nil, fmt.Errorf("layer index: span %d has impossible bounds", id)
 	}
 	buf := make([]byte, cEnd-cStart)
+	ix.stats.SpanBytes.Add(int64(len(buf)))
 	if _, err := blob.ReadAt(buf, int64(cStart)); err != nil && !(errors.Is(err, io.EOF) && len(buf) > 0) {
 		return nil, fmt.Errorf("read span %d of the layer: %w", id, err)
 	}
@@ -278,4 +305,30 @@ func (ix *Index) span(blob io.ReaderAt, id compression.SpanID) ([]byte, error) {
 	}
 	ix.spans.Add(id, data)
 	return data, nil
+}
+
+// Span is a span of the layer: its ID and its bytes in the compressed blob.
+type Span struct {
+	ID         int
+	Start, End int64 // [Start, End) of the blob
+}
+
+// Spans lists the spans holding bytes [off, off+n) of file e, to fetch
+// them ahead of reads.
+func (ix *Index) Spans(e *Entry, off, n int64) []Span {
+	if off >= e.Size || n <= 0 {
+		return nil
+	}
+	n = min(n, e.Size-off)
+	first := ix.zinfo.UncompressedOffsetToSpanID(compression.Offset(e.Offset + off))
+	last := ix.zinfo.UncompressedOffsetToSpanID(compression.Offset(e.Offset + off + n - 1))
+	var out []Span
+	for id := first; id <= last; id++ {
+		out = append(out, Span{
+			ID:    int(id),
+			Start: int64(ix.zinfo.StartCompressedOffset(id)),
+			End:   int64(ix.zinfo.EndCompressedOffset(id, ix.zt.CompressedArchiveSize)),
+		})
+	}
+	return out
 }

@@ -20,10 +20,12 @@ import (
 // inode is a file of the mounted tree; hardlinked names share one.
 type inode struct {
 	fs.Inode
-	n    *node
-	ino  uint64
-	nlnk uint32
-	log  *slog.Logger
+	n     *node
+	ino   uint64
+	nlnk  uint32
+	log   *slog.Logger
+	stats *Stats
+	rec   *Recorder
 }
 
 var (
@@ -67,7 +69,7 @@ func (i *inode) build(ctx context.Context, made map[*node]*fs.Inode, next *uint6
 	for name, c := range i.n.children {
 		child, ok := made[c]
 		if !ok {
-			ci := &inode{n: c, ino: *next, log: i.log}
+			ci := &inode{n: c, ino: *next, log: i.log, stats: i.stats, rec: i.rec}
 			*next++
 			if c.isDir() {
 				ci.nlnk = 2
@@ -129,10 +131,14 @@ func (i *inode) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int6
 		return nil, syscall.EISDIR
 	}
 	n, err := i.n.layer.ReadAt(ctx, &i.n.entry, dest, off)
+	i.stats.Reads.Add(1)
 	if err != nil && !errors.Is(err, io.EOF) {
+		i.stats.ReadErrors.Add(1)
 		i.log.Warn("lazyfs: read failed", "path", i.n.entry.Name, "offset", off, "err", err)
 		return nil, syscall.EIO
 	}
+	i.stats.ReadBytes.Add(int64(n))
+	i.rec.note(i.n.entry.Name, off, int64(n))
 	return fuse.ReadResultData(dest[:n]), 0
 }
 
@@ -171,6 +177,10 @@ type MountOptions struct {
 	// Name shows in /proc/mounts as the source, e.g. "shoal:CID".
 	Name string
 	Log  *slog.Logger
+	// Stats counts the mount's reads; a mount of an Image passes its own.
+	Stats *Stats
+	// Record, if set, notes every read, for a prefetch list.
+	Record *Recorder
 }
 
 // Mount serves t read-only at dir until Unmount. As root it mounts
@@ -180,8 +190,11 @@ func Mount(dir string, t *Tree, opts MountOptions) (*fuse.Server, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	if opts.Stats == nil {
+		opts.Stats = &Stats{}
+	}
 	hour := time.Hour
-	root := &inode{n: t.root, ino: 1, nlnk: 2, log: opts.Log}
+	root := &inode{n: t.root, ino: 1, nlnk: 2, log: opts.Log, stats: opts.Stats, rec: opts.Record}
 	asRoot := os.Geteuid() == 0
 	return fs.Mount(dir, root, &fs.Options{
 		EntryTimeout:    &hour,

@@ -29,7 +29,10 @@ const ReadTimeout = 30 * time.Second
 type Image struct {
 	Tree     *Tree
 	Manifest ocispec.Descriptor
+	Stats    *Stats
 	layers   []*indexedLayer
+	// annotations of the image manifest.
+	annotations map[string]string
 }
 
 // Close releases the layers' inflate state.
@@ -55,7 +58,7 @@ func OpenImage(ctx context.Context, store Store, root cid.Cid, platform ocispec.
 	if err := jsonUnmarshal(t.Docs[m.Digest], &doc); err != nil {
 		return nil, fmt.Errorf("mount %s: manifest %s: %w", root, m.Digest, err)
 	}
-	im := &Image{Manifest: m}
+	im := &Image{Manifest: m, Stats: &Stats{}, annotations: doc.Annotations}
 	var layers []Layer
 	for _, l := range doc.Layers {
 		il, err := openLayer(ctx, store, l, timeout)
@@ -63,6 +66,9 @@ func OpenImage(ctx context.Context, store Store, root cid.Cid, platform ocispec.
 			im.Close()
 			return nil, fmt.Errorf("mount %s: %w", root, err)
 		}
+		il.ix.CountInto(&im.Stats.Stats)
+		im.Stats.ImageBytes.Add(l.Size)
+		im.Stats.IndexBytes.Add(il.indexSize)
 		im.layers = append(im.layers, il)
 		layers = append(layers, il)
 	}
@@ -99,9 +105,10 @@ func pickManifest(t *image.Tree, d ocispec.Descriptor, want ocispec.Platform) (o
 // indexedLayer reads a layer's files through its index, fetching only
 // the spans a read touches.
 type indexedLayer struct {
-	ix    *layerindex.Index
-	store Store
-	blob  cid.Cid
+	ix        *layerindex.Index
+	store     Store
+	blob      cid.Cid
+	indexSize int64
 }
 
 func openLayer(ctx context.Context, store Store, l ocispec.Descriptor, timeout time.Duration) (*indexedLayer, error) {
@@ -135,7 +142,7 @@ func openLayer(ctx context.Context, store Store, l ocispec.Descriptor, timeout t
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
 	}
-	return &indexedLayer{ix: ix, store: store, blob: bc}, nil
+	return &indexedLayer{ix: ix, store: store, blob: bc, indexSize: int64(len(data))}, nil
 }
 
 func (l *indexedLayer) Entries() []layerindex.Entry { return l.ix.Entries() }
