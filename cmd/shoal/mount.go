@@ -21,7 +21,7 @@ import (
 
 func mountCmd(g *globals) *cobra.Command {
 	var platform, metricsListen, record string
-	var timeout, statsEvery time.Duration
+	var timeout, statsEvery, readTimeout time.Duration
 	var background int64
 	c := &cobra.Command{
 		Use:   "mount CID DIR",
@@ -53,6 +53,7 @@ peers when it is read, and kept in the store.`,
 					return err
 				}
 				defer im.Close()
+				im.SetReadTimeout(readTimeout)
 				var rec *lazyfs.Recorder
 				if record != "" {
 					rec = lazyfs.NewRecorder()
@@ -125,6 +126,7 @@ peers when it is read, and kept in the store.`,
 	}
 	c.Flags().StringVar(&platform, "platform", "", "the image's platform to mount, os/arch[/variant] (default: this machine's)")
 	c.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up on the image's tree and indexes when nothing has arrived for this long")
+	c.Flags().DurationVar(&readTimeout, "read-timeout", lazyfs.DefaultReadTimeout, "a read of a file whose bytes no peer sends in this long fails with EIO")
 	c.Flags().DurationVar(&statsEvery, "stats", 0, "print what the mount read and fetched this often (it is printed at the end anyway)")
 	c.Flags().StringVar(&metricsListen, "metrics-listen", "", "serve the mount's Prometheus metrics on this host:port")
 	c.Flags().StringVar(&record, "record", "", "write the files read through the mount to this prefetch list at the end (for shoal index --prefetch)")

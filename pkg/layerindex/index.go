@@ -274,7 +274,11 @@ func (ix *Index) span(blob io.ReaderAt, id compression.SpanID) ([]byte, error) {
 		return b, nil
 	}
 	start := time.Now()
+	loaded := false
 	defer func() {
+		if !loaded {
+			return
+		}
 		d := time.Since(start).Nanoseconds()
 		ix.stats.SpanLoads.Add(1)
 		ix.stats.LoadNanos.Add(d)
@@ -289,10 +293,10 @@ func (ix *Index) span(blob io.ReaderAt, id compression.SpanID) ([]byte, error) {
 		return nil, fmt.Errorf("layer index: span %d has impossible bounds", id)
 	}
 	buf := make([]byte, cEnd-cStart)
-	ix.stats.SpanBytes.Add(int64(len(buf)))
 	if _, err := blob.ReadAt(buf, int64(cStart)); err != nil && !(errors.Is(err, io.EOF) && len(buf) > 0) {
 		return nil, fmt.Errorf("read span %d of the layer: %w", id, err)
 	}
+	ix.stats.SpanBytes.Add(int64(len(buf)))
 	if want := ix.zt.SpanDigests[id]; digest.FromBytes(buf) != want {
 		return nil, fmt.Errorf("layer index: span %d of the layer does not match the index (%s): refusing the index", id, want)
 	}
@@ -304,6 +308,7 @@ func (ix *Index) span(blob io.ReaderAt, id compression.SpanID) ([]byte, error) {
 		return nil, fmt.Errorf("inflate span %d: %d bytes, want %d", id, len(data), uEnd-uStart)
 	}
 	ix.spans.Add(id, data)
+	loaded = true
 	return data, nil
 }
 

@@ -205,3 +205,20 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestBadLayersGetNoIndex: a truncated gzip stream, and bytes that are no
+// tar at all, are refused when indexing, so the image works without an
+// index instead of with a wrong one.
+func TestBadLayersGetNoIndex(t *testing.T) {
+	_, blob := testLayer(t, true, sampleFiles())
+	for name, data := range map[string][]byte{
+		"truncated gzip": blob[:len(blob)/2],
+		"not gzip":       []byte("plain text, not a layer"),
+	} {
+		p := filepath.Join(t.TempDir(), "layer")
+		os.WriteFile(p, data, 0o644)
+		if _, err := Build(p, ocispec.MediaTypeImageLayerGzip, 64<<10); err == nil {
+			t.Errorf("%s: indexed", name)
+		}
+	}
+}

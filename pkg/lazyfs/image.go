@@ -21,9 +21,9 @@ type Store interface {
 	ReadBlobAt(ctx context.Context, c cid.Cid, p []byte, off int64) (int, error)
 }
 
-// ReadTimeout bounds one read of file contents from peers: a read whose
-// peers vanish fails (EIO) rather than hangs, and the mount goes on.
-const ReadTimeout = 30 * time.Second
+// DefaultReadTimeout bounds one read of file contents from peers: a read
+// whose peers vanish fails (EIO) rather than hangs, and the mount goes on.
+const DefaultReadTimeout = 30 * time.Second
 
 // Image is an image opened for mounting.
 type Image struct {
@@ -33,6 +33,14 @@ type Image struct {
 	layers   []*indexedLayer
 	// annotations of the image manifest.
 	annotations map[string]string
+}
+
+// SetReadTimeout bounds each read of file contents (DefaultReadTimeout
+// unless set).
+func (im *Image) SetReadTimeout(d time.Duration) {
+	for _, l := range im.layers {
+		l.readTimeout = d
+	}
 }
 
 // Close releases the layers' inflate state.
@@ -105,10 +113,11 @@ func pickManifest(t *image.Tree, d ocispec.Descriptor, want ocispec.Platform) (o
 // indexedLayer reads a layer's files through its index, fetching only
 // the spans a read touches.
 type indexedLayer struct {
-	ix        *layerindex.Index
-	store     Store
-	blob      cid.Cid
-	indexSize int64
+	ix          *layerindex.Index
+	store       Store
+	blob        cid.Cid
+	indexSize   int64
+	readTimeout time.Duration
 }
 
 func openLayer(ctx context.Context, store Store, l ocispec.Descriptor, timeout time.Duration) (*indexedLayer, error) {
@@ -124,7 +133,7 @@ func openLayer(ctx context.Context, store Store, l ocispec.Descriptor, timeout t
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, max(timeout, ReadTimeout))
+	ctx, cancel := context.WithTimeout(ctx, max(timeout, DefaultReadTimeout))
 	defer cancel()
 	rc, err := store.Cat(ctx, ic)
 	if err != nil {
@@ -142,13 +151,13 @@ func openLayer(ctx context.Context, store Store, l ocispec.Descriptor, timeout t
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
 	}
-	return &indexedLayer{ix: ix, store: store, blob: bc, indexSize: int64(len(data))}, nil
+	return &indexedLayer{ix: ix, store: store, blob: bc, indexSize: int64(len(data)), readTimeout: DefaultReadTimeout}, nil
 }
 
 func (l *indexedLayer) Entries() []layerindex.Entry { return l.ix.Entries() }
 
 func (l *indexedLayer) ReadAt(ctx context.Context, e *layerindex.Entry, p []byte, off int64) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, ReadTimeout)
+	ctx, cancel := context.WithTimeout(ctx, l.readTimeout)
 	defer cancel()
 	return l.ix.ReadAt(ctx, blobReader{ctx: ctx, store: l.store, c: l.blob}, e, p, off)
 }

@@ -187,7 +187,7 @@ func (im *Image) FetchAll(ctx context.Context, rate int64) error {
 
 // fetch brings span s of the layer's blob into the store.
 func (l *indexedLayer) fetch(ctx context.Context, s layerindex.Span) error {
-	ctx, cancel := context.WithTimeout(ctx, ReadTimeout)
+	ctx, cancel := context.WithTimeout(ctx, l.readTimeout)
 	defer cancel()
 	buf := make([]byte, s.End-s.Start)
 	if _, err := l.store.ReadBlobAt(ctx, l.blob, buf, s.Start); err != nil && err != io.EOF {

@@ -85,3 +85,16 @@ func TestWhiteoutOfAHardlinkKeepsTheOtherNames(t *testing.T) {
 		t.Errorf("got %s", got)
 	}
 }
+
+func TestDuplicateEntriesTheLaterWins(t *testing.T) {
+	first := reg("etc/motd")
+	second := reg("etc/motd")
+	second.Mode, second.UID = 0o600, 5
+	tr := Merge([]Layer{memLayer{first, second}})
+	if n := tr.lookup("etc/motd"); n.entry.Mode != 0o600 || n.entry.UID != 5 {
+		t.Errorf("kept %+v", n.entry)
+	}
+	if got := listing(tr); got != "etc 5 1|etc/motd 0 1|" {
+		t.Errorf("got %s", got)
+	}
+}

@@ -3,11 +3,13 @@ package e2e
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"syscall"
@@ -168,13 +170,9 @@ func xattrs(t *testing.T, p string) string {
 // peer equals the same image unpacked by umoci, in every path, type, mode,
 // owner, size, mtime, link target, hardlink group, xattr and file hash.
 func TestMountIsTheImageToTheByte(t *testing.T) {
-	needRoot(t)
-	for _, tool := range []string{"umoci", "fusermount3"} {
-		_, err := exec.LookPath(tool)
-		need(t, tool, err)
-	}
-	_, err := os.Stat("/dev/fuse")
-	need(t, "/dev/fuse", err)
+	needFUSE(t)
+	_, err := exec.LookPath("umoci")
+	need(t, "umoci", err)
 	layout := changedDebian(t)
 	a := startShoalDaemon(t)
 	out := strings.TrimSpace(a.run(t, "push", "oci:"+layout+":changed"))
@@ -230,3 +228,52 @@ func TestMountIsTheImageToTheByte(t *testing.T) {
 	}
 }
 
+
+func needFUSE(t *testing.T) {
+	t.Helper()
+	needRoot(t)
+	_, err := os.Stat("/dev/fuse")
+	need(t, "/dev/fuse", err)
+}
+
+// TestMountSurvivesAPeerThatVanishes: the only peer holding an image's
+// layers dies after the mount; reading a file fails with EIO within the
+// read timeout, and listings, stat and the mount itself go on.
+func TestMountSurvivesAPeerThatVanishes(t *testing.T) {
+	needFUSE(t)
+	a := startShoalDaemon(t)
+	out := strings.TrimSpace(a.run(t, "push", "oci:"+helloImage(t)+":v1"))
+	root := out[strings.LastIndex(out, "\n")+1:]
+	b := &shoalDaemon{bin: a.bin, home: t.TempDir()}
+	b.run(t, "init", "--mdns=false", "--listen", "/ip4/127.0.0.1/tcp/0", "--registry-listen=")
+	mnt := t.TempDir()
+	cmd := b.command("mount", root, mnt, "--peer", a.Peer, "--read-timeout", "3s")
+	logs := startProcess(t, cmd, "shoal mount", 60*time.Second, func(logs string) bool {
+		return strings.Contains(logs, "mounted ")
+	})
+	t.Cleanup(func() { _ = syscall.Unmount(mnt, syscall.MNT_DETACH) })
+	if err := a.proc.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err := os.ReadFile(filepath.Join(mnt, "hello"))
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("reading a file no peer can send: %v, want EIO\n%s", err, logs.String())
+	}
+	t.Logf("EIO after %s", time.Since(start).Round(time.Millisecond))
+	if fi, err := os.Stat(filepath.Join(mnt, "hello")); err != nil || fi.Size() == 0 {
+		t.Errorf("stat after the failed read: %v", err)
+	}
+	if entries, err := os.ReadDir(mnt); err != nil || len(entries) != 1 {
+		t.Errorf("listing after the failed read: %v %v", entries, err)
+	}
+	if out, err := exec.Command(b.bin, "unmount", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("unmount: %v\n%s", err, out)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("shoal mount after unmount: %v", err)
+	}
+	if !regexp.MustCompile(`\([1-9][0-9]* failed\)`).MatchString(logs.String()) {
+		t.Errorf("the mount's summary does not count the failed read:\n%s", logs.String())
+	}
+}

@@ -19,6 +19,7 @@ type shoalDaemon struct {
 	bin, home string
 	Peer      string // its swarm address
 	Registry  string // host:port of its registry
+	proc      *exec.Cmd
 }
 
 func startShoalDaemon(t *testing.T, args ...string) *shoalDaemon {
@@ -27,6 +28,7 @@ func startShoalDaemon(t *testing.T, args ...string) *shoalDaemon {
 	d.run(t, "init", "--mdns=false", "--listen", "/ip4/127.0.0.1/tcp/0", "--registry-listen", "127.0.0.1:0")
 	cmd := exec.Command(d.bin, append([]string{"daemon", "--no-mdns"}, args...)...)
 	cmd.Env = append(os.Environ(), "SHOAL_HOME="+d.home)
+	d.proc = cmd
 	startProcess(t, cmd, "shoal daemon", 30*time.Second, func(string) bool {
 		out, err := d.command("id", "--json").Output()
 		var id struct {
