@@ -277,3 +277,28 @@ func TestMountSurvivesAPeerThatVanishes(t *testing.T) {
 		t.Errorf("the mount's summary does not count the failed read:\n%s", logs.String())
 	}
 }
+
+// TestMountThroughADaemonRunsAProgram: with a daemon running on B, shoal
+// mount reads through it (ranges of blobs over its socket), and a program
+// of the image runs from the mount, its bytes fetched from A.
+func TestMountThroughADaemonRunsAProgram(t *testing.T) {
+	needFUSE(t)
+	a := startShoalDaemon(t)
+	out := strings.TrimSpace(a.run(t, "push", "oci:"+helloImage(t)+":v1"))
+	root := out[strings.LastIndex(out, "\n")+1:]
+	b := startShoalDaemon(t, "--peer", a.Peer)
+	mnt := t.TempDir()
+	cmd := b.command("mount", root, mnt)
+	logs := startProcess(t, cmd, "shoal mount", 60*time.Second, func(logs string) bool {
+		return strings.Contains(logs, "mounted ")
+	})
+	t.Cleanup(func() { _ = syscall.Unmount(mnt, syscall.MNT_DETACH) })
+	got, err := exec.Command("chroot", mnt, "/hello").CombinedOutput()
+	if err != nil || !strings.Contains(string(got), helloGreeting) {
+		t.Fatalf("chroot %s /hello: %v: %s\n%s", mnt, err, got, logs.String())
+	}
+	if out, err := exec.Command(b.bin, "unmount", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("unmount: %v\n%s", err, out)
+	}
+	_ = cmd.Wait()
+}
