@@ -1,14 +1,19 @@
 package bench
 
 import (
+	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/shoal-ipfs/shoal/internal/testimage"
 )
 
 // workload is what the lazy-start benchmark runs in the image's root.
@@ -36,23 +41,10 @@ func BenchmarkLazyStart(b *testing.B) {
 			env := shoalHome(b, "kubo", "flatfs")
 			mnt := b.TempDir()
 			b.StartTimer()
-			cmd := exec.Command(shoalBin, "mount", root, mnt, "--peer", addr)
-			cmd.Env = append(os.Environ(), env...)
-			logs := &strings.Builder{}
-			cmd.Stderr = logs
-			if err := cmd.Start(); err != nil {
-				b.Fatal(err)
-			}
-			for !strings.Contains(logs.String(), "mounted ") {
-				if cmd.ProcessState != nil {
-					b.Fatalf("mount ended: %s", logs.String())
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+			logs, unmount := startMount(b, env, root, mnt, addr)
 			run(b, nil, "chroot", append([]string{mnt}, workload...)...)
 			b.StopTimer()
-			run(b, env, shoalBin, "unmount", mnt)
-			_ = cmd.Wait()
+			unmount()
 			if m := fetched.FindStringSubmatch(logs.String()); m != nil {
 				mib, _ = strconv.ParseFloat(m[1], 64)
 			}
@@ -73,4 +65,144 @@ func BenchmarkLazyStart(b *testing.B) {
 			run(b, nil, "chroot", append([]string{filepath.Join(dir, "bundle", "rootfs")}, workload...)...)
 		}
 	})
+}
+
+// BenchmarkMountRead reads a 256 MiB file sequentially through a mount:
+// cold (its blocks on a peer over loopback), and again with the blocks in
+// the store but not in the page cache, against reading the same bytes from
+// a file on the local disk, page cache dropped too.
+func BenchmarkMountRead(b *testing.B) {
+	requireTools(b)
+	if os.Geteuid() != 0 {
+		b.Skip("mounting and dropping the page cache need root")
+	}
+	const size = 256 << 20
+	img, err := testimage.Image(77, testimage.Platforms[0], size)
+	if err != nil {
+		b.Fatal(err)
+	}
+	layout := b.TempDir()
+	if err := testimage.WriteLayout(layout, "big", img); err != nil {
+		b.Fatal(err)
+	}
+	origin := shoalHome(b, "kubo", "flatfs")
+	addr, _ := shoalDaemon(b, origin)
+	root := lastLine(output(b, origin, shoalBin, "push", "oci:"+layout+":big"))
+	dropCaches := func() {
+		if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	readAll := func(p string) {
+		f, err := os.Open(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		n, err := io.CopyBuffer(io.Discard, f, make([]byte, 1<<20))
+		if err != nil || n != size {
+			b.Fatalf("read %s: %d bytes, %v", p, n, err)
+		}
+	}
+	bigFile := func(dir string) string {
+		var found string
+		filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				found = p
+			}
+			return err
+		})
+		if found == "" {
+			b.Fatal("no file in the image")
+		}
+		return found
+	}
+
+	mount := func(b *testing.B) (string, func()) {
+		env := shoalHome(b, "kubo", "flatfs")
+		mnt := b.TempDir()
+		_, unmount := startMount(b, env, root, mnt, addr)
+		return mnt, unmount
+	}
+
+	b.Run("mount/cold", func(b *testing.B) {
+		b.SetBytes(size)
+		for b.Loop() {
+			b.StopTimer()
+			mnt, unmount := mount(b)
+			f := bigFile(mnt)
+			b.StartTimer()
+			readAll(f)
+			b.StopTimer()
+			unmount()
+			b.StartTimer()
+		}
+	})
+	b.Run("mount/stored", func(b *testing.B) {
+		mnt, unmount := mount(b)
+		defer unmount()
+		f := bigFile(mnt)
+		readAll(f) // every block now in the store
+		b.SetBytes(size)
+		for b.Loop() {
+			b.StopTimer()
+			dropCaches()
+			b.StartTimer()
+			readAll(f)
+		}
+	})
+	b.Run("disk", func(b *testing.B) {
+		mnt, unmount := mount(b)
+		local := filepath.Join(b.TempDir(), "copy")
+		run(b, nil, "cp", bigFile(mnt), local)
+		unmount()
+		b.SetBytes(size)
+		for b.Loop() {
+			b.StopTimer()
+			dropCaches()
+			b.StartTimer()
+			readAll(local)
+		}
+	})
+}
+
+// startMount runs `shoal mount` in a new node, returns once it serves,
+// and gives its log and a function that unmounts it and waits for it.
+func startMount(b *testing.B, env []string, root, mnt, peer string) (*syncLog, func()) {
+	b.Helper()
+	cmd := exec.Command(shoalBin, "mount", root, mnt, "--peer", peer)
+	cmd.Env = append(os.Environ(), env...)
+	logs := &syncLog{}
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	for !strings.Contains(logs.String(), "mounted ") {
+		select {
+		case <-done:
+			b.Fatalf("shoal mount ended: %s", logs.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return logs, func() { run(b, env, shoalBin, "unmount", mnt); <-done }
+}
+
+// syncLog is a process's output, written and read from two goroutines.
+type syncLog struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
