@@ -19,6 +19,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,6 +33,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/singleflight"
 )
 
 // Annotations on a layer descriptor that name its index.
@@ -161,8 +163,12 @@ type Index struct {
 	zinfo   compression.Zinfo
 	entries []Entry
 	spans   *lru.Cache[compression.SpanID, []byte]
-	mu      sync.Mutex // one span inflated at a time per layer
+	mu      sync.Mutex // guards checked and the inflate state
+	flight  singleflight.Group
 	stats   *Stats
+	// checked spans matched their digest once; the blob's bytes are
+	// addressed by content, so a span read again is the same.
+	checked map[compression.SpanID]bool
 }
 
 // Stats count what reads through indexes cost. One Stats may serve many
@@ -206,7 +212,7 @@ func Parse(data []byte, layerSize int64) (*Index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("layer index: %w", err)
 	}
-	ix := &Index{zt: zt, zinfo: zi, stats: &Stats{}}
+	ix := &Index{zt: zt, zinfo: zi, stats: &Stats{}, checked: map[compression.SpanID]bool{}}
 	ix.spans, _ = lru.New[compression.SpanID, []byte](8)
 	for _, m := range zt.FileMetadata {
 		e, err := entryOf(m, zt.UncompressedArchiveSize)
@@ -291,24 +297,26 @@ func (ix *Index) span(blob io.ReaderAt, id compression.SpanID) ([]byte, error) {
 		ix.stats.SpanHits.Add(1)
 		return b, nil
 	}
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
-	if b, ok := ix.spans.Get(id); ok {
-		ix.stats.SpanHits.Add(1)
-		return b, nil
+	// Spans load in parallel (read-ahead keeps several in flight); one
+	// span loads once however many readers want it.
+	v, err, shared := ix.flight.Do(strconv.Itoa(int(id)), func() (any, error) {
+		if b, ok := ix.spans.Get(id); ok {
+			return b, nil
+		}
+		return ix.load(blob, id)
+	})
+	if err != nil {
+		return nil, err
 	}
+	if shared {
+		ix.stats.SpanHits.Add(1)
+	}
+	return v.([]byte), nil
+}
+
+// load reads span id's compressed bytes, checks them and inflates them.
+func (ix *Index) load(blob io.ReaderAt, id compression.SpanID) ([]byte, error) {
 	start := time.Now()
-	loaded := false
-	defer func() {
-		if !loaded {
-			return
-		}
-		d := time.Since(start).Nanoseconds()
-		ix.stats.SpanLoads.Add(1)
-		ix.stats.LoadNanos.Add(d)
-		for cur := ix.stats.MaxLoadNano.Load(); d > cur && !ix.stats.MaxLoadNano.CompareAndSwap(cur, d); cur = ix.stats.MaxLoadNano.Load() {
-		}
-	}()
 	cStart := ix.zinfo.StartCompressedOffset(id)
 	cEnd := ix.zinfo.EndCompressedOffset(id, ix.zt.CompressedArchiveSize)
 	uStart := ix.zinfo.StartUncompressedOffset(id)
@@ -320,11 +328,17 @@ func (ix *Index) span(blob io.ReaderAt, id compression.SpanID) ([]byte, error) {
 	if _, err := blob.ReadAt(buf, int64(cStart)); err != nil && !(errors.Is(err, io.EOF) && len(buf) > 0) {
 		return nil, fmt.Errorf("read span %d of the layer: %w", id, err)
 	}
-	ix.stats.SpanBytes.Add(int64(len(buf)))
-	if want := ix.zt.SpanDigests[id]; digest.FromBytes(buf) != want {
+	ix.mu.Lock()
+	checked := ix.checked[id]
+	ix.mu.Unlock()
+	if want := ix.zt.SpanDigests[id]; !checked && digest.FromBytes(buf) != want {
 		return nil, fmt.Errorf("layer index: span %d of the layer does not match the index (%s): refusing the index", id, want)
 	}
+	ix.mu.Lock()
+	ix.checked[id] = true
+	// zlib's inflate state for the checkpoints is shared: one at a time.
 	data, err := ix.zinfo.ExtractDataFromBuffer(buf, uEnd-uStart, uStart, id)
+	ix.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("inflate span %d: %w", id, err)
 	}
@@ -332,8 +346,25 @@ func (ix *Index) span(blob io.ReaderAt, id compression.SpanID) ([]byte, error) {
 		return nil, fmt.Errorf("inflate span %d: %d bytes, want %d", id, len(data), uEnd-uStart)
 	}
 	ix.spans.Add(id, data)
-	loaded = true
+	d := time.Since(start).Nanoseconds()
+	ix.stats.SpanBytes.Add(int64(len(buf)))
+	ix.stats.SpanLoads.Add(1)
+	ix.stats.LoadNanos.Add(d)
+	for cur := ix.stats.MaxLoadNano.Load(); d > cur && !ix.stats.MaxLoadNano.CompareAndSwap(cur, d); cur = ix.stats.MaxLoadNano.Load() {
+	}
 	return data, nil
+}
+
+// Cached reports whether span id is inflated in memory.
+func (ix *Index) Cached(id int) bool { return ix.spans.Contains(compression.SpanID(id)) }
+
+// Load reads and inflates span id ahead of a read that will want it.
+func (ix *Index) Load(blob io.ReaderAt, id int) error {
+	if id < 0 || id > int(ix.zt.MaxSpanID) {
+		return nil
+	}
+	_, err := ix.span(blob, compression.SpanID(id))
+	return err
 }
 
 // Span is a span of the layer: its ID and its bytes in the compressed blob.

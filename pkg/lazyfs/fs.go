@@ -207,6 +207,7 @@ func Mount(dir string, t *Tree, opts MountOptions) (*fuse.Server, error) {
 			AllowOther:        asRoot,
 			Options:           []string{"ro", "default_permissions"},
 			MaxReadAhead:      1 << 20,
+			MaxWrite:          1 << 20, // also lets the kernel ask for reads this large
 		},
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -46,7 +47,7 @@ func (im *Image) SetReadTimeout(d time.Duration) {
 // Close releases the layers' inflate state.
 func (im *Image) Close() {
 	for _, l := range im.layers {
-		l.ix.Close()
+		l.close()
 	}
 }
 
@@ -118,6 +119,13 @@ type indexedLayer struct {
 	blob        cid.Cid
 	indexSize   int64
 	readTimeout time.Duration
+
+	// Read-ahead: the span after a read's last one is loaded in the
+	// background, so that a sequential reader finds it inflated.
+	ahead     context.Context
+	stopAhead context.CancelFunc
+	loading   sync.Map // span ID → struct{}, loads in flight
+	wg        sync.WaitGroup
 }
 
 func openLayer(ctx context.Context, store Store, l ocispec.Descriptor, timeout time.Duration) (*indexedLayer, error) {
@@ -151,7 +159,9 @@ func openLayer(ctx context.Context, store Store, l ocispec.Descriptor, timeout t
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
 	}
-	return &indexedLayer{ix: ix, store: store, blob: bc, indexSize: int64(len(data)), readTimeout: DefaultReadTimeout}, nil
+	il := &indexedLayer{ix: ix, store: store, blob: bc, indexSize: int64(len(data)), readTimeout: DefaultReadTimeout}
+	il.ahead, il.stopAhead = context.WithCancel(context.WithoutCancel(ctx))
+	return il, nil
 }
 
 func (l *indexedLayer) Entries() []layerindex.Entry { return l.ix.Entries() }
@@ -159,7 +169,45 @@ func (l *indexedLayer) Entries() []layerindex.Entry { return l.ix.Entries() }
 func (l *indexedLayer) ReadAt(ctx context.Context, e *layerindex.Entry, p []byte, off int64) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.readTimeout)
 	defer cancel()
-	return l.ix.ReadAt(ctx, blobReader{ctx: ctx, store: l.store, c: l.blob}, e, p, off)
+	n, err := l.ix.ReadAt(ctx, blobReader{ctx: ctx, store: l.store, c: l.blob}, e, p, off)
+	if n > 0 && off+int64(n) < e.Size {
+		if next := l.ix.Spans(e, off+int64(n), 1); len(next) == 1 {
+			for id := next[0].ID; id < next[0].ID+readAheadSpans; id++ {
+				l.loadAhead(id)
+			}
+		}
+	}
+	return n, err
+}
+
+// readAheadSpans is how many spans past a read are loaded in the
+// background: enough to keep a sequential reader and the fetching from
+// peers busy at once, few enough to stay within the spans kept inflated.
+const readAheadSpans = 3
+
+// loadAhead loads span id in the background unless it is inflated or
+// on its way already.
+func (l *indexedLayer) loadAhead(id int) {
+	if l.ix.Cached(id) || l.ahead.Err() != nil {
+		return
+	}
+	if _, busy := l.loading.LoadOrStore(id, struct{}{}); busy {
+		return
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		defer l.loading.Delete(id)
+		ctx, cancel := context.WithTimeout(l.ahead, l.readTimeout)
+		defer cancel()
+		_ = l.ix.Load(blobReader{ctx: ctx, store: l.store, c: l.blob}, id) // a failure shows when the span is read
+	}()
+}
+
+func (l *indexedLayer) close() {
+	l.stopAhead()
+	l.wg.Wait()
+	l.ix.Close()
 }
 
 // blobReader is an io.ReaderAt over a blob in the store.

@@ -4,9 +4,9 @@ package lazyfs
 
 import (
 	"archive/tar"
+	"context"
 	"encoding/json"
 	"fmt"
-	"context"
 	"path"
 	"sort"
 	"strings"
