@@ -171,10 +171,11 @@ func (l *indexedLayer) ReadAt(ctx context.Context, e *layerindex.Entry, p []byte
 	defer cancel()
 	n, err := l.ix.ReadAt(ctx, blobReader{ctx: ctx, store: l.store, c: l.blob}, e, p, off)
 	if n > 0 && off+int64(n) < e.Size {
-		if next := l.ix.Spans(e, off+int64(n), 1); len(next) == 1 {
-			for id := next[0].ID; id < next[0].ID+readAheadSpans; id++ {
-				l.loadAhead(id)
-			}
+		// Only spans holding more of this file: a small file read whole
+		// costs nothing more.
+		next := l.ix.Spans(e, off+int64(n), e.Size-off-int64(n))
+		for _, s := range next[:min(len(next), readAheadSpans)] {
+			l.loadAhead(s.ID)
 		}
 	}
 	return n, err
