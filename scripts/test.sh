@@ -18,7 +18,9 @@ CONTAINERD2=$(scripts/build-containerd.sh)
 export SHOAL_CONTAINERD2="$CONTAINERD2"
 echo "containerd 2: $("$CONTAINERD2/containerd" --version)"
 
-echo "== vet and staticcheck"
+echo "== gofmt, vet and staticcheck"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+[[ -z "$unformatted" ]] || { echo "gofmt: not formatted: $unformatted"; exit 1; }
 go vet ./...
 (cd test/e2e && go vet ./...)
 go run "honnef.co/go/tools/cmd/staticcheck@v0.8.2" ./...

@@ -27,8 +27,8 @@ import (
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/ipfs/go-cid"
-	"github.com/prometheus/client_golang/prometheus"
 	ds "github.com/ipfs/go-datastore"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 )

@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"fmt"
 	"regexp"
 	"strings"
 
@@ -132,5 +131,3 @@ func parseDigest(s string) (digest.Digest, error) {
 }
 
 func isDigest(ref string) bool { return strings.Contains(ref, ":") }
-
-func (r route) String() string { return fmt.Sprintf("%d %s %s", r.kind, r.name, r.ref) }
