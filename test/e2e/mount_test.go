@@ -57,8 +57,8 @@ func changedDebian(t *testing.T) string {
 			t.Fatal(err)
 		}
 	}
-	must(os.Remove(filepath.Join(r, "etc/issue.net")))                           // a deleted file
-	must(os.RemoveAll(filepath.Join(r, "usr/share/doc/apt")))                     // a deleted directory
+	must(os.Remove(filepath.Join(r, "etc/issue.net")))                             // a deleted file
+	must(os.RemoveAll(filepath.Join(r, "usr/share/doc/apt")))                      // a deleted directory
 	must(os.WriteFile(filepath.Join(r, "etc/hostname"), []byte("shoal\n"), 0o644)) // an overridden file
 	must(os.MkdirAll(filepath.Join(r, "opt/app/bin"), 0o755))
 	must(os.WriteFile(filepath.Join(r, "opt/app/bin/tool"), bytes.Repeat([]byte("tool "), 300_000), 0o755))
@@ -227,7 +227,6 @@ func TestMountIsTheImageToTheByte(t *testing.T) {
 		t.Errorf("shoal mount after unmount: %v\n%s", err, logs.String())
 	}
 }
-
 
 func needFUSE(t *testing.T) {
 	t.Helper()
