@@ -135,6 +135,52 @@ func ParseDocument(mediaType string, data []byte) (*document, error) {
 	return doc, nil
 }
 
+// AttachmentPrefix starts the annotations through which shoal attaches
+// blobs to an image (layer indexes, prefetch lists): an annotation with
+// this prefix whose value is "ipfs://CID" names a blob that pulls fetch
+// and pin with the image, so that every node holding the image can serve
+// them.
+const AttachmentPrefix = "io.shoal."
+
+// attachments lists the CIDs that annotations attach.
+func attachments(annotations map[string]string) []cid.Cid {
+	var out []cid.Cid
+	for k, v := range annotations {
+		if !strings.HasPrefix(k, AttachmentPrefix) {
+			continue
+		}
+		if s, ok := strings.CutPrefix(v, URLScheme); ok {
+			if c, err := cid.Decode(s); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// annotations returns the document's own annotations.
+func (doc *document) annotations() map[string]string {
+	a := map[string]string{}
+	if raw, ok := doc.raw["annotations"]; ok {
+		_ = json.Unmarshal(raw, &a)
+	}
+	return a
+}
+
+// setAnnotations replaces the document's own annotations.
+func (doc *document) setAnnotations(a map[string]string) error {
+	if len(a) == 0 {
+		delete(doc.raw, "annotations")
+		return nil
+	}
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	doc.raw["annotations"] = b
+	return nil
+}
+
 // annotate sets annotations of the document itself.
 func (doc *document) annotate(kv map[string]string) error {
 	a := map[string]string{}

@@ -385,3 +385,52 @@ func TestAttachedBlobsAreNamedAndPinned(t *testing.T) {
 		t.Error("the attached blob was collected")
 	}
 }
+
+// TestPullKeepsAttachedBlobsAndARepushRebuildsMissingOnes: a pull fetches
+// and pins the layer indexes with the image, so the puller can serve lazy
+// mounts too; pushing the pulled layout on a node that has none of them
+// builds them again, to the same root CID.
+func TestPullKeepsAttachedBlobsAndARepushRebuildsMissingOnes(t *testing.T) {
+	ctx := ctxT(t)
+	a := testnode.Online(t, "/tcp/")
+	pushed := testimage.Push(ctx, t, a, testimage.IndexLayout(t, 47, 200<<10), image.PushOptions{Index: true})
+	b := testnode.Online(t, "/tcp/", a)
+	dir := t.TempDir()
+	if _, err := pullTo(ctx, b, pushed.Root, dir, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tree, err := image.ReadTree(ctx, b, pushed.Root, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	indexes := 0
+	for _, d := range tree.Blobs {
+		if v := d.Annotations[layerindex.AnnotationIndex]; v != "" && len(d.URLs) > 0 {
+			c, _ := cid.Decode(strings.TrimPrefix(v, image.URLScheme))
+			if has, _ := b.Blockstore().Has(ctx, c); !has {
+				t.Errorf("the puller lost layer index %s", c)
+			}
+			indexes++
+		}
+	}
+	if indexes == 0 {
+		t.Fatal("no layer indexes in the pulled image")
+	}
+	c := testnode.Offline(t, t.TempDir())
+	defer c.Close()
+	src, err := transport.OpenSource(ctx, "oci:"+dir, transport.SourceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	again, err := image.Push(ctx, c, src, image.PushOptions{Index: true})
+	if err != nil {
+		t.Fatalf("push of a pulled layout on a node without its indexes: %v", err)
+	}
+	if again.Root != pushed.Root {
+		t.Errorf("the pushed-again image is %s, the original %s", again.Root, pushed.Root)
+	}
+}

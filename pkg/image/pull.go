@@ -71,6 +71,7 @@ type puller struct {
 	cids      []string
 	size      int64
 	platforms []string
+	attached  []cid.Cid // layer indexes, prefetch lists
 }
 
 type docBlob struct {
@@ -96,6 +97,9 @@ func (p *puller) pull(ctx context.Context, root cid.Cid) (Result, error) {
 	for _, d := range p.blobs {
 		p.opts.Progress.AddTotal(d.Size)
 		g.Go(func() error { return p.fetchBlob(gctx, d) })
+	}
+	for _, c := range p.attached {
+		g.Go(func() error { return p.fetchAttached(gctx, c) })
 	}
 	if err := g.Wait(); err != nil {
 		return Result{}, err
@@ -132,6 +136,7 @@ func (p *puller) walk(ctx context.Context, d ocispec.Descriptor) error {
 	if !p.note(c, d) {
 		return nil
 	}
+	p.attach(attachments(d.Annotations))
 	if !transport.IsIndex(d.MediaType) && !transport.IsManifest(d.MediaType) {
 		p.blobs = append(p.blobs, d)
 		return nil
@@ -145,6 +150,7 @@ func (p *puller) walk(ctx context.Context, d ocispec.Descriptor) error {
 	if err != nil {
 		return fmt.Errorf("manifest %s (%s): %w", d.Digest, c, err)
 	}
+	p.attach(attachments(doc.annotations()))
 	if doc.Config == nil {
 		for _, m := range doc.Manifests {
 			if m.Platform != nil {
@@ -184,6 +190,30 @@ func (p *puller) note(c cid.Cid, d ocispec.Descriptor) bool {
 	p.cids = append(p.cids, c.String())
 	p.size += d.Size
 	return true
+}
+
+// attach notes blobs attached to the image, to fetch and pin with it.
+func (p *puller) attach(cs []cid.Cid) {
+	for _, c := range cs {
+		if !p.seen[c] {
+			p.seen[c] = true
+			p.cids = append(p.cids, c.String())
+			p.attached = append(p.attached, c)
+		}
+	}
+}
+
+// fetchAttached reads an attached blob through the store, which keeps it.
+func (p *puller) fetchAttached(ctx context.Context, c cid.Cid) error {
+	rc, err := p.store.Cat(ctx, c)
+	if err != nil {
+		return fmt.Errorf("attached blob %s: %w", c, err)
+	}
+	defer rc.Close()
+	if _, err := io.Copy(io.Discard, &countingReader{r: rc, progress: progressFunc(func(int64) { p.kick() })}); err != nil {
+		return fmt.Errorf("attached blob %s: %w", c, err)
+	}
+	return nil
 }
 
 func (p *puller) addPlatform(s string) {

@@ -127,6 +127,7 @@ type pusher struct {
 	mu        sync.Mutex
 	done      map[digest.Digest]cid.Cid
 	spooled   map[digest.Digest]string // layer copies made while adding, for indexing
+	attached  []cid.Cid                // blobs the source's annotations attach
 	size      int64
 	platforms []string
 }
@@ -134,6 +135,9 @@ type pusher struct {
 // convert adds the blob of d, and for an index or manifest first the blobs
 // it names, and returns d as it appears in the converted image.
 func (p *pusher) convert(ctx context.Context, d ocispec.Descriptor) (ocispec.Descriptor, error) {
+	if a, changed := p.reachableAttachments(ctx, d.Annotations); changed {
+		d.Annotations = a
+	}
 	if !transport.IsIndex(d.MediaType) && !transport.IsManifest(d.MediaType) {
 		return p.addBlob(ctx, d, nil)
 	}
@@ -144,6 +148,11 @@ func (p *pusher) convert(ctx context.Context, d ocispec.Descriptor) (ocispec.Des
 	doc, err := ParseDocument(d.MediaType, data)
 	if err != nil {
 		return d, fmt.Errorf("manifest %s: %w", d.Digest, err)
+	}
+	if a, changed := p.reachableAttachments(ctx, doc.annotations()); changed {
+		if err := doc.setAnnotations(a); err != nil {
+			return d, fmt.Errorf("manifest %s: %w", d.Digest, err)
+		}
 	}
 	if doc.Config == nil {
 		var kept []ocispec.Descriptor
@@ -183,6 +192,9 @@ func (p *pusher) convert(ctx context.Context, d ocispec.Descriptor) (ocispec.Des
 		for i, l := range doc.Layers {
 			p.opts.Progress.AddTotal(l.Size)
 			g.Go(func() error {
+				if a, changed := p.reachableAttachments(gctx, l.Annotations); changed {
+					l.Annotations = a
+				}
 				nl, err := p.addBlob(gctx, l, nil)
 				if err == nil && p.opts.Index {
 					err = p.indexLayer(gctx, &nl)
@@ -299,7 +311,7 @@ func (p *pusher) record(d ocispec.Descriptor, c cid.Cid) {
 // tar stream gets none.
 func (p *pusher) indexLayer(ctx context.Context, l *ocispec.Descriptor) error {
 	if l.Annotations[layerindex.AnnotationIndex] != "" {
-		return nil
+		return nil // kept, and reachable: see reachableAttachments
 	}
 	if _, err := layerindex.Compression(l.MediaType); err != nil {
 		return nil
@@ -408,12 +420,59 @@ func (p *pusher) platformList() []string {
 	return out
 }
 
+// reachableAttachments keeps the annotations that attach blobs (layer
+// indexes, prefetch lists) whose blobs can be read, to pin them with the
+// image, and drops the others: an image copied out of shoal and pushed
+// elsewhere may name blobs nobody here has. A dropped layer index is built
+// again.
+func (p *pusher) reachableAttachments(ctx context.Context, a map[string]string) (map[string]string, bool) {
+	var out map[string]string
+	changed := false
+	for k, v := range a {
+		cs := attachments(map[string]string{k: v})
+		if len(cs) == 1 && !p.reachable(ctx, cs[0]) {
+			changed = true
+			continue
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[k] = v
+		if len(cs) == 1 {
+			p.mu.Lock()
+			p.attached = append(p.attached, cs[0])
+			p.mu.Unlock()
+		}
+	}
+	if changed && out[layerindex.AnnotationIndex] == "" {
+		delete(out, layerindex.AnnotationFormat)
+	}
+	return out, changed
+}
+
+// reachable reports whether blob c can be read within a few seconds.
+func (p *pusher) reachable(ctx context.Context, c cid.Cid) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rc, err := p.store.Cat(ctx, c)
+	if err != nil {
+		return false
+	}
+	defer rc.Close()
+	_, err = io.Copy(io.Discard, rc)
+	return err == nil
+}
+
 func (p *pusher) cidList() []string {
 	var out []string
 	for _, c := range p.done {
 		out = append(out, c.String())
 	}
+	extra := slices.Clone(p.attached)
 	for _, c := range p.opts.Attach {
+		extra = append(extra, c)
+	}
+	for _, c := range extra {
 		if !slices.Contains(out, c.String()) {
 			out = append(out, c.String())
 		}
