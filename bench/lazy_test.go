@@ -32,8 +32,14 @@ func BenchmarkLazyStart(b *testing.B) {
 	origin := shoalHome(b, "kubo", "flatfs")
 	addr, _ := shoalDaemon(b, origin)
 	root := lastLine(output(b, origin, shoalBin, "push", "oci:"+debImage+":bookworm"))
-	fetched := regexp.MustCompile(`fetched ([0-9.]+) MiB`)
+	lazyStart(b, root, addr, size)
+}
 
+// lazyStart measures, from an empty node, shoal mount then the workload in
+// the mount against shoal pull, umoci unpack, then the workload, with the
+// image root's blocks on peer addr.
+func lazyStart(b *testing.B, root, addr string, size int64) {
+	fetched := regexp.MustCompile(`fetched ([0-9.]+) MiB`)
 	b.Run("shoal/mount", func(b *testing.B) {
 		var mib float64
 		for b.Loop() {
@@ -53,7 +59,6 @@ func BenchmarkLazyStart(b *testing.B) {
 		b.ReportMetric(mib, "fetched-MiB")
 		b.ReportMetric(100*mib*(1<<20)/float64(size), "fetched-%")
 	})
-
 	b.Run("shoal/pull+unpack", func(b *testing.B) {
 		for b.Loop() {
 			b.StopTimer()

@@ -5,8 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 )
@@ -67,36 +65,5 @@ func BenchmarkLazyStartShaped(b *testing.B) {
 	}
 	addr := "/ip4/" + ip + "/tcp/4077/p2p/" + id.ID
 	root := lastLine(output(b, origin, shoalBin, "push", "oci:"+debImage+":bookworm"))
-	fetched := regexp.MustCompile(`fetched ([0-9.]+) MiB`)
-
-	b.Run("shoal/mount", func(b *testing.B) {
-		var mib float64
-		for b.Loop() {
-			b.StopTimer()
-			env := shoalHome(b, "kubo", "flatfs")
-			mnt := b.TempDir()
-			b.StartTimer()
-			logs, unmount := startMount(b, env, root, mnt, addr)
-			run(b, nil, "chroot", append([]string{mnt}, workload...)...)
-			b.StopTimer()
-			unmount()
-			if m := fetched.FindStringSubmatch(logs.String()); m != nil {
-				mib, _ = strconv.ParseFloat(m[1], 64)
-			}
-			b.StartTimer()
-		}
-		b.ReportMetric(mib, "fetched-MiB")
-		b.ReportMetric(100*mib*(1<<20)/float64(size), "fetched-%")
-	})
-	b.Run("shoal/pull+unpack", func(b *testing.B) {
-		for b.Loop() {
-			b.StopTimer()
-			env := shoalHome(b, "kubo", "flatfs")
-			dir := b.TempDir()
-			b.StartTimer()
-			run(b, env, shoalBin, "pull", root, "--peer", addr, "--to", "oci:"+filepath.Join(dir, "oci")+":bookworm")
-			run(b, nil, "umoci", "unpack", "--image", filepath.Join(dir, "oci")+":bookworm", filepath.Join(dir, "bundle"))
-			run(b, nil, "chroot", append([]string{filepath.Join(dir, "bundle", "rootfs")}, workload...)...)
-		}
-	})
+	lazyStart(b, root, addr, size)
 }
