@@ -109,10 +109,20 @@ func peakRSS(pid int) float64 {
 
 // imageBlobs lists the blob files of the benchmark layout and their total size.
 func imageBlobs(b *testing.B) ([]string, int64) {
+	return layoutBlobs(b, debImage)
+}
+
+// layoutSize is the total size of a layout's blobs.
+func layoutSize(b *testing.B, layout string) int64 {
+	_, size := layoutBlobs(b, layout)
+	return size
+}
+
+func layoutBlobs(b *testing.B, layout string) ([]string, int64) {
 	b.Helper()
 	var files []string
 	var total int64
-	err := filepath.WalkDir(filepath.Join(debImage, "blobs"), func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(filepath.Join(layout, "blobs"), func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}

@@ -35,10 +35,34 @@ func BenchmarkLazyStart(b *testing.B) {
 	lazyStart(b, root, addr, size)
 }
 
+// BenchmarkLazyStartPython is BenchmarkLazyStart on a bigger image, Debian
+// with python3 (scripts/debian-image.sh python), running a python3 hello
+// world.
+func BenchmarkLazyStartPython(b *testing.B) {
+	requireTools(b)
+	if os.Geteuid() != 0 {
+		b.Skip("mounting and chroot need root")
+	}
+	image := os.Getenv("SHOAL_BENCH_PYTHON_IMAGE")
+	if image == "" {
+		b.Skip("set SHOAL_BENCH_PYTHON_IMAGE (scripts/bench.sh does)")
+	}
+	size := layoutSize(b, image)
+	origin := shoalHome(b, "kubo", "flatfs")
+	addr, _ := shoalDaemon(b, origin)
+	root := lastLine(output(b, origin, shoalBin, "push", "oci:"+image+":bookworm"))
+	lazyStart(b, root, addr, size, "/usr/bin/python3", "-c", "print('hello from python')")
+}
+
 // lazyStart measures, from an empty node, shoal mount then the workload in
 // the mount against shoal pull, umoci unpack, then the workload, with the
-// image root's blocks on peer addr.
-func lazyStart(b *testing.B, root, addr string, size int64) {
+// image root's blocks on peer addr. The workload is the package's unless
+// given.
+func lazyStart(b *testing.B, root, addr string, size int64, command ...string) {
+	workload := workload
+	if len(command) > 0 {
+		workload = command
+	}
 	fetched := regexp.MustCompile(`fetched ([0-9.]+) MiB`)
 	b.Run("shoal/mount", func(b *testing.B) {
 		var mib float64

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 export SHOAL_KUBO=$(scripts/build-kubo.sh)
 export SHOAL_BENCH_IMAGE=$(scripts/debian-image.sh)
+export SHOAL_BENCH_PYTHON_IMAGE=$(scripts/debian-image.sh python)
 mkdir -p bench/out
 go build -o bench/out/shoal ./cmd/shoal
 export SHOAL_BIN=$PWD/bench/out/shoal
