@@ -1,6 +1,7 @@
 package lazyfs
 
 import (
+	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
@@ -41,15 +42,15 @@ var (
 // typeBits are the S_IF* bits of a tar type.
 func typeBits(t byte) uint32 {
 	switch t {
-	case '5':
+	case tar.TypeDir:
 		return syscall.S_IFDIR
-	case '2':
+	case tar.TypeSymlink:
 		return syscall.S_IFLNK
-	case '3':
+	case tar.TypeChar:
 		return syscall.S_IFCHR
-	case '4':
+	case tar.TypeBlock:
 		return syscall.S_IFBLK
-	case '6':
+	case tar.TypeFifo:
 		return syscall.S_IFIFO
 	}
 	return syscall.S_IFREG

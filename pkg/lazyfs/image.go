@@ -2,6 +2,7 @@ package lazyfs
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -220,4 +221,12 @@ type blobReader struct {
 
 func (b blobReader) ReadAt(p []byte, off int64) (int, error) {
 	return b.store.ReadBlobAt(b.ctx, b.c, p, off)
+}
+
+// jsonUnmarshal parses a document of the image's tree.
+func jsonUnmarshal(data []byte, v any) error {
+	if data == nil {
+		return fmt.Errorf("document not in the image's tree")
+	}
+	return json.Unmarshal(data, v)
 }

@@ -5,8 +5,6 @@ package lazyfs
 import (
 	"archive/tar"
 	"context"
-	"encoding/json"
-	"fmt"
 	"path"
 	"sort"
 	"strings"
@@ -214,11 +212,4 @@ func (t *Tree) Walk(f func(name string, e *layerindex.Entry, links int)) {
 	}
 	f("", &t.root.entry, 1)
 	walk("", t.root)
-}
-
-func jsonUnmarshal(data []byte, v any) error {
-	if data == nil {
-		return fmt.Errorf("document not in the image's tree")
-	}
-	return json.Unmarshal(data, v)
 }

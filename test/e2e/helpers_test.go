@@ -46,13 +46,21 @@ func needRoot(t *testing.T) {
 // kuboBinary is the kubo built by scripts/build-kubo.sh.
 func kuboBinary(t *testing.T) string {
 	t.Helper()
-	p := os.Getenv("SHOAL_KUBO")
+	return cached(t, "SHOAL_KUBO", "kubo-v0.43.1/ipfs", "", "kubo (scripts/build-kubo.sh)")
+}
+
+// cached finds something make test builds once: at $env if set, else at
+// rel under ~/.cache/shoal; probe, if given, is a file that must be in it.
+// A missing one fails in CI and skips elsewhere.
+func cached(t *testing.T, env, rel, probe, what string) string {
+	t.Helper()
+	p := os.Getenv(env)
 	if p == "" {
 		home, _ := os.UserHomeDir()
-		p = filepath.Join(home, ".cache", "shoal", "kubo-v0.43.1", "ipfs")
+		p = filepath.Join(home, ".cache", "shoal", rel)
 	}
-	_, err := os.Stat(p)
-	need(t, "kubo (scripts/build-kubo.sh)", err)
+	_, err := os.Stat(filepath.Join(p, probe))
+	need(t, what, err)
 	return p
 }
 
@@ -239,14 +247,7 @@ func startContainerdWith(t *testing.T, binDir string, config func(root, state, s
 // containerd2Dir is where scripts/build-containerd.sh put containerd 2.x.
 func containerd2Dir(t *testing.T) string {
 	t.Helper()
-	dir := os.Getenv("SHOAL_CONTAINERD2")
-	if dir == "" {
-		home, _ := os.UserHomeDir()
-		dir = filepath.Join(home, ".cache", "shoal", "containerd-v2.4.2")
-	}
-	_, err := os.Stat(filepath.Join(dir, "containerd"))
-	need(t, "containerd 2.x (scripts/build-containerd.sh)", err)
-	return dir
+	return cached(t, "SHOAL_CONTAINERD2", "containerd-v2.4.2", "containerd", "containerd 2.x (scripts/build-containerd.sh)")
 }
 
 // shoalNode is an embedded shoal node on loopback.

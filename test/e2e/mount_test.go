@@ -22,14 +22,7 @@ import (
 // debianImage is the layout scripts/debian-image.sh caches (tag bookworm).
 func debianImage(t *testing.T) string {
 	t.Helper()
-	p := os.Getenv("SHOAL_DEBIAN_IMAGE")
-	if p == "" {
-		home, _ := os.UserHomeDir()
-		p = filepath.Join(home, ".cache", "shoal", "debian-bookworm-oci")
-	}
-	_, err := os.Stat(filepath.Join(p, "index.json"))
-	need(t, "the Debian test image (scripts/debian-image.sh)", err)
-	return p
+	return cached(t, "SHOAL_DEBIAN_IMAGE", "debian-bookworm-oci", "index.json", "the Debian test image (scripts/debian-image.sh)")
 }
 
 func copyDir(t *testing.T, src, dst string) {
