@@ -2,9 +2,12 @@
 package testimage
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"math/rand"
 	"testing"
 
@@ -13,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/shoal-ipfs/shoal/pkg/image"
@@ -132,4 +136,61 @@ func Validate(tb testing.TB, dir string) {
 	if err := validate.Index(ii); err != nil {
 		tb.Fatalf("layout %s does not validate: %v", dir, err)
 	}
+}
+
+// File is an entry of a layer made by FromLayers: a header, and for a
+// regular file its contents (the header's size is set from them).
+type File struct {
+	tar.Header
+	Body string
+}
+
+// FromLayers is a linux/amd64 image whose gzip layers hold files, bottom
+// layer first.
+func FromLayers(tb testing.TB, layers ...[]File) v1.Image {
+	tb.Helper()
+	img := empty.Image
+	for _, files := range layers {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		for _, f := range files {
+			h := f.Header
+			if h.Typeflag == tar.TypeReg {
+				h.Size = int64(len(f.Body))
+			}
+			if h.Mode == 0 && h.Typeflag != tar.TypeSymlink {
+				h.Mode = 0o644
+				if h.Typeflag == tar.TypeDir {
+					h.Mode = 0o755
+				}
+			}
+			if err := tw.WriteHeader(&h); err != nil {
+				tb.Fatal(err)
+			}
+			if _, err := io.WriteString(tw, f.Body); err != nil {
+				tb.Fatal(err)
+			}
+		}
+		if err := tw.Close(); err != nil {
+			tb.Fatal(err)
+		}
+		data := buf.Bytes()
+		l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if img, err = mutate.AppendLayers(img, l); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		tb.Fatal(err)
+	}
+	return img
 }

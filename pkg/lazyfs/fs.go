@@ -37,6 +37,7 @@ var (
 	_ fs.NodeGetxattrer  = (*inode)(nil)
 	_ fs.NodeListxattrer = (*inode)(nil)
 	_ fs.NodeOnAdder     = (*inode)(nil)
+	_ fs.NodeStatfser    = (*inode)(nil)
 )
 
 // typeBits are the S_IF* bits of a tar type.
@@ -116,6 +117,15 @@ func (i *inode) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) s
 	t := e.ModTime
 	a.SetTimes(&t, &t, &t)
 	out.SetTimeout(time.Hour)
+	return 0
+}
+
+// Statfs reports the limits overlayfs checks when it stacks the mount as
+// a lower layer: with a zero name length, every lookup fails.
+func (i *inode) Statfs(_ context.Context, out *fuse.StatfsOut) syscall.Errno {
+	out.NameLen = 255
+	out.Bsize = 4096
+	out.Frsize = 4096
 	return 0
 }
 

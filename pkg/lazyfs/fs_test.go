@@ -2,7 +2,6 @@ package lazyfs
 
 import (
 	"archive/tar"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,29 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ipfs/shoal/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
-// needFUSE fails in CI and skips elsewhere when this process cannot mount.
-func needFUSE(t *testing.T) {
-	t.Helper()
-	var err error
-	if os.Geteuid() != 0 {
-		err = errors.New("not root")
-	} else if _, serr := os.Stat("/dev/fuse"); serr != nil {
-		err = serr
-	}
-	if err == nil {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("FUSE mounts are not possible here (%v); CI runs as root with /dev/fuse", err)
-	}
-	t.Skipf("FUSE mounts are not possible here: %v", err)
-}
-
 func TestMountServesMetadataAndBytes(t *testing.T) {
-	needFUSE(t)
+	testenv.FUSE(t)
 	mtime := time.Date(2023, 1, 2, 3, 4, 5, 0, time.UTC)
 	// cap_net_raw+ep, as Debian's ping carries: the kernel checks the format.
 	netRaw := "\x01\x00\x00\x02\x00\x20\x00\x00" + strings.Repeat("\x00", 12)

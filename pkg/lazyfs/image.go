@@ -86,6 +86,43 @@ func OpenImage(ctx context.Context, store Store, root cid.Cid, platform ocispec.
 	return im, nil
 }
 
+// LayerFS is one layer opened alone, for a snapshotter that stacks
+// layers with overlayfs: its Tree keeps whiteouts in overlayfs's form.
+type LayerFS struct {
+	Tree  *Tree
+	Stats *Stats
+	// Index is the CID of the layer's index, which a user of the layer
+	// keeps: the mount cannot be rebuilt without it.
+	Index cid.Cid
+	layer *indexedLayer
+}
+
+// OpenLayer reads the index of layer l, a descriptor carrying its CID
+// and index annotations. Nothing of the layer itself is fetched. The
+// layer counts its reads in stats, which several layers may share (nil:
+// its own).
+func OpenLayer(ctx context.Context, store Store, l ocispec.Descriptor, timeout time.Duration, stats *Stats) (*LayerFS, error) {
+	il, err := openLayer(ctx, store, l, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if stats == nil {
+		stats = &Stats{}
+	}
+	lf := &LayerFS{Tree: Overlay(il), Stats: stats, Index: il.index, layer: il}
+	il.ix.CountInto(&lf.Stats.Stats)
+	lf.Stats.ImageBytes.Add(l.Size)
+	lf.Stats.IndexBytes.Add(il.indexSize)
+	return lf, nil
+}
+
+// SetReadTimeout bounds each read of file contents (DefaultReadTimeout
+// unless set).
+func (l *LayerFS) SetReadTimeout(d time.Duration) { l.layer.readTimeout = d }
+
+// Close releases the layer's inflate state.
+func (l *LayerFS) Close() { l.layer.close() }
+
 // pickManifest finds the manifest for platform under d.
 func pickManifest(t *image.Tree, d ocispec.Descriptor, want ocispec.Platform) (ocispec.Descriptor, error) {
 	if transport.IsManifest(d.MediaType) {
@@ -118,6 +155,7 @@ type indexedLayer struct {
 	ix          *layerindex.Index
 	store       Store
 	blob        cid.Cid
+	index       cid.Cid
 	indexSize   int64
 	readTimeout time.Duration
 
@@ -160,7 +198,7 @@ func openLayer(ctx context.Context, store Store, l ocispec.Descriptor, timeout t
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
 	}
-	il := &indexedLayer{ix: ix, store: store, blob: bc, indexSize: int64(len(data)), readTimeout: DefaultReadTimeout}
+	il := &indexedLayer{ix: ix, store: store, blob: bc, index: ic, indexSize: int64(len(data)), readTimeout: DefaultReadTimeout}
 	il.ahead, il.stopAhead = context.WithCancel(context.WithoutCancel(ctx))
 	return il, nil
 }

@@ -39,6 +39,9 @@ type Tree struct {
 	// Skipped counts entries that could not be placed: names escaping the
 	// root, hardlinks to missing targets.
 	Skipped int
+	// overlay keeps whiteouts in overlayfs's form rather than applying
+	// them: see Overlay.
+	overlay bool
 }
 
 const (
@@ -54,6 +57,21 @@ func Merge(layers []Layer) *Tree {
 	}
 	return t
 }
+
+// Overlay builds the tree of one layer as overlayfs wants a lower
+// directory: ".wh.NAME" becomes NAME, a character device 0/0, and
+// ".wh..wh..opq" marks its directory opaque with the xattr
+// trusted.overlay.opaque=y. overlayfs then applies the layer's deletions
+// to the layers below it, as a snapshotter stacks them.
+func Overlay(l Layer) *Tree {
+	t := &Tree{root: implicitDir(), overlay: true}
+	t.apply(l)
+	return t
+}
+
+// overlayOpaque is the xattr by which overlayfs hides a lower layer's
+// directory contents.
+const overlayOpaque = "trusted.overlay.opaque"
 
 func implicitDir() *node {
 	return &node{
@@ -81,6 +99,10 @@ func cleanName(name string) (string, bool) {
 
 func (t *Tree) apply(l Layer) {
 	entries := l.Entries()
+	if t.overlay {
+		t.applyOverlay(l, entries)
+		return
+	}
 	// Whiteouts and opaque markers act on the layers below only, so they
 	// go first, whatever their place in the tar.
 	for i := range entries {
@@ -101,6 +123,43 @@ func (t *Tree) apply(l Layer) {
 			}
 		}
 	}
+	t.place(l, entries, func(*layerindex.Entry) bool { return false })
+}
+
+// applyOverlay places entries with their whiteouts turned into overlayfs's.
+func (t *Tree) applyOverlay(l Layer, entries []layerindex.Entry) {
+	var opaque []string
+	t.place(l, entries, func(e *layerindex.Entry) bool {
+		dir, base := path.Split(e.Name)
+		switch {
+		case base == opaqueMarker:
+			opaque = append(opaque, strings.TrimSuffix(dir, "/"))
+			return false
+		case strings.HasPrefix(base, whiteoutPrefix):
+			*e = layerindex.Entry{
+				Name:    dir + strings.TrimPrefix(base, whiteoutPrefix),
+				Type:    tar.TypeChar,
+				ModTime: e.ModTime,
+			}
+			return true
+		}
+		return false
+	})
+	// Last, so that a directory entry after its marker keeps the mark.
+	for _, dir := range opaque {
+		d := t.mkdirAll(dir)
+		x := make(map[string]string, len(d.entry.Xattrs)+1)
+		for k, v := range d.entry.Xattrs {
+			x[k] = v
+		}
+		x[overlayOpaque] = "y"
+		d.entry.Xattrs = x
+	}
+}
+
+// place adds entries to the tree; keep turns a whiteout entry into one to
+// place (rewriting it) instead of skipping it.
+func (t *Tree) place(l Layer, entries []layerindex.Entry, keep func(e *layerindex.Entry) bool) {
 	for i := range entries {
 		e := entries[i]
 		name, ok := cleanName(e.Name)
@@ -108,10 +167,12 @@ func (t *Tree) apply(l Layer) {
 			t.Skipped++
 			continue
 		}
-		dir, base := path.Split(name)
-		if strings.HasPrefix(base, whiteoutPrefix) {
+		e.Name = name
+		if strings.HasPrefix(path.Base(name), whiteoutPrefix) && !keep(&e) {
 			continue
 		}
+		name = e.Name
+		dir, base := path.Split(name)
 		if name == "" { // the root itself
 			if e.Type == tar.TypeDir {
 				t.root.entry = e
@@ -119,7 +180,6 @@ func (t *Tree) apply(l Layer) {
 			}
 			continue
 		}
-		e.Name = name
 		parent := t.mkdirAll(strings.TrimSuffix(dir, "/"))
 		old := parent.children[base]
 		switch {
@@ -212,4 +272,21 @@ func (t *Tree) Walk(f func(name string, e *layerindex.Entry, links int)) {
 	}
 	f("", &t.root.entry, 1)
 	walk("", t.root)
+}
+
+// Usage is the bytes of the tree's regular files and its number of
+// inodes, as a snapshot's usage counts them.
+func (t *Tree) Usage() (size, inodes int64) {
+	seen := map[*layerindex.Entry]bool{}
+	t.Walk(func(_ string, e *layerindex.Entry, _ int) {
+		if seen[e] {
+			return // another name of a hardlinked file
+		}
+		seen[e] = true
+		inodes++
+		if e.IsReg() {
+			size += e.Size
+		}
+	})
+	return size, inodes
 }

@@ -98,3 +98,29 @@ func TestDuplicateEntriesTheLaterWins(t *testing.T) {
 		t.Errorf("got %s", got)
 	}
 }
+
+func TestOverlayKeepsWhiteoutsForOverlayfs(t *testing.T) {
+	upper := memLayer{
+		reg("etc/.wh.gone"),
+		reg("var/cache/.wh..wh..opq"),
+		dir("var/cache/"), // listed after its marker: keeps the mark
+		reg("var/cache/c"),
+		reg("../escape"),
+	}
+	tr := Overlay(upper)
+	if got, want := listing(tr), "etc 5 1|etc/gone 3 1|var 5 1|var/cache 5 1|var/cache/c 0 1|"; got != want {
+		t.Errorf("overlay tree\n got %s\nwant %s", got, want)
+	}
+	if n := tr.lookup("etc/gone"); n.entry.Devmajor != 0 || n.entry.Devminor != 0 || n.entry.Mode != 0 {
+		t.Errorf("whiteout is %+v, want a character device 0/0", n.entry)
+	}
+	if v := tr.lookup("var/cache").entry.Xattrs[overlayOpaque]; v != "y" {
+		t.Errorf("opaque directory has %s=%q", overlayOpaque, v)
+	}
+	if tr.lookup("var").entry.Xattrs[overlayOpaque] != "" {
+		t.Error("the opaque mark spread to the parent")
+	}
+	if tr.Skipped != 1 {
+		t.Errorf("skipped %d, want 1", tr.Skipped)
+	}
+}

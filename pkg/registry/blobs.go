@@ -21,7 +21,7 @@ func (rg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) er
 	if err != nil {
 		return err
 	}
-	if root, ok := ipfsRoot(rt.name); ok {
+	if root, ok := IPFSRoot(rt.name); ok {
 		t, err := rg.trees.get(r.Context(), root)
 		if err != nil {
 			return err
@@ -43,7 +43,7 @@ func (rg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) er
 
 // blobDescriptor finds blob d of a repository, with its CID in its urls.
 func (rg *Registry) blobDescriptor(ctx context.Context, name string, d digest.Digest) (ocispec.Descriptor, error) {
-	if root, ok := ipfsRoot(name); ok {
+	if root, ok := IPFSRoot(name); ok {
 		t, err := rg.trees.get(ctx, root)
 		if err != nil {
 			return ocispec.Descriptor{}, err

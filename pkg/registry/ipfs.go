@@ -15,8 +15,9 @@ import (
 // ipfsPrefix starts the read-only repositories named by an image's CID.
 const ipfsPrefix = "ipfs/"
 
-// ipfsRoot returns the CID of a repository named ipfs/CID.
-func ipfsRoot(name string) (cid.Cid, bool) {
+// IPFSRoot returns the CID of a repository named ipfs/CID, the name by
+// which nerdctl and shoal's registry call an image on IPFS.
+func IPFSRoot(name string) (cid.Cid, bool) {
 	s, ok := strings.CutPrefix(name, ipfsPrefix)
 	if !ok || strings.Contains(s, "/") {
 		return cid.Undef, false

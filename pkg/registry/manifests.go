@@ -23,7 +23,7 @@ import (
 
 func (rg *Registry) getManifest(w http.ResponseWriter, r *http.Request, rt route) error {
 	ctx := r.Context()
-	if root, ok := ipfsRoot(rt.name); ok {
+	if root, ok := IPFSRoot(rt.name); ok {
 		t, err := rg.trees.get(ctx, root)
 		if err != nil {
 			return err
@@ -412,7 +412,7 @@ func (rg *Registry) getReferrers(w http.ResponseWriter, r *http.Request, rt rout
 	}
 	idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{}}
 	idx.SchemaVersion = 2
-	if _, ok := ipfsRoot(rt.name); !ok {
+	if _, ok := IPFSRoot(rt.name); !ok {
 		filter := r.URL.Query().Get("artifactType")
 		digests, err := rg.keys(ctx, repoKey(rt.name).ChildString("referrer").ChildString(subject.String()))
 		if err != nil {

@@ -151,3 +151,19 @@ func (rg *Registry) resolve(ctx context.Context, name, ref string) (digest.Diges
 	}
 	return d, m, nil
 }
+
+// RootOf is the image CID that manifest d of repository name stands for:
+// the one an ipfs/CID name gives, or the one a pushed manifest was
+// converted to. A snapshotter uses it to find the IPFS layers of an image
+// containerd pulled from this registry.
+func (rg *Registry) RootOf(ctx context.Context, name string, d digest.Digest) (cid.Cid, bool) {
+	if root, ok := IPFSRoot(name); ok {
+		return root, true
+	}
+	m, ok, err := rg.manifest(ctx, name, d)
+	if err != nil || !ok || m.Root == "" {
+		return cid.Undef, false
+	}
+	root, err := cid.Decode(m.Root)
+	return root, err == nil
+}

@@ -159,7 +159,7 @@ func (rg *Registry) serve(w http.ResponseWriter, r *http.Request, rt route) erro
 		m = http.MethodGet
 	}
 	if strings.HasPrefix(rt.name, ipfsPrefix) {
-		if _, ok := ipfsRoot(rt.name); !ok {
+		if _, ok := IPFSRoot(rt.name); !ok {
 			return errNameUnknown.with("%s: want ipfs/CID, the CID of an image", rt.name)
 		}
 		if m != http.MethodGet {
@@ -271,7 +271,7 @@ func (rg *Registry) getCatalog(w http.ResponseWriter, r *http.Request) error {
 
 func (rg *Registry) getTags(w http.ResponseWriter, r *http.Request, rt route) error {
 	var tags []string
-	if root, ok := ipfsRoot(rt.name); ok {
+	if root, ok := IPFSRoot(rt.name); ok {
 		if _, err := rg.trees.get(r.Context(), root); err != nil {
 			return err
 		}

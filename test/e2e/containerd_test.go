@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ipfs/shoal/internal/testenv"
+
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -95,7 +97,7 @@ func TestContainerdRunsAnImageByCID(t *testing.T) {
 	}{
 		{"debian-1.6", func(t *testing.T) string {
 			bin, err := exec.LookPath("containerd")
-			need(t, "containerd", err)
+			testenv.Need(t, "containerd", err)
 			return filepath.Dir(bin)
 		}},
 		{"v2", containerd2Dir},
@@ -103,7 +105,7 @@ func TestContainerdRunsAnImageByCID(t *testing.T) {
 		t.Run(flavour.name, func(t *testing.T) {
 			ctrd := startContainerdFrom(t, flavour.dir(t))
 			_, err := exec.LookPath("runc")
-			need(t, "runc", err)
+			testenv.Need(t, "runc", err)
 			b, root, hosts := helloServedByAPeer(t)
 			ref := b.Registry + "/ipfs/" + root + ":latest"
 			ctrd.Ctr(t, "images", "pull", "--hosts-dir", hosts, ref)
@@ -157,7 +159,7 @@ func TestCRIPullsAnImageByCID(t *testing.T) {
 	}{
 		{"debian-1.6", func(t *testing.T) string {
 			bin, err := exec.LookPath("containerd")
-			need(t, "containerd", err)
+			testenv.Need(t, "containerd", err)
 			return filepath.Dir(bin)
 		}, `version = 2
 root = %q

@@ -15,33 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ipfs/shoal/internal/testenv"
+
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 )
-
-// need fails in CI and skips elsewhere when a prerequisite is missing, so a
-// missing tool can never turn CI green silently.
-func need(t *testing.T, what string, err error) {
-	t.Helper()
-	if err == nil {
-		return
-	}
-	msg := fmt.Sprintf("%s is not available: %v (make test installs it)", what, err)
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-}
-
-func needRoot(t *testing.T) {
-	t.Helper()
-	var err error
-	if os.Geteuid() != 0 {
-		err = fmt.Errorf("uid %d", os.Geteuid())
-	}
-	need(t, "root", err)
-}
 
 // kuboBinary is the kubo built by scripts/build-kubo.sh.
 func kuboBinary(t *testing.T) string {
@@ -60,7 +39,7 @@ func cached(t *testing.T, env, rel, probe, what string) string {
 		p = filepath.Join(home, ".cache", "shoal", rel)
 	}
 	_, err := os.Stat(filepath.Join(p, probe))
-	need(t, what, err)
+	testenv.Need(t, what, err)
 	return p
 }
 
@@ -172,7 +151,7 @@ func tcpAddr(t *testing.T, addrs []string) string {
 func startContainerd(t *testing.T) *containerd.Client {
 	t.Helper()
 	bin, err := exec.LookPath("containerd")
-	need(t, "containerd", err)
+	testenv.Need(t, "containerd", err)
 	return startContainerdFrom(t, filepath.Dir(bin)).Client
 }
 
@@ -217,7 +196,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 // for its root, state and socket.
 func startContainerdWith(t *testing.T, binDir string, config func(root, state, sock string) string) *Containerd {
 	t.Helper()
-	needRoot(t)
+	testenv.Root(t)
 	dir, err := os.MkdirTemp("", "shoal-ctrd-") // short: unix socket paths are limited
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ipfs/shoal/internal/testenv"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 )
 
@@ -17,9 +18,9 @@ import (
 // multicast stays between the two test hosts, and removes them after.
 func netns(t *testing.T) (a, b, addrA, addrB string) {
 	t.Helper()
-	needRoot(t)
+	testenv.Root(t)
 	_, err := exec.LookPath("ip")
-	need(t, "iproute2", err)
+	testenv.Need(t, "iproute2", err)
 	id := fmt.Sprintf("%d", os.Getpid()%100000)
 	a, b = "shoal-a-"+id, "shoal-b-"+id
 	addrA, addrB = "10.123.45.1", "10.123.45.2"

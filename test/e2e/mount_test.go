@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ipfs/shoal/internal/testenv"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -163,9 +165,9 @@ func xattrs(t *testing.T, p string) string {
 // peer equals the same image unpacked by umoci, in every path, type, mode,
 // owner, size, mtime, link target, hardlink group, xattr and file hash.
 func TestMountIsTheImageToTheByte(t *testing.T) {
-	needFUSE(t)
+	testenv.FUSE(t)
 	_, err := exec.LookPath("umoci")
-	need(t, "umoci", err)
+	testenv.Need(t, "umoci", err)
 	layout := changedDebian(t)
 	a := startShoalDaemon(t)
 	out := strings.TrimSpace(a.run(t, "push", "oci:"+layout+":changed"))
@@ -221,18 +223,11 @@ func TestMountIsTheImageToTheByte(t *testing.T) {
 	}
 }
 
-func needFUSE(t *testing.T) {
-	t.Helper()
-	needRoot(t)
-	_, err := os.Stat("/dev/fuse")
-	need(t, "/dev/fuse", err)
-}
-
 // TestMountSurvivesAPeerThatVanishes: the only peer holding an image's
 // layers dies after the mount; reading a file fails with EIO within the
 // read timeout, and listings, stat and the mount itself go on.
 func TestMountSurvivesAPeerThatVanishes(t *testing.T) {
-	needFUSE(t)
+	testenv.FUSE(t)
 	a := startShoalDaemon(t)
 	out := strings.TrimSpace(a.run(t, "push", "oci:"+helloImage(t)+":v1"))
 	root := out[strings.LastIndex(out, "\n")+1:]
@@ -274,7 +269,7 @@ func TestMountSurvivesAPeerThatVanishes(t *testing.T) {
 // mount reads through it (ranges of blobs over its socket), and a program
 // of the image runs from the mount, its bytes fetched from A.
 func TestMountThroughADaemonRunsAProgram(t *testing.T) {
-	needFUSE(t)
+	testenv.FUSE(t)
 	a := startShoalDaemon(t)
 	out := strings.TrimSpace(a.run(t, "push", "oci:"+helloImage(t)+":v1"))
 	root := out[strings.LastIndex(out, "\n")+1:]

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ipfs/shoal/internal/testenv"
+
 	"github.com/ipfs/go-cid"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
@@ -48,7 +50,7 @@ func shoalPair(t *testing.T) (a, b *node.Node) {
 func runTool(t *testing.T, name string, args ...string) {
 	t.Helper()
 	_, err := exec.LookPath(name)
-	need(t, name, err)
+	testenv.Need(t, name, err)
 	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
 	}
@@ -57,7 +59,7 @@ func runTool(t *testing.T, name string, args ...string) {
 // TestPulledImagesAreReadByUmociAndSkopeo: both destinations of a pull are
 // valid for the tools that read OCI layouts.
 func TestPulledImagesAreReadByUmociAndSkopeo(t *testing.T) {
-	needRoot(t)
+	testenv.Root(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	a, b := shoalPair(t)
@@ -113,7 +115,7 @@ func TestPullOfADirectoryCID(t *testing.T) {
 // TestPullOntoAFullDisk: the destination fills up; the error says so and
 // nothing that looks like an image is left.
 func TestPullOntoAFullDisk(t *testing.T) {
-	needRoot(t)
+	testenv.Root(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	a, b := shoalPair(t)
@@ -121,7 +123,7 @@ func TestPullOntoAFullDisk(t *testing.T) {
 
 	mnt := t.TempDir()
 	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m"); err != nil {
-		need(t, "a tmpfs mount", err)
+		testenv.Need(t, "a tmpfs mount", err)
 	}
 	t.Cleanup(func() { _ = syscall.Unmount(mnt, syscall.MNT_DETACH) })
 	err := pull(ctx, b, res.Root, "oci:"+mnt+"/layout", 30*time.Second)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ipfs/shoal/internal/testenv"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 )
 
@@ -96,7 +97,7 @@ func TestRegistryConformance(t *testing.T) {
 // B's registry.
 func TestSkopeoPushesToOneNodeAndPullsByCIDFromAnother(t *testing.T) {
 	_, err := exec.LookPath("skopeo")
-	need(t, "skopeo", err)
+	testenv.Need(t, "skopeo", err)
 	a := startShoalDaemon(t)
 	layout := testimage.IndexLayout(t, 31, 2<<20, 70<<10)
 	runTool(t, "skopeo", "copy", "--all", "--dest-tls-verify=false", "oci:"+layout+":v1", "docker://"+a.Registry+"/team/app:1")
