@@ -285,6 +285,8 @@ func TestBadInput(t *testing.T) {
 		{[]string{"push", "--platform", "linux", "oci:" + empty}, 2, "os/arch"},
 		{[]string{"inspect", "bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4", "--timeout", "1s"}, 1, "no peer sent the content in time"},
 		{[]string{"frobnicate"}, 2, "unknown command"},
+		{[]string{"pull", "bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4", "--to", "containerd:debian:12"}, 1, "needs a running shoal daemon"},
+		{[]string{"containerd", "config", "--version", "1"}, 2, "config versions are 2"},
 	} {
 		r := run(t, home, tc.args...)
 		if r.code != tc.code || !strings.Contains(r.stderr, tc.msg) {
@@ -296,5 +298,22 @@ func TestBadInput(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(empty, "o", "index.json")); err == nil {
 		t.Fatal("a failed pull left an index.json")
+	}
+}
+
+func TestContainerdConfigNamesTheHomesSockets(t *testing.T) {
+	home := t.TempDir()
+	mustRun(t, home, "init", "--mdns=false", "--registry-listen", "127.0.0.1:5999")
+	for version, want := range map[string][]string{
+		"3": {"version = 3", `address = "` + filepath.Join(home, "containerd.sock") + `"`, `root = "` + filepath.Join(home, "snapshotter") + `"`,
+			`enable_remote_snapshot_annotations = "true"`, "unpack_config", "io.containerd.cri.v1.images", "127.0.0.1:5999/hosts.toml"},
+		"2": {"version = 2", `address = "` + filepath.Join(home, "containerd.sock") + `"`, `[plugins."io.containerd.grpc.v1.cri".containerd]`, "disable_snapshot_annotations = false"},
+	} {
+		out := mustRun(t, home, "containerd", "config", "--version", version)
+		for _, w := range want {
+			if !strings.Contains(out, w) {
+				t.Errorf("version %s: no %q in\n%s", version, w, out)
+			}
+		}
 	}
 }

@@ -117,13 +117,18 @@ last line of stdout. Layer blobs are referenced, not copied.`,
 func pullCmd(g *globals) *cobra.Command {
 	var to string
 	var timeout time.Duration
+	var ctrd containerdFlags
 	c := &cobra.Command{
 		Use:   "pull CID --to DEST",
 		Short: "Fetch an image by CID from peers, verify it, and write it out",
 		Long: `Fetch an image by CID (bare or ipfs://CID) from the connected peers, verify
 every blob against its digest, write it to DEST and pin it.
 
-DEST is oci:DIR[:TAG] or oci-archive:FILE[:TAG].`,
+DEST is oci:DIR[:TAG] or oci-archive:FILE[:TAG], or containerd:REF, which
+creates image REF in containerd with its layers on shoal's snapshotter:
+nothing of them is fetched until a container reads it, and
+"ctr run --snapshotter shoal REF ..." starts at once. That needs a running
+shoal daemon (as root) plugged into containerd ("shoal containerd config").`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -132,7 +137,15 @@ DEST is oci:DIR[:TAG] or oci-archive:FILE[:TAG].`,
 				return usageError{err}
 			}
 			if to == "" {
-				return usageError{errors.New("pull needs --to DEST (oci:DIR[:TAG] or oci-archive:FILE[:TAG])")}
+				return usageError{errors.New("pull needs --to DEST (oci:DIR[:TAG], oci-archive:FILE[:TAG] or containerd:REF)")}
+			}
+			if ref, ok := strings.CutPrefix(to, containerdPrefix); ok {
+				return g.withAPI(ctx, true, func(api daemon.API) error {
+					if _, ok := api.(*daemon.Client); !ok {
+						return fmt.Errorf("pull --to %s needs a running shoal daemon: its snapshotter serves the layers to containerd", to)
+					}
+					return importToContainerd(ctx, cmd, api, root, ref, ctrd, timeout)
+				})
 			}
 			dst, err := transport.OpenDestination(to)
 			if errors.Is(err, transport.ErrUnknownTransport) {
@@ -156,8 +169,9 @@ DEST is oci:DIR[:TAG] or oci-archive:FILE[:TAG].`,
 			})
 		},
 	}
-	c.Flags().StringVar(&to, "to", "", "destination: oci:DIR[:TAG] or oci-archive:FILE[:TAG]")
+	c.Flags().StringVar(&to, "to", "", "destination: oci:DIR[:TAG], oci-archive:FILE[:TAG] or containerd:REF")
 	c.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up when no block has arrived for this long (0: never)")
+	ctrd.add(c)
 	addPeerFlag(c, g)
 	return c
 }

@@ -60,6 +60,7 @@ func newRoot() *cobra.Command {
 		pushCmd(g), pullCmd(g), inspectCmd(g), indexCmd(g),
 		mountCmd(g), unmountCmd(g),
 		imagesCmd(g), rmCmd(g), gcCmd(g),
+		containerdCmd(g),
 	)
 	return root
 }

@@ -104,7 +104,7 @@ func daemonCmd(g *globals) *cobra.Command {
 			if cmd.Flags().Changed("registry-listen") {
 				reg.Listen = registryListen
 			}
-			return daemon.Run(ctx, n, daemon.RunOptions{Socket: socket, Registry: reg, Log: log})
+			return daemon.Run(ctx, n, daemon.RunOptions{Socket: socket, Registry: reg, Containerd: n.Config().Containerd.Paths(g.home), Log: log})
 		},
 	}
 	c.Flags().StringArrayVar(&listen, "listen", nil, "swarm address, port 0 for a free port (repeatable; default from config)")

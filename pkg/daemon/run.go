@@ -7,9 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/ipfs/go-cid"
+	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -25,7 +28,10 @@ type RunOptions struct {
 	// Registry is the OCI registry, which also serves /metrics; an empty
 	// Listen turns both off.
 	Registry node.RegistryConfig
-	Log      *slog.Logger
+	// Containerd is the containerd plugins' config, its paths absolute;
+	// an empty Socket turns them off.
+	Containerd node.ContainerdConfig
+	Log        *slog.Logger
 }
 
 // Run serves n on the API socket and, if asked, the OCI registry and its
@@ -36,7 +42,14 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	srv := NewServer(n, log)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	g, ctx := errgroup.WithContext(ctx)
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), nodeCollector{n})
+	// Which images containerd pulls are on IPFS: those named ipfs/CID,
+	// and, with the registry on, those pushed to it.
+	find := func(_ context.Context, name string, _ digest.Digest) (cid.Cid, bool) { return registry.IPFSRoot(name) }
 	if cfg := opts.Registry; cfg.Listen != "" {
 		ropts := []registry.Option{registry.WithLogger(log), registry.WithFetchTimeout(cfg.FetchTimeout.Duration)}
 		if cfg.Htpasswd != "" {
@@ -56,14 +69,13 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 		if err != nil {
 			return fmt.Errorf("registry: %w; choose another address with --registry-listen or [registry] listen in config.toml (empty turns it off)", err)
 		}
-		metrics := prometheus.NewRegistry()
-		metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), nodeCollector{n})
 		ropts = append(ropts, registry.WithMetrics(metrics))
 		rg, err := registry.New(n, n.Metadata("registry"), filepath.Join(n.Home(), "registry-uploads"), ropts...)
 		if err != nil {
 			l.Close()
 			return err
 		}
+		find = rg.RootOf
 		mux := http.NewServeMux()
 		mux.Handle("/", rg)
 		mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
@@ -80,6 +92,21 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 		log.Info("registry listening", "address", srv.registry, "tls", cfg.TLSCert != "", "auth", cfg.Htpasswd != "", "metrics", "/metrics")
 		g.Go(func() error { rg.Run(ctx); return nil })
 		g.Go(func() error { return serveUntil(ctx, hs, l) })
+	}
+	if cfg := opts.Containerd; cfg.Socket != "" {
+		if os.Geteuid() != 0 {
+			log.Info("containerd snapshotter off: it mounts filesystems, which needs root")
+		} else {
+			p, err := openContainerd(ctx, n, cfg, find, metrics, log)
+			if err != nil {
+				cancel()
+				_ = g.Wait()
+				return err
+			}
+			srv.containerd = cfg.Socket
+			log.Info("containerd plugins serving", "socket", cfg.Socket, "snapshots", cfg.Root)
+			g.Go(func() error { return p.serve(ctx) })
+		}
 	}
 	g.Go(func() error { return srv.Serve(ctx, opts.Socket) })
 	return g.Wait()

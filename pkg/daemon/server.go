@@ -25,6 +25,8 @@ type Server struct {
 	log      *slog.Logger
 	srv      *http.Server
 	registry string // the registry's address, once it listens
+	// containerd is the socket of the containerd plugins, once they serve.
+	containerd string
 }
 
 // NewServer serves n; log may be nil.
@@ -123,6 +125,7 @@ func (s *Server) id(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id.Registry = s.registry
+	id.Containerd = s.containerd
 	writeJSON(w, id)
 }
 

@@ -3,6 +3,7 @@ package image
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/pkg/transport"
 )
 
 // Tree is what a registry needs to serve an image by its root CID: the
@@ -145,4 +147,39 @@ func (s *treeSource) StoredCID(d ocispec.Descriptor) (cid.Cid, bool) {
 	}
 	c, err := CIDOf(d)
 	return c, err == nil
+}
+
+// Manifest finds the image's manifest for a platform (the variant
+// matters only when want has one). An image that is a lone manifest is
+// taken as it is.
+func (t *Tree) Manifest(want ocispec.Platform) (ocispec.Descriptor, error) {
+	return t.manifestUnder(t.Top, want)
+}
+
+func (t *Tree) manifestUnder(d ocispec.Descriptor, want ocispec.Platform) (ocispec.Descriptor, error) {
+	if transport.IsManifest(d.MediaType) {
+		return d, nil
+	}
+	var idx ocispec.Index
+	data, ok := t.Docs[d.Digest]
+	if !ok {
+		return d, fmt.Errorf("index %s is not in the image's tree", d.Digest)
+	}
+	if err := json.Unmarshal(data, &idx); err != nil {
+		return d, fmt.Errorf("index %s: %w", d.Digest, err)
+	}
+	var seen []string
+	for _, m := range idx.Manifests {
+		if m.Platform == nil {
+			continue
+		}
+		seen = append(seen, formatPlatform(*m.Platform))
+		if platformMatches([]ocispec.Platform{want}, m.Platform) {
+			if transport.IsIndex(m.MediaType) {
+				return t.manifestUnder(m, want)
+			}
+			return m, nil
+		}
+	}
+	return d, fmt.Errorf("no manifest for %s in the image (it has %s); choose one with --platform", formatPlatform(want), strings.Join(seen, ", "))
 }

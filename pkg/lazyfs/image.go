@@ -13,7 +13,6 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/layerindex"
-	"github.com/shoal-ipfs/shoal/pkg/transport"
 )
 
 // Store is what a mount needs of a node: whole blobs for the image's
@@ -60,7 +59,7 @@ func OpenImage(ctx context.Context, store Store, root cid.Cid, platform ocispec.
 	if err != nil {
 		return nil, err
 	}
-	m, err := pickManifest(t, t.Top, platform)
+	m, err := t.Manifest(platform)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", root, err)
 	}
@@ -122,32 +121,6 @@ func (l *LayerFS) SetReadTimeout(d time.Duration) { l.layer.readTimeout = d }
 
 // Close releases the layer's inflate state.
 func (l *LayerFS) Close() { l.layer.close() }
-
-// pickManifest finds the manifest for platform under d.
-func pickManifest(t *image.Tree, d ocispec.Descriptor, want ocispec.Platform) (ocispec.Descriptor, error) {
-	if transport.IsManifest(d.MediaType) {
-		return d, nil
-	}
-	var idx ocispec.Index
-	if err := jsonUnmarshal(t.Docs[d.Digest], &idx); err != nil {
-		return d, fmt.Errorf("index %s: %w", d.Digest, err)
-	}
-	var seen []string
-	for _, m := range idx.Manifests {
-		p := m.Platform
-		if p == nil {
-			continue
-		}
-		seen = append(seen, p.OS+"/"+p.Architecture+strings.TrimSuffix("/"+p.Variant, "/"))
-		if p.OS == want.OS && p.Architecture == want.Architecture && (want.Variant == "" || p.Variant == want.Variant) {
-			if transport.IsIndex(m.MediaType) {
-				return pickManifest(t, m, want)
-			}
-			return m, nil
-		}
-	}
-	return d, fmt.Errorf("no manifest for %s/%s in the image (it has %s); choose one with --platform", want.OS, want.Architecture, strings.Join(seen, ", "))
-}
 
 // indexedLayer reads a layer's files through its index, fetching only
 // the spans a read touches.

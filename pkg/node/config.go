@@ -16,11 +16,12 @@ import (
 
 // Config is $SHOAL_HOME/config.toml.
 type Config struct {
-	Swarm     SwarmConfig     `toml:"swarm"`
-	Datastore DatastoreConfig `toml:"datastore"`
-	Import    ImportConfig    `toml:"import"`
-	Daemon    DaemonConfig    `toml:"daemon"`
-	Registry  RegistryConfig  `toml:"registry"`
+	Swarm      SwarmConfig      `toml:"swarm"`
+	Datastore  DatastoreConfig  `toml:"datastore"`
+	Import     ImportConfig     `toml:"import"`
+	Daemon     DaemonConfig     `toml:"daemon"`
+	Registry   RegistryConfig   `toml:"registry"`
+	Containerd ContainerdConfig `toml:"containerd"`
 }
 
 // SwarmConfig is the libp2p side of the node.
@@ -71,6 +72,21 @@ type RegistryConfig struct {
 	TLSKey  string `toml:"tls-key"`
 }
 
+// ContainerdConfig is how `shoal daemon` plugs into containerd.
+type ContainerdConfig struct {
+	// Socket serves containerd's snapshots API, for a proxy plugin;
+	// relative paths are under $SHOAL_HOME; empty turns it off. The
+	// snapshotter mounts filesystems, so it runs only as root.
+	Socket string `toml:"socket"`
+	// Root is where the snapshots live; relative paths are under
+	// $SHOAL_HOME. overlayfs needs it on a filesystem that can be an
+	// upper directory (ext4, xfs; not overlayfs itself).
+	Root string `toml:"root"`
+	// FetchTimeout bounds how long preparing a lazy layer waits for its
+	// index, and how long a read of its files waits for peers.
+	FetchTimeout Duration `toml:"fetch-timeout"`
+}
+
 // Duration is a time.Duration written as "30s" in the config file.
 type Duration struct{ time.Duration }
 
@@ -97,10 +113,11 @@ func DefaultConfig() Config {
 			Listen: []string{"/ip4/0.0.0.0/tcp/4051", "/ip4/0.0.0.0/udp/4051/quic-v1"},
 			MDNS:   true,
 		},
-		Datastore: DatastoreConfig{Blocks: "flatfs"},
-		Import:    ImportConfig{Layout: blob.Kubo.Name},
-		Daemon:    DaemonConfig{Socket: "shoal.sock"},
-		Registry:  RegistryConfig{Listen: "127.0.0.1:5050", FetchTimeout: Duration{30 * time.Second}},
+		Datastore:  DatastoreConfig{Blocks: "flatfs"},
+		Import:     ImportConfig{Layout: blob.Kubo.Name},
+		Daemon:     DaemonConfig{Socket: "shoal.sock"},
+		Registry:   RegistryConfig{Listen: "127.0.0.1:5050", FetchTimeout: Duration{30 * time.Second}},
+		Containerd: ContainerdConfig{Socket: "containerd.sock", Root: "snapshotter", FetchTimeout: Duration{30 * time.Second}},
 	}
 }
 
@@ -176,9 +193,19 @@ func writeConfig(home string, c Config) error {
 }
 
 // SocketPath is the daemon's API socket under home.
-func (c Config) SocketPath(home string) string {
-	if filepath.IsAbs(c.Daemon.Socket) {
-		return c.Daemon.Socket
+func (c Config) SocketPath(home string) string { return underHome(home, c.Daemon.Socket) }
+
+// underHome resolves a path of the config: relative ones are under home.
+func underHome(home, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
 	}
-	return filepath.Join(home, c.Daemon.Socket)
+	return filepath.Join(home, p)
+}
+
+// Paths returns c with its paths absolute, relative ones taken under home.
+func (c ContainerdConfig) Paths(home string) ContainerdConfig {
+	c.Socket = underHome(home, c.Socket)
+	c.Root = underHome(home, c.Root)
+	return c
 }

@@ -366,6 +366,9 @@ type Identity struct {
 	Addresses []string
 	// Registry is the address of the daemon's OCI registry, if it serves one.
 	Registry string `json:",omitempty"`
+	// Containerd is the socket of the daemon's containerd plugins (the
+	// snapshotter), if it serves them.
+	Containerd string `json:",omitempty"`
 }
 
 // ID returns the node's peer ID and, when online, its dialable addresses.

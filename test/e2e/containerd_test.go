@@ -22,8 +22,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -91,17 +89,7 @@ func helloImage(t *testing.T) string {
 // it with runc. Debian's containerd 1.6 pulls client-side; containerd 2.x
 // through its transfer service.
 func TestContainerdRunsAnImageByCID(t *testing.T) {
-	for _, flavour := range []struct {
-		name string
-		dir  func(*testing.T) string
-	}{
-		{"debian-1.6", func(t *testing.T) string {
-			bin, err := exec.LookPath("containerd")
-			testenv.Need(t, "containerd", err)
-			return filepath.Dir(bin)
-		}},
-		{"v2", containerd2Dir},
-	} {
+	for _, flavour := range containerdFlavours {
 		t.Run(flavour.name, func(t *testing.T) {
 			ctrd := startContainerdFrom(t, flavour.dir(t))
 			_, err := exec.LookPath("runc")
@@ -152,61 +140,37 @@ func hostsTOML(addr string) string {
 // hosts directory), pulls B.Registry/ipfs/CID as the kubelet would, with
 // the blocks on node A.
 func TestCRIPullsAnImageByCID(t *testing.T) {
-	for _, flavour := range []struct {
-		name   string
-		dir    func(*testing.T) string
-		config string
-	}{
-		{"debian-1.6", func(t *testing.T) string {
-			bin, err := exec.LookPath("containerd")
-			testenv.Need(t, "containerd", err)
-			return filepath.Dir(bin)
-		}, `version = 2
+	// As docs/operations.md tells each version.
+	criConfig := map[int]string{
+		2: `version = 2
 root = %q
 state = %q
 [grpc]
   address = %q
 [plugins."io.containerd.grpc.v1.cri".registry]
   config_path = %q
-`},
-		{"v2", containerd2Dir, `version = 3
+`,
+		3: `version = 3
 root = %q
 state = %q
 [grpc]
   address = %q
 [plugins.'io.containerd.cri.v1.images'.registry]
   config_path = %q
-`},
-	} {
+`}
+	for _, flavour := range containerdFlavours {
 		t.Run(flavour.name, func(t *testing.T) {
 			b, root, hosts := helloServedByAPeer(t)
 			ctrd := startContainerdWith(t, flavour.dir(t), func(rootDir, state, sock string) string {
-				return fmt.Sprintf(flavour.config, rootDir, state, sock, hosts)
+				return fmt.Sprintf(criConfig[flavour.version], rootDir, state, sock, hosts)
 			})
-			conn, err := grpc.NewClient("unix://"+ctrd.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			images := runtimeapi.NewImageServiceClient(conn)
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
 			ref := b.Registry + "/ipfs/" + root
-			var pulled *runtimeapi.PullImageResponse
-			// The CRI plugin may still be starting when the socket appears.
-			for {
-				pulled, err = images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
-				if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "Unimplemented") {
-					break
-				}
-				time.Sleep(200 * time.Millisecond)
-			}
-			if err != nil {
-				t.Fatalf("CRI PullImage %s: %v\n%s", ref, err, ctrd.logs.String())
-			}
-			status, err := images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: pulled.ImageRef}})
+			imageRef, images := criPull(t, ctrd, ref)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			status, err := images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: imageRef}})
 			if err != nil || status.Image == nil || !slices.Contains(status.Image.RepoTags, ref+":latest") {
-				t.Fatalf("CRI image status of %s: %+v %v", pulled.ImageRef, status, err)
+				t.Fatalf("CRI image status of %s: %+v %v", imageRef, status, err)
 			}
 		})
 	}

@@ -113,17 +113,7 @@ func startProcess(t *testing.T, cmd *exec.Cmd, what string, timeout time.Duratio
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", what, err)
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
+	t.Cleanup(func() { stopProcess(cmd) })
 	deadline := time.Now().Add(timeout)
 	for !ready(logs.String()) {
 		if time.Now().After(deadline) {
@@ -132,6 +122,24 @@ func startProcess(t *testing.T, cmd *exec.Cmd, what string, timeout time.Duratio
 		time.Sleep(100 * time.Millisecond)
 	}
 	return logs
+}
+
+// stopProcess stops a process started by startProcess, killing it if
+// SIGTERM has not stopped it in ten seconds. Stopping it again does
+// nothing.
+func stopProcess(cmd *exec.Cmd) {
+	if cmd.ProcessState != nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
 }
 
 // tcpAddr is the first loopback TCP address of a peer.
@@ -159,6 +167,9 @@ func startContainerd(t *testing.T) *containerd.Client {
 type Containerd struct {
 	Client *containerd.Client
 	Socket string
+	binDir string
+	config string // its config file
+	proc   *exec.Cmd
 	ctr    string
 	logs   *processLogs
 }
@@ -166,12 +177,15 @@ type Containerd struct {
 // Ctr runs ctr against this containerd in the tests' namespace.
 func (c *Containerd) Ctr(t *testing.T, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(c.ctr, append([]string{"--address", c.Socket, "--namespace", "shoal-e2e"}, args...)...)
-	out, err := cmd.CombinedOutput()
+	out, err := c.ctrCommand(args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ctr %v: %v\n%s", args, err, out)
 	}
 	return string(out)
+}
+
+func (c *Containerd) ctrCommand(args ...string) *exec.Cmd {
+	return exec.Command(c.ctr, append([]string{"--address", c.Socket, "--namespace", "shoal-e2e"}, args...)...)
 }
 
 // startContainerdFrom runs the containerd, ctr and shims in binDir with
@@ -208,19 +222,36 @@ func startContainerdWith(t *testing.T, binDir string, config func(root, state, s
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(binDir, "containerd"), "--config", cfgPath)
+	c := &Containerd{Socket: sock, binDir: binDir, config: cfgPath, ctr: filepath.Join(binDir, "ctr")}
+	c.start(t)
+	return c
+}
+
+func (c *Containerd) start(t *testing.T) {
+	t.Helper()
+	_ = os.Remove(c.Socket)
+	cmd := exec.Command(filepath.Join(c.binDir, "containerd"), "--config", c.config)
 	// Its shims are found on PATH: those built with it come first.
-	cmd.Env = append(os.Environ(), "PATH="+binDir+":"+os.Getenv("PATH"))
-	logs := startProcess(t, cmd, "containerd", 30*time.Second, func(string) bool {
-		_, err := os.Stat(sock)
+	cmd.Env = append(os.Environ(), "PATH="+c.binDir+":"+os.Getenv("PATH"))
+	c.proc = cmd
+	c.logs = startProcess(t, cmd, "containerd", 30*time.Second, func(string) bool {
+		_, err := os.Stat(c.Socket)
 		return err == nil
 	})
-	client, err := containerd.New(sock, containerd.WithDefaultNamespace("shoal-e2e"))
+	client, err := containerd.New(c.Socket, containerd.WithDefaultNamespace("shoal-e2e"))
 	if err != nil {
-		t.Fatalf("containerd client: %v\n%s", err, logs.String())
+		t.Fatalf("containerd client: %v\n%s", err, c.logs.String())
 	}
 	t.Cleanup(func() { client.Close() })
-	return &Containerd{Client: client, Socket: sock, ctr: filepath.Join(binDir, "ctr"), logs: logs}
+	c.Client = client
+}
+
+// restart stops containerd and starts it again on the same root.
+func (c *Containerd) restart(t *testing.T) {
+	t.Helper()
+	c.Client.Close()
+	stopProcess(c.proc)
+	c.start(t)
 }
 
 // containerd2Dir is where scripts/build-containerd.sh put containerd 2.x.

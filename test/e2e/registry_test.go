@@ -18,31 +18,55 @@ import (
 // its registry on a free loopback port.
 type shoalDaemon struct {
 	bin, home string
+	args      []string
 	Peer      string // its swarm address
 	Registry  string // host:port of its registry
-	proc      *exec.Cmd
+	// Containerd is the socket of its containerd plugins (as root).
+	Containerd string
+	proc       *exec.Cmd
+	logs       *processLogs
 }
 
 func startShoalDaemon(t *testing.T, args ...string) *shoalDaemon {
 	t.Helper()
-	d := &shoalDaemon{bin: shoalBinary(t), home: t.TempDir()}
+	// Short: the home holds unix sockets, whose paths are limited.
+	home, err := os.MkdirTemp("", "shoal-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(home) })
+	d := &shoalDaemon{bin: shoalBinary(t), home: home, args: args}
 	d.run(t, "init", "--mdns=false", "--listen", "/ip4/127.0.0.1/tcp/0", "--registry-listen", "127.0.0.1:0")
-	cmd := exec.Command(d.bin, append([]string{"daemon", "--no-mdns"}, args...)...)
+	d.start(t)
+	return d
+}
+
+func (d *shoalDaemon) start(t *testing.T) {
+	t.Helper()
+	cmd := exec.Command(d.bin, append([]string{"daemon", "--no-mdns"}, d.args...)...)
 	cmd.Env = append(os.Environ(), "SHOAL_HOME="+d.home)
 	d.proc = cmd
-	startProcess(t, cmd, "shoal daemon", 30*time.Second, func(string) bool {
+	d.logs = startProcess(t, cmd, "shoal daemon", 30*time.Second, func(string) bool {
 		out, err := d.command("id", "--json").Output()
 		var id struct {
-			Addresses []string
-			Registry  string
+			Addresses  []string
+			Registry   string
+			Containerd string
 		}
 		if err != nil || json.Unmarshal(out, &id) != nil || len(id.Addresses) == 0 || id.Registry == "" {
 			return false
 		}
-		d.Peer, d.Registry = id.Addresses[0], id.Registry
+		d.Peer, d.Registry, d.Containerd = id.Addresses[0], id.Registry, id.Containerd
 		return true
 	})
-	return d
+}
+
+// restart stops the daemon as its service manager would, and starts it
+// again on the same home.
+func (d *shoalDaemon) restart(t *testing.T) {
+	t.Helper()
+	stopProcess(d.proc)
+	d.start(t)
 }
 
 func (d *shoalDaemon) command(args ...string) *exec.Cmd {

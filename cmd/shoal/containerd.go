@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/pkg/containerd"
+	"github.com/shoal-ipfs/shoal/pkg/daemon"
+	"github.com/shoal-ipfs/shoal/pkg/image"
+	"github.com/shoal-ipfs/shoal/pkg/node"
+	"github.com/spf13/cobra"
+)
+
+// containerdPrefix starts a pull destination that is an image in containerd.
+const containerdPrefix = "containerd:"
+
+// containerdFlags choose a containerd, as ctr's global flags do.
+type containerdFlags struct {
+	address, namespace, snapshotter, platform string
+}
+
+func (f *containerdFlags) add(c *cobra.Command) {
+	c.Flags().StringVar(&f.address, "containerd-address", "", "containerd's socket for --to containerd:REF (default $CONTAINERD_ADDRESS, else "+containerd.DefaultAddress+")")
+	c.Flags().StringVar(&f.namespace, "containerd-namespace", "", "containerd namespace (default $CONTAINERD_NAMESPACE, else "+containerd.DefaultNamespace+")")
+	c.Flags().StringVar(&f.snapshotter, "snapshotter", containerd.DefaultSnapshotter, "the name of shoal's snapshotter in containerd's config")
+	c.Flags().StringVar(&f.platform, "platform", "", "for --to containerd:REF, the platform to unpack, os/arch[/variant] (default: this machine's)")
+}
+
+// importToContainerd is `shoal pull CID --to containerd:REF`.
+func importToContainerd(ctx context.Context, cmd *cobra.Command, api daemon.API, root cid.Cid, ref string, f containerdFlags, timeout time.Duration) error {
+	want := ocispec.Platform{OS: runtime.GOOS, Architecture: runtime.GOARCH}
+	if f.platform != "" {
+		var err error
+		if want, err = image.ParsePlatform(f.platform); err != nil {
+			return usageError{err}
+		}
+	}
+	start := time.Now()
+	res, err := containerd.Import(ctx, api, root, ref, containerd.Options{
+		Address: f.address, Namespace: f.namespace, Snapshotter: f.snapshotter,
+		Platform: want, Timeout: timeout,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "imported %s into containerd as %s in %s: %d layers lazy on %s, %d unpacked\n",
+		root, res.Name, time.Since(start).Round(time.Millisecond), res.Lazy, f.snapshotter, res.Unpacked)
+	fmt.Fprintln(cmd.OutOrStdout(), res.Name)
+	return nil
+}
+
+func containerdCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "containerd",
+		Short: "Plug shoal into containerd",
+	}
+	c.AddCommand(containerdConfigCmd(g))
+	return c
+}
+
+func containerdConfigCmd(g *globals) *cobra.Command {
+	var version int
+	c := &cobra.Command{
+		Use:   "config",
+		Short: "Print the containerd config that plugs in this node's daemon",
+		Long: `Print the fragment of containerd's config.toml that plugs in the shoal
+daemon of this home: its snapshotter as the proxy plugin "shoal", CRI
+pulling lazily through it, the transfer service's unpack platforms, and
+the hosts directory through which containerd reaches shoal's registry.
+Add it to /etc/containerd/config.toml and restart containerd.
+
+The values are the running daemon's; without one, those of the config.`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if version != 2 && version != 3 {
+				return usageError{fmt.Errorf("--version %d: containerd's config versions are 2 (containerd 1.x) and 3 (2.x)", version)}
+			}
+			v, err := g.containerdValues(cmd.Context())
+			if err != nil {
+				return err
+			}
+			v.Version = version
+			return writeContainerdConfig(cmd.OutOrStdout(), v)
+		},
+	}
+	c.Flags().IntVar(&version, "version", 3, "containerd's config version: 3 for containerd 2.x, 2 for 1.6 and 1.7")
+	return c
+}
+
+// containerdValues are what the config fragment names.
+type containerdValues struct {
+	Version              int
+	Socket, Root         string
+	Registry             string
+	Platform             string
+	Running              bool
+	HostsDir, SnapshotNm string
+}
+
+func (g *globals) containerdValues(ctx context.Context) (containerdValues, error) {
+	cfg, err := node.LoadConfig(g.home)
+	if err != nil {
+		return containerdValues{}, err
+	}
+	ccfg := cfg.Containerd.Paths(g.home)
+	v := containerdValues{
+		Socket: ccfg.Socket, Root: ccfg.Root, Registry: cfg.Registry.Listen,
+		Platform: runtime.GOOS + "/" + runtime.GOARCH,
+		HostsDir: "/etc/containerd/certs.d", SnapshotNm: containerd.DefaultSnapshotter,
+	}
+	if api, err := daemon.Dial(ctx, cfg.SocketPath(g.home)); err == nil {
+		defer api.Close()
+		if id, err := api.ID(ctx); err == nil {
+			v.Running, v.Registry, v.Socket = true, id.Registry, id.Containerd
+		}
+	}
+	if v.Socket == "" {
+		return v, fmt.Errorf("the daemon of %s serves no containerd plugins: set [containerd] socket in its config.toml, and run it as root", g.home)
+	}
+	return v, nil
+}
+
+var containerdConfigTemplate = template.Must(template.New("config").Parse(`# shoal {{if .Running}}(the daemon running now{{else}}(from config.toml; no daemon is running{{end}}): add to /etc/containerd/config.toml
+{{- if eq .Version 3}}
+version = 3
+
+[proxy_plugins.{{.SnapshotNm}}]
+  type = "snapshot"
+  address = "{{.Socket}}"
+  [proxy_plugins.{{.SnapshotNm}}.exports]
+    root = "{{.Root}}"
+    # Pulls pass each layer's image reference and digest to the snapshotter.
+    enable_remote_snapshot_annotations = "true"
+
+# ctr pull and the transfer service may unpack into either snapshotter.
+[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
+  platform = "{{.Platform}}"
+  snapshotter = "overlayfs"
+  differ = "walking"
+[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
+  platform = "{{.Platform}}"
+  snapshotter = "{{.SnapshotNm}}"
+  differ = "walking"
+
+# Kubernetes pulls lazily through shoal.
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "{{.SnapshotNm}}"
+  disable_snapshot_annotations = false
+[plugins.'io.containerd.cri.v1.images'.registry]
+  config_path = "{{.HostsDir}}"
+{{- else}}
+version = 2
+
+[proxy_plugins.{{.SnapshotNm}}]
+  type = "snapshot"
+  address = "{{.Socket}}"
+
+# Kubernetes pulls lazily through shoal.
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  snapshotter = "{{.SnapshotNm}}"
+  disable_snapshot_annotations = false
+[plugins."io.containerd.grpc.v1.cri".registry]
+  config_path = "{{.HostsDir}}"
+{{- end}}
+{{if .Registry}}
+# And shoal's registry, for images named {{.Registry}}/ipfs/CID:
+# {{.HostsDir}}/{{.Registry}}/hosts.toml
+#   server = "http://{{.Registry}}"
+#   [host."http://{{.Registry}}"]
+#     capabilities = ["pull", "resolve"]
+{{- end}}
+`))
+
+func writeContainerdConfig(w io.Writer, v containerdValues) error {
+	var b strings.Builder
+	if err := containerdConfigTemplate.Execute(&b, v); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
