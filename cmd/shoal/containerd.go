@@ -67,6 +67,7 @@ func containerdCmd(g *globals) *cobra.Command {
 
 func containerdConfigCmd(g *globals) *cobra.Command {
 	var version int
+	var withContent bool
 	c := &cobra.Command{
 		Use:   "config",
 		Short: "Print the containerd config that plugs in this node's daemon",
@@ -74,6 +75,8 @@ func containerdConfigCmd(g *globals) *cobra.Command {
 daemon of this home: its snapshotter as the proxy plugin "shoal", CRI
 pulling lazily through it, the transfer service's unpack platforms, and
 the hosts directory through which containerd reaches shoal's registry.
+With --content, containerd's content store is shoal's too: every blob
+containerd pulls, from any registry, lands in IPFS for peers to fetch.
 Add it to /etc/containerd/config.toml and restart containerd.
 
 The values are the running daemon's; without one, those of the config.`,
@@ -86,17 +89,19 @@ The values are the running daemon's; without one, those of the config.`,
 			if err != nil {
 				return err
 			}
-			v.Version = version
+			v.Version, v.Content = version, withContent
 			return writeContainerdConfig(cmd.OutOrStdout(), v)
 		},
 	}
 	c.Flags().IntVar(&version, "version", 3, "containerd's config version: 3 for containerd 2.x, 2 for 1.6 and 1.7")
+	c.Flags().BoolVar(&withContent, "content", false, "also replace containerd's content store with shoal's (containerd then needs the shoal daemon running)")
 	return c
 }
 
 // containerdValues are what the config fragment names.
 type containerdValues struct {
 	Version              int
+	Content              bool
 	Socket, Root         string
 	Registry             string
 	Platform             string
@@ -130,6 +135,15 @@ func (g *globals) containerdValues(ctx context.Context) (containerdValues, error
 var containerdConfigTemplate = template.Must(template.New("config").Parse(`# shoal {{if .Running}}(the daemon running now{{else}}(from config.toml; no daemon is running{{end}}): add to /etc/containerd/config.toml
 {{- if eq .Version 3}}
 version = 3
+{{- if .Content}}
+
+# containerd's content store is shoal's: its own is turned off (merge this
+# with any disabled_plugins you have; it must come before the tables).
+disabled_plugins = ["io.containerd.content.v1.content"]
+[proxy_plugins.{{.SnapshotNm}}-content]
+  type = "content"
+  address = "{{.Socket}}"
+{{- end}}
 
 [proxy_plugins.{{.SnapshotNm}}]
   type = "snapshot"
@@ -157,6 +171,15 @@ version = 3
   config_path = "{{.HostsDir}}"
 {{- else}}
 version = 2
+{{- if .Content}}
+
+# containerd's content store is shoal's: its own is turned off (merge this
+# with any disabled_plugins you have; it must come before the tables).
+disabled_plugins = ["io.containerd.content.v1.content"]
+[proxy_plugins.{{.SnapshotNm}}-content]
+  type = "content"
+  address = "{{.Socket}}"
+{{- end}}
 
 [proxy_plugins.{{.SnapshotNm}}]
   type = "snapshot"

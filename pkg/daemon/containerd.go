@@ -6,51 +6,77 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 
+	contentapi "github.com/containerd/containerd/api/services/content/v1"
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
 	"github.com/containerd/containerd/v2/contrib/snapshotservice"
+	"github.com/containerd/containerd/v2/plugins/services/content/contentserver"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/shoal-ipfs/shoal/pkg/contentstore"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/shoal-ipfs/shoal/pkg/snapshotter"
 	"google.golang.org/grpc"
 )
 
 // containerdPlugins are shoal's containerd proxy plugins, served over
-// gRPC on one unix socket.
+// gRPC on one unix socket: the content store, and as root the
+// snapshotter.
 type containerdPlugins struct {
-	sn  *snapshotter.Snapshotter
+	sn  *snapshotter.Snapshotter // nil when not root
 	srv *grpc.Server
 	l   net.Listener
 }
 
-// openContainerd opens the snapshotter and listens on cfg.Socket; find
-// tells which images containerd pulled are on IPFS.
-func openContainerd(ctx context.Context, n *node.Node, cfg node.ContainerdConfig, find snapshotter.RootFinder, metrics prometheus.Registerer, log *slog.Logger) (*containerdPlugins, error) {
-	sn, err := snapshotter.New(ctx, cfg.Root, n,
-		snapshotter.WithLogger(log),
-		snapshotter.WithFetchTimeout(cfg.FetchTimeout.Duration),
-		snapshotter.WithResolver(snapshotter.NewResolver(n, cfg.FetchTimeout.Duration, find)))
+// openContainerd opens the plugins and listens on cfg.Socket; find tells
+// the snapshotter which images containerd pulled are on IPFS.
+func openContainerd(ctx context.Context, n *node.Node, cfg node.ContainerdConfig, find snapshotter.RootFinder, metrics prometheus.Registerer, log *slog.Logger) (_ *containerdPlugins, err error) {
+	p := &containerdPlugins{srv: grpc.NewServer(contentstore.GRPCOptions()...)}
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
+	cs, err := contentstore.New(n, n.Metadata("containerd-content"), filepath.Join(n.Home(), "containerd-ingest"))
 	if err != nil {
 		return nil, err
 	}
+	contentapi.RegisterContentServer(p.srv, contentserver.New(cs))
+	if os.Geteuid() != 0 {
+		log.Info("containerd snapshotter off: it mounts filesystems, which needs root")
+	} else {
+		p.sn, err = snapshotter.New(ctx, cfg.Root, n,
+			snapshotter.WithLogger(log),
+			snapshotter.WithFetchTimeout(cfg.FetchTimeout.Duration),
+			snapshotter.WithResolver(snapshotter.NewResolver(n, cfg.FetchTimeout.Duration, find)))
+		if err != nil {
+			return nil, err
+		}
+		snapshotsapi.RegisterSnapshotsServer(p.srv, snapshotservice.FromSnapshotter(p.sn))
+		if metrics != nil {
+			metrics.MustRegister(p.sn.Stats().Collector())
+		}
+	}
 	_ = os.Remove(cfg.Socket)
-	l, err := net.Listen("unix", cfg.Socket)
-	if err != nil {
-		sn.Close()
+	if p.l, err = net.Listen("unix", cfg.Socket); err != nil {
 		return nil, fmt.Errorf("containerd plugins: %w; choose another socket with [containerd] socket in config.toml (empty turns them off)", err)
 	}
 	if err := os.Chmod(cfg.Socket, 0o600); err != nil {
-		l.Close()
-		sn.Close()
 		return nil, err
 	}
-	if metrics != nil {
-		metrics.MustRegister(sn.Stats().Collector())
+	return p, nil
+}
+
+func (p *containerdPlugins) close() error {
+	var err error
+	if p.l != nil {
+		p.l.Close()
 	}
-	srv := grpc.NewServer()
-	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(sn))
-	return &containerdPlugins{sn: sn, srv: srv, l: l}, nil
+	if p.sn != nil {
+		err = p.sn.Close()
+	}
+	return err
 }
 
 // serve serves containerd until ctx ends, then closes the snapshotter.
@@ -69,7 +95,7 @@ func (p *containerdPlugins) serve(ctx context.Context) error {
 		<-errc
 	}
 	os.Remove(p.l.Addr().String())
-	if cerr := p.sn.Close(); err == nil {
+	if cerr := p.close(); err == nil {
 		err = cerr
 	}
 	return err

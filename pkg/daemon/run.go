@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -94,19 +93,15 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 		g.Go(func() error { return serveUntil(ctx, hs, l) })
 	}
 	if cfg := opts.Containerd; cfg.Socket != "" {
-		if os.Geteuid() != 0 {
-			log.Info("containerd snapshotter off: it mounts filesystems, which needs root")
-		} else {
-			p, err := openContainerd(ctx, n, cfg, find, metrics, log)
-			if err != nil {
-				cancel()
-				_ = g.Wait()
-				return err
-			}
-			srv.containerd = cfg.Socket
-			log.Info("containerd plugins serving", "socket", cfg.Socket, "snapshots", cfg.Root)
-			g.Go(func() error { return p.serve(ctx) })
+		p, err := openContainerd(ctx, n, cfg, find, metrics, log)
+		if err != nil {
+			cancel()
+			_ = g.Wait()
+			return err
 		}
+		srv.containerd = cfg.Socket
+		log.Info("containerd plugins serving", "socket", cfg.Socket, "snapshotter", p.sn != nil, "snapshots", cfg.Root)
+		g.Go(func() error { return p.serve(ctx) })
 	}
 	g.Go(func() error { return srv.Serve(ctx, opts.Socket) })
 	return g.Wait()

@@ -40,11 +40,11 @@ func debianContainerdDir(t *testing.T) string {
 }
 
 // startContainerdForShoal runs containerd with the config fragment that
-// `shoal containerd config` prints for daemon d, CRI on, and the hosts
-// directory hosts.
-func startContainerdForShoal(t *testing.T, binDir string, version int, d *shoalDaemon, hosts string) *Containerd {
+// `shoal containerd config [flags]` prints for daemon d, CRI on, and the
+// hosts directory hosts.
+func startContainerdForShoal(t *testing.T, binDir string, version int, d *shoalDaemon, hosts string, flags ...string) *Containerd {
 	t.Helper()
-	fragment := d.run(t, "containerd", "config", "--version", strconv.Itoa(version))
+	fragment := d.run(t, append([]string{"containerd", "config", "--version", strconv.Itoa(version)}, flags...)...)
 	if !strings.Contains(fragment, d.Containerd) {
 		t.Fatalf("the config names another socket than the daemon's %s:\n%s", d.Containerd, fragment)
 	}
@@ -140,6 +140,19 @@ func TestContainerdRunsLazilyOnTheSnapshotter(t *testing.T) {
 			ctrd.restart(t)
 			run("lazy-2")
 
+			// With shoal down, containerd says so rather than hang.
+			stopProcess(b.proc)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			down, err := exec.CommandContext(ctx, ctrd.ctr, "--address", ctrd.Socket, "--namespace", "shoal-e2e",
+				"run", "--rm", "--snapshotter", "shoal", name, "lazy-down", "true").CombinedOutput()
+			hung := ctx.Err()
+			cancel()
+			if err == nil || hung != nil {
+				t.Errorf("ctr run with shoal down: %v (%v)\n%s", err, hung, down)
+			}
+			t.Logf("with shoal down, ctr run says: %s", strings.TrimSpace(string(down)))
+			b.start(t)
+
 			// CRI, as the kubelet pulls: by CID through B's registry.
 			criRef := b.Registry + "/ipfs/" + helloRoot
 			imageID, criImages := criPull(t, ctrd, criRef)
@@ -159,7 +172,7 @@ func TestContainerdRunsLazilyOnTheSnapshotter(t *testing.T) {
 			// Removing the images lets containerd's GC remove the snapshots,
 			// and the snapshotter its mounts.
 			ctrd.Ctr(t, "images", "rm", "--sync", name)
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			if _, err := criImages.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: imageID}}); err != nil {
 				t.Fatalf("CRI RemoveImage: %v", err)
