@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/shoal-ipfs/shoal/internal/testenv"
+	"github.com/shoal-ipfs/shoal/internal/testimage"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -107,6 +108,8 @@ func TestContainerdRunsLazilyOnTheSnapshotter(t *testing.T) {
 			root := out[strings.LastIndex(out, "\n")+1:]
 			out = strings.TrimSpace(a.run(t, "push", "oci:"+helloImage(t)+":v1"))
 			helloRoot := out[strings.LastIndex(out, "\n")+1:]
+			out = strings.TrimSpace(a.run(t, "push", "oci:"+testimage.IndexLayout(t, 7, 300_000)+":v1"))
+			randomRoot := out[strings.LastIndex(out, "\n")+1:]
 			b := startShoalDaemon(t, "--peer", a.Peer)
 			if b.Containerd == "" {
 				t.Fatalf("daemon B serves no containerd plugins:\n%s", b.logs.String())
@@ -156,17 +159,19 @@ func TestContainerdRunsLazilyOnTheSnapshotter(t *testing.T) {
 			// CRI, as the kubelet pulls: by CID through B's registry.
 			criRef := b.Registry + "/ipfs/" + helloRoot
 			imageID, criImages := criPull(t, ctrd, criRef)
-			lazy := 0
-			for _, f := range listed(ctrd.ctrK8s(t, "snapshots", "--snapshotter", "shoal", "ls")) {
-				if f[len(f)-1] == "Committed" {
-					info := ctrd.ctrK8s(t, "snapshots", "--snapshotter", "shoal", "info", f[0])
-					if strings.Contains(info, "io.shoal.snapshot.layer") {
-						lazy++
-					}
-				}
-			}
-			if lazy == 0 {
+			if lazySnapshots(t, ctrd.ctrK8s) == 0 {
 				t.Errorf("CRI's pull made no lazy snapshot:\n%s", b.logs.String())
+			}
+
+			// containerd 2.x's transfer service passes the layers' labels
+			// to the snapshotter too (1.6's ctr pull does not).
+			if flavour.version == 3 {
+				before := lazySnapshots(t, ctrd.Ctr)
+				ctrd.Ctr(t, "images", "pull", "--snapshotter", "shoal", "--hosts-dir", hosts, b.Registry+"/ipfs/"+randomRoot+":latest")
+				if lazySnapshots(t, ctrd.Ctr) == before {
+					t.Errorf("ctr pull through the transfer service made no lazy snapshot:\n%s", b.logs.String())
+				}
+				ctrd.Ctr(t, "images", "rm", "--sync", b.Registry+"/ipfs/"+randomRoot+":latest")
 			}
 
 			// Removing the images lets containerd's GC remove the snapshots,
@@ -193,6 +198,19 @@ func TestContainerdRunsLazilyOnTheSnapshotter(t *testing.T) {
 			}
 		})
 	}
+}
+
+// lazySnapshots counts the lazily mounted layers ctr lists (through
+// ctr, for one namespace or another).
+func lazySnapshots(t *testing.T, ctr func(*testing.T, ...string) string) int {
+	t.Helper()
+	lazy := 0
+	for _, f := range listed(ctr(t, "snapshots", "--snapshotter", "shoal", "ls")) {
+		if f[len(f)-1] == "Committed" && strings.Contains(ctr(t, "snapshots", "--snapshotter", "shoal", "info", f[0]), "io.shoal.snapshot.layer") {
+			lazy++
+		}
+	}
+	return lazy
 }
 
 // listed are the fields of the rows of a table ctr prints, after its
