@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -63,24 +64,35 @@ func output(b *testing.B, env []string, name string, args ...string) string {
 // daemon starts a long-running process and stops it when the benchmark ends.
 func daemon(b *testing.B, env []string, ready func() bool, name string, args ...string) *exec.Cmd {
 	b.Helper()
+	cmd, _ := startDaemon(b, env, ready, name, args...)
+	return cmd
+}
+
+// startDaemon is daemon, with a stop function for stopping it sooner.
+func startDaemon(b *testing.B, env []string, ready func() bool, name string, args ...string) (*exec.Cmd, func()) {
+	b.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), env...)
-	var logs bytes.Buffer
+	var logs syncLog
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		})
+	}
+	b.Cleanup(stop)
 	deadline := time.Now().Add(60 * time.Second)
 	for !ready() {
 		if time.Now().After(deadline) {
@@ -88,7 +100,7 @@ func daemon(b *testing.B, env []string, ready func() bool, name string, args ...
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return cmd
+	return cmd, stop
 }
 
 // peakRSS reads a live process's peak resident memory in MiB.
@@ -196,7 +208,12 @@ func kuboDaemon(b *testing.B, env []string) (*exec.Cmd, string) {
 // shoalHome makes a shoal home on loopback with the given extra config.
 func shoalHome(b *testing.B, layout, blocks string) []string {
 	b.Helper()
-	home := b.TempDir()
+	// Short: the home holds unix sockets, whose paths are limited.
+	home, err := os.MkdirTemp("", "shoal-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(home) })
 	env := []string{"SHOAL_HOME=" + home}
 	run(b, env, shoalBin, "init", "--layout", layout, "--blocks", blocks, "--mdns=false",
 		"--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1")
@@ -207,7 +224,22 @@ func shoalHome(b *testing.B, layout, blocks string) []string {
 // address and its registry's host:port.
 func shoalDaemon(b *testing.B, env []string, args ...string) (addr, registry string) {
 	b.Helper()
-	daemon(b, env, func() bool {
+	d := startShoalDaemon(b, env, args...)
+	return d.addr, d.registry
+}
+
+// runningShoal is a `shoal daemon` the benchmark started.
+type runningShoal struct {
+	home           string
+	addr, registry string
+	containerd     string // the socket of its containerd plugins
+	stop           func()
+}
+
+func startShoalDaemon(b *testing.B, env []string, args ...string) runningShoal {
+	b.Helper()
+	var d runningShoal
+	_, d.stop = startDaemon(b, env, func() bool {
 		c := exec.Command(shoalBin, "id", "--json")
 		c.Env = append(os.Environ(), env...)
 		out, err := c.Output()
@@ -215,22 +247,23 @@ func shoalDaemon(b *testing.B, env []string, args ...string) (addr, registry str
 			return false
 		}
 		var id struct {
-			Addresses []string
-			Registry  string
+			Addresses  []string
+			Registry   string
+			Containerd string
 		}
 		if json.Unmarshal(out, &id) != nil {
 			return false
 		}
-		registry = id.Registry
+		d.registry, d.containerd = id.Registry, id.Containerd
 		for _, a := range id.Addresses {
 			if strings.Contains(a, "/tcp/") {
-				addr = a
+				d.addr = a
 				return true
 			}
 		}
 		return false
 	}, shoalBin, append([]string{"daemon", "--no-mdns", "--registry-listen", "127.0.0.1:0"}, args...)...)
-	return addr, registry
+	return d
 }
 
 // distribution runs Debian's docker-registry (distribution 2.8) on a free

@@ -52,7 +52,16 @@ func BenchmarkLazyStartShaped(b *testing.B) {
 		b.Skip("network namespaces, mounting and chroot need root")
 	}
 	_, size := imageBlobs(b)
-	ns, ip := shapedLink(b, "100mbit")
+	origin, addr := shapedOrigin(b, "100mbit")
+	root := lastLine(output(b, origin, shoalBin, "push", "oci:"+debImage+":bookworm"))
+	lazyStart(b, root, addr, size)
+}
+
+// shapedOrigin runs a shoal daemon behind a link shaped to rate, and
+// returns its home and swarm address.
+func shapedOrigin(b *testing.B, rate string) (env []string, addr string) {
+	b.Helper()
+	ns, ip := shapedLink(b, rate)
 	origin := shoalHome(b, "kubo", "flatfs")
 	home := strings.TrimPrefix(origin[0], "SHOAL_HOME=")
 	daemon(b, origin, func() bool {
@@ -63,7 +72,5 @@ func BenchmarkLazyStartShaped(b *testing.B) {
 	if err := json.Unmarshal([]byte(output(b, origin, shoalBin, "id", "--json")), &id); err != nil {
 		b.Fatal(err)
 	}
-	addr := "/ip4/" + ip + "/tcp/4077/p2p/" + id.ID
-	root := lastLine(output(b, origin, shoalBin, "push", "oci:"+debImage+":bookworm"))
-	lazyStart(b, root, addr, size)
+	return origin, "/ip4/" + ip + "/tcp/4077/p2p/" + id.ID
 }

@@ -8,6 +8,7 @@ scripts/deps.sh
 export SHOAL_KUBO=$(scripts/build-kubo.sh)
 export SHOAL_BENCH_IMAGE=$(scripts/debian-image.sh)
 export SHOAL_BENCH_PYTHON_IMAGE=$(scripts/debian-image.sh python)
+export SHOAL_CONTAINERD2=$(scripts/build-containerd.sh)
 mkdir -p bench/out
 go build -o bench/out/shoal ./cmd/shoal
 export SHOAL_BIN=$PWD/bench/out/shoal

@@ -262,17 +262,5 @@ func (f *gatewayFile) Close() error {
 func (n *Node) ReadBlobAt(ctx context.Context, c cid.Cid, p []byte, off int64) (int, error) {
 	unlock := n.bstore.PinLock(ctx)
 	defer unlock.Unlock(ctx)
-	r, err := blob.Open(ctx, n.dag, c)
-	if err != nil {
-		return 0, err
-	}
-	defer r.Close()
-	if _, err := r.Seek(off, io.SeekStart); err != nil {
-		return 0, fmt.Errorf("read %s at %d: %w", c, off, err)
-	}
-	k, err := io.ReadFull(r, p)
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		err = io.EOF
-	}
-	return k, err
+	return blob.ReadAt(ctx, n.dag, c, p, off)
 }
