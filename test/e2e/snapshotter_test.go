@@ -119,6 +119,13 @@ func TestContainerdRunsLazilyOnTheSnapshotter(t *testing.T) {
 			os.WriteFile(filepath.Join(hosts, b.Registry, "hosts.toml"), []byte(hostsTOML(b.Registry)), 0o644)
 			ctrd := startContainerdForShoal(t, flavour.dir(t), flavour.version, b, hosts)
 
+			// An image nobody has: a clear error in bounded time.
+			missing := b.command("pull", "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", "--to", "containerd:shoal.test/missing:1",
+				"--containerd-address", ctrd.Socket, "--containerd-namespace", "shoal-e2e", "--timeout", "2s")
+			if out, err := missing.CombinedOutput(); err == nil || !strings.Contains(string(out), "no peer sent the content in time") {
+				t.Errorf("pull of an unreachable CID into containerd: %v\n%s", err, out)
+			}
+
 			ref := "shoal.test/debian:lazy"
 			name := strings.TrimSpace(b.run(t, "pull", root, "--to", "containerd:"+ref,
 				"--containerd-address", ctrd.Socket, "--containerd-namespace", "shoal-e2e"))
