@@ -60,7 +60,7 @@ func newRoot() *cobra.Command {
 		pushCmd(g), pullCmd(g), inspectCmd(g), indexCmd(g),
 		mountCmd(g), unmountCmd(g),
 		imagesCmd(g), rmCmd(g), gcCmd(g),
-		containerdCmd(g),
+		containerdCmd(g), swarmCmd(g),
 	)
 	return root
 }

@@ -201,3 +201,30 @@ func humanBytes(n int64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
+
+func swarmCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "swarm",
+		Short: "The node's swarm: private groups",
+	}
+	c.AddCommand(&cobra.Command{
+		Use:   "key",
+		Short: "Print a new swarm key, for a private group",
+		Long: `Print a new random swarm key (kubo's swarm.key format). Nodes that have the
+same key in $SHOAL_HOME/swarm.key ([swarm] key) form a private group: they
+connect only to each other, over TCP. Give it to members over a secure
+channel, as any secret:
+
+  shoal swarm key > $SHOAL_HOME/swarm.key`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			key, err := node.NewSwarmKey()
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(key)
+			return err
+		},
+	})
+	return c
+}

@@ -15,8 +15,15 @@ import (
 // contains proto ("/tcp/" or "/quic-v1"). It is closed when the test ends.
 func Online(tb testing.TB, proto string, peers ...*node.Node) *node.Node {
 	tb.Helper()
+	return OnlineWith(tb, nil, proto, peers...)
+}
+
+// OnlineWith is Online with configure changing the node's config (in its
+// home, where it may also write files) before the node opens.
+func OnlineWith(tb testing.TB, configure func(home string, cfg *node.Config), proto string, peers ...*node.Node) *node.Node {
+	tb.Helper()
 	home := tb.TempDir()
-	initHome(tb, home)
+	initHomeWith(tb, home, configure)
 	var addrs []string
 	for _, p := range peers {
 		id, err := p.ID(context.Background())
@@ -53,11 +60,16 @@ func Offline(tb testing.TB, home string) *node.Node {
 	return n
 }
 
-func initHome(tb testing.TB, home string) {
+func initHome(tb testing.TB, home string) { initHomeWith(tb, home, nil) }
+
+func initHomeWith(tb testing.TB, home string, configure func(home string, cfg *node.Config)) {
 	tb.Helper()
 	cfg := node.DefaultConfig()
 	cfg.Swarm.Listen = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
 	cfg.Swarm.MDNS = false
+	if configure != nil {
+		configure(home, &cfg)
+	}
 	if _, err := node.Init(home, cfg); err != nil {
 		tb.Fatal(err)
 	}

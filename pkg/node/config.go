@@ -33,6 +33,12 @@ type SwarmConfig struct {
 	Peers []string `toml:"peers"`
 	// MDNS finds peers on the local network.
 	MDNS bool `toml:"mdns"`
+	// Key is a swarm key file (kubo's swarm.key format; relative paths
+	// are under $SHOAL_HOME). When the file exists, the node is in the
+	// private network of the key's holders, over TCP only.
+	Key string `toml:"key"`
+	// Allow lists the only peer IDs that may connect; empty allows all.
+	Allow []string `toml:"allow"`
 }
 
 // DatastoreConfig chooses where blocks live.
@@ -112,6 +118,7 @@ func DefaultConfig() Config {
 		Swarm: SwarmConfig{
 			Listen: []string{"/ip4/0.0.0.0/tcp/4051", "/ip4/0.0.0.0/udp/4051/quic-v1"},
 			MDNS:   true,
+			Key:    "swarm.key",
 		},
 		Datastore:  DatastoreConfig{Blocks: "flatfs"},
 		Import:     ImportConfig{Layout: blob.Kubo.Name},
@@ -127,6 +134,9 @@ func (c Config) Validate() error {
 		if _, err := multiaddr.NewMultiaddr(a); err != nil {
 			return fmt.Errorf("config: multiaddr %q: %w", a, err)
 		}
+	}
+	if _, err := parseAllowlist(c.Swarm.Allow); err != nil {
+		return err
 	}
 	switch c.Datastore.Blocks {
 	case "flatfs", "pebble":

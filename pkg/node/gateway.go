@@ -14,12 +14,9 @@ import (
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 	carv2 "github.com/ipld/go-car/v2"
-	"github.com/libp2p/go-libp2p/core/control"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	libp2phttp "github.com/libp2p/go-libp2p/p2p/http"
-	ma "github.com/multiformats/go-multiaddr"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
 )
 
@@ -52,20 +49,6 @@ func (g *gatewayPeers) isBad(p peer.ID) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.bad[p]
-}
-
-// badPeerGater keeps peers caught sending bad blocks off this node's swarm,
-// so that neither the gateway nor bitswap asks them again.
-type badPeerGater struct{ g *gatewayPeers }
-
-func (b badPeerGater) InterceptPeerDial(p peer.ID) bool                 { return !b.g.isBad(p) }
-func (b badPeerGater) InterceptAddrDial(p peer.ID, _ ma.Multiaddr) bool { return !b.g.isBad(p) }
-func (b badPeerGater) InterceptAccept(network.ConnMultiaddrs) bool      { return true }
-func (b badPeerGater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
-	return !b.g.isBad(p)
-}
-func (b badPeerGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) {
-	return true, 0
 }
 
 // startGateway serves this node's local blocks to peers over GatewayProtocol.

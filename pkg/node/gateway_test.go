@@ -14,10 +14,20 @@ import (
 
 func onlineNode(t *testing.T, peers ...*Node) *Node {
 	t.Helper()
+	return onlineNodeWith(t, nil, peers...)
+}
+
+// onlineNodeWith is onlineNode with configure changing its config (and
+// writing files in its home) first.
+func onlineNodeWith(t *testing.T, configure func(home string, cfg *Config), peers ...*Node) *Node {
+	t.Helper()
 	home := t.TempDir()
 	cfg := DefaultConfig()
 	cfg.Swarm.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 	cfg.Swarm.MDNS = false
+	if configure != nil {
+		configure(home, &cfg)
+	}
 	if _, err := Init(home, cfg); err != nil {
 		t.Fatal(err)
 	}

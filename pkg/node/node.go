@@ -125,13 +125,29 @@ func Open(ctx context.Context, home string, opts Options) (_ *Node, err error) {
 		listen = opts.Listen
 	}
 	n.gw = &gatewayPeers{bad: map[peer.ID]bool{}}
-	n.host, err = libp2p.New(
+	allow, err := parseAllowlist(cfg.Swarm.Allow)
+	if err != nil {
+		return nil, err
+	}
+	psk, err := loadSwarmKey(underHome(home, cfg.Swarm.Key))
+	if err != nil {
+		return nil, err
+	}
+	hostOpts := []libp2p.Option{
 		libp2p.Identity(priv),
-		libp2p.ConnectionGater(badPeerGater{n.gw}),
-		libp2p.ListenAddrStrings(listen...),
+		libp2p.ConnectionGater(swarmGater{bad: n.gw, allow: allow}),
 		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.Transport(quic.NewTransport),
-	)
+	}
+	if psk != nil {
+		hostOpts = append(hostOpts, libp2p.PrivateNetwork(psk))
+		if tcpOnly := withoutQUIC(listen); len(tcpOnly) < len(listen) {
+			n.log.Info("private network: listening on TCP only (libp2p private networks do not run over QUIC)")
+			listen = tcpOnly
+		}
+	} else {
+		hostOpts = append(hostOpts, libp2p.Transport(quic.NewTransport))
+	}
+	n.host, err = libp2p.New(append(hostOpts, libp2p.ListenAddrStrings(listen...))...)
 	if err != nil {
 		return nil, fmt.Errorf("start libp2p host on %v: %w", listen, err)
 	}
