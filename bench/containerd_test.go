@@ -1,14 +1,13 @@
 package bench
 
 import (
-	"bufio"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/shoal-ipfs/shoal/internal/testbed"
 )
 
 // containerd2 is the containerd 2.x scripts/build-containerd.sh built.
@@ -41,13 +40,16 @@ func BenchmarkContainerStart(b *testing.B) {
 	}
 	for _, link := range []string{"loopback", "100mbit"} {
 		b.Run(link, func(b *testing.B) {
-			var origin []string
-			var addr string
+			var (
+				origin []string
+				addr   string
+				puller *testbed.Host // nil: this machine's loopback
+			)
 			if link == "loopback" {
 				origin = shoalHome(b, "kubo", "flatfs")
 				addr, _ = shoalDaemon(b, origin)
 			} else {
-				origin, addr = shapedOrigin(b, link)
+				origin, addr, puller = shapedPair(b, link)
 			}
 			for _, img := range images {
 				if img.layout == "" {
@@ -56,14 +58,14 @@ func BenchmarkContainerStart(b *testing.B) {
 				size := layoutSize(b, img.layout)
 				root := lastLine(output(b, origin, shoalBin, "push", "oci:"+img.layout+":bookworm"))
 				b.Run(img.name+"/shoal-lazy", func(b *testing.B) {
-					containerStart(b, addr, size, func(node runningShoal, ctrd ctrdEnv, id string) {
+					containerStart(b, addr, puller, size, func(node runningShoal, ctrd ctrdEnv, id string) {
 						name := lastLine(output(b, nil, shoalBin, "--home", node.home, "pull", root, "--to", "containerd:bench.shoal/"+img.name+":lazy",
 							"--containerd-address", ctrd.socket, "--containerd-namespace", "bench"))
 						ctrd.ctr(b, append([]string{"run", "--rm", "--snapshotter", "shoal", name, id}, img.command...)...)
 					})
 				})
 				b.Run(img.name+"/overlayfs-full", func(b *testing.B) {
-					containerStart(b, addr, size, func(node runningShoal, ctrd ctrdEnv, id string) {
+					containerStart(b, addr, puller, size, func(node runningShoal, ctrd ctrdEnv, id string) {
 						ref := node.registry + "/ipfs/" + root + ":latest"
 						ctrd.ctr(b, "images", "pull", "--hosts-dir", ctrd.hosts, ref)
 						ctrd.ctr(b, append([]string{"run", "--rm", ref, id}, img.command...)...)
@@ -86,20 +88,19 @@ func (c ctrdEnv) ctr(b *testing.B, args ...string) {
 
 // containerStart times start, each iteration on a fresh shoal node peered
 // with addr and a fresh containerd plugged into it.
-func containerStart(b *testing.B, addr string, size int64, start func(node runningShoal, ctrd ctrdEnv, id string)) {
+func containerStart(b *testing.B, addr string, host *testbed.Host, size int64, start func(node runningShoal, ctrd ctrdEnv, id string)) {
 	var fetched int64
 	i := 0
 	for b.Loop() {
 		b.StopTimer()
 		i++
 		env := shoalHome(b, "kubo", "flatfs")
-		node := startShoalDaemon(b, env, "--peer", addr)
-		node.home = strings.TrimPrefix(env[0], "SHOAL_HOME=")
-		ctrd, stop := startContainerd(b, node)
+		node := startShoalDaemon(b, env, host, "--peer", addr)
+		ctrd, stop := startContainerd(b, node, host)
 		b.StartTimer()
 		start(node, ctrd, fmt.Sprintf("bench-%d", i))
 		b.StopTimer()
-		fetched = metricSum(b, "http://"+node.registry+"/metrics", "shoal_fetched_bytes_total")
+		fetched = metricSum(b, host, "http://"+node.registry+"/metrics", "shoal_fetched_bytes_total")
 		stop()
 		node.stop()
 		b.StartTimer()
@@ -108,9 +109,10 @@ func containerStart(b *testing.B, addr string, size int64, start func(node runni
 	b.ReportMetric(100*float64(fetched)/float64(size), "fetched-%")
 }
 
-// startContainerd runs containerd 2.x with the config `shoal containerd
-// config` prints for node, and a hosts directory for node's registry.
-func startContainerd(b *testing.B, node runningShoal) (ctrdEnv, func()) {
+// startContainerd runs containerd 2.x on host (nil: here), with the config
+// `shoal containerd config` prints for node, and a hosts directory for
+// node's registry.
+func startContainerd(b *testing.B, node runningShoal, host *testbed.Host) (ctrdEnv, func()) {
 	b.Helper()
 	dir, err := os.MkdirTemp("", "ctrd-bench-") // short: socket paths are limited
 	if err != nil {
@@ -135,32 +137,10 @@ func startContainerd(b *testing.B, node runningShoal) (ctrdEnv, func()) {
 		b.Fatal(err)
 	}
 	env := []string{"PATH=" + containerd2 + ":" + os.Getenv("PATH")}
+	cmd := argv(host, filepath.Join(containerd2, "containerd"), "--config", cfgPath)
 	_, stop := startDaemon(b, env, func() bool {
 		_, err := os.Stat(c.socket)
 		return err == nil
-	}, filepath.Join(containerd2, "containerd"), "--config", cfgPath)
+	}, cmd[0], cmd[1:]...)
 	return c, stop
-}
-
-// metricSum adds up the values of a Prometheus metric, all its labels.
-func metricSum(b *testing.B, url, name string) int64 {
-	b.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var total float64
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[strings.LastIndex(line, " ")+1:], 64)
-		if err == nil {
-			total += v
-		}
-	}
-	return int64(total)
 }

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shoal-ipfs/shoal/internal/testbed"
 )
 
 // tools found once per run.
@@ -224,7 +226,7 @@ func shoalHome(b *testing.B, layout, blocks string) []string {
 // address and its registry's host:port.
 func shoalDaemon(b *testing.B, env []string, args ...string) (addr, registry string) {
 	b.Helper()
-	d := startShoalDaemon(b, env, args...)
+	d := startShoalDaemon(b, env, nil, args...)
 	return d.addr, d.registry
 }
 
@@ -236,9 +238,11 @@ type runningShoal struct {
 	stop           func()
 }
 
-func startShoalDaemon(b *testing.B, env []string, args ...string) runningShoal {
+// startShoalDaemon runs `shoal daemon` on host (nil: here).
+func startShoalDaemon(b *testing.B, env []string, host *testbed.Host, args ...string) runningShoal {
 	b.Helper()
-	var d runningShoal
+	d := runningShoal{home: strings.TrimPrefix(env[0], "SHOAL_HOME=")}
+	cmd := argv(host, shoalBin, append([]string{"daemon", "--no-mdns", "--registry-listen", "127.0.0.1:0"}, args...)...)
 	_, d.stop = startDaemon(b, env, func() bool {
 		c := exec.Command(shoalBin, "id", "--json")
 		c.Env = append(os.Environ(), env...)
@@ -262,7 +266,7 @@ func startShoalDaemon(b *testing.B, env []string, args ...string) runningShoal {
 			}
 		}
 		return false
-	}, shoalBin, append([]string{"daemon", "--no-mdns", "--registry-listen", "127.0.0.1:0"}, args...)...)
+	}, cmd[0], cmd[1:]...)
 	return d
 }
 

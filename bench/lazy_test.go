@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ipfs/shoal/internal/testbed"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 )
 
@@ -32,7 +33,7 @@ func BenchmarkLazyStart(b *testing.B) {
 	origin := shoalHome(b, "kubo", "flatfs")
 	addr, _ := shoalDaemon(b, origin)
 	root := lastLine(output(b, origin, shoalBin, "push", "oci:"+debImage+":bookworm"))
-	lazyStart(b, root, addr, size)
+	lazyStart(b, root, addr, nil, size)
 }
 
 // BenchmarkLazyStartPython is BenchmarkLazyStart on a bigger image, Debian
@@ -51,14 +52,14 @@ func BenchmarkLazyStartPython(b *testing.B) {
 	origin := shoalHome(b, "kubo", "flatfs")
 	addr, _ := shoalDaemon(b, origin)
 	root := lastLine(output(b, origin, shoalBin, "push", "oci:"+image+":bookworm"))
-	lazyStart(b, root, addr, size, "/usr/bin/python3", "-c", "print('hello from python')")
+	lazyStart(b, root, addr, nil, size, "/usr/bin/python3", "-c", "print('hello from python')")
 }
 
 // lazyStart measures, from an empty node, shoal mount then the workload in
 // the mount against shoal pull, umoci unpack, then the workload, with the
 // image root's blocks on peer addr. The workload is the package's unless
 // given.
-func lazyStart(b *testing.B, root, addr string, size int64, command ...string) {
+func lazyStart(b *testing.B, root, addr string, host *testbed.Host, size int64, command ...string) {
 	workload := workload
 	if len(command) > 0 {
 		workload = command
@@ -71,7 +72,7 @@ func lazyStart(b *testing.B, root, addr string, size int64, command ...string) {
 			env := shoalHome(b, "kubo", "flatfs")
 			mnt := b.TempDir()
 			b.StartTimer()
-			logs, unmount := startMount(b, env, root, mnt, addr)
+			logs, unmount := startMount(b, env, host, root, mnt, addr)
 			run(b, nil, "chroot", append([]string{mnt}, workload...)...)
 			b.StopTimer()
 			unmount()
@@ -89,7 +90,8 @@ func lazyStart(b *testing.B, root, addr string, size int64, command ...string) {
 			env := shoalHome(b, "kubo", "flatfs")
 			dir := b.TempDir()
 			b.StartTimer()
-			run(b, env, shoalBin, "pull", root, "--peer", addr, "--to", "oci:"+filepath.Join(dir, "oci")+":bookworm")
+			pull := argv(host, shoalBin, "pull", root, "--peer", addr, "--to", "oci:"+filepath.Join(dir, "oci")+":bookworm")
+			run(b, env, pull[0], pull[1:]...)
 			run(b, nil, "umoci", "unpack", "--image", filepath.Join(dir, "oci")+":bookworm", filepath.Join(dir, "bundle"))
 			run(b, nil, "chroot", append([]string{filepath.Join(dir, "bundle", "rootfs")}, workload...)...)
 		}
@@ -150,7 +152,7 @@ func BenchmarkMountRead(b *testing.B) {
 	mount := func(b *testing.B) (string, func()) {
 		env := shoalHome(b, "kubo", "flatfs")
 		mnt := b.TempDir()
-		_, unmount := startMount(b, env, root, mnt, addr)
+		_, unmount := startMount(b, env, nil, root, mnt, addr)
 		return mnt, unmount
 	}
 
@@ -197,9 +199,10 @@ func BenchmarkMountRead(b *testing.B) {
 
 // startMount runs `shoal mount` in a new node, returns once it serves,
 // and gives its log and a function that unmounts it and waits for it.
-func startMount(b *testing.B, env []string, root, mnt, peer string) (*syncLog, func()) {
+func startMount(b *testing.B, env []string, host *testbed.Host, root, mnt, peer string) (*syncLog, func()) {
 	b.Helper()
-	cmd := exec.Command(shoalBin, "mount", root, mnt, "--peer", peer)
+	a := argv(host, shoalBin, "mount", root, mnt, "--peer", peer)
+	cmd := exec.Command(a[0], a[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	logs := &syncLog{}
 	cmd.Stderr = logs

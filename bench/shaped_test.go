@@ -1,47 +1,40 @@
 package bench
 
 import (
-	"encoding/json"
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/shoal-ipfs/shoal/internal/testbed"
 )
 
-// shapedLink makes a network namespace joined to this one by a veth pair
-// whose both ends are shaped to rate, and removes it when the benchmark
-// ends. It returns the namespace and its address. The rate is a token
-// bucket (tbf): this machine's kernel has no netem, so no delay is added.
-func shapedLink(b *testing.B, rate string) (ns, addr string) {
+// shapedPair is a testbed of two hosts whose links are shaped to rate
+// (tbf: this machine's kernel has no netem, so no delay is added), with a
+// shoal daemon on the first: the origin. It returns the origin's home and
+// swarm address, and the second host, where the benchmark's puller runs.
+func shapedPair(b *testing.B, rate string) (origin []string, addr string, puller *testbed.Host) {
 	b.Helper()
 	if _, err := exec.LookPath("tc"); err != nil {
 		b.Skip("tc (iproute2) is needed")
 	}
-	ns, host, peer := "shoal-bench", "sbench0", "sbench1"
-	sh := func(args ...string) {
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			b.Fatalf("%v: %v\n%s", args, err, out)
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	tb, err := testbed.New(ctx, 2, testbed.Link{Rate: rate})
+	if err != nil {
+		cancel()
+		b.Fatal(err)
 	}
-	_ = exec.Command("ip", "netns", "del", ns).Run() // left by an interrupted run
-	_ = exec.Command("ip", "link", "del", host).Run()
-	sh("ip", "netns", "add", ns)
-	b.Cleanup(func() {
-		_ = exec.Command("ip", "link", "del", host).Run()
-		_ = exec.Command("ip", "netns", "del", ns).Run()
-	})
-	sh("ip", "link", "add", host, "type", "veth", "peer", "name", peer)
-	sh("ip", "link", "set", peer, "netns", ns)
-	sh("ip", "addr", "add", "10.201.0.1/24", "dev", host)
-	sh("ip", "link", "set", host, "up")
-	sh("ip", "netns", "exec", ns, "ip", "addr", "add", "10.201.0.2/24", "dev", peer)
-	sh("ip", "netns", "exec", ns, "ip", "link", "set", peer, "up")
-	sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-	tbf := []string{"root", "tbf", "rate", rate, "burst", "64kb", "latency", "50ms"}
-	sh(append([]string{"tc", "qdisc", "add", "dev", host}, tbf...)...)
-	sh(append([]string{"ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", peer}, tbf...)...)
-	return ns, "10.201.0.2"
+	// Registered first, so it runs after the daemons on it have stopped.
+	b.Cleanup(func() { tb.Close(); cancel() })
+	origin = shoalHome(b, "kubo", "flatfs")
+	d := startShoalDaemon(b, origin, &tb.Hosts[0], "--listen", "/ip4/"+tb.Hosts[0].Addr+"/tcp/4077")
+	return origin, d.addr, &tb.Hosts[1]
 }
 
 // BenchmarkLazyStartShaped is BenchmarkLazyStart with the peer behind a
@@ -52,25 +45,59 @@ func BenchmarkLazyStartShaped(b *testing.B) {
 		b.Skip("network namespaces, mounting and chroot need root")
 	}
 	_, size := imageBlobs(b)
-	origin, addr := shapedOrigin(b, "100mbit")
+	origin, addr, puller := shapedPair(b, "100mbit")
 	root := lastLine(output(b, origin, shoalBin, "push", "oci:"+debImage+":bookworm"))
-	lazyStart(b, root, addr, size)
+	lazyStart(b, root, addr, puller, size)
 }
 
-// shapedOrigin runs a shoal daemon behind a link shaped to rate, and
-// returns its home and swarm address.
-func shapedOrigin(b *testing.B, rate string) (env []string, addr string) {
+// argv is the command line that runs name with args on host, or here
+// when host is nil.
+func argv(host *testbed.Host, name string, args ...string) []string {
+	if host == nil {
+		return append([]string{name}, args...)
+	}
+	return host.Argv(name, args...)
+}
+
+// metricSum adds up the values of a Prometheus metric (all its labels) at
+// url, fetched from host (nil: here).
+func metricSum(b *testing.B, host *testbed.Host, url, name string) int64 {
 	b.Helper()
-	ns, ip := shapedLink(b, rate)
-	origin := shoalHome(b, "kubo", "flatfs")
-	home := strings.TrimPrefix(origin[0], "SHOAL_HOME=")
-	daemon(b, origin, func() bool {
-		_, err := os.Stat(filepath.Join(home, "shoal.sock"))
-		return err == nil
-	}, "ip", "netns", "exec", ns, shoalBin, "daemon", "--no-mdns", "--listen", "/ip4/"+ip+"/tcp/4077", "--registry-listen=")
-	var id struct{ ID string }
-	if err := json.Unmarshal([]byte(output(b, origin, shoalBin, "id", "--json")), &id); err != nil {
+	var resp *http.Response
+	get := func() error {
+		// Dialled on this goroutine, so that a testbed host's namespace
+		// applies; HTTP/1.0 over that connection.
+		addr := strings.TrimPrefix(url, "http://")
+		addr, path, _ := strings.Cut(addr, "/")
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(conn, "GET /%s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr)
+		resp, err = http.ReadResponse(bufio.NewReader(conn), nil)
+		return err
+	}
+	var err error
+	if host == nil {
+		err = get()
+	} else {
+		err = host.Do(get)
+	}
+	if err != nil {
 		b.Fatal(err)
 	}
-	return origin, "/ip4/" + ip + "/tcp/4077/p2p/" + id.ID
+	defer resp.Body.Close()
+	var total float64
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(line[strings.LastIndex(line, " ")+1:], &v); err == nil {
+			total += v
+		}
+	}
+	return int64(total)
 }

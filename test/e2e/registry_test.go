@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ipfs/shoal/internal/testbed"
 	"github.com/shoal-ipfs/shoal/internal/testenv"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 )
@@ -23,11 +25,29 @@ type shoalDaemon struct {
 	Registry  string // host:port of its registry
 	// Containerd is the socket of its containerd plugins (as root).
 	Containerd string
+	host       *testbed.Host // the testbed host it runs on, if any
 	proc       *exec.Cmd
 	logs       *processLogs
 }
 
 func startShoalDaemon(t *testing.T, args ...string) *shoalDaemon {
+	t.Helper()
+	d := newShoalHome(t, "/ip4/127.0.0.1/tcp/0", args)
+	d.start(t)
+	return d
+}
+
+// startShoalDaemonOn runs a daemon on a testbed host, its swarm on the
+// host's address.
+func startShoalDaemonOn(t *testing.T, host testbed.Host, args ...string) *shoalDaemon {
+	t.Helper()
+	d := newShoalHome(t, "/ip4/"+host.Addr+"/tcp/4051", args)
+	d.host = &host
+	d.start(t)
+	return d
+}
+
+func newShoalHome(t *testing.T, listen string, args []string) *shoalDaemon {
 	t.Helper()
 	// Short: the home holds unix sockets, whose paths are limited.
 	home, err := os.MkdirTemp("", "shoal-")
@@ -36,14 +56,17 @@ func startShoalDaemon(t *testing.T, args ...string) *shoalDaemon {
 	}
 	t.Cleanup(func() { os.RemoveAll(home) })
 	d := &shoalDaemon{bin: shoalBinary(t), home: home, args: args}
-	d.run(t, "init", "--mdns=false", "--listen", "/ip4/127.0.0.1/tcp/0", "--registry-listen", "127.0.0.1:0")
-	d.start(t)
+	d.run(t, "init", "--mdns=false", "--listen", listen, "--registry-listen", "127.0.0.1:0")
 	return d
 }
 
 func (d *shoalDaemon) start(t *testing.T) {
 	t.Helper()
-	cmd := exec.Command(d.bin, append([]string{"daemon", "--no-mdns"}, d.args...)...)
+	args := append([]string{"daemon", "--no-mdns"}, d.args...)
+	cmd := exec.Command(d.bin, args...)
+	if d.host != nil {
+		cmd = d.host.Command(context.Background(), d.bin, args...)
+	}
 	cmd.Env = append(os.Environ(), "SHOAL_HOME="+d.home)
 	d.proc = cmd
 	d.logs = startProcess(t, cmd, "shoal daemon", 30*time.Second, func(string) bool {

@@ -1,0 +1,261 @@
+// Package testbed builds a small network of hosts on one machine for
+// tests and benchmarks: N network namespaces, each joined to a bridge by
+// a veth pair whose both ends are shaped with tc. It needs root, iproute2
+// and nsenter (util-linux), touches nothing outside the namespaces it makes, removes them
+// when closed or when its context ends, and clears what an interrupted run
+// left behind.
+package testbed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Link shapes every host's link to the bridge, both ways.
+type Link struct {
+	// Rate is tc's rate ("100mbit"); empty leaves the link unshaped.
+	Rate string
+	// Delay and Loss need the kernel's netem qdisc, which some kernels
+	// (this project's machine among them) lack: New then fails rather
+	// than build a network without them.
+	Delay time.Duration
+	Loss  float64 // percent
+}
+
+// Host is one host of the testbed.
+type Host struct {
+	Name string // its network namespace
+	Addr string // its IPv4 address on the testbed
+}
+
+// Testbed is a running network of hosts.
+type Testbed struct {
+	Hosts []Host
+	hub   string
+	links []string // host-side veth names, in the hub
+	once  sync.Once
+	err   error
+	stop  chan struct{}
+}
+
+// prefix starts every namespace the package makes, followed by the
+// process's ID, so that testbeds of several processes do not meet and a
+// new one can clear what a killed process left.
+const prefix = "shoaltb-"
+
+var (
+	mu    sync.Mutex // one testbed per process at a time: names repeat
+	owner = prefix + strconv.Itoa(os.Getpid())
+)
+
+// New builds n hosts (at most 250) on the subnet 10.77.0.0/24. The
+// testbed is closed when ctx ends, if Close has not been called before. A
+// process has one testbed at a time: New waits for the last one to close.
+func New(ctx context.Context, n int, link Link) (*Testbed, error) {
+	if n < 1 || n > 250 {
+		return nil, fmt.Errorf("testbed: %d hosts: want 1 to 250", n)
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("testbed: network namespaces need root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return nil, fmt.Errorf("testbed: iproute2: %w", err)
+	}
+	clearStale()
+	mu.Lock()
+	tb := &Testbed{hub: owner + "-hub", stop: make(chan struct{})}
+	if err := tb.build(n, link); err != nil {
+		tb.Close()
+		return nil, err
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+			tb.Close()
+		case <-tb.stop:
+		}
+	}()
+	return tb, nil
+}
+
+func (tb *Testbed) build(n int, link Link) error {
+	if err := ip("netns", "add", tb.hub); err != nil {
+		return err
+	}
+	hub := func(args ...string) error { return ip(append([]string{"-n", tb.hub}, args...)...) }
+	if err := hub("link", "add", "br0", "type", "bridge"); err != nil {
+		return err
+	}
+	if err := hub("link", "set", "br0", "up"); err != nil {
+		return err
+	}
+	qdisc, err := link.qdisc()
+	if err != nil {
+		return err
+	}
+	for i := range n {
+		h := Host{Name: fmt.Sprintf("%s-h%d", owner, i), Addr: fmt.Sprintf("10.77.0.%d", i+1)}
+		outer, inner := fmt.Sprintf("tbh%d", i), fmt.Sprintf("tbi%d", i)
+		steps := [][]string{
+			{"netns", "add", h.Name},
+			{"-n", tb.hub, "link", "add", outer, "type", "veth", "peer", "name", inner, "netns", h.Name},
+			{"-n", tb.hub, "link", "set", outer, "master", "br0", "up"},
+			{"-n", h.Name, "addr", "add", h.Addr + "/24", "dev", inner},
+			{"-n", h.Name, "link", "set", inner, "up"},
+			{"-n", h.Name, "link", "set", "lo", "up"},
+		}
+		for _, s := range steps {
+			if err := ip(s...); err != nil {
+				return err
+			}
+		}
+		tb.Hosts = append(tb.Hosts, h)
+		tb.links = append(tb.links, outer)
+		if qdisc == nil {
+			continue
+		}
+		for _, side := range [][2]string{{tb.hub, outer}, {h.Name, inner}} {
+			args := append([]string{"netns", "exec", side[0], "tc", "qdisc", "add", "dev", side[1], "root"}, qdisc...)
+			if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+				if qdisc[0] == "netem" && strings.Contains(string(out), "unknown") {
+					return errors.New("testbed: this kernel has no netem qdisc, which delay and loss need")
+				}
+				return fmt.Errorf("testbed: tc %v: %v: %s", qdisc, err, strings.TrimSpace(string(out)))
+			}
+		}
+	}
+	return nil
+}
+
+// qdisc is the tc qdisc that shapes a link: tbf for a rate alone, netem
+// when there is delay or loss.
+func (l Link) qdisc() ([]string, error) {
+	if l.Delay == 0 && l.Loss == 0 {
+		if l.Rate == "" {
+			return nil, nil
+		}
+		return []string{"tbf", "rate", l.Rate, "burst", "64kb", "latency", "50ms"}, nil
+	}
+	q := []string{"netem"}
+	if l.Delay > 0 {
+		q = append(q, "delay", strconv.FormatInt(l.Delay.Microseconds(), 10)+"us")
+	}
+	if l.Loss > 0 {
+		q = append(q, "loss", strconv.FormatFloat(l.Loss, 'f', -1, 64)+"%")
+	}
+	if l.Rate != "" {
+		q = append(q, "rate", l.Rate)
+	}
+	return q, nil
+}
+
+// Command runs name in host's network namespace, and only there: unlike
+// `ip netns exec`, it keeps the machine's mount namespace, so what the
+// command mounts (FUSE, a container's root) the rest of the machine sees.
+func (h Host) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	argv := h.Argv(name, args...)
+	return exec.CommandContext(ctx, argv[0], argv[1:]...)
+}
+
+// Argv is the command line that runs name with args as Command does.
+func (h Host) Argv(name string, args ...string) []string {
+	return append([]string{"nsenter", "--net=/run/netns/" + h.Name, "--", name}, args...)
+}
+
+// Do runs f with its calling goroutine in host's network namespace:
+// sockets f opens on that goroutine (a listener, a dial) stay in that
+// namespace after it returns.
+func (host Host) Do(f func() error) error {
+	runtime.LockOSThread()
+	self, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer self.Close()
+	target, err := os.Open("/run/netns/" + host.Name)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("testbed: enter %s: %w", host.Name, err)
+	}
+	ferr := f()
+	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+		// The thread stays locked, so that Go retires it with the
+		// goroutine rather than reuse it in the wrong namespace.
+		return errors.Join(ferr, fmt.Errorf("testbed: leave %s: %w", host.Name, err))
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
+
+// Cut takes host off the network (its link goes down) until Heal.
+func (tb *Testbed) Cut(host Host) error { return tb.setLink(host, "down") }
+
+// Heal puts host back on the network.
+func (tb *Testbed) Heal(host Host) error { return tb.setLink(host, "up") }
+
+func (tb *Testbed) setLink(host Host, state string) error {
+	for i, h := range tb.Hosts {
+		if h.Name == host.Name {
+			return ip("-n", tb.hub, "link", "set", tb.links[i], state)
+		}
+	}
+	return fmt.Errorf("testbed: no host %s", host.Name)
+}
+
+// Close removes the hosts and the bridge; their links go with them.
+// Processes still running in them lose their network.
+func (tb *Testbed) Close() error {
+	tb.once.Do(func() {
+		close(tb.stop)
+		var errs []error
+		for _, h := range tb.Hosts {
+			errs = append(errs, ip("netns", "del", h.Name))
+		}
+		errs = append(errs, ip("netns", "del", tb.hub))
+		tb.err = errors.Join(errs...)
+		mu.Unlock()
+	})
+	return tb.err
+}
+
+// clearStale removes the namespaces of testbeds whose process died.
+func clearStale() {
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || !strings.HasPrefix(f[0], prefix) {
+			continue
+		}
+		pid, _, _ := strings.Cut(strings.TrimPrefix(f[0], prefix), "-")
+		if _, err := os.Stat("/proc/" + pid); errors.Is(err, os.ErrNotExist) {
+			_ = ip("netns", "del", f[0])
+		}
+	}
+}
+
+func ip(args ...string) error {
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("testbed: ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}

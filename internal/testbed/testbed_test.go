@@ -1,0 +1,123 @@
+package testbed
+
+import (
+	"context"
+	"io"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-ipfs/shoal/internal/testenv"
+)
+
+func newTestbed(t *testing.T, n int, link Link) *Testbed {
+	t.Helper()
+	testenv.Root(t)
+	_, err := exec.LookPath("tc")
+	testenv.Need(t, "tc (iproute2)", err)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	tb, err := New(ctx, n, link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := tb.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return tb
+}
+
+// reach reports whether from can open a TCP connection to l.
+func reach(tb *Testbed, from Host, addr string) bool {
+	var conn net.Conn
+	from.Do(func() (err error) {
+		conn, err = net.DialTimeout("tcp", addr, time.Second)
+		return err
+	})
+	if conn == nil {
+		return false
+	}
+	conn.Close()
+	return true
+}
+
+func TestHostsReachEachOtherThroughShapedLinks(t *testing.T) {
+	tb := newTestbed(t, 3, Link{Rate: "50mbit"})
+	var l net.Listener
+	if err := tb.Hosts[0].Do(func() (err error) {
+		l, err = net.Listen("tcp", tb.Hosts[0].Addr+":7000")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(c, strings.NewReader(strings.Repeat("x", 5<<20)))
+				c.Close()
+			}()
+		}
+	}()
+	addr := l.Addr().String()
+	for _, h := range tb.Hosts[1:] {
+		if !reach(tb, h, addr) {
+			t.Errorf("%s cannot reach %s", h.Name, addr)
+		}
+	}
+	// 5 MiB at 50 Mbit/s takes about 0.8 s: the shaping holds.
+	var conn net.Conn
+	tb.Hosts[1].Do(func() (err error) { conn, err = net.Dial("tcp", addr); return err })
+	start := time.Now()
+	n, _ := io.Copy(io.Discard, conn)
+	conn.Close()
+	rate := float64(n) * 8 / time.Since(start).Seconds() / 1e6
+	t.Logf("%d bytes at %.0f Mbit/s", n, rate)
+	if rate > 75 {
+		t.Errorf("a 50 Mbit/s link carried %.0f Mbit/s", rate)
+	}
+
+	if err := tb.Cut(tb.Hosts[2]); err != nil {
+		t.Fatal(err)
+	}
+	if reach(tb, tb.Hosts[2], addr) {
+		t.Error("a cut host reached another")
+	}
+	if err := tb.Heal(tb.Hosts[2]); err != nil {
+		t.Fatal(err)
+	}
+	if !reach(tb, tb.Hosts[2], addr) {
+		t.Error("a healed host cannot reach another")
+	}
+}
+
+func TestCloseLeavesNothing(t *testing.T) {
+	tb := newTestbed(t, 2, Link{})
+	if err := tb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := exec.Command("ip", "netns", "list").Output()
+	if strings.Contains(string(out), owner) {
+		t.Errorf("namespaces left:\n%s", out)
+	}
+}
+
+func TestDelayNeedsNetem(t *testing.T) {
+	testenv.Root(t)
+	tb, err := New(context.Background(), 1, Link{Delay: 10 * time.Millisecond})
+	if err == nil {
+		tb.Close()
+		t.Skip("this kernel has netem")
+	}
+	if !strings.Contains(err.Error(), "no netem") {
+		t.Errorf("error does not say netem is missing: %v", err)
+	}
+}

@@ -1,0 +1,76 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shoal-ipfs/shoal/internal/testbed"
+	"github.com/shoal-ipfs/shoal/internal/testenv"
+	"github.com/shoal-ipfs/shoal/internal/testimage"
+)
+
+// TestPullSurvivesSeedersFailing: three seeders hold the Debian image, each
+// on its own testbed host behind a 100 Mbit/s link; a fourth host pulls it
+// from all three. During the pull one seeder is killed and another is cut
+// off the network and comes back. The pull completes, every blob verified.
+func TestPullSurvivesSeedersFailing(t *testing.T) {
+	testenv.Root(t)
+	_, err := exec.LookPath("tc")
+	testenv.Need(t, "tc (iproute2)", err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	tb, err := testbed.New(ctx, 4, testbed.Link{Rate: "100mbit"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Removed after the daemons on it stop (cleanups run last first).
+	t.Cleanup(func() { tb.Close() })
+	layout := debianImage(t)
+	var seeders []*shoalDaemon
+	var root string
+	for _, h := range tb.Hosts[:3] {
+		d := startShoalDaemonOn(t, h)
+		out := strings.TrimSpace(d.run(t, "push", "oci:"+layout+":bookworm"))
+		root = out[strings.LastIndex(out, "\n")+1:]
+		seeders = append(seeders, d)
+	}
+
+	home, err := os.MkdirTemp("", "shoal-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(home)
+	puller := tb.Hosts[3]
+	dest := filepath.Join(t.TempDir(), "oci")
+	args := []string{"--home", home, "pull", root, "--to", "oci:" + dest + ":bookworm", "--timeout", "30s"}
+	for _, s := range seeders {
+		args = append(args, "--peer", s.Peer)
+	}
+	pull := puller.Command(ctx, shoalBinary(t), args...)
+	var logs processLogs
+	pull.Stdout, pull.Stderr = &logs, &logs
+	start := time.Now()
+	if err := pull.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	seeders[0].proc.Process.Signal(syscall.SIGKILL)
+	if err := tb.Cut(tb.Hosts[1]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if err := tb.Heal(tb.Hosts[1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := pull.Wait(); err != nil {
+		t.Fatalf("pull: %v\n%s", err, logs.String())
+	}
+	t.Logf("pulled in %s with one seeder killed and one cut off for 2 s", time.Since(start).Round(time.Millisecond))
+	testimage.Validate(t, dest)
+}
