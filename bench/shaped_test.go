@@ -59,22 +59,26 @@ func argv(host *testbed.Host, name string, args ...string) []string {
 	return host.Argv(name, args...)
 }
 
+// httpGetHere is an HTTP/1.0 GET dialled on the calling goroutine, so
+// that a testbed host's namespace (Host.Do) applies; net/http's client
+// dials on goroutines of its own.
+func httpGetHere(url string) (*http.Response, error) {
+	addr, path, _ := strings.Cut(strings.TrimPrefix(url, "http://"), "/")
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(conn, "GET /%s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr)
+	return http.ReadResponse(bufio.NewReader(conn), nil)
+}
+
 // metricSum adds up the values of a Prometheus metric (all its labels) at
 // url, fetched from host (nil: here).
 func metricSum(b *testing.B, host *testbed.Host, url, name string) int64 {
 	b.Helper()
 	var resp *http.Response
-	get := func() error {
-		// Dialled on this goroutine, so that a testbed host's namespace
-		// applies; HTTP/1.0 over that connection.
-		addr := strings.TrimPrefix(url, "http://")
-		addr, path, _ := strings.Cut(addr, "/")
-		conn, err := net.Dial("tcp", addr)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(conn, "GET /%s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr)
-		resp, err = http.ReadResponse(bufio.NewReader(conn), nil)
+	get := func() (err error) {
+		resp, err = httpGetHere(url)
 		return err
 	}
 	var err error

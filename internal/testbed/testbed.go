@@ -8,6 +8,7 @@ package testbed
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -201,6 +202,31 @@ func (host Host) Do(f func() error) error {
 	}
 	runtime.UnlockOSThread()
 	return ferr
+}
+
+// Sent is how many bytes host has sent onto the testbed so far (what its
+// link carried from it, headers included).
+func (tb *Testbed) Sent(host Host) (uint64, error) {
+	for i, h := range tb.Hosts {
+		if h.Name != host.Name {
+			continue
+		}
+		out, err := exec.Command("ip", "-n", tb.hub, "-s", "-j", "link", "show", "dev", tb.links[i]).Output()
+		if err != nil {
+			return 0, fmt.Errorf("testbed: link of %s: %w", host.Name, err)
+		}
+		var links []struct {
+			Stats struct {
+				RX struct{ Bytes uint64 } `json:"rx"`
+			} `json:"stats64"`
+		}
+		if err := json.Unmarshal(out, &links); err != nil || len(links) != 1 {
+			return 0, fmt.Errorf("testbed: link of %s: %q: %v", host.Name, out, err)
+		}
+		// The bridge's side receives what the host sends.
+		return links[0].Stats.RX.Bytes, nil
+	}
+	return 0, fmt.Errorf("testbed: no host %s", host.Name)
 }
 
 // Cut takes host off the network (its link goes down) until Heal.

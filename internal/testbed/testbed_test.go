@@ -81,6 +81,9 @@ func TestHostsReachEachOtherThroughShapedLinks(t *testing.T) {
 	conn.Close()
 	rate := float64(n) * 8 / time.Since(start).Seconds() / 1e6
 	t.Logf("%d bytes at %.0f Mbit/s", n, rate)
+	if sent, err := tb.Sent(tb.Hosts[0]); err != nil || sent < uint64(n) || sent > uint64(n)*11/10 {
+		t.Errorf("host 0 sent %d bytes (%v) for %d of payload", sent, err, n)
+	}
 	if rate > 75 {
 		t.Errorf("a 50 Mbit/s link carried %.0f Mbit/s", rate)
 	}

@@ -36,3 +36,25 @@ func FuzzNormalizeRef(f *testing.F) {
 		}
 	})
 }
+
+func TestOptionsTakeCtrsVariables(t *testing.T) {
+	t.Setenv("CONTAINERD_ADDRESS", "/run/other.sock")
+	t.Setenv("CONTAINERD_NAMESPACE", "k8s.io")
+	o := Options{}
+	o.defaults()
+	if o.Address != "/run/other.sock" || o.Namespace != "k8s.io" || o.Snapshotter != DefaultSnapshotter {
+		t.Errorf("from the environment: %+v", o)
+	}
+	o = Options{Address: "/a.sock", Namespace: "ns", Snapshotter: "s"}
+	o.defaults()
+	if o.Address != "/a.sock" || o.Namespace != "ns" || o.Snapshotter != "s" {
+		t.Errorf("flags lost to the environment: %+v", o)
+	}
+	t.Setenv("CONTAINERD_ADDRESS", "")
+	t.Setenv("CONTAINERD_NAMESPACE", "")
+	o = Options{}
+	o.defaults()
+	if o.Address != DefaultAddress || o.Namespace != DefaultNamespace {
+		t.Errorf("defaults: %+v", o)
+	}
+}

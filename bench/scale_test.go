@@ -1,0 +1,155 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoal-ipfs/shoal/internal/testbed"
+)
+
+// BenchmarkScale is the time until N nodes all have the Debian image, each
+// node and the origin behind its own 100 Mbit/s link on a testbed, and the
+// bytes the origin sent meanwhile. shoal: the origin is a shoal daemon
+// holding the image, the N nodes are shoal daemons connected to it and to
+// each other, each running `shoal pull`. registry: the origin is a
+// distribution registry, the N nodes each run `skopeo copy` from it. All N
+// start at once.
+func BenchmarkScale(b *testing.B) {
+	requireTools(b)
+	if os.Geteuid() != 0 {
+		b.Skip("network namespaces need root")
+	}
+	if _, err := exec.LookPath("tc"); err != nil {
+		b.Skip("tc (iproute2) is needed")
+	}
+	_, size := imageBlobs(b)
+	for _, n := range []int{1, 2, 4, 8} {
+		b.Run(fmt.Sprintf("n=%d/shoal", n), func(b *testing.B) {
+			tb := scaleTestbed(b, n)
+			origin := shoalHome(b, "kubo", "flatfs")
+			o := startShoalDaemon(b, origin, &tb.Hosts[0], "--listen", "/ip4/"+tb.Hosts[0].Addr+"/tcp/4051")
+			root := lastLine(output(b, origin, shoalBin, "push", "oci:"+debImage+":bookworm"))
+			scaleRun(b, tb, size, func(b *testing.B) func(i int, dir string) []string {
+				// Fresh nodes, each connected to the origin and to those
+				// before it: all to all.
+				var homes []string
+				peers := []string{"--peer", o.addr}
+				for _, h := range tb.Hosts[1:] {
+					env := shoalHome(b, "kubo", "flatfs")
+					d := startShoalDaemon(b, env, &h, append([]string{"--listen", "/ip4/" + h.Addr + "/tcp/4051"}, peers...)...)
+					b.Cleanup(d.stop)
+					peers = append(peers, "--peer", d.addr)
+					homes = append(homes, d.home)
+				}
+				return func(i int, dir string) []string {
+					return []string{shoalBin, "--home", homes[i], "pull", root, "--to", "oci:" + dir + ":bookworm"}
+				}
+			})
+		})
+		b.Run(fmt.Sprintf("n=%d/registry", n), func(b *testing.B) {
+			tb := scaleTestbed(b, n)
+			reg := registryOn(b, tb.Hosts[0])
+			push := tb.Hosts[0].Argv("skopeo", "copy", "--dest-tls-verify=false", "oci:"+debImage+":bookworm", "docker://"+reg+"/debian:bookworm")
+			run(b, nil, push[0], push[1:]...)
+			scaleRun(b, tb, size, func(*testing.B) func(i int, dir string) []string {
+				return func(_ int, dir string) []string {
+					return []string{"skopeo", "copy", "--src-tls-verify=false", "docker://" + reg + "/debian:bookworm", "oci:" + dir + ":bookworm"}
+				}
+			})
+		})
+	}
+}
+
+// scaleTestbed is an origin and n nodes, each behind 100 Mbit/s.
+func scaleTestbed(b *testing.B, n int) *testbed.Testbed {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	tb, err := testbed.New(ctx, n+1, testbed.Link{Rate: "100mbit"})
+	if err != nil {
+		cancel()
+		b.Fatal(err)
+	}
+	// Registered first, so that it runs after the processes on it stop.
+	b.Cleanup(func() { tb.Close(); cancel() })
+	return tb
+}
+
+// scaleRun times the nodes of tb (all but the origin, host 0) each
+// running the command that setup's function gives for it, all at once,
+// setup running before each iteration outside the timer. It reports what
+// the origin sent.
+func scaleRun(b *testing.B, tb *testbed.Testbed, size int64, setup func(b *testing.B) func(i int, dir string) []string) {
+	var sent uint64
+	for b.Loop() {
+		b.StopTimer()
+		command := setup(b)
+		before, err := tb.Sent(tb.Hosts[0])
+		if err != nil {
+			b.Fatal(err)
+		}
+		dirs := make([]string, len(tb.Hosts)-1)
+		for i := range dirs {
+			dirs[i] = filepath.Join(b.TempDir(), "oci")
+		}
+		errs := make([]error, len(dirs))
+		var wg sync.WaitGroup
+		b.StartTimer()
+		for i, h := range tb.Hosts[1:] {
+			argv := command(i, dirs[i])
+			wg.Go(func() {
+				if out, err := h.Command(context.Background(), argv[0], argv[1:]...).CombinedOutput(); err != nil {
+					errs[i] = fmt.Errorf("%s on %s: %v: %s", argv[0], h.Name, err, out)
+				}
+			})
+		}
+		wg.Wait()
+		b.StopTimer()
+		for _, err := range errs {
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		after, err := tb.Sent(tb.Hosts[0])
+		if err != nil {
+			b.Fatal(err)
+		}
+		sent = after - before
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(sent)/(1<<20), "origin-sent-MiB")
+	b.ReportMetric(float64(sent)/float64(size), "origin-sent-x-image")
+}
+
+// registryOn runs Debian's docker-registry on host, port 5000, and
+// returns its host:port.
+func registryOn(b *testing.B, host testbed.Host) string {
+	b.Helper()
+	dir := b.TempDir()
+	addr := host.Addr + ":5000"
+	cfg := filepath.Join(dir, "config.yml")
+	conf := fmt.Sprintf("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), addr)
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	cmd := host.Argv("docker-registry", "serve", cfg)
+	daemon(b, nil, func() bool {
+		ok := false
+		host.Do(func() error {
+			resp, err := httpGetHere("http://" + addr + "/v2/")
+			if err == nil {
+				ok = resp.StatusCode == http.StatusOK
+				resp.Body.Close()
+			}
+			return err
+		})
+		return ok
+	}, cmd[0], cmd[1:]...)
+	return addr
+}
