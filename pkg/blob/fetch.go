@@ -57,3 +57,65 @@ func dedup(cs []cid.Cid) []cid.Cid {
 	}
 	return out
 }
+
+// Leaves lists the leaves of the file DAG at root in file order (a leaf
+// repeated in the file is listed each time), fetching the nodes above them
+// through get one level at a time, each level at once. Raw blocks are
+// leaves; so is a dag-pb node without links.
+func Leaves(ctx context.Context, get ipld.NodeGetter, root cid.Cid) ([]cid.Cid, error) {
+	inner := map[cid.Cid]ipld.Node{}
+	level := []cid.Cid{root}
+	for len(level) > 0 {
+		var want []cid.Cid
+		for _, c := range dedup(level) {
+			if c.Prefix().Codec != cid.Raw {
+				if _, ok := inner[c]; !ok {
+					want = append(want, c)
+				}
+			}
+		}
+		level = nil
+		got := 0
+		for opt := range get.GetMany(ctx, want) {
+			if opt.Err != nil {
+				return nil, fmt.Errorf("leaves of %s: %w", root, opt.Err)
+			}
+			got++
+			inner[opt.Node.Cid()] = opt.Node
+			links, err := Links(opt.Node)
+			if err != nil {
+				return nil, fmt.Errorf("leaves of %s: %w", root, err)
+			}
+			level = append(level, links...)
+		}
+		if got != len(want) {
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("leaves of %s: %w", root, err)
+			}
+			return nil, fmt.Errorf("leaves of %s: %d of %d blocks arrived", root, got, len(want))
+		}
+	}
+	var out []cid.Cid
+	var walk func(c cid.Cid) error
+	walk = func(c cid.Cid) error {
+		n, ok := inner[c]
+		if !ok {
+			out = append(out, c)
+			return nil
+		}
+		links, err := Links(n)
+		if err != nil {
+			return err
+		}
+		if len(links) == 0 {
+			out = append(out, c)
+		}
+		for _, l := range links {
+			if err := walk(l); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return out, walk(root)
+}

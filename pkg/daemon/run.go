@@ -135,12 +135,14 @@ var (
 	fetchedBlocksDesc = prometheus.NewDesc("shoal_fetched_blocks_total", "Blocks received from peers, by protocol.", []string{"protocol"}, nil)
 	fetchedBytesDesc  = prometheus.NewDesc("shoal_fetched_bytes_total", "Bytes of blocks received from peers, by protocol.", []string{"protocol"}, nil)
 	blobReadsDesc     = prometheus.NewDesc("shoal_blob_reads_total", "Blobs read, by whether they were stored here when asked for (local) or came from peers.", []string{"from"}, nil)
+	servedBlocksDesc  = prometheus.NewDesc("shoal_served_blocks_total", "Single blocks served to peers fetching from many peers at once.", nil, nil)
 )
 
 func (nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- fetchedBlocksDesc
 	ch <- fetchedBytesDesc
 	ch <- blobReadsDesc
+	ch <- servedBlocksDesc
 }
 
 func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
@@ -157,6 +159,7 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(fetchedBytesDesc, s.GatewayBytes, "gateway")
 	counter(blobReadsDesc, s.LocalReads, "local")
 	counter(blobReadsDesc, s.PeerReads, "peers")
+	ch <- prometheus.MustNewConstMetric(servedBlocksDesc, prometheus.CounterValue, float64(s.GatewayServed))
 }
 
 // ServeMetrics serves collectors, with Go's runtime metrics, as Prometheus

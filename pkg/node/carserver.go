@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 
 	"github.com/ipfs/boxo/blockstore"
 	blocks "github.com/ipfs/go-block-format"
@@ -23,6 +24,8 @@ import (
 // the trustless protocol intends, so the server's CPU goes to moving bytes.
 type carServer struct {
 	bs blockstore.Blockstore
+	// served counts the single blocks (format=raw) sent to peers.
+	served *atomic.Uint64
 }
 
 const (
@@ -98,7 +101,9 @@ func (s *carServer) serveRaw(w http.ResponseWriter, r *http.Request, c cid.Cid) 
 	if r.Method == http.MethodHead {
 		return
 	}
-	_, _ = w.Write(b.RawData())
+	if _, err := w.Write(b.RawData()); err == nil && s.served != nil {
+		s.served.Add(1)
+	}
 }
 
 func (s *carServer) serveCAR(w http.ResponseWriter, r *http.Request, root cid.Cid, onlyRoot bool) {

@@ -53,7 +53,17 @@ func (n *Node) cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 		n.localReads.Add(1)
 	} else if err == nil {
 		n.peerReads.Add(1)
-		for _, p := range n.gatewayCandidates() {
+		peers := n.gatewayCandidates()
+		if len(peers) >= 2 {
+			err := n.swarmFetch(ctx, c, peers)
+			if err == nil {
+				return blob.Open(ctx, n.dag, c) // every block is here now
+			}
+			if !errors.Is(err, errNotSwarmed) {
+				n.log.Debug("fetching from many peers failed; one stream next", "cid", c, "err", err)
+			}
+		}
+		for _, p := range peers {
 			cs, err := n.openCAR(ctx, p, c)
 			n.noteGatewayError(p, c, err)
 			if err != nil {

@@ -42,6 +42,7 @@ type gatewayPeers struct {
 
 	blocksReceived atomic.Uint64
 	bytesReceived  atomic.Uint64
+	served         atomic.Uint64 // single blocks served to peers
 }
 
 // isBad reports whether p was caught sending bad blocks.
@@ -56,7 +57,7 @@ func (g *gatewayPeers) isBad(p peer.ID) bool {
 // from others on a peer's behalf.
 func (n *Node) startGateway() {
 	h := &libp2phttp.Host{StreamHost: n.host}
-	h.SetHTTPHandlerAtPath(GatewayProtocol, "/", &carServer{bs: n.bstore})
+	h.SetHTTPHandlerAtPath(GatewayProtocol, "/", &carServer{bs: n.bstore, served: &n.gw.served})
 	n.gw.http = h
 	go func() {
 		if err := h.Serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -294,6 +294,9 @@ type FetchStat struct {
 	// LocalReads and PeerReads count blobs read (Cat) that were stored
 	// here when asked for, and those that had to come from peers.
 	LocalReads, PeerReads uint64
+	// GatewayServed counts single blocks this node served to peers
+	// fetching from many peers at once.
+	GatewayServed uint64
 }
 
 // FetchStat reports the blocks received from peers; the node must be online.
@@ -308,7 +311,8 @@ func (n *Node) FetchStat() (FetchStat, error) {
 	return FetchStat{
 		BitswapBlocks: bs.BlocksReceived, BitswapBytes: bs.DataReceived,
 		GatewayBlocks: n.gw.blocksReceived.Load(), GatewayBytes: n.gw.bytesReceived.Load(),
-		LocalReads: n.localReads.Load(), PeerReads: n.peerReads.Load(),
+		GatewayServed: n.gw.served.Load(),
+		LocalReads:    n.localReads.Load(), PeerReads: n.peerReads.Load(),
 	}, nil
 }
 

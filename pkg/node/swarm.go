@@ -1,0 +1,202 @@
+package node
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ipfs/boxo/ipld/merkledag"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/shoal-ipfs/shoal/pkg/blob"
+)
+
+// Swarm fetching: with several peers to ask, a blob is fetched leaf by
+// leaf rather than as one stream from one peer, so that nodes pulling the
+// same image at once serve each other instead of all drawing on the one
+// that had it first.
+//
+//   - Each node takes the leaves in an order of its own (rotated by its
+//     peer ID), so that nodes starting together soon hold different parts.
+//   - For each leaf it asks, over the gateway protocol (format=raw), the
+//     peers that have served it least so far; a peer without the block
+//     answers at once that it has none. The peer that had everything first
+//     serves a lot early, so it is asked last later on.
+//   - Every block is checked against its CID; a peer sending a bad one is
+//     refused from then on, and a leaf no peer serves comes over bitswap.
+const (
+	// swarmMinLeaves is the smallest blob fetched this way: below it, one
+	// stream is as good.
+	swarmMinLeaves = 16
+	swarmWorkers   = 8
+	// swarmAskTimeout bounds one request for one leaf, so that a peer cut
+	// off mid-pull costs a bounded delay.
+	swarmAskTimeout = 10 * time.Second
+)
+
+var errNotSwarmed = errors.New("blob too small to fetch from many peers")
+
+// maxBlockSize bounds a block read from a peer: libp2p's own limit for
+// blocks is 2 MiB, and shoal's layouts make 1 MiB at most.
+const maxBlockSize = 2 << 20
+
+// swarmFetch makes every block of the blob at c local, its leaves drawn
+// from peers as above. Its inner nodes come over bitswap.
+func (n *Node) swarmFetch(ctx context.Context, c cid.Cid, peers []peer.ID) error {
+	session := merkledag.NewSession(ctx, n.dag)
+	leaves, err := blob.Leaves(ctx, session, c)
+	if err != nil {
+		return err
+	}
+	var missing []cid.Cid
+	seen := map[cid.Cid]bool{}
+	for _, l := range leaves {
+		if seen[l] {
+			continue
+		}
+		seen[l] = true
+		if has, err := n.bstore.Has(ctx, l); err != nil {
+			return err
+		} else if !has {
+			missing = append(missing, l)
+		}
+	}
+	if len(leaves) < swarmMinLeaves {
+		return errNotSwarmed
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	h := fnv.New64a()
+	h.Write([]byte(n.host.ID()))
+	start := int(binary.BigEndian.Uint64(h.Sum(nil)) % uint64(len(missing)))
+	missing = append(missing[start:], missing[:start]...)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu     sync.Mutex
+		served = map[peer.ID]int{}
+		next   int
+		errs   []error
+	)
+	take := func() (cid.Cid, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if next == len(missing) || len(errs) > 0 {
+			return cid.Undef, false
+		}
+		next++
+		return missing[next-1], true
+	}
+	order := func() []peer.ID {
+		mu.Lock()
+		defer mu.Unlock()
+		ps := slices.Clone(peers)
+		rand.Shuffle(len(ps), func(i, j int) { ps[i], ps[j] = ps[j], ps[i] })
+		slices.SortStableFunc(ps, func(a, b peer.ID) int { return served[a] - served[b] })
+		return ps
+	}
+	var wg sync.WaitGroup
+	for range swarmWorkers {
+		wg.Go(func() {
+			for {
+				leaf, ok := take()
+				if !ok {
+					return
+				}
+				from, err := n.fetchLeaf(ctx, session, leaf, order())
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+					cancel()
+				} else if from != "" {
+					served[from]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return fmt.Errorf("fetch %s: %w", c, errs[0])
+	}
+	return nil
+}
+
+// fetchLeaf stores one block, from the first of peers that has it, else
+// over bitswap; it returns the peer that served it ("" for bitswap).
+func (n *Node) fetchLeaf(ctx context.Context, session ipld.NodeGetter, c cid.Cid, peers []peer.ID) (peer.ID, error) {
+	for _, p := range peers {
+		if n.gw.isBad(p) {
+			continue
+		}
+		b, err := n.askRaw(ctx, p, c)
+		if err != nil {
+			n.noteGatewayError(p, c, err)
+			if ctx.Err() != nil {
+				return "", ctx.Err()
+			}
+			continue
+		}
+		if b == nil {
+			continue // the peer does not have it
+		}
+		if err := n.bstore.Put(ctx, b); err != nil {
+			return "", err
+		}
+		n.gw.blocksReceived.Add(1)
+		n.gw.bytesReceived.Add(uint64(len(b.RawData())))
+		return p, nil
+	}
+	if _, err := session.Get(ctx, c); err != nil {
+		return "", fmt.Errorf("block %s: no peer served it: %w", c, err)
+	}
+	return "", nil
+}
+
+// askRaw asks peer p's gateway for block c: the block, checked against its
+// CID; nil if p does not have it.
+func (n *Node) askRaw(ctx context.Context, p peer.ID, c cid.Cid) (blocks.Block, error) {
+	ctx, cancel := context.WithTimeout(ctx, swarmAskTimeout)
+	defer cancel()
+	client, err := n.gw.http.NamespacedClient(GatewayProtocol, peer.AddrInfo{ID: p})
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "/ipfs/"+c.String()+"?format=raw", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/vnd.ipld.raw")
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound:
+		return nil, nil
+	default:
+		return nil, fmt.Errorf("gateway of %s: %s", p, resp.Status)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBlockSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if sum, err := c.Prefix().Sum(data); err != nil || !sum.Equals(c) {
+		return nil, fmt.Errorf("%w: %s from %s does not hash to its CID", ErrBadBlock, c, p)
+	}
+	return blocks.NewBlockWithCid(data, c)
+}

@@ -1,0 +1,83 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"math/rand"
+	"testing"
+	"time"
+
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+)
+
+// TestSwarmFetchDrawsOnEveryPeerAndCatchesALiar: two peers hold a blob and
+// a third serves a corrupt copy of every block. A reader connected to all
+// three gets every byte right, from both honest peers, and refuses the
+// liar from then on.
+func TestSwarmFetchDrawsOnEveryPeerAndCatchesALiar(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a, b, liar := onlineNode(t), onlineNode(t), onlineNode(t)
+	reader := onlineNode(t, a, b, liar)
+
+	data := make([]byte, 16<<20) // 64 leaves
+	rand.New(rand.NewSource(7)).Read(data)
+	var root cid.Cid
+	for _, n := range []*Node{a, b, liar} {
+		c, err := n.Add(ctx, bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		root = c
+	}
+	leaves, err := leavesOf(ctx, liar, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range leaves {
+		liar.bstore.DeleteBlock(ctx, l)
+		bad, _ := blocks.NewBlockWithCid(bytes.Repeat([]byte{'!'}, 256<<10), l)
+		if err := liar.bstore.Put(ctx, bad); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := map[*Node]uint64{a: sentBy(a), b: sentBy(b)}
+
+	rc, err := reader.Cat(ctx, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes (%v), not the blob", len(got), err)
+	}
+	reader.gw.mu.Lock()
+	caught := reader.gw.bad[liar.host.ID()]
+	reader.gw.mu.Unlock()
+	if !caught {
+		t.Error("the lying peer was not refused")
+	}
+	for n, was := range before {
+		if sentBy(n) == was {
+			t.Errorf("peer %s served nothing", n.host.ID())
+		}
+	}
+}
+
+func leavesOf(ctx context.Context, n *Node, root cid.Cid) ([]cid.Cid, error) {
+	nd, err := n.dag.Get(ctx, root)
+	if err != nil {
+		return nil, err
+	}
+	var out []cid.Cid
+	for _, l := range nd.Links() {
+		out = append(out, l.Cid)
+	}
+	return out, nil
+}
+
+// sentBy is what n's gateway has served so far.
+func sentBy(n *Node) uint64 { return n.gw.served.Load() }
