@@ -43,6 +43,28 @@ type gatewayPeers struct {
 	blocksReceived atomic.Uint64
 	bytesReceived  atomic.Uint64
 	served         atomic.Uint64 // single blocks served to peers
+
+	clientsMu sync.Mutex
+	clients   map[peer.ID]http.Client
+}
+
+// client is the HTTP client for p's gateway. Made once per peer, under a
+// lock: libp2phttp's Host sets up its caches on first use without one.
+func (g *gatewayPeers) client(p peer.ID) (http.Client, error) {
+	g.clientsMu.Lock()
+	defer g.clientsMu.Unlock()
+	if c, ok := g.clients[p]; ok {
+		return c, nil
+	}
+	c, err := g.http.NamespacedClient(GatewayProtocol, peer.AddrInfo{ID: p})
+	if err != nil {
+		return http.Client{}, err
+	}
+	if g.clients == nil {
+		g.clients = map[peer.ID]http.Client{}
+	}
+	g.clients[p] = c
+	return c, nil
 }
 
 // isBad reports whether p was caught sending bad blocks.
@@ -98,7 +120,7 @@ type carStream struct {
 }
 
 func (n *Node) openCAR(ctx context.Context, p peer.ID, root cid.Cid) (*carStream, error) {
-	client, err := n.gw.http.NamespacedClient(GatewayProtocol, peer.AddrInfo{ID: p})
+	client, err := n.gw.client(p)
 	if err != nil {
 		return nil, err
 	}

@@ -170,7 +170,7 @@ func (n *Node) fetchLeaf(ctx context.Context, session ipld.NodeGetter, c cid.Cid
 func (n *Node) askRaw(ctx context.Context, p peer.ID, c cid.Cid) (blocks.Block, error) {
 	ctx, cancel := context.WithTimeout(ctx, swarmAskTimeout)
 	defer cancel()
-	client, err := n.gw.http.NamespacedClient(GatewayProtocol, peer.AddrInfo{ID: p})
+	client, err := n.gw.client(p)
 	if err != nil {
 		return nil, err
 	}
