@@ -74,3 +74,62 @@ func TestPullSurvivesSeedersFailing(t *testing.T) {
 	t.Logf("pulled in %s with one seeder killed and one cut off for 2 s", time.Since(start).Round(time.Millisecond))
 	testimage.Validate(t, dest)
 }
+
+// TestPullCatchesAPeerServingCorruptBlocks: of two seeders, one has had
+// every leaf of its store overwritten on disk, and serves those bytes as
+// if they were the blocks. A pull from both completes with every blob
+// verified, the bad peer caught and refused.
+func TestPullCatchesAPeerServingCorruptBlocks(t *testing.T) {
+	testenv.Root(t)
+	_, err := exec.LookPath("tc")
+	testenv.Need(t, "tc (iproute2)", err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	tb, err := testbed.New(ctx, 3, testbed.Link{Rate: "100mbit"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tb.Close() })
+	layout := debianImage(t)
+	honest, liar := startShoalDaemonOn(t, tb.Hosts[0]), startShoalDaemonOn(t, tb.Hosts[1])
+	var root string
+	for _, d := range []*shoalDaemon{honest, liar} {
+		out := strings.TrimSpace(d.run(t, "push", "oci:"+layout+":bookworm"))
+		root = out[strings.LastIndex(out, "\n")+1:]
+	}
+	stopProcess(liar.proc)
+	corrupted := 0
+	filepath.Walk(filepath.Join(liar.home, "blocks"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() && fi.Size() == 256<<10 {
+			data, _ := os.ReadFile(p)
+			for i := range data {
+				data[i] ^= 0x5a
+			}
+			if os.WriteFile(p, data, 0o644) == nil {
+				corrupted++
+			}
+		}
+		return nil
+	})
+	if corrupted < 100 {
+		t.Fatalf("corrupted only %d leaves", corrupted)
+	}
+	liar.start(t)
+
+	home, err := os.MkdirTemp("", "shoal-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(home)
+	dest := filepath.Join(t.TempDir(), "oci")
+	pull := tb.Hosts[2].Command(ctx, shoalBinary(t), "--home", home, "pull", root, "--to", "oci:"+dest+":bookworm",
+		"--timeout", "30s", "--peer", liar.Peer, "--peer", honest.Peer)
+	out, err := pull.CombinedOutput()
+	if err != nil {
+		t.Fatalf("pull: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "bad blocks") {
+		t.Errorf("the pull did not say it caught the bad peer:\n%s", out)
+	}
+	testimage.Validate(t, dest)
+}
