@@ -133,8 +133,7 @@ func (g *globals) containerdValues(ctx context.Context) (containerdValues, error
 }
 
 var containerdConfigTemplate = template.Must(template.New("config").Parse(`# shoal {{if .Running}}(the daemon running now{{else}}(from config.toml; no daemon is running{{end}}): add to /etc/containerd/config.toml
-{{- if eq .Version 3}}
-version = 3
+version = {{.Version}}
 {{- if .Content}}
 
 # containerd's content store is shoal's: its own is turned off (merge this
@@ -148,6 +147,7 @@ disabled_plugins = ["io.containerd.content.v1.content"]
 [proxy_plugins.{{.SnapshotNm}}]
   type = "snapshot"
   address = "{{.Socket}}"
+{{- if eq .Version 3}}
   [proxy_plugins.{{.SnapshotNm}}.exports]
     root = "{{.Root}}"
     # Pulls pass each layer's image reference and digest to the snapshotter.
@@ -170,20 +170,6 @@ disabled_plugins = ["io.containerd.content.v1.content"]
 [plugins.'io.containerd.cri.v1.images'.registry]
   config_path = "{{.HostsDir}}"
 {{- else}}
-version = 2
-{{- if .Content}}
-
-# containerd's content store is shoal's: its own is turned off (merge this
-# with any disabled_plugins you have; it must come before the tables).
-disabled_plugins = ["io.containerd.content.v1.content"]
-[proxy_plugins.{{.SnapshotNm}}-content]
-  type = "content"
-  address = "{{.Socket}}"
-{{- end}}
-
-[proxy_plugins.{{.SnapshotNm}}]
-  type = "snapshot"
-  address = "{{.Socket}}"
 
 # Kubernetes pulls lazily through shoal.
 [plugins."io.containerd.grpc.v1.cri".containerd]
