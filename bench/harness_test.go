@@ -14,12 +14,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/shoal-ipfs/shoal/internal/testbed"
+	"github.com/shoal-ipfs/shoal/internal/testproc"
 )
 
 // tools found once per run.
@@ -75,34 +75,8 @@ func startDaemon(b *testing.B, env []string, ready func() bool, name string, arg
 	b.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), env...)
-	var logs syncLog
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { _ = cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				_ = cmd.Process.Kill()
-				<-done
-			}
-		})
-	}
-	b.Cleanup(stop)
-	deadline := time.Now().Add(60 * time.Second)
-	for !ready() {
-		if time.Now().After(deadline) {
-			b.Fatalf("%s did not start:\n%s", name, logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return cmd, stop
+	testproc.Start(b, cmd, 60*time.Second, func(string) bool { return ready() })
+	return cmd, func() { testproc.Stop(cmd) }
 }
 
 // peakRSS reads a live process's peak resident memory in MiB.

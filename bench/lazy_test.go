@@ -9,12 +9,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/shoal-ipfs/shoal/internal/testbed"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
+	"github.com/shoal-ipfs/shoal/internal/testproc"
 )
 
 // workload is what the lazy-start benchmark runs in the image's root.
@@ -199,12 +199,12 @@ func BenchmarkMountRead(b *testing.B) {
 
 // startMount runs `shoal mount` in a new node, returns once it serves,
 // and gives its log and a function that unmounts it and waits for it.
-func startMount(b *testing.B, env []string, host *testbed.Host, root, mnt, peer string) (*syncLog, func()) {
+func startMount(b *testing.B, env []string, host *testbed.Host, root, mnt, peer string) (*testproc.Logs, func()) {
 	b.Helper()
 	a := argv(host, shoalBin, "mount", root, mnt, "--peer", peer)
 	cmd := exec.Command(a[0], a[1:]...)
 	cmd.Env = append(os.Environ(), env...)
-	logs := &syncLog{}
+	logs := &testproc.Logs{}
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
@@ -219,22 +219,4 @@ func startMount(b *testing.B, env []string, host *testbed.Host, root, mnt, peer 
 		}
 	}
 	return logs, func() { run(b, env, shoalBin, "unmount", mnt); <-done }
-}
-
-// syncLog is a process's output, written and read from two goroutines.
-type syncLog struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }

@@ -14,13 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shoal-ipfs/shoal/internal/testenv"
-
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/shoal-ipfs/shoal/internal/testenv"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )

@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/internal/testenv"
+	"github.com/shoal-ipfs/shoal/internal/testproc"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 )
 
@@ -31,7 +32,7 @@ func startDistribution(t *testing.T) string {
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	startProcess(t, exec.Command("docker-registry", "serve", cfg), "docker-registry", 30*time.Second, func(string) bool {
+	testproc.Start(t, exec.Command("docker-registry", "serve", cfg), 30*time.Second, func(string) bool {
 		resp, err := http.Get("http://" + host + "/v2/")
 		if err != nil {
 			return false

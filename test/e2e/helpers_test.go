@@ -12,14 +12,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/shoal-ipfs/shoal/internal/testenv"
-
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/shoal-ipfs/shoal/internal/testenv"
+	"github.com/shoal-ipfs/shoal/internal/testproc"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 )
 
@@ -72,7 +71,7 @@ func startKubo(t *testing.T) *Kubo {
 	k.run(t, "init", "--profile=test")
 	cmd := exec.Command(k.bin, "daemon", "--offline=false")
 	cmd.Env = append(os.Environ(), "IPFS_PATH="+k.path)
-	startProcess(t, cmd, "kubo", 60*time.Second, func(logs string) bool {
+	testproc.Start(t, cmd, 60*time.Second, func(logs string) bool {
 		return strings.Contains(logs, "Daemon is ready")
 	})
 	var id struct {
@@ -84,63 +83,6 @@ func startKubo(t *testing.T) *Kubo {
 	}
 	k.ID, k.Addrs = id.ID, id.Addresses
 	return k
-}
-
-// processLogs collects a process's output; the process writes it from
-// another goroutine while the test reads it.
-type processLogs struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *processLogs) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *processLogs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// startProcess starts a long-running process, waits until ready says so
-// (given its output so far), and stops it when the test ends.
-func startProcess(t *testing.T, cmd *exec.Cmd, what string, timeout time.Duration, ready func(logs string) bool) *processLogs {
-	t.Helper()
-	logs := &processLogs{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", what, err)
-	}
-	t.Cleanup(func() { stopProcess(cmd) })
-	deadline := time.Now().Add(timeout)
-	for !ready(logs.String()) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not start:\n%s", what, logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return logs
-}
-
-// stopProcess stops a process started by startProcess, killing it if
-// SIGTERM has not stopped it in ten seconds. Stopping it again does
-// nothing.
-func stopProcess(cmd *exec.Cmd) {
-	if cmd.ProcessState != nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
 }
 
 // tcpAddr is the first loopback TCP address of a peer.
@@ -172,7 +114,7 @@ type Containerd struct {
 	config string // its config file
 	proc   *exec.Cmd
 	ctr    string
-	logs   *processLogs
+	logs   *testproc.Logs
 }
 
 // Ctr runs ctr against this containerd in the tests' namespace.
@@ -235,7 +177,7 @@ func (c *Containerd) start(t *testing.T) {
 	// Its shims are found on PATH: those built with it come first.
 	cmd.Env = append(os.Environ(), "PATH="+c.binDir+":"+os.Getenv("PATH"))
 	c.proc = cmd
-	c.logs = startProcess(t, cmd, "containerd", 30*time.Second, func(string) bool {
+	c.logs = testproc.Start(t, cmd, 30*time.Second, func(string) bool {
 		_, err := os.Stat(c.Socket)
 		return err == nil
 	})
@@ -251,7 +193,7 @@ func (c *Containerd) start(t *testing.T) {
 func (c *Containerd) restart(t *testing.T) {
 	t.Helper()
 	c.Client.Close()
-	stopProcess(c.proc)
+	testproc.Stop(c.proc)
 	c.start(t)
 }
 

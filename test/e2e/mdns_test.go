@@ -12,6 +12,7 @@ import (
 
 	"github.com/shoal-ipfs/shoal/internal/testenv"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
+	"github.com/shoal-ipfs/shoal/internal/testproc"
 )
 
 // netns makes two network namespaces joined by a veth pair, so that
@@ -75,7 +76,7 @@ func TestMDNSFindsPeersOnTheLink(t *testing.T) {
 	// Both nodes run daemons: mDNS announces at start and answers
 	// queries, and a long-running node keeps browsing.
 	for _, d := range []struct{ ns, home string }{{nsA, homeA}, {nsB, homeB}} {
-		startProcess(t, inNS(d.ns, d.home, "daemon"), "shoal daemon in "+d.ns, 20*time.Second, func(string) bool {
+		testproc.Start(t, inNS(d.ns, d.home, "daemon"), 20*time.Second, func(string) bool {
 			return strings.Contains(mustNSQuiet(inNS(d.ns, d.home, "id")), "/p2p/")
 		})
 	}

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/shoal-ipfs/shoal/internal/testenv"
-
+	"github.com/shoal-ipfs/shoal/internal/testproc"
 	"golang.org/x/sys/unix"
 )
 
@@ -180,7 +180,7 @@ func TestMountIsTheImageToTheByte(t *testing.T) {
 	b.run(t, "init", "--mdns=false", "--listen", "/ip4/127.0.0.1/tcp/0", "--registry-listen=")
 	mnt := t.TempDir()
 	cmd := b.command("mount", root, mnt, "--peer", a.Peer)
-	logs := startProcess(t, cmd, "shoal mount", 60*time.Second, func(logs string) bool {
+	logs := testproc.Start(t, cmd, 60*time.Second, func(logs string) bool {
 		return strings.Contains(logs, "mounted ")
 	})
 	t.Cleanup(func() { _ = syscall.Unmount(mnt, syscall.MNT_DETACH) })
@@ -235,7 +235,7 @@ func TestMountSurvivesAPeerThatVanishes(t *testing.T) {
 	b.run(t, "init", "--mdns=false", "--listen", "/ip4/127.0.0.1/tcp/0", "--registry-listen=")
 	mnt := t.TempDir()
 	cmd := b.command("mount", root, mnt, "--peer", a.Peer, "--read-timeout", "3s")
-	logs := startProcess(t, cmd, "shoal mount", 60*time.Second, func(logs string) bool {
+	logs := testproc.Start(t, cmd, 60*time.Second, func(logs string) bool {
 		return strings.Contains(logs, "mounted ")
 	})
 	t.Cleanup(func() { _ = syscall.Unmount(mnt, syscall.MNT_DETACH) })
@@ -276,7 +276,7 @@ func TestMountThroughADaemonRunsAProgram(t *testing.T) {
 	b := startShoalDaemon(t, "--peer", a.Peer)
 	mnt := t.TempDir()
 	cmd := b.command("mount", root, mnt)
-	logs := startProcess(t, cmd, "shoal mount", 60*time.Second, func(logs string) bool {
+	logs := testproc.Start(t, cmd, 60*time.Second, func(logs string) bool {
 		return strings.Contains(logs, "mounted ")
 	})
 	t.Cleanup(func() { _ = syscall.Unmount(mnt, syscall.MNT_DETACH) })

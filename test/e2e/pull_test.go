@@ -11,10 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shoal-ipfs/shoal/internal/testenv"
-
 	"github.com/ipfs/go-cid"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/internal/testenv"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/node"

@@ -14,6 +14,7 @@ import (
 	"github.com/shoal-ipfs/shoal/internal/testbed"
 	"github.com/shoal-ipfs/shoal/internal/testenv"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
+	"github.com/shoal-ipfs/shoal/internal/testproc"
 )
 
 // shoalDaemon is a `shoal daemon` process with a home of its own, serving
@@ -27,7 +28,7 @@ type shoalDaemon struct {
 	Containerd string
 	host       *testbed.Host // the testbed host it runs on, if any
 	proc       *exec.Cmd
-	logs       *processLogs
+	logs       *testproc.Logs
 }
 
 func startShoalDaemon(t *testing.T, args ...string) *shoalDaemon {
@@ -69,7 +70,7 @@ func (d *shoalDaemon) start(t *testing.T) {
 	}
 	cmd.Env = append(os.Environ(), "SHOAL_HOME="+d.home)
 	d.proc = cmd
-	d.logs = startProcess(t, cmd, "shoal daemon", 30*time.Second, func(string) bool {
+	d.logs = testproc.Start(t, cmd, 30*time.Second, func(string) bool {
 		out, err := d.command("id", "--json").Output()
 		var id struct {
 			Addresses  []string
@@ -88,7 +89,7 @@ func (d *shoalDaemon) start(t *testing.T) {
 // again on the same home.
 func (d *shoalDaemon) restart(t *testing.T) {
 	t.Helper()
-	stopProcess(d.proc)
+	testproc.Stop(d.proc)
 	d.start(t)
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/shoal-ipfs/shoal/internal/testenv"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
+	"github.com/shoal-ipfs/shoal/internal/testproc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -151,7 +152,7 @@ func TestContainerdRunsLazilyOnTheSnapshotter(t *testing.T) {
 			run("lazy-2")
 
 			// With shoal down, containerd says so rather than hang.
-			stopProcess(b.proc)
+			testproc.Stop(b.proc)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			down, err := exec.CommandContext(ctx, ctrd.ctr, "--address", ctrd.Socket, "--namespace", "shoal-e2e",
 				"run", "--rm", "--snapshotter", "shoal", name, "lazy-down", "true").CombinedOutput()

@@ -13,6 +13,7 @@ import (
 	"github.com/shoal-ipfs/shoal/internal/testbed"
 	"github.com/shoal-ipfs/shoal/internal/testenv"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
+	"github.com/shoal-ipfs/shoal/internal/testproc"
 )
 
 // TestPullSurvivesSeedersFailing: three seeders hold the Debian image, each
@@ -53,7 +54,7 @@ func TestPullSurvivesSeedersFailing(t *testing.T) {
 		args = append(args, "--peer", s.Peer)
 	}
 	pull := puller.Command(ctx, shoalBinary(t), args...)
-	var logs processLogs
+	var logs testproc.Logs
 	pull.Stdout, pull.Stderr = &logs, &logs
 	start := time.Now()
 	if err := pull.Start(); err != nil {
@@ -97,7 +98,7 @@ func TestPullCatchesAPeerServingCorruptBlocks(t *testing.T) {
 		out := strings.TrimSpace(d.run(t, "push", "oci:"+layout+":bookworm"))
 		root = out[strings.LastIndex(out, "\n")+1:]
 	}
-	stopProcess(liar.proc)
+	testproc.Stop(liar.proc)
 	corrupted := 0
 	filepath.Walk(filepath.Join(liar.home, "blocks"), func(p string, fi os.FileInfo, err error) error {
 		if err == nil && fi.Mode().IsRegular() && fi.Size() == 256<<10 {
