@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/shoal-ipfs/shoal/internal/testbed"
 )
@@ -25,9 +23,6 @@ func BenchmarkScale(b *testing.B) {
 	requireTools(b)
 	if os.Geteuid() != 0 {
 		b.Skip("network namespaces need root")
-	}
-	if _, err := exec.LookPath("tc"); err != nil {
-		b.Skip("tc (iproute2) is needed")
 	}
 	_, size := imageBlobs(b)
 	for _, n := range []int{1, 2, 4, 8} {
@@ -70,15 +65,7 @@ func BenchmarkScale(b *testing.B) {
 // scaleTestbed is an origin and n nodes, each behind 100 Mbit/s.
 func scaleTestbed(b *testing.B, n int) *testbed.Testbed {
 	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
-	tb, err := testbed.New(ctx, n+1, testbed.Link{Rate: "100mbit"})
-	if err != nil {
-		cancel()
-		b.Fatal(err)
-	}
-	// Registered first, so that it runs after the processes on it stop.
-	b.Cleanup(func() { tb.Close(); cancel() })
-	return tb
+	return testbed.ForTest(b, n+1, testbed.Link{Rate: "100mbit"})
 }
 
 // scaleRun times the nodes of tb (all but the origin, host 0) each

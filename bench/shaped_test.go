@@ -2,12 +2,10 @@ package bench
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -21,17 +19,7 @@ import (
 // swarm address, and the second host, where the benchmark's puller runs.
 func shapedPair(b *testing.B, rate string) (origin []string, addr string, puller *testbed.Host) {
 	b.Helper()
-	if _, err := exec.LookPath("tc"); err != nil {
-		b.Skip("tc (iproute2) is needed")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
-	tb, err := testbed.New(ctx, 2, testbed.Link{Rate: rate})
-	if err != nil {
-		cancel()
-		b.Fatal(err)
-	}
-	// Registered first, so it runs after the daemons on it have stopped.
-	b.Cleanup(func() { tb.Close(); cancel() })
+	tb := testbed.ForTest(b, 2, testbed.Link{Rate: rate})
 	origin = shoalHome(b, "kubo", "flatfs")
 	d := startShoalDaemon(b, origin, &tb.Hosts[0], "--listen", "/ip4/"+tb.Hosts[0].Addr+"/tcp/4077")
 	return origin, d.addr, &tb.Hosts[1]

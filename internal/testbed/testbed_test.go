@@ -12,25 +12,6 @@ import (
 	"github.com/shoal-ipfs/shoal/internal/testenv"
 )
 
-func newTestbed(t *testing.T, n int, link Link) *Testbed {
-	t.Helper()
-	testenv.Root(t)
-	_, err := exec.LookPath("tc")
-	testenv.Need(t, "tc (iproute2)", err)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	tb, err := New(ctx, n, link)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := tb.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return tb
-}
-
 // reach reports whether from can open a TCP connection to l.
 func reach(tb *Testbed, from Host, addr string) bool {
 	var conn net.Conn
@@ -46,7 +27,7 @@ func reach(tb *Testbed, from Host, addr string) bool {
 }
 
 func TestHostsReachEachOtherThroughShapedLinks(t *testing.T) {
-	tb := newTestbed(t, 3, Link{Rate: "50mbit"})
+	tb := ForTest(t, 3, Link{Rate: "50mbit"})
 	var l net.Listener
 	if err := tb.Hosts[0].Do(func() (err error) {
 		l, err = net.Listen("tcp", tb.Hosts[0].Addr+":7000")
@@ -103,7 +84,7 @@ func TestHostsReachEachOtherThroughShapedLinks(t *testing.T) {
 }
 
 func TestCloseLeavesNothing(t *testing.T) {
-	tb := newTestbed(t, 2, Link{})
+	tb := ForTest(t, 2, Link{})
 	if err := tb.Close(); err != nil {
 		t.Fatal(err)
 	}

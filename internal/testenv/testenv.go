@@ -6,6 +6,7 @@ package testenv
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"testing"
 )
 
@@ -38,4 +39,12 @@ func FUSE(tb testing.TB) {
 	Root(tb)
 	_, err := os.Stat("/dev/fuse")
 	Need(tb, "FUSE", err)
+}
+
+// Tool needs the program name on PATH and returns its path.
+func Tool(tb testing.TB, name string) string {
+	tb.Helper()
+	p, err := exec.LookPath(name)
+	Need(tb, name, err)
+	return p
 }

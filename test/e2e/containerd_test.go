@@ -91,8 +91,7 @@ func TestContainerdRunsAnImageByCID(t *testing.T) {
 	for _, flavour := range containerdFlavours {
 		t.Run(flavour.name, func(t *testing.T) {
 			ctrd := startContainerdFrom(t, flavour.dir(t))
-			_, err := exec.LookPath("runc")
-			testenv.Need(t, "runc", err)
+			testenv.Tool(t, "runc")
 			b, root, hosts := helloServedByAPeer(t)
 			ref := b.Registry + "/ipfs/" + root + ":latest"
 			ctrd.Ctr(t, "images", "pull", "--hosts-dir", hosts, ref)

@@ -23,8 +23,7 @@ import (
 // loopback port and returns its host:port.
 func startDistribution(t *testing.T) string {
 	t.Helper()
-	_, err := exec.LookPath("docker-registry")
-	testenv.Need(t, "docker-registry", err)
+	testenv.Tool(t, "docker-registry")
 	dir := t.TempDir()
 	host := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg := filepath.Join(dir, "config.yml")
@@ -69,10 +68,8 @@ func TestContainerdStoresContentInIPFS(t *testing.T) {
 	for _, flavour := range containerdFlavours {
 		t.Run(flavour.name, func(t *testing.T) {
 			testenv.Root(t)
-			_, err := exec.LookPath("runc")
-			testenv.Need(t, "runc", err)
-			_, err = exec.LookPath("skopeo")
-			testenv.Need(t, "skopeo", err)
+			testenv.Tool(t, "runc")
+			testenv.Tool(t, "skopeo")
 			reg := startDistribution(t)
 			hello := helloImage(t)
 			if out, err := exec.Command("skopeo", "copy", "--dest-tls-verify=false", "oci:"+hello+":v1", "docker://"+reg+"/hello:v1").CombinedOutput(); err != nil {

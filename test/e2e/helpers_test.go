@@ -101,9 +101,7 @@ func tcpAddr(t *testing.T, addrs []string) string {
 // socket.
 func startContainerd(t *testing.T) *containerd.Client {
 	t.Helper()
-	bin, err := exec.LookPath("containerd")
-	testenv.Need(t, "containerd", err)
-	return startContainerdFrom(t, filepath.Dir(bin)).Client
+	return startContainerdFrom(t, debianContainerdDir(t)).Client
 }
 
 // Containerd is a running containerd and the ctr that speaks to it.

@@ -20,8 +20,7 @@ import (
 func netns(t *testing.T) (a, b, addrA, addrB string) {
 	t.Helper()
 	testenv.Root(t)
-	_, err := exec.LookPath("ip")
-	testenv.Need(t, "iproute2", err)
+	testenv.Tool(t, "ip")
 	id := fmt.Sprintf("%d", os.Getpid()%100000)
 	a, b = "shoal-a-"+id, "shoal-b-"+id
 	addrA, addrB = "10.123.45.1", "10.123.45.2"

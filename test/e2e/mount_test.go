@@ -166,8 +166,7 @@ func xattrs(t *testing.T, p string) string {
 // owner, size, mtime, link target, hardlink group, xattr and file hash.
 func TestMountIsTheImageToTheByte(t *testing.T) {
 	testenv.FUSE(t)
-	_, err := exec.LookPath("umoci")
-	testenv.Need(t, "umoci", err)
+	testenv.Tool(t, "umoci")
 	layout := changedDebian(t)
 	a := startShoalDaemon(t)
 	out := strings.TrimSpace(a.run(t, "push", "oci:"+layout+":changed"))

@@ -48,8 +48,7 @@ func shoalPair(t *testing.T) (a, b *node.Node) {
 
 func runTool(t *testing.T, name string, args ...string) {
 	t.Helper()
-	_, err := exec.LookPath(name)
-	testenv.Need(t, name, err)
+	testenv.Tool(t, name)
 	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
 	}

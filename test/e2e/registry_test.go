@@ -144,8 +144,7 @@ func TestRegistryConformance(t *testing.T) {
 // pulls it by the root CID A reports, with shoal and with skopeo through
 // B's registry.
 func TestSkopeoPushesToOneNodeAndPullsByCIDFromAnother(t *testing.T) {
-	_, err := exec.LookPath("skopeo")
-	testenv.Need(t, "skopeo", err)
+	testenv.Tool(t, "skopeo")
 	a := startShoalDaemon(t)
 	layout := testimage.IndexLayout(t, 31, 2<<20, 70<<10)
 	runTool(t, "skopeo", "copy", "--all", "--dest-tls-verify=false", "oci:"+layout+":v1", "docker://"+a.Registry+"/team/app:1")

@@ -36,9 +36,7 @@ var containerdFlavours = []struct {
 // debianContainerdDir is where Debian's containerd 1.6 is installed.
 func debianContainerdDir(t *testing.T) string {
 	t.Helper()
-	bin, err := exec.LookPath("containerd")
-	testenv.Need(t, "containerd", err)
-	return filepath.Dir(bin)
+	return filepath.Dir(testenv.Tool(t, "containerd"))
 }
 
 // startContainerdForShoal runs containerd with the config fragment that
@@ -100,8 +98,7 @@ func TestContainerdRunsLazilyOnTheSnapshotter(t *testing.T) {
 	for _, flavour := range containerdFlavours {
 		t.Run(flavour.name, func(t *testing.T) {
 			testenv.FUSE(t)
-			_, err := exec.LookPath("runc")
-			testenv.Need(t, "runc", err)
+			testenv.Tool(t, "runc")
 			layout := debianImage(t)
 			imageSize := dirSize(t, filepath.Join(layout, "blobs"))
 			a := startShoalDaemon(t)

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/shoal-ipfs/shoal/internal/testbed"
-	"github.com/shoal-ipfs/shoal/internal/testenv"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 	"github.com/shoal-ipfs/shoal/internal/testproc"
 )
@@ -21,17 +19,9 @@ import (
 // from all three. During the pull one seeder is killed and another is cut
 // off the network and comes back. The pull completes, every blob verified.
 func TestPullSurvivesSeedersFailing(t *testing.T) {
-	testenv.Root(t)
-	_, err := exec.LookPath("tc")
-	testenv.Need(t, "tc (iproute2)", err)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	tb, err := testbed.New(ctx, 4, testbed.Link{Rate: "100mbit"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Removed after the daemons on it stop (cleanups run last first).
-	t.Cleanup(func() { tb.Close() })
+	tb := testbed.ForTest(t, 4, testbed.Link{Rate: "100mbit"})
 	layout := debianImage(t)
 	var seeders []*shoalDaemon
 	var root string
@@ -81,16 +71,9 @@ func TestPullSurvivesSeedersFailing(t *testing.T) {
 // if they were the blocks. A pull from both completes with every blob
 // verified, the bad peer caught and refused.
 func TestPullCatchesAPeerServingCorruptBlocks(t *testing.T) {
-	testenv.Root(t)
-	_, err := exec.LookPath("tc")
-	testenv.Need(t, "tc (iproute2)", err)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	tb, err := testbed.New(ctx, 3, testbed.Link{Rate: "100mbit"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tb.Close() })
+	tb := testbed.ForTest(t, 3, testbed.Link{Rate: "100mbit"})
 	layout := debianImage(t)
 	honest, liar := startShoalDaemonOn(t, tb.Hosts[0]), startShoalDaemonOn(t, tb.Hosts[1])
 	var root string
