@@ -63,6 +63,36 @@ func dedup(cs []cid.Cid) []cid.Cid {
 // through get one level at a time, each level at once. Raw blocks are
 // leaves; so is a dag-pb node without links.
 func Leaves(ctx context.Context, get ipld.NodeGetter, root cid.Cid) ([]cid.Cid, error) {
+	sh, err := ShapeOf(ctx, get, root)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]cid.Cid, len(sh.Leaves))
+	for i, l := range sh.Leaves {
+		out[i] = l.CID
+	}
+	return out, nil
+}
+
+// Shape is how a file DAG is built: the nodes above its leaves, and its
+// leaves in file order with their sizes.
+type Shape struct {
+	Inner  []cid.Cid
+	Leaves []Leaf
+}
+
+// Leaf is one leaf block of a file DAG.
+type Leaf struct {
+	CID cid.Cid
+	// Size is the block's size as its parent's link gives it; 0 for a
+	// file of one block, which has no parent.
+	Size uint64
+}
+
+// ShapeOf reads the shape of the file DAG at root, fetching the nodes above
+// its leaves through get one level at a time, each level at once; the
+// leaves themselves are not fetched.
+func ShapeOf(ctx context.Context, get ipld.NodeGetter, root cid.Cid) (Shape, error) {
 	inner := map[cid.Cid]ipld.Node{}
 	level := []cid.Cid{root}
 	for len(level) > 0 {
@@ -78,44 +108,45 @@ func Leaves(ctx context.Context, get ipld.NodeGetter, root cid.Cid) ([]cid.Cid, 
 		got := 0
 		for opt := range get.GetMany(ctx, want) {
 			if opt.Err != nil {
-				return nil, fmt.Errorf("leaves of %s: %w", root, opt.Err)
+				return Shape{}, fmt.Errorf("leaves of %s: %w", root, opt.Err)
 			}
 			got++
 			inner[opt.Node.Cid()] = opt.Node
 			links, err := Links(opt.Node)
 			if err != nil {
-				return nil, fmt.Errorf("leaves of %s: %w", root, err)
+				return Shape{}, fmt.Errorf("leaves of %s: %w", root, err)
 			}
 			level = append(level, links...)
 		}
 		if got != len(want) {
 			if err := ctx.Err(); err != nil {
-				return nil, fmt.Errorf("leaves of %s: %w", root, err)
+				return Shape{}, fmt.Errorf("leaves of %s: %w", root, err)
 			}
-			return nil, fmt.Errorf("leaves of %s: %d of %d blocks arrived", root, got, len(want))
+			return Shape{}, fmt.Errorf("leaves of %s: %d of %d blocks arrived", root, got, len(want))
 		}
 	}
-	var out []cid.Cid
-	var walk func(c cid.Cid) error
-	walk = func(c cid.Cid) error {
+	var sh Shape
+	seen := map[cid.Cid]bool{}
+	var walk func(c cid.Cid, size uint64)
+	walk = func(c cid.Cid, size uint64) {
 		n, ok := inner[c]
 		if !ok {
-			out = append(out, c)
-			return nil
+			sh.Leaves = append(sh.Leaves, Leaf{CID: c, Size: size})
+			return
 		}
-		links, err := Links(n)
-		if err != nil {
-			return err
-		}
+		links := n.Links() // Links above has checked the codec
 		if len(links) == 0 {
-			out = append(out, c)
+			sh.Leaves = append(sh.Leaves, Leaf{CID: c, Size: uint64(len(n.RawData()))})
+			return
+		}
+		if !seen[c] {
+			seen[c] = true
+			sh.Inner = append(sh.Inner, c)
 		}
 		for _, l := range links {
-			if err := walk(l); err != nil {
-				return err
-			}
+			walk(l.Cid, l.Size)
 		}
-		return nil
 	}
-	return out, walk(root)
+	walk(root, 0)
+	return sh, nil
 }

@@ -32,6 +32,9 @@ type Tree struct {
 	// Blobs has every blob of both views, documents included; those of
 	// Top and the configs and layers carry their CIDs.
 	Blobs map[digest.Digest]ocispec.Descriptor
+	// CIDs is every blob of the image as stored, the root and attached
+	// blobs included: what a node holding the image keeps.
+	CIDs []cid.Cid
 }
 
 // ReadTree reads the indexes and manifests of the image at root, each
@@ -52,7 +55,14 @@ func ReadTree(ctx context.Context, store Store, root cid.Cid, timeout time.Durat
 	if err := p.walk(ctx, top); err != nil {
 		return nil, fmt.Errorf("read %s: %w", root, explainTimeout(ctx, err, timeout))
 	}
-	t := &Tree{Root: root, Top: top, Docs: map[digest.Digest][]byte{}, Blobs: map[digest.Digest]ocispec.Descriptor{}}
+	t := &Tree{Root: root, Top: top, Docs: map[digest.Digest][]byte{}, Blobs: map[digest.Digest]ocispec.Descriptor{}, CIDs: []cid.Cid{root}}
+	for _, s := range p.cids {
+		c, err := cid.Decode(s)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", root, err)
+		}
+		t.CIDs = append(t.CIDs, c)
+	}
 	for _, d := range p.docs {
 		t.Docs[d.desc.Digest] = d.data
 		t.Blobs[d.desc.Digest] = d.desc

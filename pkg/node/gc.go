@@ -17,7 +17,8 @@ type GCResult struct {
 	Kept   int   // blocks still referenced by a pin
 }
 
-// GC removes every block that no pinned image reaches. Adds and fetches
+// GC removes every block that no pinned image reaches and no block hold
+// names. Adds and fetches
 // wait while it runs, so a block being written is never collected.
 func (n *Node) GC(ctx context.Context) (GCResult, error) {
 	n.pinMu.Lock()
@@ -48,6 +49,9 @@ func (n *Node) GC(ctx context.Context) (GCResult, error) {
 		if err != nil && !ipld.IsNotFound(err) {
 			return GCResult{}, fmt.Errorf("gc: walk pin %s: %w", sp.Pin.Key, err)
 		}
+	}
+	if err := n.heldBlocks(ctx, func(c cid.Cid) { visit(c) }); err != nil {
+		return GCResult{}, err
 	}
 	keys, err := n.bstore.AllKeysChan(ctx)
 	if err != nil {

@@ -53,14 +53,73 @@ func (n *Node) Hold(ctx context.Context, name string, blobs ...cid.Cid) error {
 	return n.unpinUnused(ctx, old)
 }
 
-// Release drops the hold name; blobs nothing else names are unpinned, and
-// their blocks go at the next GC. Releasing an unknown name does nothing.
+// A block hold keeps single blocks rather than whole blobs: the share of
+// an image's blocks a group member stores (package group). GC keeps every
+// block a block hold names; no pin is involved.
+var blockHoldsPrefix = ds.NewKey("/shoal/blockholds")
+
+// HoldBlocks keeps blocks under name, replacing what name held before;
+// blocks it no longer names go at the next GC unless something else keeps
+// them. Every block must be stored here already (see Fetch).
+func (n *Node) HoldBlocks(ctx context.Context, name string, blocks ...cid.Cid) error {
+	if err := checkHoldName(name); err != nil {
+		return err
+	}
+	n.pinMu.Lock()
+	defer n.pinMu.Unlock()
+	unlock := n.bstore.PinLock(ctx)
+	defer unlock.Unlock(ctx)
+	ss := make([]string, len(blocks))
+	for i, c := range blocks {
+		if has, err := n.bstore.Has(ctx, c); err != nil {
+			return err
+		} else if !has {
+			return fmt.Errorf("hold %s: block %s is not stored here", name, c)
+		}
+		ss[i] = c.String()
+	}
+	if err := n.syncBlocks(); err != nil {
+		return err
+	}
+	data, err := json.Marshal(ss)
+	if err != nil {
+		return err
+	}
+	if err := n.meta.Put(ctx, blockHoldsPrefix.Child(ds.NewKey(name)), data); err != nil {
+		return err
+	}
+	return n.meta.Sync(ctx, blockHoldsPrefix)
+}
+
+// heldBlocks calls f with every block that a block hold names.
+func (n *Node) heldBlocks(ctx context.Context, f func(cid.Cid)) error {
+	return n.eachList(ctx, blockHoldsPrefix, func(name string, ss []string) error {
+		cs, err := decodeCIDs(ss)
+		if err != nil {
+			return fmt.Errorf("block hold %s: %w", name, err)
+		}
+		for _, c := range cs {
+			f(c)
+		}
+		return nil
+	})
+}
+
+// Release drops the hold name, of blobs or of blocks; blobs nothing else
+// names are unpinned, and their blocks go at the next GC. Releasing an
+// unknown name does nothing.
 func (n *Node) Release(ctx context.Context, name string) error {
 	if err := checkHoldName(name); err != nil {
 		return err
 	}
 	n.pinMu.Lock()
 	defer n.pinMu.Unlock()
+	if err := n.meta.Delete(ctx, blockHoldsPrefix.Child(ds.NewKey(name))); err != nil {
+		return err
+	}
+	if err := n.meta.Sync(ctx, blockHoldsPrefix); err != nil {
+		return err
+	}
 	old, err := n.held(ctx, name)
 	if err != nil || old == nil {
 		return err
@@ -90,7 +149,15 @@ func (n *Node) held(ctx context.Context, name string) ([]string, error) {
 }
 
 func (n *Node) eachHold(ctx context.Context, f func(name string, blobs []string)) error {
-	res, err := n.meta.Query(ctx, query.Query{Prefix: holdsPrefix.String()})
+	return n.eachList(ctx, holdsPrefix, func(name string, blobs []string) error {
+		f(name, blobs)
+		return nil
+	})
+}
+
+// eachList calls f with every list of CIDs stored under prefix, by name.
+func (n *Node) eachList(ctx context.Context, prefix ds.Key, f func(name string, cids []string) error) error {
+	res, err := n.meta.Query(ctx, query.Query{Prefix: prefix.String()})
 	if err != nil {
 		return err
 	}
@@ -99,11 +166,14 @@ func (n *Node) eachHold(ctx context.Context, f func(name string, blobs []string)
 		if r.Error != nil {
 			return r.Error
 		}
-		var blobs []string
-		if err := json.Unmarshal(r.Value, &blobs); err != nil {
-			return fmt.Errorf("hold %s: %w", r.Key, err)
+		name := strings.TrimPrefix(r.Key, prefix.String()+"/")
+		var cids []string
+		if err := json.Unmarshal(r.Value, &cids); err != nil {
+			return fmt.Errorf("hold %s: %w", name, err)
 		}
-		f(strings.TrimPrefix(r.Key, holdsPrefix.String()+"/"), blobs)
+		if err := f(name, cids); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/multiformats/go-multihash"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
 )
 
@@ -57,5 +58,49 @@ func TestHoldsKeepBlobsUntilReleasedAndSurviveRestart(t *testing.T) {
 		if has, _ := n.Blockstore().Has(ctx, c); has != want {
 			t.Errorf("after release and gc: has %s = %v, want %v", c, has, want)
 		}
+	}
+}
+
+// TestBlockHoldsKeepSingleBlocks: a block hold keeps the blocks it names
+// through GC and a restart, and only those; a block not stored here is
+// refused.
+func TestBlockHoldsKeepSingleBlocks(t *testing.T) {
+	ctx := context.Background()
+	home := t.TempDir()
+	if _, err := Init(home, DefaultConfig()); err != nil {
+		t.Fatal(err)
+	}
+	n := openOffline(t, home)
+	file := addBytes(t, n, 1<<20, 'f') // four leaves under one node
+	leaves, err := leavesOf(ctx, n, file)
+	if err != nil || len(leaves) != 4 {
+		t.Fatalf("leaves of a 1 MiB file: %v, %v", leaves, err)
+	}
+	if err := n.HoldBlocks(ctx, "group/g/img", leaves[1]); err != nil {
+		t.Fatal(err)
+	}
+	absent, _ := cid.V1Builder{Codec: cid.Raw, MhType: multihash.SHA2_256}.Sum([]byte("not stored"))
+	if err := n.HoldBlocks(ctx, "group/g/other", absent); err == nil {
+		t.Fatal("a hold of a block that is not here was accepted")
+	}
+	n.Close()
+
+	n = openOffline(t, home)
+	defer n.Close()
+	if _, err := n.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	has := func(c cid.Cid) bool { ok, _ := n.Blockstore().Has(ctx, c); return ok }
+	if !has(leaves[1]) || has(file) {
+		t.Fatalf("after gc: held leaf kept %v, unheld root kept %v", has(leaves[1]), has(file))
+	}
+	if err := n.Release(ctx, "group/g/img"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if has(leaves[1]) {
+		t.Fatal("a released block survived gc")
 	}
 }

@@ -83,6 +83,9 @@ type Node struct {
 
 	pinMu sync.Mutex // image records and their pins change together
 
+	closeOnce sync.Once
+	closeErr  error
+
 	localReads, peerReads atomic.Uint64
 }
 
@@ -237,8 +240,14 @@ func (n *Node) openStores(ctx context.Context) error {
 	return nil
 }
 
-// Close stops networking and closes the store, releasing its lock.
+// Close stops networking and closes the store, releasing its lock. Closing
+// again does nothing.
 func (n *Node) Close() error {
+	n.closeOnce.Do(func() { n.closeErr = n.close() })
+	return n.closeErr
+}
+
+func (n *Node) close() error {
 	var errs []error
 	if n.mdns != nil {
 		errs = append(errs, n.mdns.Close())

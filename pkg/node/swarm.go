@@ -58,21 +58,12 @@ func (n *Node) swarmFetch(ctx context.Context, c cid.Cid, peers []peer.ID) error
 	if err != nil {
 		return err
 	}
-	var missing []cid.Cid
-	seen := map[cid.Cid]bool{}
-	for _, l := range leaves {
-		if seen[l] {
-			continue
-		}
-		seen[l] = true
-		if has, err := n.bstore.Has(ctx, l); err != nil {
-			return err
-		} else if !has {
-			missing = append(missing, l)
-		}
-	}
 	if len(leaves) < swarmMinLeaves {
 		return errNotSwarmed
+	}
+	missing, err := n.missing(ctx, leaves)
+	if err != nil {
+		return err
 	}
 	if len(missing) == 0 {
 		return nil
@@ -81,7 +72,47 @@ func (n *Node) swarmFetch(ctx context.Context, c cid.Cid, peers []peer.ID) error
 	h.Write([]byte(n.host.ID()))
 	start := int(binary.BigEndian.Uint64(h.Sum(nil)) % uint64(len(missing)))
 	missing = append(missing[start:], missing[:start]...)
+	if err := n.fetchFromPeers(ctx, session, missing, peers); err != nil {
+		return fmt.Errorf("fetch %s: %w", c, err)
+	}
+	return nil
+}
 
+// missing is those of blocks not stored here, each once.
+func (n *Node) missing(ctx context.Context, blocks []cid.Cid) ([]cid.Cid, error) {
+	var out []cid.Cid
+	seen := map[cid.Cid]bool{}
+	for _, b := range blocks {
+		if seen[b] {
+			continue
+		}
+		seen[b] = true
+		if has, err := n.bstore.Has(ctx, b); err != nil {
+			return nil, err
+		} else if !has {
+			out = append(out, b)
+		}
+	}
+	return out, nil
+}
+
+// Fetch makes blocks local: each from the connected peers' gateways as
+// above, else over bitswap. Blocks already here are not asked for.
+func (n *Node) Fetch(ctx context.Context, blocks []cid.Cid) error {
+	if n.host == nil {
+		return errors.New("fetch blocks: node is offline")
+	}
+	missing, err := n.missing(ctx, blocks)
+	if err != nil || len(missing) == 0 {
+		return err
+	}
+	session := merkledag.NewSession(ctx, n.dag)
+	return n.fetchFromPeers(ctx, session, missing, n.gatewayCandidates())
+}
+
+// fetchFromPeers stores the blocks of missing, several at once, each from
+// the peer that has served least so far, else over session.
+func (n *Node) fetchFromPeers(ctx context.Context, session ipld.NodeGetter, missing []cid.Cid, peers []peer.ID) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -129,7 +160,7 @@ func (n *Node) swarmFetch(ctx context.Context, c cid.Cid, peers []peer.ID) error
 	}
 	wg.Wait()
 	if len(errs) > 0 {
-		return fmt.Errorf("fetch %s: %w", c, errs[0])
+		return errs[0]
 	}
 	return nil
 }
