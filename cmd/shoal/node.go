@@ -71,7 +71,7 @@ func idCmd(g *globals) *cobra.Command {
 
 func daemonCmd(g *globals) *cobra.Command {
 	var listen []string
-	var socket, registryListen string
+	var socket, registryListen, groupName string
 	var noMDNS bool
 	c := &cobra.Command{
 		Use:   "daemon",
@@ -104,12 +104,17 @@ func daemonCmd(g *globals) *cobra.Command {
 			if cmd.Flags().Changed("registry-listen") {
 				reg.Listen = registryListen
 			}
-			return daemon.Run(ctx, n, daemon.RunOptions{Socket: socket, Registry: reg, Containerd: n.Config().Containerd.Paths(g.home), Log: log})
+			grp := n.Config().Group
+			if cmd.Flags().Changed("group") {
+				grp.Name = groupName
+			}
+			return daemon.Run(ctx, n, daemon.RunOptions{Socket: socket, Registry: reg, Containerd: n.Config().Containerd.Paths(g.home), Group: grp, Log: log})
 		},
 	}
 	c.Flags().StringArrayVar(&listen, "listen", nil, "swarm address, port 0 for a free port (repeatable; default from config)")
 	c.Flags().StringVar(&socket, "api-socket", "", "API unix socket (default $SHOAL_HOME/shoal.sock)")
 	c.Flags().BoolVar(&noMDNS, "no-mdns", false, "do not look for peers on the local network")
+	c.Flags().StringVar(&groupName, "group", "", "be a member of this group, which shards images among its members (default from config: [group] name)")
 	c.Flags().StringVar(&registryListen, "registry-listen", "", "serve the OCI registry on this host:port, port 0 for a free one (default from config: 127.0.0.1:5050; empty turns it off)")
 	addPeerFlag(c, g)
 	return c

@@ -12,6 +12,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
+	"github.com/shoal-ipfs/shoal/pkg/group"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 )
 
@@ -149,4 +150,20 @@ func (c *Client) Connect(ctx context.Context, peers ...peer.AddrInfo) error {
 func (c *Client) Close() error {
 	c.http.CloseIdleConnections()
 	return nil
+}
+
+// Shard puts the image at root under the daemon's group with replicas
+// copies of each chunk; 0 takes it out.
+func (c *Client) Shard(ctx context.Context, root cid.Cid, replicas int) error {
+	body, err := json.Marshal(ShardRequest{Root: root.String(), Replicas: replicas})
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, http.MethodPost, "/v0/shard", bytes.NewReader(body), nil)
+}
+
+// Status is how the image at root is spread over the daemon's group.
+func (c *Client) Status(ctx context.Context, root cid.Cid) (group.Status, error) {
+	var st group.Status
+	return st, c.do(ctx, http.MethodGet, "/v0/status/"+root.String(), nil, &st)
 }

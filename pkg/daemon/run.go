@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/shoal-ipfs/shoal/pkg/group"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/shoal-ipfs/shoal/pkg/registry"
 	"golang.org/x/sync/errgroup"
@@ -30,7 +31,9 @@ type RunOptions struct {
 	// Containerd is the containerd plugins' config, its paths absolute;
 	// an empty Socket turns them off.
 	Containerd node.ContainerdConfig
-	Log        *slog.Logger
+	// Group makes the daemon a member of a group; an empty Name is none.
+	Group node.GroupConfig
+	Log   *slog.Logger
 }
 
 // Run serves n on the API socket and, if asked, the OCI registry and its
@@ -102,6 +105,18 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 		srv.containerd = cfg.Socket
 		log.Info("containerd plugins serving", "socket", cfg.Socket, "snapshotter", p.sn != nil, "snapshots", cfg.Root)
 		g.Go(func() error { return p.serve(ctx) })
+	}
+	if cfg := opts.Group; cfg.Name != "" {
+		grp, err := group.New(n, cfg.Name, n.Metadata("group/"+cfg.Name), group.Options{Grace: cfg.Grace.Duration, FetchTimeout: opts.Registry.FetchTimeout.Duration, Log: log})
+		if err != nil {
+			cancel()
+			_ = g.Wait()
+			return err
+		}
+		srv.group = grp
+		metrics.MustRegister(groupCollector{grp})
+		log.Info("group member", "group", cfg.Name, "protocol", group.Protocol(cfg.Name))
+		g.Go(func() error { return grp.Run(ctx) })
 	}
 	g.Go(func() error { return srv.Serve(ctx, opts.Socket) })
 	return g.Wait()
@@ -185,4 +200,23 @@ func ServeMetrics(ctx context.Context, addr string, cs ...prometheus.Collector) 
 		_ = serveUntil(ctx, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, l)
 	}()
 	return func() { cancel(); <-done }, nil
+}
+
+// groupCollector reports the daemon's view of its group.
+type groupCollector struct{ g *group.Group }
+
+var (
+	groupMembersDesc = prometheus.NewDesc("shoal_group_members", "Members of the daemon's group it counts, itself included.", []string{"group"}, nil)
+	groupKeptDesc    = prometheus.NewDesc("shoal_group_kept_bytes", "Bytes of sharded images' chunks this member keeps.", []string{"group"}, nil)
+)
+
+func (groupCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- groupMembersDesc
+	ch <- groupKeptDesc
+}
+
+func (c groupCollector) Collect(ch chan<- prometheus.Metric) {
+	_, kept := c.g.Kept()
+	ch <- prometheus.MustNewConstMetric(groupMembersDesc, prometheus.GaugeValue, float64(len(c.g.Members())), c.g.Name())
+	ch <- prometheus.MustNewConstMetric(groupKeptDesc, prometheus.GaugeValue, float64(kept), c.g.Name())
 }

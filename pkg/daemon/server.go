@@ -16,6 +16,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
+	"github.com/shoal-ipfs/shoal/pkg/group"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 )
 
@@ -27,6 +28,8 @@ type Server struct {
 	registry string // the registry's address, once it listens
 	// containerd is the socket of the containerd plugins, once they serve.
 	containerd string
+	// group is the daemon's membership of a group, if any.
+	group *group.Group
 }
 
 // NewServer serves n; log may be nil.
@@ -46,6 +49,8 @@ func NewServer(n *node.Node, log *slog.Logger) *Server {
 	mux.HandleFunc("DELETE /v0/images/{cid}", s.removeImage)
 	mux.HandleFunc("POST /v0/gc", s.gc)
 	mux.HandleFunc("POST /v0/connect", s.connect)
+	mux.HandleFunc("POST /v0/shard", s.shard)
+	mux.HandleFunc("GET /v0/status/{cid}", s.status)
 	// Profiles, for whoever can reach the socket (its owner).
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -126,6 +131,9 @@ func (s *Server) id(w http.ResponseWriter, r *http.Request) {
 	}
 	id.Registry = s.registry
 	id.Containerd = s.containerd
+	if s.group != nil {
+		id.Group = s.group.Name()
+	}
 	writeJSON(w, id)
 }
 
@@ -267,4 +275,52 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// ShardRequest asks the daemon's group to shard an image.
+type ShardRequest struct {
+	Root     string `json:"Root"`
+	Replicas int    `json:"Replicas"`
+}
+
+var errNoGroup = fmt.Errorf("%w: this daemon is in no group; start it with --group NAME (or [group] name in config.toml)", errBadRequest)
+
+func (s *Server) shard(w http.ResponseWriter, r *http.Request) {
+	if s.group == nil {
+		writeError(w, errNoGroup)
+		return
+	}
+	var req ShardRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
+		writeError(w, fmt.Errorf("%w: %v", errBadRequest, err))
+		return
+	}
+	root, err := cid.Decode(req.Root)
+	if err != nil {
+		writeError(w, fmt.Errorf("%w: CID %q: %v", errBadRequest, req.Root, err))
+		return
+	}
+	if err := s.group.Shard(r.Context(), root, req.Replicas); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	if s.group == nil {
+		writeError(w, errNoGroup)
+		return
+	}
+	root, err := pathCID(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	st, err := s.group.Status(r.Context(), root)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, st)
 }

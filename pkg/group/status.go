@@ -139,3 +139,22 @@ func (g *Group) memberStatus(ctx context.Context, m peer.ID, root cid.Cid, chunk
 	}
 	return *resp.Status
 }
+
+// Kept is what this member keeps of all sharded images: chunks and bytes.
+func (g *Group) Kept() (chunks int, bytes uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for root, kept := range g.kept {
+		p := g.plans[root]
+		if p == nil {
+			continue
+		}
+		for _, l := range p.chunks {
+			if kept[l.CID] {
+				chunks++
+				bytes += l.Size
+			}
+		}
+	}
+	return chunks, bytes
+}

@@ -22,6 +22,7 @@ type Config struct {
 	Daemon     DaemonConfig     `toml:"daemon"`
 	Registry   RegistryConfig   `toml:"registry"`
 	Containerd ContainerdConfig `toml:"containerd"`
+	Group      GroupConfig      `toml:"group"`
 }
 
 // SwarmConfig is the libp2p side of the node.
@@ -93,6 +94,16 @@ type ContainerdConfig struct {
 	FetchTimeout Duration `toml:"fetch-timeout"`
 }
 
+// GroupConfig makes `shoal daemon` a member of a group that shards images
+// among its members (package group).
+type GroupConfig struct {
+	// Name is the group; empty is no group.
+	Name string `toml:"name"`
+	// Grace is how long a member that went away still counts as one, so
+	// that restarts and short partitions move no data.
+	Grace Duration `toml:"grace"`
+}
+
 // Duration is a time.Duration written as "30s" in the config file.
 type Duration struct{ time.Duration }
 
@@ -125,6 +136,7 @@ func DefaultConfig() Config {
 		Daemon:     DaemonConfig{Socket: "shoal.sock"},
 		Registry:   RegistryConfig{Listen: "127.0.0.1:5050", FetchTimeout: Duration{30 * time.Second}},
 		Containerd: ContainerdConfig{Socket: "containerd.sock", Root: "snapshotter", FetchTimeout: Duration{30 * time.Second}},
+		Group:      GroupConfig{Grace: Duration{time.Minute}},
 	}
 }
 

@@ -398,6 +398,8 @@ type Identity struct {
 	// Containerd is the socket of the daemon's containerd plugins (the
 	// snapshotter), if it serves them.
 	Containerd string `json:",omitempty"`
+	// Group is the group the daemon is a member of, if any.
+	Group string `json:",omitempty"`
 }
 
 // ID returns the node's peer ID and, when online, its dialable addresses.
