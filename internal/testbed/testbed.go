@@ -122,17 +122,43 @@ func (tb *Testbed) build(n int, link Link) error {
 		}
 		tb.Hosts = append(tb.Hosts, h)
 		tb.links = append(tb.links, outer)
+		if err := tb.shape(i, qdisc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Shape gives host's link a shape of its own, both ways: a faster puller
+// among slower seeders, say.
+func (tb *Testbed) Shape(host Host, link Link) error {
+	qdisc, err := link.qdisc()
+	if err != nil {
+		return err
+	}
+	for i, h := range tb.Hosts {
+		if h == host {
+			return tb.shape(i, qdisc)
+		}
+	}
+	return fmt.Errorf("testbed: no host %s", host.Name)
+}
+
+// shape replaces the qdisc of host i's veth pair with qdisc (nil: none).
+func (tb *Testbed) shape(i int, qdisc []string) error {
+	sides := [][2]string{{tb.hub, tb.links[i]}, {tb.Hosts[i].Name, fmt.Sprintf("tbi%d", i)}}
+	for _, side := range sides {
+		// Deleting a root qdisc that is not there fails harmlessly.
+		_ = exec.Command("ip", "netns", "exec", side[0], "tc", "qdisc", "del", "dev", side[1], "root").Run()
 		if qdisc == nil {
 			continue
 		}
-		for _, side := range [][2]string{{tb.hub, outer}, {h.Name, inner}} {
-			args := append([]string{"netns", "exec", side[0], "tc", "qdisc", "add", "dev", side[1], "root"}, qdisc...)
-			if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-				if qdisc[0] == "netem" && strings.Contains(string(out), "unknown") {
-					return errors.New("testbed: this kernel has no netem qdisc, which delay and loss need")
-				}
-				return fmt.Errorf("testbed: tc %v: %v: %s", qdisc, err, strings.TrimSpace(string(out)))
+		args := append([]string{"netns", "exec", side[0], "tc", "qdisc", "add", "dev", side[1], "root"}, qdisc...)
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			if qdisc[0] == "netem" && strings.Contains(string(out), "unknown") {
+				return errors.New("testbed: this kernel has no netem qdisc, which delay and loss need")
 			}
+			return fmt.Errorf("testbed: tc %v: %v: %s", qdisc, err, strings.TrimSpace(string(out)))
 		}
 	}
 	return nil

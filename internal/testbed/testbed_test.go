@@ -69,6 +69,17 @@ func TestHostsReachEachOtherThroughShapedLinks(t *testing.T) {
 		t.Errorf("a 50 Mbit/s link carried %.0f Mbit/s", rate)
 	}
 
+	// A host shaped on its own gets the new rate on both sides of its link.
+	if err := tb.Shape(tb.Hosts[1], Link{Rate: "10mbit"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, side := range [][2]string{{tb.hub, tb.links[1]}, {tb.Hosts[1].Name, "tbi1"}} {
+		out, err := exec.Command("ip", "netns", "exec", side[0], "tc", "qdisc", "show", "dev", side[1]).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "rate 10Mbit") {
+			t.Errorf("after Shape, %s of %s: %v\n%s", side[1], side[0], err, out)
+		}
+	}
+
 	if err := tb.Cut(tb.Hosts[2]); err != nil {
 		t.Fatal(err)
 	}
