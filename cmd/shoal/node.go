@@ -83,7 +83,7 @@ func daemonCmd(g *globals) *cobra.Command {
 			}
 			ctx := cmd.Context()
 			log := g.daemonLogger()
-			opts := node.Options{Online: true, Peers: g.peers, NoMDNS: noMDNS, Logger: log, LockWait: 15 * time.Second}
+			opts := node.Options{Online: true, Announce: true, Peers: g.peers, NoMDNS: noMDNS, Logger: log, LockWait: 15 * time.Second}
 			if len(listen) > 0 {
 				opts.Listen = listen
 			}

@@ -22,6 +22,13 @@ func Online(tb testing.TB, proto string, peers ...*node.Node) *node.Node {
 // home, where it may also write files) before the node opens.
 func OnlineWith(tb testing.TB, configure func(home string, cfg *node.Config), proto string, peers ...*node.Node) *node.Node {
 	tb.Helper()
+	return OnlineWithOptions(tb, node.Options{}, configure, proto, peers...)
+}
+
+// OnlineWithOptions is OnlineWith opening the node with opts (Online and
+// Peers set here): Announce, to be a daemon on the DHT, say.
+func OnlineWithOptions(tb testing.TB, opts node.Options, configure func(home string, cfg *node.Config), proto string, peers ...*node.Node) *node.Node {
+	tb.Helper()
 	home := tb.TempDir()
 	initHomeWith(tb, home, configure)
 	var addrs []string
@@ -40,7 +47,8 @@ func OnlineWith(tb testing.TB, configure func(home string, cfg *node.Config), pr
 	if len(addrs) != len(peers) {
 		tb.Fatalf("not every peer listens on %s", proto)
 	}
-	n, err := node.Open(context.Background(), home, node.Options{Online: true, Peers: addrs})
+	opts.Online, opts.Peers = true, addrs
+	n, err := node.Open(context.Background(), home, opts)
 	if err != nil {
 		tb.Fatal(err)
 	}

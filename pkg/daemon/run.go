@@ -151,6 +151,10 @@ var (
 	fetchedBytesDesc  = prometheus.NewDesc("shoal_fetched_bytes_total", "Bytes of blocks received from peers, by protocol.", []string{"protocol"}, nil)
 	blobReadsDesc     = prometheus.NewDesc("shoal_blob_reads_total", "Blobs read, by whether they were stored here when asked for (local) or came from peers.", []string{"from"}, nil)
 	servedBlocksDesc  = prometheus.NewDesc("shoal_served_blocks_total", "Single blocks served to peers fetching from many peers at once.", nil, nil)
+	dhtPeersDesc      = prometheus.NewDesc("shoal_dht_peers", "Peers in the DHT routing table.", nil, nil)
+	dhtProvidedDesc   = prometheus.NewDesc("shoal_dht_provided_total", "CIDs announced on the DHT (image and blob roots, group rendezvous).", nil, nil)
+	dhtProvideDesc    = prometheus.NewDesc("shoal_dht_provide_seconds_total", "Time spent announcing on the DHT.", nil, nil)
+	dhtQueuedDesc     = prometheus.NewDesc("shoal_dht_provide_queue", "CIDs waiting to be announced.", nil, nil)
 )
 
 func (nodeCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -158,6 +162,10 @@ func (nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- fetchedBytesDesc
 	ch <- blobReadsDesc
 	ch <- servedBlocksDesc
+	ch <- dhtPeersDesc
+	ch <- dhtProvidedDesc
+	ch <- dhtProvideDesc
+	ch <- dhtQueuedDesc
 }
 
 func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
@@ -175,6 +183,12 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(blobReadsDesc, s.LocalReads, "local")
 	counter(blobReadsDesc, s.PeerReads, "peers")
 	ch <- prometheus.MustNewConstMetric(servedBlocksDesc, prometheus.CounterValue, float64(s.GatewayServed))
+	if d := c.n.DHTStat(); d.Mode != node.DHTOff {
+		ch <- prometheus.MustNewConstMetric(dhtPeersDesc, prometheus.GaugeValue, float64(d.Peers))
+		ch <- prometheus.MustNewConstMetric(dhtProvidedDesc, prometheus.CounterValue, float64(d.Provided))
+		ch <- prometheus.MustNewConstMetric(dhtProvideDesc, prometheus.CounterValue, d.ProvideTime.Seconds())
+		ch <- prometheus.MustNewConstMetric(dhtQueuedDesc, prometheus.GaugeValue, float64(d.Queued))
+	}
 }
 
 // ServeMetrics serves collectors, with Go's runtime metrics, as Prometheus

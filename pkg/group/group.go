@@ -35,6 +35,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/core/routing"
+	"github.com/multiformats/go-multihash"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 )
@@ -79,6 +81,28 @@ func CheckName(name string) error {
 
 // Protocol is the libp2p protocol the members of group name serve.
 func Protocol(name string) protocol.ID { return protocol.ID("/shoal/group/" + name + "/1.0.0") }
+
+// finder is a node on a DHT, through which members that share no
+// connected peer meet: each announces the group's rendezvous CID and looks
+// up who else does.
+type finder interface {
+	Routing() routing.Routing
+	Provide(cids ...cid.Cid)
+	FindProviders(ctx context.Context, c cid.Cid, max int, wait time.Duration) ([]peer.ID, error)
+}
+
+// Rendezvous is the CID that members of group name announce on the DHT.
+func Rendezvous(name string) cid.Cid {
+	c, _ := cid.V1Builder{Codec: cid.Raw, MhType: multihash.SHA2_256}.Sum([]byte(Protocol(name)))
+	return c
+}
+
+// meetInterval is how often a member looks for others on the DHT; it
+// announces itself every meetAnnounceEvery of those.
+const (
+	meetInterval      = 30 * time.Second
+	meetAnnounceEvery = 10
+)
 
 // Group is this node's membership of one group.
 type Group struct {
@@ -155,6 +179,9 @@ func (g *Group) Run(ctx context.Context) error {
 	g.n.Host().SetStreamHandler(g.proto, func(s network.Stream) { g.serve(ctx, s) })
 	defer g.n.Host().RemoveStreamHandler(g.proto)
 	defer g.bg.Wait()
+	if f, ok := g.n.(finder); ok && f.Routing() != nil {
+		g.bg.Go(func() { g.meet(ctx, f) })
+	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var (
@@ -185,6 +212,32 @@ func (g *Group) Run(ctx context.Context) error {
 		case <-tick.C:
 		case <-g.wake:
 		}
+	}
+}
+
+// meet announces this member on the DHT and connects to the others it
+// finds there, until ctx ends.
+func (g *Group) meet(ctx context.Context, f finder) {
+	rv := Rendezvous(g.name)
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for round := 0; ; round++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if round%meetAnnounceEvery == 0 {
+			f.Provide(rv)
+		}
+		found, err := f.FindProviders(ctx, rv, 20, askTimeout)
+		if err != nil {
+			g.log.Debug("looking for members on the DHT failed", "err", err)
+		} else if len(found) > 0 {
+			g.log.Debug("members found on the DHT", "peers", len(found))
+		}
+		// Soon at first, while the DHT fills, then at the interval.
+		t.Reset(min(meetInterval, time.Duration(round+1)*2*time.Second))
 	}
 }
 

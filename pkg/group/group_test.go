@@ -261,3 +261,15 @@ func TestShardRecordsLastWriterWins(t *testing.T) {
 		t.Error("a group name with spaces was accepted")
 	}
 }
+
+// TestMembersMeetThroughTheDHT: two members whose only connected peer is a
+// daemon outside the group find each other through the DHT (with the DHT
+// off they never meet).
+func TestMembersMeetThroughTheDHT(t *testing.T) {
+	daemon := node.Options{Announce: true}
+	hub := testnode.OnlineWithOptions(t, daemon, nil, "/tcp/")
+	na := testnode.OnlineWithOptions(t, daemon, nil, "/tcp/", hub)
+	nb := testnode.OnlineWithOptions(t, daemon, nil, "/tcp/", hub)
+	a, b := startMember(t, na, time.Minute), startMember(t, nb, time.Minute)
+	waitFor(t, "the members to meet", func() bool { return len(a.g.Members()) == 2 && len(b.g.Members()) == 2 })
+}

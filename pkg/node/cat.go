@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/boxo/ipld/unixfs"
@@ -45,6 +46,10 @@ func (u *unlockOnClose) Close() error {
 	return err
 }
 
+// findProvidersWait bounds the DHT lookup before a blob is fetched; on a
+// LAN it completes in milliseconds.
+const findProvidersWait = 2 * time.Second
+
 func (n *Node) cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 	if n.host == nil {
 		return blob.Open(ctx, n.dag, c)
@@ -53,6 +58,10 @@ func (n *Node) cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 		n.localReads.Add(1)
 	} else if err == nil {
 		n.peerReads.Add(1)
+		if n.dht != nil {
+			// Peers the DHT knows to hold c join the candidates.
+			_, _ = n.FindProviders(ctx, c, 8, findProvidersWait)
+		}
 		peers := n.gatewayCandidates()
 		if len(peers) >= 2 {
 			err := n.swarmFetch(ctx, c, peers)

@@ -40,6 +40,9 @@ type SwarmConfig struct {
 	Key string `toml:"key"`
 	// Allow lists the only peer IDs that may connect; empty allows all.
 	Allow []string `toml:"allow"`
+	// DHT is "lan" (kubo's LAN DHT: private and loopback addresses),
+	// "wan" (the Amino protocol over the configured peers) or "off".
+	DHT string `toml:"dht"`
 }
 
 // DatastoreConfig chooses where blocks live.
@@ -130,6 +133,7 @@ func DefaultConfig() Config {
 			Listen: []string{"/ip4/0.0.0.0/tcp/4051", "/ip4/0.0.0.0/udp/4051/quic-v1"},
 			MDNS:   true,
 			Key:    "swarm.key",
+			DHT:    DHTLAN,
 		},
 		Datastore:  DatastoreConfig{Blocks: "flatfs"},
 		Import:     ImportConfig{Layout: blob.Kubo.Name},
@@ -148,6 +152,9 @@ func (c Config) Validate() error {
 		}
 	}
 	if _, err := parseAllowlist(c.Swarm.Allow); err != nil {
+		return err
+	}
+	if err := checkDHTMode(c.Swarm.DHT); err != nil {
 		return err
 	}
 	switch c.Datastore.Blocks {

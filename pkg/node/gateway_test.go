@@ -21,6 +21,13 @@ func onlineNode(t *testing.T, peers ...*Node) *Node {
 // writing files in its home) first.
 func onlineNodeWith(t *testing.T, configure func(home string, cfg *Config), peers ...*Node) *Node {
 	t.Helper()
+	return openOnline(t, Options{}, configure, peers...)
+}
+
+// openOnline opens an online node with opts, its config changed by
+// configure, connected to peers.
+func openOnline(t *testing.T, opts Options, configure func(home string, cfg *Config), peers ...*Node) *Node {
+	t.Helper()
 	home := t.TempDir()
 	cfg := DefaultConfig()
 	cfg.Swarm.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
@@ -39,7 +46,8 @@ func onlineNodeWith(t *testing.T, configure func(home string, cfg *Config), peer
 		}
 		addrs = append(addrs, id.Addresses[0])
 	}
-	n, err := Open(context.Background(), home, Options{Online: true, Peers: addrs})
+	opts.Online, opts.Peers = true, addrs
+	n, err := Open(context.Background(), home, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

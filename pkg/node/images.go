@@ -42,7 +42,11 @@ func (n *Node) PinImage(ctx context.Context, img catalog.Image) error {
 	if err := n.meta.Put(ctx, imageKey(root), data); err != nil {
 		return err
 	}
-	return n.meta.Sync(ctx, imagesPrefix)
+	if err := n.meta.Sync(ctx, imagesPrefix); err != nil {
+		return err
+	}
+	n.Provide(append([]cid.Cid{root}, blobs...)...)
+	return nil
 }
 
 // Images lists the pinned images, newest first.

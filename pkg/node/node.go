@@ -33,6 +33,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
@@ -52,6 +53,9 @@ type Options struct {
 	Peers []string
 	// NoMDNS turns mDNS off whatever the config says.
 	NoMDNS bool
+	// Announce makes the node a DHT server that announces the images it
+	// holds: the daemon does; short-lived commands only ask.
+	Announce bool
 	// Logger receives the node's logs; nil discards them.
 	Logger *slog.Logger
 	// LockWait is how long to wait for another process to release the
@@ -80,6 +84,7 @@ type Node struct {
 	peering *peering.PeeringService
 	mdns    io.Closer
 	gw      *gatewayPeers
+	dht     *dhtNode
 
 	pinMu sync.Mutex // image records and their pins change together
 
@@ -154,7 +159,14 @@ func Open(ctx context.Context, home string, opts Options) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("start libp2p host on %v: %w", listen, err)
 	}
-	n.bswap = bitswap.New(ctx, bsnet.NewFromIpfsHost(n.host), nil, n.bstore, bitswapTuning()...)
+	if err := n.startDHT(cfg.Swarm.DHT, opts.Announce); err != nil {
+		return nil, err
+	}
+	var providers routing.ContentDiscovery
+	if n.dht != nil {
+		providers = n.dht.IpfsDHT
+	}
+	n.bswap = bitswap.New(ctx, bsnet.NewFromIpfsHost(n.host), providers, n.bstore, bitswapTuning()...)
 	n.bserv = blockservice.New(n.bstore, n.bswap)
 	n.dag = merkledag.NewDAGService(n.bserv)
 
@@ -260,6 +272,9 @@ func (n *Node) close() error {
 	}
 	if n.bswap != nil {
 		errs = append(errs, n.bswap.Close())
+	}
+	if n.dht != nil {
+		errs = append(errs, n.dht.close())
 	}
 	if n.host != nil {
 		errs = append(errs, n.host.Close())

@@ -45,15 +45,7 @@ func TestSwarmFetchDrawsOnEveryPeerAndCatchesALiar(t *testing.T) {
 	}
 	before := map[*Node]uint64{a: sentBy(a), b: sentBy(b)}
 
-	rc, err := reader.Cat(ctx, root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("read back %d bytes (%v), not the blob", len(got), err)
-	}
+	mustCat(ctx, t, reader, root, data)
 	reader.gw.mu.Lock()
 	caught := reader.gw.bad[liar.host.ID()]
 	reader.gw.mu.Unlock()
@@ -81,3 +73,17 @@ func leavesOf(ctx context.Context, n *Node, root cid.Cid) ([]cid.Cid, error) {
 
 // sentBy is what n's gateway has served so far.
 func sentBy(n *Node) uint64 { return n.gw.served.Load() }
+
+// mustCat reads the blob c through n and checks it is want.
+func mustCat(ctx context.Context, t *testing.T, n *Node, c cid.Cid, want []byte) {
+	t.Helper()
+	rc, err := n.Cat(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read back %d bytes (%v), not the blob", len(got), err)
+	}
+}
