@@ -42,6 +42,9 @@ type globals struct {
 	home    string
 	peers   []string
 	verbose bool
+	// ipfsAPI, when set, runs commands against that kubo daemon instead
+	// of the embedded node (kubo.go).
+	ipfsAPI string
 }
 
 func newRoot() *cobra.Command {
@@ -55,6 +58,7 @@ func newRoot() *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&g.home, "home", node.DefaultHome(), "state directory ($SHOAL_HOME)")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log what the node does to stderr")
+	root.PersistentFlags().StringVar(&g.ipfsAPI, "ipfs-api", os.Getenv("SHOAL_IPFS_API"), "use the kubo daemon whose RPC API is at this MULTIADDR instead of the embedded node; \"auto\" reads $IPFS_PATH/api ($SHOAL_IPFS_API)")
 	root.AddCommand(
 		initCmd(g), idCmd(g), daemonCmd(g),
 		pushCmd(g), pullCmd(g), inspectCmd(g), indexCmd(g),
@@ -87,6 +91,9 @@ func (g *globals) loggerAt(level slog.Level) *slog.Logger {
 // that talk to peers pass online; they listen where the daemon would, but
 // on free ports, so they never collide with a daemon.
 func (g *globals) api(ctx context.Context, online bool) (daemon.API, error) {
+	if g.ipfsAPI != "" {
+		return g.kubo(ctx)
+	}
 	if err := g.ensureInit(); err != nil {
 		return nil, err
 	}

@@ -78,6 +78,9 @@ func daemonCmd(g *globals) *cobra.Command {
 		Short: "Run the node: serve blocks to peers and the API to other shoal commands",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if g.ipfsAPI != "" {
+				return kuboDaemon(cmd, g, registryListen)
+			}
 			if err := g.ensureInit(); err != nil {
 				return err
 			}

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -53,47 +52,11 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 	// and, with the registry on, those pushed to it.
 	find := func(_ context.Context, name string, _ digest.Digest) (cid.Cid, bool) { return registry.IPFSRoot(name) }
 	if cfg := opts.Registry; cfg.Listen != "" {
-		ropts := []registry.Option{registry.WithLogger(log), registry.WithFetchTimeout(cfg.FetchTimeout.Duration)}
-		if cfg.Htpasswd != "" {
-			users, err := registry.LoadHtpasswd(cfg.Htpasswd)
-			if err != nil {
-				return err
-			}
-			ropts = append(ropts, registry.WithBasicAuth(users, cfg.PullAuth))
-		}
-		if err := checkExposure(cfg); err != nil {
+		rg, addr, err := startRegistry(ctx, g, n, n.Metadata("registry"), filepath.Join(n.Home(), "registry-uploads"), cfg, metrics, log)
+		if err != nil {
 			return err
 		}
-		if !isLoopback(cfg.Listen) && cfg.TLSCert == "" {
-			log.Warn("registry serves plain HTTP beyond loopback: credentials cross the network in the clear; set [registry] tls-cert and tls-key", "address", cfg.Listen)
-		}
-		l, err := net.Listen("tcp", cfg.Listen)
-		if err != nil {
-			return fmt.Errorf("registry: %w; choose another address with --registry-listen or [registry] listen in config.toml (empty turns it off)", err)
-		}
-		ropts = append(ropts, registry.WithMetrics(metrics))
-		rg, err := registry.New(n, n.Metadata("registry"), filepath.Join(n.Home(), "registry-uploads"), ropts...)
-		if err != nil {
-			l.Close()
-			return err
-		}
-		find = rg.RootOf
-		mux := http.NewServeMux()
-		mux.Handle("/", rg)
-		mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
-		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
-		if cfg.TLSCert != "" {
-			cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-			if err != nil {
-				l.Close()
-				return fmt.Errorf("registry TLS: %w", err)
-			}
-			l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
-		}
-		srv.registry = l.Addr().String()
-		log.Info("registry listening", "address", srv.registry, "tls", cfg.TLSCert != "", "auth", cfg.Htpasswd != "", "metrics", "/metrics")
-		g.Go(func() error { rg.Run(ctx); return nil })
-		g.Go(func() error { return serveUntil(ctx, hs, l) })
+		find, srv.registry = rg.RootOf, addr
 	}
 	if cfg := opts.Containerd; cfg.Socket != "" {
 		p, err := openContainerd(ctx, n, cfg, find, metrics, log)

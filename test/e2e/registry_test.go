@@ -22,8 +22,9 @@ import (
 type shoalDaemon struct {
 	bin, home string
 	args      []string
-	Peer      string // its swarm address
-	Registry  string // host:port of its registry
+	env       []string // more environment for its commands ($SHOAL_IPFS_API, say)
+	Peer      string   // its swarm address
+	Registry  string   // host:port of its registry
 	// Containerd is the socket of its containerd plugins (as root).
 	Containerd string
 	host       *testbed.Host // the testbed host it runs on, if any
@@ -95,7 +96,7 @@ func (d *shoalDaemon) restart(t *testing.T) {
 
 func (d *shoalDaemon) command(args ...string) *exec.Cmd {
 	cmd := exec.Command(d.bin, args...)
-	cmd.Env = append(os.Environ(), "SHOAL_HOME="+d.home)
+	cmd.Env = append(append(os.Environ(), "SHOAL_HOME="+d.home), d.env...)
 	return cmd
 }
 
