@@ -225,6 +225,12 @@ func (w *writer) Close() error {
 		return nil
 	}
 	err := w.f.Close()
+	// The file's own mtime comes from the kernel's coarse clock and can
+	// read earlier than the write; the writer's time is what a resumed
+	// writer and Status report.
+	if err == nil && w.offset > 0 {
+		err = os.Chtimes(w.f.Name(), time.Time{}, w.updated)
+	}
 	w.f = nil
 	w.s.unlock(w.meta.Ref)
 	return err
