@@ -31,15 +31,22 @@ func BenchmarkScale(b *testing.B) {
 			origin := shoalHome(b, "kubo", "flatfs")
 			o := startShoalDaemon(b, origin, &tb.Hosts[0], "--listen", "/ip4/"+tb.Hosts[0].Addr+"/tcp/4051")
 			root := lastLine(output(b, origin, shoalBin, "push", "oci:"+debImage+":bookworm"))
+			var running []runningShoal
 			scaleRun(b, tb, size, func(b *testing.B) func(i int, dir string) []string {
 				// Fresh nodes, each connected to the origin and to those
-				// before it: all to all.
+				// before it: all to all. The last iteration's go first, or
+				// the DHT would lead the new ones to them.
+				for _, d := range running {
+					d.stop()
+				}
+				running = nil
 				var homes []string
 				peers := []string{"--peer", o.addr}
 				for _, h := range tb.Hosts[1:] {
 					env := shoalHome(b, "kubo", "flatfs")
 					d := startShoalDaemon(b, env, &h, append([]string{"--listen", "/ip4/" + h.Addr + "/tcp/4051"}, peers...)...)
 					b.Cleanup(d.stop)
+					running = append(running, d)
 					peers = append(peers, "--peer", d.addr)
 					homes = append(homes, d.home)
 				}
@@ -47,6 +54,10 @@ func BenchmarkScale(b *testing.B) {
 					return []string{shoalBin, "--home", homes[i], "pull", root, "--to", "oci:" + dir + ":bookworm"}
 				}
 			})
+			// Leaves the origin served one at a time (swarm fetch), against
+			// the image's: the rest of what it sent went as whole-blob streams.
+			leaves := metricSum(b, &tb.Hosts[0], "http://"+o.registry+"/metrics", "shoal_served_blocks_total")
+			b.ReportMetric(float64(leaves)*(256<<10)/float64(size)/float64(b.N), "origin-leaves-x-image")
 		})
 		b.Run(fmt.Sprintf("n=%d/registry", n), func(b *testing.B) {
 			tb := scaleTestbed(b, n)

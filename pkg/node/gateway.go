@@ -46,6 +46,8 @@ type gatewayPeers struct {
 
 	clientsMu sync.Mutex
 	clients   map[peer.ID]http.Client
+
+	haves havesCache // bitmaps served to peers (HavesProtocol)
 }
 
 // client is the HTTP client for p's gateway. Made once per peer, under a
@@ -81,6 +83,7 @@ func (n *Node) startGateway() {
 	h := &libp2phttp.Host{StreamHost: n.host}
 	h.SetHTTPHandlerAtPath(GatewayProtocol, "/", &carServer{bs: n.bstore, served: &n.gw.served})
 	n.gw.http = h
+	n.host.SetStreamHandler(HavesProtocol, n.serveHaves)
 	go func() {
 		if err := h.Serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Warn("gateway over libp2p stopped", "err", err)

@@ -28,6 +28,9 @@ func (n *Node) GC(ctx context.Context) (GCResult, error) {
 	}
 	lock := n.bstore.GCLock(ctx)
 	defer lock.Unlock(ctx)
+	if n.gw != nil {
+		defer n.gw.haves.forget()
+	}
 
 	// The blockstore is keyed by multihash: the keys it lists carry the raw
 	// codec whatever codec the pin's links use, so liveness is by multihash.

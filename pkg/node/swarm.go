@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
-	"math/rand/v2"
 	"net/http"
-	"slices"
 	"sync"
 	"time"
 
@@ -26,18 +24,18 @@ import (
 // same image at once serve each other instead of all drawing on the one
 // that had it first.
 //
-//   - Each node takes the leaves in an order of its own (rotated by its
-//     peer ID), so that nodes starting together soon hold different parts.
-//   - For each leaf it asks, over the gateway protocol (format=raw), the
-//     peers that have served it least so far; a peer without the block
-//     answers at once that it has none. The peer that had everything first
-//     serves a lot early, so it is asked last later on.
+//   - Each node learns which leaves its peers hold (HavesProtocol) and
+//     spreads its asks over them, rarest leaves first; a peer holding
+//     everything still wanted is asked only for what nobody else holds,
+//     and each such leaf by one node only (fetchFromPeers says how).
+//   - Leaves come over the gateway protocol (format=raw); a peer without
+//     the block answers at once that it has none, and the next is asked.
 //   - Every block is checked against its CID; a peer sending a bad one is
 //     refused from then on, and a leaf no peer serves comes over bitswap.
 const (
 	// swarmMinLeaves is the smallest blob fetched this way: below it, one
 	// stream is as good.
-	swarmMinLeaves = 16
+	swarmMinLeaves = 4
 	swarmWorkers   = 8
 	// swarmAskTimeout bounds one request for one leaf, so that a peer cut
 	// off mid-pull costs a bounded delay.
@@ -72,7 +70,11 @@ func (n *Node) swarmFetch(ctx context.Context, c cid.Cid, peers []peer.ID) error
 	h.Write([]byte(n.host.ID()))
 	start := int(binary.BigEndian.Uint64(h.Sum(nil)) % uint64(len(missing)))
 	missing = append(missing[start:], missing[:start]...)
-	if err := n.fetchFromPeers(ctx, session, missing, peers); err != nil {
+	hctx, stopHaves := context.WithCancel(ctx)
+	known, waitHaves := n.watchHaves(hctx, c, leaves, peers)
+	defer waitHaves()
+	defer stopHaves()
+	if err := n.fetchFromPeers(ctx, session, missing, peers, known); err != nil {
 		return fmt.Errorf("fetch %s: %w", c, err)
 	}
 	return nil
@@ -107,54 +109,37 @@ func (n *Node) Fetch(ctx context.Context, blocks []cid.Cid) error {
 		return err
 	}
 	session := merkledag.NewSession(ctx, n.dag)
-	return n.fetchFromPeers(ctx, session, missing, n.gatewayCandidates())
+	return n.fetchFromPeers(ctx, session, missing, n.gatewayCandidates(), nil)
 }
 
 // fetchFromPeers stores the blocks of missing, several at once, each from
-// the peer that has served least so far, else over session.
-func (n *Node) fetchFromPeers(ctx context.Context, session ipld.NodeGetter, missing []cid.Cid, peers []peer.ID) error {
+// the peer a leafPicker names (known says who holds what; nil: nothing
+// known), else from the others, else over session.
+func (n *Node) fetchFromPeers(ctx context.Context, session ipld.NodeGetter, missing []cid.Cid, peers []peer.ID, known *haves) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	lp := newLeafPicker(n.host.ID(), peers, missing, known, n.gw.isBad)
 	var (
-		mu     sync.Mutex
-		served = map[peer.ID]int{}
-		next   int
-		errs   []error
+		mu   sync.Mutex
+		errs []error
 	)
-	take := func() (cid.Cid, bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		if next == len(missing) || len(errs) > 0 {
-			return cid.Undef, false
-		}
-		next++
-		return missing[next-1], true
-	}
-	order := func() []peer.ID {
-		mu.Lock()
-		defer mu.Unlock()
-		ps := slices.Clone(peers)
-		rand.Shuffle(len(ps), func(i, j int) { ps[i], ps[j] = ps[j], ps[i] })
-		slices.SortStableFunc(ps, func(a, b peer.ID) int { return served[a] - served[b] })
-		return ps
-	}
 	var wg sync.WaitGroup
 	for range swarmWorkers {
 		wg.Go(func() {
 			for {
-				leaf, ok := take()
+				leaf, prefer, ok := lp.next()
 				if !ok {
 					return
 				}
-				from, err := n.fetchLeaf(ctx, session, leaf, order())
-				mu.Lock()
+				from, err := n.fetchLeaf(ctx, session, leaf, lp.order(prefer))
+				lp.done(prefer, from)
 				if err != nil {
+					mu.Lock()
 					errs = append(errs, err)
+					mu.Unlock()
+					lp.stop()
 					cancel()
-				} else if from != "" {
-					served[from]++
 				}
-				mu.Unlock()
 			}
 		})
 	}

@@ -1,0 +1,75 @@
+package node
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"math/rand"
+	"testing"
+	"time"
+)
+
+// TestHavesTellWhichLeavesAPeerHolds: a peer holding part of a blob
+// answers with a bitmap of exactly the leaves it stores, and with none
+// for a blob whose shape it does not know.
+func TestHavesTellWhichLeavesAPeerHolds(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	holder := onlineNode(t)
+	asker := onlineNode(t, holder)
+	data := make([]byte, 5<<20) // 20 leaves
+	rand.New(rand.NewSource(9)).Read(data)
+	root, err := holder.Add(ctx, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaves, err := leavesOf(ctx, holder, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{3, 7, 19} {
+		if err := holder.bstore.DeleteBlock(ctx, leaves[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bits, err := asker.askHaves(ctx, holder.host.ID(), root, len(leaves))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range leaves {
+		want := i != 3 && i != 7 && i != 19
+		if has(bits, i) != want {
+			t.Errorf("leaf %d: held %v, want %v", i, has(bits, i), want)
+		}
+	}
+	unknown, _ := root.Prefix().Sum([]byte("a blob nobody added"))
+	if bits, err := asker.askHaves(ctx, holder.host.ID(), unknown, 1); err != nil || bits != nil {
+		t.Errorf("haves of a blob the peer cannot walk: %v, %v; want none", bits, err)
+	}
+	if _, err := asker.askHaves(ctx, holder.host.ID(), root, len(leaves)+1); err == nil {
+		t.Error("a bitmap for a blob of another shape was accepted")
+	}
+}
+
+// FuzzHavesMessages: whatever a peer sends, reading a haves request or
+// response fails or gives a CID, or a bitmap of the asked size.
+func FuzzHavesMessages(f *testing.F) {
+	req := binary.AppendUvarint(nil, 36)
+	f.Add(append(req, bytes.Repeat([]byte{1}, 36)...), 20)
+	f.Add(append(binary.AppendUvarint(nil, 20), 0xff, 0xff, 0x0f), 20)
+	f.Add([]byte{0}, 5)
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, 1)
+	f.Fuzz(func(t *testing.T, data []byte, want int) {
+		if c, err := readCIDRequest(bufio.NewReader(bytes.NewReader(data))); err == nil && !c.Defined() {
+			t.Fatal("an undefined CID was accepted")
+		}
+		if want < 1 || want > maxHavesLeaves {
+			return
+		}
+		bits, err := readHaves(bufio.NewReader(bytes.NewReader(data)), want)
+		if err == nil && bits != nil && len(bits) != (want+7)/8 {
+			t.Fatalf("bitmap of %d bytes for %d leaves", len(bits), want)
+		}
+	})
+}

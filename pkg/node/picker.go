@@ -1,0 +1,187 @@
+package node
+
+import (
+	"hash/fnv"
+	"math/rand/v2"
+	"slices"
+	"sync"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// leafPicker decides, for a swarm fetch, which leaf to ask for next and
+// of which peer. Knowing who holds what (haves), it spreads the asks:
+//
+//   - The peer with the fewest asks in flight (then the fewest leaves
+//     served) that holds a wanted leaf is asked for the rarest one it
+//     holds (fewest holders; one of those at random, so that nodes
+//     fetching together rarely ask for the same leaf).
+//   - A seed (a peer holding every leaf still wanted: the origin) is asked
+//     only for leaves nobody else holds, and only those this node ranks
+//     first for, by rendezvous hashing, among the peers lacking them. Each
+//     such leaf thus leaves the seed once and spreads from the node that
+//     took it, and the seed's link carries what only it can send.
+//   - When those rules leave nothing to ask, any holder of any wanted leaf
+//     is asked; with nothing known, leaves go in order and every peer is
+//     asked in turn.
+type leafPicker struct {
+	peers   []peer.ID
+	missing []cid.Cid
+	known   *haves // nil: nothing known
+	isBad   func(peer.ID) bool
+
+	// rank[q][i] is peers[q]'s rendezvous rank for missing[i]; the last
+	// row is this node's.
+	rank [][]uint64
+
+	mu       sync.Mutex
+	taken    []bool
+	first    int // missing[:first] are all taken
+	left     int
+	served   map[peer.ID]int // leaves each peer has sent
+	inflight map[peer.ID]int // leaves being asked of each peer
+}
+
+func newLeafPicker(self peer.ID, peers []peer.ID, missing []cid.Cid, known *haves, isBad func(peer.ID) bool) *leafPicker {
+	lp := &leafPicker{
+		peers: peers, missing: missing, known: known, isBad: isBad,
+		taken: make([]bool, len(missing)), left: len(missing),
+		served: map[peer.ID]int{}, inflight: map[peer.ID]int{},
+	}
+	if known != nil {
+		for _, p := range append(slices.Clone(peers), self) {
+			r := make([]uint64, len(missing))
+			for i, c := range missing {
+				h := fnv.New64a()
+				h.Write([]byte(p))
+				h.Write(c.Bytes())
+				r[i] = h.Sum64()
+			}
+			lp.rank = append(lp.rank, r)
+		}
+	}
+	return lp
+}
+
+// next takes a leaf and names the peer to ask first ("" for none in
+// particular); ok is false once every leaf is taken.
+func (lp *leafPicker) next() (leaf cid.Cid, prefer peer.ID, ok bool) {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	if lp.left == 0 {
+		return cid.Undef, "", false
+	}
+	for lp.first < len(lp.taken) && lp.taken[lp.first] {
+		lp.first++
+	}
+	i, p := lp.first, peer.ID("")
+	if lp.known != nil {
+		if j, q, found := lp.choose(); found {
+			i, p = j, q
+		}
+	}
+	lp.taken[i] = true
+	lp.left--
+	if p != "" {
+		lp.inflight[p]++
+	}
+	return lp.missing[i], p, true
+}
+
+// choose applies the rules above to what the peers last said they hold.
+func (lp *leafPicker) choose() (int, peer.ID, bool) {
+	bits, count := lp.known.snapshot(lp.missing, lp.peers)
+	wanted := func(i int, p peer.ID) bool { return !lp.taken[i] && lp.known.holdsIn(bits[p], lp.missing[i]) }
+	ps := slices.Clone(lp.peers)
+	slices.SortStableFunc(ps, func(a, b peer.ID) int {
+		if d := lp.inflight[a] - lp.inflight[b]; d != 0 {
+			return d
+		}
+		return lp.served[a] - lp.served[b]
+	})
+	self := len(lp.peers)
+	mine := func(i int) bool {
+		for q, p := range lp.peers {
+			if lp.rank[q][i] > lp.rank[self][i] && !lp.known.holdsIn(bits[p], lp.missing[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	seed := map[peer.ID]bool{}
+	for _, p := range ps {
+		seed[p] = true
+		for i := lp.first; i < len(lp.missing); i++ {
+			if !lp.taken[i] && !lp.known.holdsIn(bits[p], lp.missing[i]) {
+				seed[p] = false
+				break
+			}
+		}
+	}
+	for pass := range 2 { // the second pass drops the seed rules
+		for _, p := range ps {
+			if lp.isBad(p) {
+				continue
+			}
+			var rarest []int
+			for i := lp.first; i < len(lp.missing); i++ {
+				if !wanted(i, p) {
+					continue
+				}
+				if pass == 0 && ((count[i] == 1 && !mine(i)) || (seed[p] && count[i] > 1)) {
+					continue
+				}
+				if len(rarest) > 0 && count[i] < count[rarest[0]] {
+					rarest = rarest[:0]
+				}
+				if len(rarest) == 0 || count[i] == count[rarest[0]] {
+					rarest = append(rarest, i)
+				}
+			}
+			if len(rarest) > 0 {
+				return rarest[rand.IntN(len(rarest))], p, true
+			}
+		}
+	}
+	return 0, "", false
+}
+
+// order is the peers to ask for a leaf: prefer first, then those that
+// have served least so far (ties at random).
+func (lp *leafPicker) order(prefer peer.ID) []peer.ID {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	ps := slices.Clone(lp.peers)
+	rand.Shuffle(len(ps), func(i, j int) { ps[i], ps[j] = ps[j], ps[i] })
+	slices.SortStableFunc(ps, func(a, b peer.ID) int {
+		switch {
+		case a == prefer:
+			return -1
+		case b == prefer:
+			return 1
+		}
+		return lp.served[a] - lp.served[b]
+	})
+	return ps
+}
+
+// done records that the ask of prefer ended, the leaf served by from ("":
+// over bitswap, or not at all).
+func (lp *leafPicker) done(prefer, from peer.ID) {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	if prefer != "" {
+		lp.inflight[prefer]--
+	}
+	if from != "" {
+		lp.served[from]++
+	}
+}
+
+// stop takes every leaf left, so that next reports none.
+func (lp *leafPicker) stop() {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	lp.left = 0
+}
