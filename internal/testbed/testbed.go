@@ -26,11 +26,13 @@ import (
 type Link struct {
 	// Rate is tc's rate ("100mbit"); empty leaves the link unshaped.
 	Rate string
-	// Delay and Loss need the kernel's netem qdisc, which some kernels
-	// (this project's machine among them) lack: New then fails rather
-	// than build a network without them.
+	// Delay needs the kernel's netem qdisc, which some kernels (this
+	// project's machine among them) lack: New then fails rather than
+	// build a network without it.
 	Delay time.Duration
-	Loss  float64 // percent
+	// Loss drops this percentage of the packets each host sends, at
+	// random (nftables in the host's namespace; needs no netem).
+	Loss float64
 }
 
 // Host is one host of the testbed.
@@ -71,6 +73,9 @@ func New(ctx context.Context, n int, link Link) (*Testbed, error) {
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
 		return nil, fmt.Errorf("testbed: iproute2: %w", err)
+	}
+	if _, err := link.qdisc(); err != nil {
+		return nil, err
 	}
 	clearStale()
 	mu.Lock()
@@ -125,6 +130,9 @@ func (tb *Testbed) build(n int, link Link) error {
 		if err := tb.shape(i, qdisc); err != nil {
 			return err
 		}
+		if err := tb.lose(h, link.Loss); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -138,7 +146,10 @@ func (tb *Testbed) Shape(host Host, link Link) error {
 	}
 	for i, h := range tb.Hosts {
 		if h == host {
-			return tb.shape(i, qdisc)
+			if err := tb.shape(i, qdisc); err != nil {
+				return err
+			}
+			return tb.lose(host, link.Loss)
 		}
 	}
 	return fmt.Errorf("testbed: no host %s", host.Name)
@@ -156,7 +167,7 @@ func (tb *Testbed) shape(i int, qdisc []string) error {
 		args := append([]string{"netns", "exec", side[0], "tc", "qdisc", "add", "dev", side[1], "root"}, qdisc...)
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 			if qdisc[0] == "netem" && strings.Contains(string(out), "unknown") {
-				return errors.New("testbed: this kernel has no netem qdisc, which delay and loss need")
+				return errors.New("testbed: this kernel has no netem qdisc, which delay needs")
 			}
 			return fmt.Errorf("testbed: tc %v: %v: %s", qdisc, err, strings.TrimSpace(string(out)))
 		}
@@ -165,25 +176,67 @@ func (tb *Testbed) shape(i int, qdisc []string) error {
 }
 
 // qdisc is the tc qdisc that shapes a link: tbf for a rate alone, netem
-// when there is delay or loss.
+// when there is delay.
 func (l Link) qdisc() ([]string, error) {
-	if l.Delay == 0 && l.Loss == 0 {
+	if l.Loss < 0 || l.Loss >= 100 {
+		return nil, fmt.Errorf("testbed: loss %v%%: want 0 to 100", l.Loss)
+	}
+	if l.Delay == 0 {
 		if l.Rate == "" {
 			return nil, nil
 		}
 		return []string{"tbf", "rate", l.Rate, "burst", "64kb", "latency", "50ms"}, nil
 	}
-	q := []string{"netem"}
-	if l.Delay > 0 {
-		q = append(q, "delay", strconv.FormatInt(l.Delay.Microseconds(), 10)+"us")
-	}
-	if l.Loss > 0 {
-		q = append(q, "loss", strconv.FormatFloat(l.Loss, 'f', -1, 64)+"%")
-	}
+	q := []string{"netem", "delay", strconv.FormatInt(l.Delay.Microseconds(), 10) + "us"}
 	if l.Rate != "" {
 		q = append(q, "rate", l.Rate)
 	}
 	return q, nil
+}
+
+// lose makes host drop loss percent of the packets it sends, in steps of
+// a hundredth of a percent; 0 drops none.
+func (tb *Testbed) lose(host Host, loss float64) error {
+	nft := func(args ...string) error {
+		out, err := exec.Command("ip", append([]string{"netns", "exec", host.Name, "nft"}, args...)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("testbed: nft %v: %v: %s", args, err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	}
+	_ = nft("delete", "table", "inet", "testbed") // none yet: fails harmlessly
+	if loss == 0 {
+		return nil
+	}
+	if _, err := exec.LookPath("nft"); err != nil {
+		return fmt.Errorf("testbed: loss needs nftables: %w", err)
+	}
+	steps := strconv.Itoa(int(loss * 100))
+	for _, args := range [][]string{
+		{"add", "table", "inet", "testbed"},
+		{"add", "chain", "inet", "testbed", "loss", "{ type filter hook output priority 0; }"},
+		{"add", "rule", "inet", "testbed", "loss", "numgen", "random", "mod", "10000", "<", steps, "counter", "drop"},
+	} {
+		if err := nft(args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Dropped counts the packets host's loss rule has dropped.
+func (tb *Testbed) Dropped(host Host) (uint64, error) {
+	out, err := exec.Command("ip", "netns", "exec", host.Name, "nft", "list", "chain", "inet", "testbed", "loss").CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("testbed: nft list: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	f := strings.Fields(string(out))
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "packets" {
+			return strconv.ParseUint(f[i+1], 10, 64)
+		}
+	}
+	return 0, errors.New("testbed: no counter in the loss rule")
 }
 
 // Command runs name in host's network namespace, and only there: unlike

@@ -105,6 +105,47 @@ func TestCloseLeavesNothing(t *testing.T) {
 	}
 }
 
+// TestLossyLinksDropPacketsAndTCPCarriesOn: with 3% loss a host drops
+// some of what it sends, and a TCP transfer still delivers every byte.
+func TestLossyLinksDropPacketsAndTCPCarriesOn(t *testing.T) {
+	tb := ForTest(t, 2, Link{Rate: "50mbit", Loss: 3})
+	payload := strings.Repeat("0123456789abcdef", 128<<10) // 2 MiB
+	var l net.Listener
+	if err := tb.Hosts[0].Do(func() (err error) {
+		l, err = net.Listen("tcp", tb.Hosts[0].Addr+":7001")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		io.Copy(c, strings.NewReader(payload))
+		c.Close()
+	}()
+	var conn net.Conn
+	if err := tb.Hosts[1].Do(func() (err error) { conn, err = net.Dial("tcp", l.Addr().String()); return err }); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(time.Minute))
+	got, err := io.ReadAll(conn)
+	conn.Close()
+	if err != nil || string(got) != payload {
+		t.Fatalf("received %d of %d bytes (%v)", len(got), len(payload), err)
+	}
+	dropped, err := tb.Dropped(tb.Hosts[0])
+	if err != nil || dropped == 0 {
+		t.Errorf("the sender dropped %d packets (%v) at 3%% loss", dropped, err)
+	}
+	t.Logf("%d packets dropped on the way", dropped)
+	if _, err := New(context.Background(), 1, Link{Loss: 100}); err == nil {
+		t.Error("a loss of 100% was accepted")
+	}
+}
+
 func TestDelayNeedsNetem(t *testing.T) {
 	testenv.Root(t)
 	tb, err := New(context.Background(), 1, Link{Delay: 10 * time.Millisecond})

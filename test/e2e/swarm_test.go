@@ -15,13 +15,14 @@ import (
 )
 
 // TestPullSurvivesSeedersFailing: three seeders hold the Debian image, each
-// on its own testbed host behind a 100 Mbit/s link; a fourth host pulls it
-// from all three. During the pull one seeder is killed and another is cut
-// off the network and comes back. The pull completes, every blob verified.
+// on its own testbed host behind a 100 Mbit/s link that loses 1% of the
+// packets; a fourth host pulls it from all three. During the pull one
+// seeder is killed and another is cut off the network and comes back. The
+// pull completes, every blob verified.
 func TestPullSurvivesSeedersFailing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	tb := testbed.ForTest(t, 4, testbed.Link{Rate: "100mbit"})
+	tb := testbed.ForTest(t, 4, testbed.Link{Rate: "100mbit", Loss: 1})
 	layout := debianImage(t)
 	var seeders []*shoalDaemon
 	var root string
