@@ -64,9 +64,9 @@ func (n *Node) cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 		}
 		peers := n.gatewayCandidates()
 		if len(peers) >= 2 {
-			err := n.swarmFetch(ctx, c, peers)
+			r, err := n.swarmRead(ctx, c, peers)
 			if err == nil {
-				return blob.Open(ctx, n.dag, c) // every block is here now
+				return r, nil
 			}
 			if !errors.Is(err, errNotSwarmed) {
 				n.log.Debug("fetching from many peers failed; one stream next", "cid", c, "err", err)

@@ -25,6 +25,7 @@ import (
 //   - When those rules leave nothing to ask, any holder of any wanted leaf
 //     is asked; with nothing known, leaves go in order and every peer is
 //     asked in turn.
+//   - A leaf a reader is waiting for (hurry) goes before all of these.
 type leafPicker struct {
 	peers   []peer.ID
 	missing []cid.Cid
@@ -35,7 +36,10 @@ type leafPicker struct {
 	// row is this node's.
 	rank [][]uint64
 
+	index map[cid.Cid]int // position of each leaf in missing
+
 	mu       sync.Mutex
+	urgent   cid.Cid // the leaf a reader waits for
 	taken    []bool
 	first    int // missing[:first] are all taken
 	left     int
@@ -48,6 +52,10 @@ func newLeafPicker(self peer.ID, peers []peer.ID, missing []cid.Cid, known *have
 		peers: peers, missing: missing, known: known, isBad: isBad,
 		taken: make([]bool, len(missing)), left: len(missing),
 		served: map[peer.ID]int{}, inflight: map[peer.ID]int{},
+		index: make(map[cid.Cid]int, len(missing)),
+	}
+	for i, c := range missing {
+		lp.index[c] = i
 	}
 	if known != nil {
 		for _, p := range append(slices.Clone(peers), self) {
@@ -77,9 +85,21 @@ func (lp *leafPicker) next() (leaf cid.Cid, prefer peer.ID, ok bool) {
 	}
 	i, p := lp.first, peer.ID("")
 	if lp.known != nil {
-		if j, q, found := lp.choose(); found {
-			i, p = j, q
+		// The leaf a reader waits for, if the rules allow asking for it
+		// now (else it comes in its turn), then any.
+		found := false
+		if u, ok := lp.index[lp.urgent]; ok && !lp.taken[u] {
+			i, p, found = lp.choose(u, 1)
 		}
+		if !found {
+			if j, q, ok := lp.choose(-1, 2); ok {
+				i, p = j, q
+			} else {
+				i, p = lp.first, ""
+			}
+		}
+	} else if u, ok := lp.index[lp.urgent]; ok && !lp.taken[u] {
+		i = u
 	}
 	lp.taken[i] = true
 	lp.left--
@@ -89,8 +109,17 @@ func (lp *leafPicker) next() (leaf cid.Cid, prefer peer.ID, ok bool) {
 	return lp.missing[i], p, true
 }
 
-// choose applies the rules above to what the peers last said they hold.
-func (lp *leafPicker) choose() (int, peer.ID, bool) {
+// hurry makes leaf c the next one taken, if it is still to take: a
+// reader is waiting for it.
+func (lp *leafPicker) hurry(c cid.Cid) {
+	lp.mu.Lock()
+	lp.urgent = c
+	lp.mu.Unlock()
+}
+
+// choose applies the rules above to what the peers last said they hold,
+// to leaf only (-1: any), in passes passes (1: the seed rules hold).
+func (lp *leafPicker) choose(only, passes int) (int, peer.ID, bool) {
 	bits, count := lp.known.snapshot(lp.missing, lp.peers)
 	wanted := func(i int, p peer.ID) bool { return !lp.taken[i] && lp.known.holdsIn(bits[p], lp.missing[i]) }
 	ps := slices.Clone(lp.peers)
@@ -119,13 +148,17 @@ func (lp *leafPicker) choose() (int, peer.ID, bool) {
 			}
 		}
 	}
-	for pass := range 2 { // the second pass drops the seed rules
+	from, to := lp.first, len(lp.missing)
+	if only >= 0 {
+		from, to = only, only+1
+	}
+	for pass := range passes { // the second pass drops the seed rules
 		for _, p := range ps {
 			if lp.isBad(p) {
 				continue
 			}
 			var rarest []int
-			for i := lp.first; i < len(lp.missing); i++ {
+			for i := from; i < to; i++ {
 				if !wanted(i, p) {
 					continue
 				}

@@ -2,10 +2,8 @@ package node
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"net/http"
 	"sync"
@@ -48,36 +46,109 @@ var errNotSwarmed = errors.New("blob too small to fetch from many peers")
 // blocks is 2 MiB, and shoal's layouts make 1 MiB at most.
 const maxBlockSize = 2 << 20
 
-// swarmFetch makes every block of the blob at c local, its leaves drawn
-// from peers as above. Its inner nodes come over bitswap.
-func (n *Node) swarmFetch(ctx context.Context, c cid.Cid, peers []peer.ID) error {
+// swarmRead reads the blob at c in order while its leaves are fetched
+// from peers as above, in the background; its inner nodes come over
+// bitswap first. The leaf the reader waits for is fetched next, so the
+// read makes steady progress; once the background fetch ends (done or
+// failed), what is still missing comes over bitswap. Closing the reader
+// stops the fetch.
+func (n *Node) swarmRead(ctx context.Context, c cid.Cid, peers []peer.ID) (io.ReadCloser, error) {
 	session := merkledag.NewSession(ctx, n.dag)
 	leaves, err := blob.Leaves(ctx, session, c)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(leaves) < swarmMinLeaves {
-		return errNotSwarmed
+		return nil, errNotSwarmed
 	}
 	missing, err := n.missing(ctx, leaves)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(missing) == 0 {
-		return nil
+		return blob.Open(ctx, n.dag, c)
 	}
-	h := fnv.New64a()
-	h.Write([]byte(n.host.ID()))
-	start := int(binary.BigEndian.Uint64(h.Sum(nil)) % uint64(len(missing)))
-	missing = append(missing[start:], missing[:start]...)
-	hctx, stopHaves := context.WithCancel(ctx)
-	known, waitHaves := n.watchHaves(hctx, c, leaves, peers)
-	defer waitHaves()
-	defer stopHaves()
-	if err := n.fetchFromPeers(ctx, session, missing, peers, known); err != nil {
-		return fmt.Errorf("fetch %s: %w", c, err)
+	ctx, cancel := context.WithCancel(ctx)
+	known, waitHaves := n.watchHaves(ctx, c, leaves, peers)
+	sb := &swarmBlocks{n: n, session: session, stored: make(chan struct{})}
+	sb.lp = newLeafPicker(n.host.ID(), peers, missing, known, n.gw.isBad)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := n.fetchFromPeers(ctx, session, sb.lp, sb.notify); err != nil && ctx.Err() == nil {
+			n.log.Debug("fetching from many peers failed; the rest over bitswap", "cid", c, "err", err)
+		}
+		sb.end()
+	}()
+	stop := func() { cancel(); <-done; waitHaves() }
+	r, err := blob.Open(ctx, sb, c)
+	if err != nil {
+		stop()
+		return nil, err
 	}
-	return nil
+	return &prefetching{Reader: r, stop: stop}, nil
+}
+
+// swarmBlocks gets a blob's blocks for its reader while a swarm fetch
+// stores them: a block not here yet is waited for, and hurried.
+type swarmBlocks struct {
+	n       *Node
+	lp      *leafPicker
+	session ipld.NodeGetter // once the fetch has ended
+
+	mu     sync.Mutex
+	stored chan struct{} // closed when a block is stored, then replaced
+	ended  bool
+}
+
+func (sb *swarmBlocks) notify() {
+	sb.mu.Lock()
+	close(sb.stored)
+	sb.stored = make(chan struct{})
+	sb.mu.Unlock()
+}
+
+func (sb *swarmBlocks) end() {
+	sb.mu.Lock()
+	sb.ended = true
+	close(sb.stored)
+	sb.stored = make(chan struct{})
+	sb.mu.Unlock()
+}
+
+func (sb *swarmBlocks) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
+	for {
+		sb.mu.Lock()
+		stored, ended := sb.stored, sb.ended
+		sb.mu.Unlock()
+		if b, err := sb.n.bstore.Get(ctx, c); err == nil {
+			return blob.DecodeBlock(b)
+		}
+		if ended {
+			return sb.session.Get(ctx, c)
+		}
+		sb.lp.hurry(c)
+		select {
+		case <-stored:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (sb *swarmBlocks) GetMany(ctx context.Context, cs []cid.Cid) <-chan *ipld.NodeOption {
+	out := make(chan *ipld.NodeOption, len(cs))
+	go func() {
+		defer close(out)
+		for _, c := range cs {
+			nd, err := sb.Get(ctx, c)
+			out <- &ipld.NodeOption{Node: nd, Err: err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return out
 }
 
 // missing is those of blocks not stored here, each once.
@@ -109,16 +180,16 @@ func (n *Node) Fetch(ctx context.Context, blocks []cid.Cid) error {
 		return err
 	}
 	session := merkledag.NewSession(ctx, n.dag)
-	return n.fetchFromPeers(ctx, session, missing, n.gatewayCandidates(), nil)
+	lp := newLeafPicker(n.host.ID(), n.gatewayCandidates(), missing, nil, n.gw.isBad)
+	return n.fetchFromPeers(ctx, session, lp, nil)
 }
 
-// fetchFromPeers stores the blocks of missing, several at once, each from
-// the peer a leafPicker names (known says who holds what; nil: nothing
-// known), else from the others, else over session.
-func (n *Node) fetchFromPeers(ctx context.Context, session ipld.NodeGetter, missing []cid.Cid, peers []peer.ID, known *haves) error {
+// fetchFromPeers stores the leaves lp picks, several at once, each from
+// the peer it names, else from the others, else over session; stored (if
+// not nil) is called after each.
+func (n *Node) fetchFromPeers(ctx context.Context, session ipld.NodeGetter, lp *leafPicker, stored func()) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	lp := newLeafPicker(n.host.ID(), peers, missing, known, n.gw.isBad)
 	var (
 		mu   sync.Mutex
 		errs []error
@@ -133,6 +204,9 @@ func (n *Node) fetchFromPeers(ctx context.Context, session ipld.NodeGetter, miss
 				}
 				from, err := n.fetchLeaf(ctx, session, leaf, lp.order(prefer))
 				lp.done(prefer, from)
+				if err == nil && stored != nil {
+					stored()
+				}
 				if err != nil {
 					mu.Lock()
 					errs = append(errs, err)
