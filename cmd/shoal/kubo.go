@@ -55,7 +55,7 @@ func (g *globals) kubo(ctx context.Context) (*kubo.Client, error) {
 // so no swarm and no API socket.
 func kuboDaemon(cmd *cobra.Command, g *globals, registryListen string) error {
 	var wrong []string
-	for _, f := range []string{"listen", "api-socket", "no-mdns"} {
+	for _, f := range []string{"listen", "api-socket", "no-mdns", "group"} {
 		if cmd.Flags().Changed(f) {
 			wrong = append(wrong, "--"+f)
 		}
