@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -311,8 +312,29 @@ func (tb *Testbed) Sent(host Host) (uint64, error) {
 // Cut takes host off the network (its link goes down) until Heal.
 func (tb *Testbed) Cut(host Host) error { return tb.setLink(host, "down") }
 
-// Heal puts host back on the network.
-func (tb *Testbed) Heal(host Host) error { return tb.setLink(host, "up") }
+// Heal puts host back on the network, returning once both ends of its
+// link are up again (a loaded machine takes a moment).
+func (tb *Testbed) Heal(host Host) error {
+	if err := tb.setLink(host, "up"); err != nil {
+		return err
+	}
+	i := slices.IndexFunc(tb.Hosts, func(h Host) bool { return h.Name == host.Name })
+	ends := [][2]string{{tb.hub, tb.links[i]}, {host.Name, fmt.Sprintf("tbi%d", i)}}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, end := range ends {
+		for {
+			out, err := exec.Command("ip", "-n", end[0], "-o", "link", "show", "dev", end[1]).Output()
+			if err == nil && strings.Contains(string(out), "state UP") {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("testbed: %s of %s is not up again: %v %s", end[1], end[0], err, out)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nil
+}
 
 func (tb *Testbed) setLink(host Host, state string) error {
 	for i, h := range tb.Hosts {
