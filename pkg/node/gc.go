@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/ipfs/boxo/blockservice"
 	"github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
@@ -43,12 +42,11 @@ func (n *Node) GC(ctx context.Context) (GCResult, error) {
 		live[k] = struct{}{}
 		return true
 	}
-	offline := merkledag.NewDAGService(blockservice.New(n.bstore, nil))
 	for sp := range n.pins.RecursiveKeys(ctx, false) {
 		if sp.Err != nil {
 			return GCResult{}, sp.Err
 		}
-		err := merkledag.Walk(ctx, merkledag.GetLinksWithDAG(offline), sp.Pin.Key, visit)
+		err := merkledag.Walk(ctx, merkledag.GetLinksWithDAG(n.offline), sp.Pin.Key, visit)
 		if err != nil && !ipld.IsNotFound(err) {
 			return GCResult{}, fmt.Errorf("gc: walk pin %s: %w", sp.Pin.Key, err)
 		}

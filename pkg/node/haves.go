@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ipfs/boxo/blockservice"
-	"github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -81,9 +79,8 @@ func (n *Node) localHaves(ctx context.Context, c cid.Cid) (int, []byte) {
 	if e != nil {
 		leaves = e.leaves
 	} else {
-		offline := merkledag.NewDAGService(blockservice.New(n.bstore, nil))
 		var err error
-		if leaves, err = blob.Leaves(ctx, offline, c); err != nil || len(leaves) > maxHavesLeaves {
+		if leaves, err = blob.Leaves(ctx, n.offline, c); err != nil || len(leaves) > maxHavesLeaves {
 			return 0, nil
 		}
 	}

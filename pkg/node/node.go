@@ -78,6 +78,9 @@ type Node struct {
 	pins       pinner.Pinner
 	bserv      blockservice.BlockService
 	dag        ipld.DAGService
+	// offline reads the local store only: GC, the pinner and the haves
+	// a node tells its peers must never fetch.
+	offline ipld.DAGService
 
 	host    host.Host
 	bswap   *bitswap.Bitswap
@@ -244,8 +247,8 @@ func (n *Node) openStores(ctx context.Context) error {
 	}
 	n.stores = append(n.stores, blocks)
 	n.bstore = blockstore.NewGCBlockstore(blockstore.NewBlockstore(blocks, blockstore.NoPrefix()), blockstore.NewGCLocker())
-	offlineDAG := merkledag.NewDAGService(blockservice.New(n.bstore, nil))
-	n.pins, err = dspinner.New(ctx, meta, offlineDAG)
+	n.offline = merkledag.NewDAGService(blockservice.New(n.bstore, nil))
+	n.pins, err = dspinner.New(ctx, meta, n.offline)
 	if err != nil {
 		return fmt.Errorf("open pins: %w", err)
 	}
