@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,13 +50,13 @@ const maxBlockSize = 2 << 20
 
 // swarmRead reads the blob at c in order while its leaves are fetched
 // from peers as above, in the background; its inner nodes come over
-// bitswap first. The leaf the reader waits for is fetched next, so the
+// the peers' gateways first. The leaf the reader waits for is fetched next, so the
 // read makes steady progress; once the background fetch ends (done or
 // failed), what is still missing comes over bitswap. Closing the reader
 // stops the fetch.
 func (n *Node) swarmRead(ctx context.Context, c cid.Cid, peers []peer.ID) (io.ReadCloser, error) {
 	session := merkledag.NewSession(ctx, n.dag)
-	leaves, err := blob.Leaves(ctx, session, c)
+	leaves, err := blob.Leaves(ctx, &peerBlocks{n: n, peers: peers, session: session}, c)
 	if err != nil {
 		return nil, err
 	}
@@ -151,6 +153,46 @@ func (sb *swarmBlocks) GetMany(ctx context.Context, cs []cid.Cid) <-chan *ipld.N
 	return out
 }
 
+// peerBlocks gets blocks from the store, else each from the first of the
+// peers' gateways that has it, else over bitswap. A swarm fetch reads a
+// blob's inner nodes this way: over bitswap they would wait on a session
+// that may have just lost the peer it asked (one caught lying, say) until
+// the session looks again, seconds later.
+type peerBlocks struct {
+	n       *Node
+	peers   []peer.ID
+	session ipld.NodeGetter
+}
+
+func (g *peerBlocks) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
+	if b, err := g.n.bstore.Get(ctx, c); err == nil {
+		return blob.DecodeBlock(b)
+	}
+	peers := slices.Clone(g.peers)
+	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
+	nd, _, err := g.n.fetchBlock(ctx, g.session, c, peers)
+	return nd, err
+}
+
+func (g *peerBlocks) GetMany(ctx context.Context, cs []cid.Cid) <-chan *ipld.NodeOption {
+	out := make(chan *ipld.NodeOption, len(cs))
+	go func() {
+		defer close(out)
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, swarmWorkers)
+		for _, c := range cs {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				nd, err := g.Get(ctx, c)
+				out <- &ipld.NodeOption{Node: nd, Err: err}
+			})
+		}
+		wg.Wait()
+	}()
+	return out
+}
+
 // missing is those of blocks not stored here, each once.
 func (n *Node) missing(ctx context.Context, blocks []cid.Cid) ([]cid.Cid, error) {
 	var out []cid.Cid
@@ -202,7 +244,7 @@ func (n *Node) fetchFromPeers(ctx context.Context, session ipld.NodeGetter, lp *
 				if !ok {
 					return
 				}
-				from, err := n.fetchLeaf(ctx, session, leaf, lp.order(prefer))
+				_, from, err := n.fetchBlock(ctx, session, leaf, lp.order(prefer))
 				lp.done(prefer, from)
 				if err == nil && stored != nil {
 					stored()
@@ -224,9 +266,10 @@ func (n *Node) fetchFromPeers(ctx context.Context, session ipld.NodeGetter, lp *
 	return nil
 }
 
-// fetchLeaf stores one block, from the first of peers that has it, else
-// over bitswap; it returns the peer that served it ("" for bitswap).
-func (n *Node) fetchLeaf(ctx context.Context, session ipld.NodeGetter, c cid.Cid, peers []peer.ID) (peer.ID, error) {
+// fetchBlock stores block c, from the first of peers that has it, else
+// over bitswap; it returns the block and the peer that served it ("" for
+// bitswap).
+func (n *Node) fetchBlock(ctx context.Context, session ipld.NodeGetter, c cid.Cid, peers []peer.ID) (ipld.Node, peer.ID, error) {
 	for _, p := range peers {
 		if n.gw.isBad(p) {
 			continue
@@ -235,24 +278,29 @@ func (n *Node) fetchLeaf(ctx context.Context, session ipld.NodeGetter, c cid.Cid
 		if err != nil {
 			n.noteGatewayError(p, c, err)
 			if ctx.Err() != nil {
-				return "", ctx.Err()
+				return nil, "", ctx.Err()
 			}
 			continue
 		}
 		if b == nil {
 			continue // the peer does not have it
 		}
+		nd, err := blob.DecodeBlock(b)
+		if err != nil {
+			return nil, "", fmt.Errorf("block %s from %s: %w", c, p, err)
+		}
 		if err := n.bstore.Put(ctx, b); err != nil {
-			return "", err
+			return nil, "", err
 		}
 		n.gw.blocksReceived.Add(1)
 		n.gw.bytesReceived.Add(uint64(len(b.RawData())))
-		return p, nil
+		return nd, p, nil
 	}
-	if _, err := session.Get(ctx, c); err != nil {
-		return "", fmt.Errorf("block %s: no peer served it: %w", c, err)
+	nd, err := session.Get(ctx, c)
+	if err != nil {
+		return nil, "", fmt.Errorf("block %s: no peer served it: %w", c, err)
 	}
-	return "", nil
+	return nd, "", nil
 }
 
 // askRaw asks peer p's gateway for block c: the block, checked against its
