@@ -29,7 +29,9 @@ func mountCmd(g *globals) *cobra.Command {
 		Long: `Mount the merged root filesystem of an image at DIR, read-only, and serve it
 until Ctrl-C or ` + "`shoal unmount DIR`" + `. Directory listings and metadata come from
 the layers' indexes; a file's bytes are fetched from the local store or from
-peers when it is read, and kept in the store.`,
+peers when it is read, and kept in the store. A file read whole is also kept
+as a plain file ([mount] file-cache in config.toml), and later opens of it
+read that copy.`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -63,7 +65,18 @@ peers when it is read, and kept in the store.`,
 						}
 					}()
 				}
-				srv, err := lazyfs.Mount(dir, im.Tree, lazyfs.MountOptions{Name: "shoal:" + root.String(), Log: g.logger(), Stats: im.Stats, Record: rec})
+				cfg, err := node.LoadConfig(g.home)
+				if err != nil {
+					return err
+				}
+				cache, err := daemon.OpenFileCache(cfg.Mount.Paths(g.home))
+				if err != nil {
+					return err
+				}
+				if cache != nil {
+					defer cache.Close()
+				}
+				srv, err := lazyfs.Mount(dir, im.Tree, lazyfs.MountOptions{Name: "shoal:" + root.String(), Log: g.logger(), Stats: im.Stats, Record: rec, Cache: cache})
 				if err != nil {
 					return fmt.Errorf("mount %s at %s: %w", root, dir, err)
 				}

@@ -111,7 +111,7 @@ func daemonCmd(g *globals) *cobra.Command {
 			if cmd.Flags().Changed("group") {
 				grp.Name = groupName
 			}
-			return daemon.Run(ctx, n, daemon.RunOptions{Socket: socket, Registry: reg, Containerd: n.Config().Containerd.Paths(g.home), Group: grp, Log: log})
+			return daemon.Run(ctx, n, daemon.RunOptions{Socket: socket, Registry: reg, Containerd: n.Config().Containerd.Paths(g.home), Mount: n.Config().Mount.Paths(g.home), Group: grp, Log: log})
 		},
 	}
 	c.Flags().StringArrayVar(&listen, "listen", nil, "swarm address, port 0 for a free port (repeatable; default from config)")

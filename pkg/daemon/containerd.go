@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/containerd/v2/plugins/services/content/contentserver"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/shoal-ipfs/shoal/pkg/contentstore"
+	"github.com/shoal-ipfs/shoal/pkg/lazyfs"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/shoal-ipfs/shoal/pkg/snapshotter"
 	"google.golang.org/grpc"
@@ -24,14 +25,29 @@ import (
 // gRPC on one unix socket: the content store, and as root the
 // snapshotter.
 type containerdPlugins struct {
-	sn  *snapshotter.Snapshotter // nil when not root
-	srv *grpc.Server
-	l   net.Listener
+	sn *snapshotter.Snapshotter // nil when not root
+	// cache keeps the files lazy layers' readers read whole; nil: none.
+	cache *lazyfs.FileCache
+	srv   *grpc.Server
+	l     net.Listener
+}
+
+// OpenFileCache opens the file cache of lazy mounts that cfg (its paths
+// absolute) describes; nil when it is turned off.
+func OpenFileCache(cfg node.MountConfig) (*lazyfs.FileCache, error) {
+	if cfg.FileCache == "" || cfg.FileCacheSize <= 0 {
+		return nil, nil
+	}
+	c, err := lazyfs.OpenFileCache(cfg.FileCache, int64(cfg.FileCacheSize))
+	if err != nil {
+		return nil, fmt.Errorf("%w; choose another directory with [mount] file-cache in config.toml (empty turns it off)", err)
+	}
+	return c, nil
 }
 
 // openContainerd opens the plugins and listens on cfg.Socket; find tells
 // the snapshotter which images containerd pulled are on IPFS.
-func openContainerd(ctx context.Context, n *node.Node, cfg node.ContainerdConfig, find snapshotter.RootFinder, metrics prometheus.Registerer, log *slog.Logger) (_ *containerdPlugins, err error) {
+func openContainerd(ctx context.Context, n *node.Node, cfg node.ContainerdConfig, mount node.MountConfig, find snapshotter.RootFinder, metrics prometheus.Registerer, log *slog.Logger) (_ *containerdPlugins, err error) {
 	p := &containerdPlugins{srv: grpc.NewServer(contentstore.GRPCOptions()...)}
 	defer func() {
 		if err != nil {
@@ -46,8 +62,12 @@ func openContainerd(ctx context.Context, n *node.Node, cfg node.ContainerdConfig
 	if os.Geteuid() != 0 {
 		log.Info("containerd snapshotter off: it mounts filesystems, which needs root")
 	} else {
+		if p.cache, err = OpenFileCache(mount); err != nil {
+			return nil, err
+		}
 		p.sn, err = snapshotter.New(ctx, cfg.Root, n,
 			snapshotter.WithLogger(log),
+			snapshotter.WithFileCache(p.cache),
 			snapshotter.WithFetchTimeout(cfg.FetchTimeout.Duration),
 			snapshotter.WithResolver(snapshotter.NewResolver(n, cfg.FetchTimeout.Duration, find)))
 		if err != nil {
@@ -75,6 +95,9 @@ func (p *containerdPlugins) close() error {
 	}
 	if p.sn != nil {
 		err = p.sn.Close()
+	}
+	if p.cache != nil {
+		p.cache.Close()
 	}
 	return err
 }

@@ -30,6 +30,8 @@ type RunOptions struct {
 	// Containerd is the containerd plugins' config, its paths absolute;
 	// an empty Socket turns them off.
 	Containerd node.ContainerdConfig
+	// Mount is how lazy layers keep what they read, its paths absolute.
+	Mount node.MountConfig
 	// Group makes the daemon a member of a group; an empty Name is none.
 	Group node.GroupConfig
 	Log   *slog.Logger
@@ -59,7 +61,7 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 		find, srv.registry = rg.RootOf, addr
 	}
 	if cfg := opts.Containerd; cfg.Socket != "" {
-		p, err := openContainerd(ctx, n, cfg, find, metrics, log)
+		p, err := openContainerd(ctx, n, cfg, opts.Mount, find, metrics, log)
 		if err != nil {
 			cancel()
 			_ = g.Wait()

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -21,12 +22,22 @@ import (
 // inode is a file of the mounted tree; hardlinked names share one.
 type inode struct {
 	fs.Inode
-	n     *node
-	ino   uint64
-	nlnk  uint32
+	n    *node
+	ino  uint64
+	nlnk uint32
+	m    *mount
+
+	mu     sync.Mutex
+	copier *cacheWriter // the file's copy into the cache, while one is made
+	copied bool         // no copy to make (any more)
+}
+
+// mount is what a mount's inodes share.
+type mount struct {
 	log   *slog.Logger
 	stats *Stats
 	rec   *Recorder
+	cache *FileCache // nil: none
 }
 
 var (
@@ -71,7 +82,7 @@ func (i *inode) build(ctx context.Context, made map[*node]*fs.Inode, next *uint6
 	for name, c := range i.n.children {
 		child, ok := made[c]
 		if !ok {
-			ci := &inode{n: c, ino: *next, log: i.log, stats: i.stats, rec: i.rec}
+			ci := &inode{n: c, ino: *next, m: i.m}
 			*next++
 			if c.isDir() {
 				ci.nlnk = 2
@@ -133,24 +144,85 @@ func (i *inode) Open(_ context.Context, flags uint32) (fs.FileHandle, uint32, sy
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, syscall.EROFS
 	}
+	if key := i.cacheKey(); key != "" {
+		if f, ok := i.m.cache.open(key, i.n.entry.Size); ok {
+			i.m.stats.CacheOpens.Add(1)
+			return &cachedFile{f: f}, 0, 0
+		}
+	}
 	// Content never changes: the kernel may keep what it has read.
 	return nil, fuse.FOPEN_KEEP_CACHE, 0
 }
 
-func (i *inode) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+// cachedFile is an open file served from its complete copy in the file
+// cache: by the kernel where it passes reads through, else by Read.
+type cachedFile struct{ f *os.File }
+
+var (
+	_ fs.FilePassthroughFder = (*cachedFile)(nil)
+	_ fs.FileReleaser        = (*cachedFile)(nil)
+)
+
+func (c *cachedFile) PassthroughFd() (int, bool) { return int(c.f.Fd()), true }
+
+func (c *cachedFile) Release(context.Context) syscall.Errno {
+	c.f.Close()
+	return 0
+}
+
+// cacheKey names the file's copy in the cache; "" when it has none to
+// have (no cache, too small, or a layer that does not name its content).
+func (i *inode) cacheKey() string {
+	l, ok := i.n.layer.(interface{ contentID() string })
+	if i.m.cache == nil || !ok || !i.n.entry.IsReg() || i.n.entry.Size < i.m.cache.MinSize {
+		return ""
+	}
+	return cacheKey(l.contentID(), i.n.entry.Name, i.n.entry.Size)
+}
+
+func (i *inode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if !i.n.entry.IsReg() || i.n.layer == nil {
 		return nil, syscall.EISDIR
 	}
-	n, err := i.n.layer.ReadAt(ctx, &i.n.entry, dest, off)
-	i.stats.Reads.Add(1)
+	i.m.stats.Reads.Add(1)
+	var n int
+	var err error
+	if c, ok := fh.(*cachedFile); ok {
+		n, err = c.f.ReadAt(dest, off)
+	} else {
+		n, err = i.n.layer.ReadAt(ctx, &i.n.entry, dest, off)
+		if n > 0 {
+			i.copyOut(dest[:n], off)
+		}
+	}
 	if err != nil && !errors.Is(err, io.EOF) {
-		i.stats.ReadErrors.Add(1)
-		i.log.Warn("lazyfs: read failed", "path", i.n.entry.Name, "offset", off, "err", err)
+		i.m.stats.ReadErrors.Add(1)
+		i.m.log.Warn("lazyfs: read failed", "path", i.n.entry.Name, "offset", off, "err", err)
 		return nil, syscall.EIO
 	}
-	i.stats.ReadBytes.Add(int64(n))
-	i.rec.note(i.n.entry.Name, off, int64(n))
+	i.m.stats.ReadBytes.Add(int64(n))
+	i.m.rec.note(i.n.entry.Name, off, int64(n))
 	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// copyOut adds bytes just read to the file's copy in the cache, which
+// takes its place for later opens once every byte is in.
+func (i *inode) copyOut(p []byte, off int64) {
+	i.mu.Lock()
+	if i.copier == nil && !i.copied {
+		if key := i.cacheKey(); key != "" {
+			i.copier = i.m.cache.writer(key, i.n.entry.Size)
+		}
+		i.copied = i.copier == nil
+	}
+	w := i.copier
+	i.mu.Unlock()
+	if w != nil && w.write(p, off) {
+		i.m.stats.CachedFiles.Add(1)
+		i.mu.Lock()
+		i.copier, i.copied = nil, true
+		i.mu.Unlock()
+	}
 }
 
 func (i *inode) Readlink(context.Context) ([]byte, syscall.Errno) {
@@ -192,6 +264,9 @@ type MountOptions struct {
 	Stats *Stats
 	// Record, if set, notes every read, for a prefetch list.
 	Record *Recorder
+	// Cache, if set, keeps copies of the files read whole and serves
+	// them from there (see FileCache). The mount does not close it.
+	Cache *FileCache
 }
 
 // Mount serves t read-only at dir until Unmount. As root it mounts
@@ -205,7 +280,7 @@ func Mount(dir string, t *Tree, opts MountOptions) (*fuse.Server, error) {
 		opts.Stats = &Stats{}
 	}
 	hour := time.Hour
-	root := &inode{n: t.root, ino: 1, nlnk: 2, log: opts.Log, stats: opts.Stats, rec: opts.Record}
+	root := &inode{n: t.root, ino: 1, nlnk: 2, m: &mount{log: opts.Log, stats: opts.Stats, rec: opts.Record, cache: opts.Cache}}
 	asRoot := os.Geteuid() == 0
 	return fs.Mount(dir, root, &fs.Options{
 		EntryTimeout:    &hour,

@@ -178,6 +178,9 @@ func openLayer(ctx context.Context, store Store, l ocispec.Descriptor, timeout t
 
 func (l *indexedLayer) Entries() []layerindex.Entry { return l.ix.Entries() }
 
+// contentID names the layer's content for the file cache.
+func (l *indexedLayer) contentID() string { return l.blob.String() }
+
 func (l *indexedLayer) ReadAt(ctx context.Context, e *layerindex.Entry, p []byte, off int64) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.readTimeout)
 	defer cancel()

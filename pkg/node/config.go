@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -23,6 +26,7 @@ type Config struct {
 	Registry   RegistryConfig   `toml:"registry"`
 	Containerd ContainerdConfig `toml:"containerd"`
 	Group      GroupConfig      `toml:"group"`
+	Mount      MountConfig      `toml:"mount"`
 }
 
 // SwarmConfig is the libp2p side of the node.
@@ -107,6 +111,60 @@ type GroupConfig struct {
 	Grace Duration `toml:"grace"`
 }
 
+// MountConfig is what lazy mounts (`shoal mount`, the snapshotter) keep
+// of what they read.
+type MountConfig struct {
+	// FileCache is the directory of the files that mounts read whole,
+	// kept as plain files and served from there (lazyfs.FileCache);
+	// relative paths are under $SHOAL_HOME; empty turns it off.
+	FileCache string `toml:"file-cache"`
+	// FileCacheSize bounds the files kept, as "4GiB" or a byte count.
+	FileCacheSize Size `toml:"file-cache-size"`
+}
+
+// Paths returns c with its paths absolute, relative ones taken under home.
+func (c MountConfig) Paths(home string) MountConfig {
+	c.FileCache = underHome(home, c.FileCache)
+	return c
+}
+
+// Size is a byte count written as "512MiB", "4GiB" or a plain number in
+// the config file.
+type Size int64
+
+var sizeUnits = []struct {
+	suffix string
+	bytes  int64
+}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}, {"", 1}}
+
+// UnmarshalText reads "4GiB", "512MiB", "4096" and the like.
+func (s *Size) UnmarshalText(b []byte) error {
+	text := strings.TrimSpace(string(b))
+	for _, u := range sizeUnits {
+		num, ok := strings.CutSuffix(text, u.suffix)
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+		if err != nil || n < 0 || n > math.MaxInt64/u.bytes {
+			break
+		}
+		*s = Size(n * u.bytes)
+		return nil
+	}
+	return fmt.Errorf("size %q: want a byte count such as 4GiB, 512MiB or 1048576", text)
+}
+
+// MarshalText writes the size in the largest unit that divides it.
+func (s Size) MarshalText() ([]byte, error) {
+	for _, u := range sizeUnits {
+		if u.bytes > 1 && s != 0 && int64(s)%u.bytes == 0 {
+			return fmt.Appendf(nil, "%d%s", int64(s)/u.bytes, u.suffix), nil
+		}
+	}
+	return fmt.Appendf(nil, "%d", int64(s)), nil
+}
+
 // Duration is a time.Duration written as "30s" in the config file.
 type Duration struct{ time.Duration }
 
@@ -141,6 +199,7 @@ func DefaultConfig() Config {
 		Registry:   RegistryConfig{Listen: "127.0.0.1:5050", FetchTimeout: Duration{30 * time.Second}},
 		Containerd: ContainerdConfig{Socket: "containerd.sock", Root: "snapshotter", FetchTimeout: Duration{30 * time.Second}},
 		Group:      GroupConfig{Grace: Duration{time.Minute}},
+		Mount:      MountConfig{FileCache: "filecache", FileCacheSize: 4 << 30},
 	}
 }
 

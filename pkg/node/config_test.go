@@ -12,14 +12,39 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("[swarm]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nmdns = false\n[import]\nlayout = \"unixfs-v1-2025\"\n"))
 	f.Add([]byte("[datastore]\nblocks = \"leveldb\"\n"))
 	f.Add([]byte("nonsense = 1"))
+	f.Add([]byte("[mount]\nfile-cache = \"/var/cache/shoal\"\nfile-cache-size = \"512MiB\"\n"))
+	f.Add([]byte("[mount]\nfile-cache-size = \"99999999999TiB\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := ParseConfig(data)
 		if err == nil {
 			if err := c.Validate(); err != nil {
 				t.Fatalf("accepted config does not validate: %v", err)
 			}
+			text, _ := c.Mount.FileCacheSize.MarshalText()
+			var back Size
+			if err := back.UnmarshalText(text); err != nil || back != c.Mount.FileCacheSize {
+				t.Fatalf("size %d written as %q reads back as %d, %v", c.Mount.FileCacheSize, text, back, err)
+			}
 		}
 	})
+}
+
+func TestSizeReadsUnits(t *testing.T) {
+	for text, want := range map[string]Size{"0": 0, "4096": 4096, "4GiB": 4 << 30, "512 MiB": 512 << 20, "3KiB": 3072, "7B": 7, "2TiB": 2 << 40} {
+		var s Size
+		if err := s.UnmarshalText([]byte(text)); err != nil || s != want {
+			t.Errorf("%q: %d, %v; want %d", text, s, err, want)
+		}
+	}
+	for _, text := range []string{"", "-1", "4GB", "1.5GiB", "GiB", "9999999999TiB"} {
+		var s Size
+		if err := s.UnmarshalText([]byte(text)); err == nil {
+			t.Errorf("%q read as %d", text, s)
+		}
+	}
+	if text, _ := Size(4 << 30).MarshalText(); string(text) != "4GiB" {
+		t.Errorf("4 GiB written as %q", text)
+	}
 }
 
 func TestConfigRejectsUnknownSettings(t *testing.T) {

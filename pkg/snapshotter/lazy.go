@@ -131,7 +131,7 @@ func (s *Snapshotter) mountLayer(id string, lf *lazyfs.LayerFS) error {
 	if err := lazyfs.Unmount(dir); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, fs.ErrNotExist) {
 		s.log.Warn("snapshotter: clearing a stale mount", "dir", dir, "err", err)
 	}
-	srv, err := lazyfs.Mount(dir, lf.Tree, lazyfs.MountOptions{Name: "shoal-layer:" + id, Log: s.log, Stats: s.stats})
+	srv, err := lazyfs.Mount(dir, lf.Tree, lazyfs.MountOptions{Name: "shoal-layer:" + id, Log: s.log, Stats: s.stats, Cache: s.cache})
 	if err != nil {
 		return fmt.Errorf("mount layer at %s: %w", dir, err)
 	}

@@ -59,6 +59,10 @@ func WithResolver(r Resolver) Option { return func(s *Snapshotter) { s.resolve =
 // index, and each read of its files waits for peers.
 func WithFetchTimeout(d time.Duration) Option { return func(s *Snapshotter) { s.timeout = d } }
 
+// WithFileCache keeps the files that lazy layers' readers read whole in c
+// and serves them from there.
+func WithFileCache(c *lazyfs.FileCache) Option { return func(s *Snapshotter) { s.cache = c } }
+
 // Snapshotter implements containerd's snapshots.Snapshotter.
 //
 // Under its root:
@@ -81,6 +85,7 @@ type Snapshotter struct {
 	// mounting serializes lazy prepares of one layer on one parent.
 	mounting singleflight.Group
 	stats    *lazyfs.Stats
+	cache    *lazyfs.FileCache // nil: none
 }
 
 var _ snapshots.Snapshotter = (*Snapshotter)(nil)

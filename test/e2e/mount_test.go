@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -177,48 +178,68 @@ func TestMountIsTheImageToTheByte(t *testing.T) {
 
 	b := &shoalDaemon{bin: a.bin, home: t.TempDir()}
 	b.run(t, "init", "--mdns=false", "--listen", "/ip4/127.0.0.1/tcp/0", "--registry-listen=")
-	mnt := t.TempDir()
-	cmd := b.command("mount", root, mnt, "--peer", a.Peer)
-	logs := testproc.Start(t, cmd, 60*time.Second, func(logs string) bool {
-		return strings.Contains(logs, "mounted ")
-	})
-	t.Cleanup(func() { _ = syscall.Unmount(mnt, syscall.MNT_DETACH) })
-
-	want, got := tree(t, filepath.Join(ref, "rootfs")), tree(t, mnt)
+	want := tree(t, filepath.Join(ref, "rootfs"))
 	if len(want) < 3000 {
 		t.Fatalf("the reference has only %d paths", len(want))
 	}
-	var diffs []string
-	for p, w := range want {
-		g, ok := got[p]
-		switch {
-		case !ok:
-			diffs = append(diffs, "missing "+p)
-		case g != w:
-			diffs = append(diffs, fmt.Sprintf("%s:\n   mount %+v\n  umoci %+v", p, g, w))
-		}
-	}
-	for p := range got {
-		if _, ok := want[p]; !ok {
-			diffs = append(diffs, "extra "+p)
-		}
-	}
-	sort.Strings(diffs)
-	if len(diffs) > 0 {
-		t.Fatalf("%d differences between the mount and umoci's unpack, first:\n%s\nmount log:\n%s", len(diffs), strings.Join(diffs[:min(len(diffs), 20)], "\n"), logs.String())
-	}
-	for p, present := range map[string]bool{"opt/app/bin/tool-again": true, "opt/app/shared": true, "etc/issue.net": false, "usr/share/doc/apt": false} {
-		if _, ok := got[p]; ok != present {
-			t.Errorf("%s in the mount: %v, want %v", p, ok, present)
-		}
-	}
-	t.Logf("%d paths compared", len(want))
+	// Twice: first every byte comes from the peer; then the files read
+	// whole (those of 1 MiB and more) come from the file cache's copies.
+	var cachedFiles int
+	for _, round := range []string{"from the peer", "again, from the file cache"} {
+		mnt := t.TempDir()
+		cmd := b.command("mount", root, mnt, "--peer", a.Peer)
+		logs := testproc.Start(t, cmd, 60*time.Second, func(logs string) bool {
+			return strings.Contains(logs, "mounted ")
+		})
+		t.Cleanup(func() { _ = syscall.Unmount(mnt, syscall.MNT_DETACH) })
 
-	if out, err := exec.Command(b.bin, "unmount", mnt).CombinedOutput(); err != nil {
-		t.Fatalf("shoal unmount: %v\n%s", err, out)
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Errorf("shoal mount after unmount: %v\n%s", err, logs.String())
+		got := tree(t, mnt)
+		var diffs []string
+		for p, w := range want {
+			g, ok := got[p]
+			switch {
+			case !ok:
+				diffs = append(diffs, "missing "+p)
+			case g != w:
+				diffs = append(diffs, fmt.Sprintf("%s:\n   mount %+v\n  umoci %+v", p, g, w))
+			}
+		}
+		for p := range got {
+			if _, ok := want[p]; !ok {
+				diffs = append(diffs, "extra "+p)
+			}
+		}
+		sort.Strings(diffs)
+		if len(diffs) > 0 {
+			t.Fatalf("read %s: %d differences between the mount and umoci's unpack, first:\n%s\nmount log:\n%s", round, len(diffs), strings.Join(diffs[:min(len(diffs), 20)], "\n"), logs.String())
+		}
+		for p, present := range map[string]bool{"opt/app/bin/tool-again": true, "opt/app/shared": true, "etc/issue.net": false, "usr/share/doc/apt": false} {
+			if _, ok := got[p]; ok != present {
+				t.Errorf("%s in the mount: %v, want %v", p, ok, present)
+			}
+		}
+		t.Logf("read %s: %d paths compared", round, len(want))
+
+		if out, err := exec.Command(b.bin, "unmount", mnt).CombinedOutput(); err != nil {
+			t.Fatalf("shoal unmount: %v\n%s", err, out)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("shoal mount after unmount: %v\n%s", err, logs.String())
+		}
+		counts := regexp.MustCompile(`; (\d+) opens from the file cache, (\d+) files added to it`).FindStringSubmatch(logs.String())
+		if counts == nil {
+			t.Fatalf("the mount did not report its file cache:\n%s", logs.String())
+		}
+		opens, _ := strconv.Atoi(counts[1])
+		added, _ := strconv.Atoi(counts[2])
+		t.Logf("read %s: %d opens from the file cache, %d files added to it", round, opens, added)
+		if round == "from the peer" {
+			if cachedFiles = added; added == 0 {
+				t.Errorf("no file went into the file cache:\n%s", logs.String())
+			}
+		} else if added != 0 || opens < cachedFiles {
+			t.Errorf("the second mount opened %d files from the cache and added %d; want the %d the first one added, from the cache", opens, added, cachedFiles)
+		}
 	}
 }
 
