@@ -321,7 +321,7 @@ func (p *pusher) indexLayer(ctx context.Context, l *ocispec.Descriptor) error {
 		return fmt.Errorf("index layer %s: %w", l.Digest, err)
 	}
 	defer os.Remove(file)
-	idx, err := layerindex.Build(file, l.MediaType, layerindex.DefaultSpanSize)
+	idx, format, err := layerindex.Build(file, l.MediaType, layerindex.DefaultSpanSize)
 	if err != nil {
 		return nil // not a tar stream: no index, the image works without one
 	}
@@ -335,7 +335,7 @@ func (p *pusher) indexLayer(ctx context.Context, l *ocispec.Descriptor) error {
 		l.Annotations = map[string]string{}
 	}
 	l.Annotations[layerindex.AnnotationIndex] = URLScheme + ic.String()
-	l.Annotations[layerindex.AnnotationFormat] = layerindex.Format
+	l.Annotations[layerindex.AnnotationFormat] = format
 	return nil
 }
 

@@ -40,13 +40,48 @@ import (
 const (
 	// AnnotationIndex is "ipfs://CID" of the layer's index.
 	AnnotationIndex = "io.shoal.layer.index"
-	// AnnotationFormat says what the index blob is: Format.
+	// AnnotationFormat says what the index blob is: FormatZTOC or
+	// FormatEStargz.
 	AnnotationFormat = "io.shoal.layer.index.format"
-	// Format is a zTOC serialised with flatbuffers, gzip-compressed: the
-	// inflate windows in its checkpoints shrink about fourfold, and the
-	// index is most of what a lazy start fetches.
-	Format = "ztoc+gzip"
+	// FormatZTOC is a zTOC serialised with flatbuffers, gzip-compressed:
+	// the inflate windows in its checkpoints shrink about fourfold, and
+	// the index is most of what a lazy start fetches.
+	FormatZTOC = "ztoc+gzip"
 )
+
+// Reader reads a layer's files through an index of it: its entries, and
+// any byte range of a regular file from the layer blob, fetching only the
+// spans (runs of the blob decompressed as one) that hold it.
+type Reader interface {
+	// Entries are the layer's entries in tar order.
+	Entries() []Entry
+	// ReadAt reads file e's bytes at off; every span is checked against
+	// the index's digests before use, so an index that does not belong
+	// to the blob never yields wrong bytes.
+	ReadAt(ctx context.Context, blob io.ReaderAt, e *Entry, p []byte, off int64) (int, error)
+	// Spans lists the spans holding bytes [off, off+n) of file e.
+	Spans(e *Entry, off, n int64) []Span
+	// Load reads span id ahead of a read that will want it; Cached
+	// reports whether it is in memory.
+	Load(blob io.ReaderAt, id int) error
+	Cached(id int) bool
+	// CountInto makes the reader count its span loads in s.
+	CountInto(s *Stats)
+	// Close releases what the reader keeps.
+	Close()
+}
+
+// Open reads an index blob of the given format for a layer of layerSize
+// bytes.
+func Open(data []byte, format string, layerSize int64) (Reader, error) {
+	switch format {
+	case FormatZTOC:
+		return Parse(data, layerSize)
+	case FormatEStargz:
+		return parseTOCIndex(data, layerSize)
+	}
+	return nil, fmt.Errorf("layer index format %q is not one shoal reads (%s, %s)", format, FormatZTOC, FormatEStargz)
+}
 
 // DefaultSpanSize is the uncompressed distance between checkpoints. Each
 // checkpoint of a gzip layer costs 32 KiB of index (the inflate window);
@@ -67,21 +102,47 @@ func Compression(mediaType string) (string, error) {
 		return compression.Gzip, nil
 	case strings.HasSuffix(mediaType, ".tar"), mediaType == ocispec.MediaTypeImageLayer:
 		return compression.Uncompressed, nil
+	case strings.HasSuffix(mediaType, "tar+zstd"):
+		return compression.Zstd, nil // only zstd:chunked, which has a TOC
 	}
 	return "", fmt.Errorf("%w: %s", ErrUnsupported, mediaType)
 }
 
-// Build indexes the layer blob in file, of the given media type, with
-// checkpoints every span bytes, and returns the serialised index.
+// Build indexes the layer blob in file, of the given media type, and
+// returns the serialised index and its format. An eStargz or zstd:chunked
+// layer is indexed by its own TOC (FormatEStargz); any other gzip or
+// uncompressed tar layer gets a zTOC with checkpoints every span bytes
+// (FormatZTOC).
+func Build(file, mediaType string, span int64) (index []byte, format string, err error) {
+	algo, err := Compression(mediaType)
+	if err != nil {
+		return nil, "", err
+	}
+	if algo != compression.Uncompressed {
+		data, err := buildFromTOC(file, algo)
+		if err == nil {
+			return data, FormatEStargz, nil
+		}
+		if !errors.Is(err, errNoTOC) {
+			return nil, "", fmt.Errorf("index layer: %w", err)
+		}
+		if algo == compression.Zstd {
+			return nil, "", fmt.Errorf("%w: zstd without a zstd:chunked TOC (one frame cannot be read from the middle)", ErrUnsupported)
+		}
+	}
+	data, err := buildZTOC(file, algo, span)
+	if err != nil {
+		return nil, "", err
+	}
+	return data, FormatZTOC, nil
+}
+
+// buildZTOC builds a zTOC of the layer in file.
 //
 // The two passes a zTOC takes, the table of contents (Go's tar over a
 // fast inflater) and the checkpoints with their digests (zlib), run at
 // the same time.
-func Build(file, mediaType string, span int64) ([]byte, error) {
-	algo, err := Compression(mediaType)
-	if err != nil {
-		return nil, err
-	}
+func buildZTOC(file, algo string, span int64) ([]byte, error) {
 	fi, err := os.Stat(file)
 	if err != nil {
 		return nil, err
@@ -163,9 +224,8 @@ type Index struct {
 	zt      *ztoc.Ztoc
 	zinfo   compression.Zinfo
 	entries []Entry
-	spans   *lru.Cache[compression.SpanID, []byte]
+	spans   *spanCache
 	mu      sync.Mutex // guards checked and the inflate state
-	flight  singleflight.Group
 	stats   *Stats
 	// checked spans matched their digest once; the blob's bytes are
 	// addressed by content, so a span read again is the same.
@@ -182,22 +242,41 @@ type Stats struct {
 	MaxLoadNano atomic.Int64 // the slowest span load
 }
 
+// loaded counts a span load of n compressed bytes that took d.
+func (s *Stats) loaded(n int, d time.Duration) {
+	s.SpanBytes.Add(int64(n))
+	s.SpanLoads.Add(1)
+	s.LoadNanos.Add(d.Nanoseconds())
+	for cur := s.MaxLoadNano.Load(); d.Nanoseconds() > cur && !s.MaxLoadNano.CompareAndSwap(cur, d.Nanoseconds()); cur = s.MaxLoadNano.Load() {
+	}
+}
+
 // CountInto makes the index count its span reads in s.
 func (ix *Index) CountInto(s *Stats) { ix.stats = s }
+
+// inflateIndex undoes the gzip both index formats are stored with, up to
+// MaxIndexSize bytes.
+func inflateIndex(data []byte) ([]byte, error) {
+	zr, err := kgzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, err
+	}
+	raw, err := io.ReadAll(io.LimitReader(zr, MaxIndexSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > MaxIndexSize {
+		return nil, fmt.Errorf("over %d bytes inflated", MaxIndexSize)
+	}
+	return raw, nil
+}
 
 // Parse reads a serialised index and checks that it describes a layer of
 // the given size.
 func Parse(data []byte, layerSize int64) (*Index, error) {
-	zr, err := kgzip.NewReader(bytes.NewReader(data))
+	raw, err := inflateIndex(data)
 	if err != nil {
 		return nil, fmt.Errorf("layer index: %w", err)
-	}
-	raw, err := io.ReadAll(io.LimitReader(zr, MaxIndexSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("layer index: %w", err)
-	}
-	if len(raw) > MaxIndexSize {
-		return nil, fmt.Errorf("layer index: over %d bytes inflated", MaxIndexSize)
 	}
 	zt, err := ztoc.Unmarshal(bytes.NewReader(raw))
 	if err != nil {
@@ -213,8 +292,7 @@ func Parse(data []byte, layerSize int64) (*Index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("layer index: %w", err)
 	}
-	ix := &Index{zt: zt, zinfo: zi, stats: &Stats{}, checked: map[compression.SpanID]bool{}}
-	ix.spans, _ = lru.New[compression.SpanID, []byte](8)
+	ix := &Index{zt: zt, zinfo: zi, stats: &Stats{}, checked: map[compression.SpanID]bool{}, spans: newSpanCache()}
 	for _, m := range zt.FileMetadata {
 		e, err := entryOf(m, zt.UncompressedArchiveSize)
 		if err != nil {
@@ -294,26 +372,49 @@ func (ix *Index) ReadAt(ctx context.Context, blob io.ReaderAt, e *Entry, p []byt
 
 // span returns the uncompressed bytes of span id.
 func (ix *Index) span(blob io.ReaderAt, id compression.SpanID) ([]byte, error) {
-	if b, ok := ix.spans.Get(id); ok {
-		ix.stats.SpanHits.Add(1)
+	return ix.spans.get(int(id), ix.stats, func() ([]byte, error) { return ix.load(blob, id) })
+}
+
+// spanCache keeps the last spans a reader decompressed. Spans load in
+// parallel (read-ahead keeps several in flight), and one span loads once
+// however many readers want it.
+type spanCache struct {
+	kept   *lru.Cache[int, []byte]
+	flight singleflight.Group
+}
+
+func newSpanCache() *spanCache {
+	kept, _ := lru.New[int, []byte](8)
+	return &spanCache{kept: kept}
+}
+
+// get returns span id, loading it if it is not kept; it counts hits into
+// stats.
+func (c *spanCache) get(id int, stats *Stats, load func() ([]byte, error)) ([]byte, error) {
+	if b, ok := c.kept.Get(id); ok {
+		stats.SpanHits.Add(1)
 		return b, nil
 	}
-	// Spans load in parallel (read-ahead keeps several in flight); one
-	// span loads once however many readers want it.
-	v, err, shared := ix.flight.Do(strconv.Itoa(int(id)), func() (any, error) {
-		if b, ok := ix.spans.Get(id); ok {
+	v, err, shared := c.flight.Do(strconv.Itoa(id), func() (any, error) {
+		if b, ok := c.kept.Get(id); ok {
 			return b, nil
 		}
-		return ix.load(blob, id)
+		b, err := load()
+		if err == nil {
+			c.kept.Add(id, b)
+		}
+		return b, err
 	})
 	if err != nil {
 		return nil, err
 	}
 	if shared {
-		ix.stats.SpanHits.Add(1)
+		stats.SpanHits.Add(1)
 	}
 	return v.([]byte), nil
 }
+
+func (c *spanCache) contains(id int) bool { return c.kept.Contains(id) }
 
 // load reads span id's compressed bytes, checks them and inflates them.
 func (ix *Index) load(blob io.ReaderAt, id compression.SpanID) ([]byte, error) {
@@ -346,18 +447,12 @@ func (ix *Index) load(blob io.ReaderAt, id compression.SpanID) ([]byte, error) {
 	if int64(len(data)) != int64(uEnd-uStart) {
 		return nil, fmt.Errorf("inflate span %d: %d bytes, want %d", id, len(data), uEnd-uStart)
 	}
-	ix.spans.Add(id, data)
-	d := time.Since(start).Nanoseconds()
-	ix.stats.SpanBytes.Add(int64(len(buf)))
-	ix.stats.SpanLoads.Add(1)
-	ix.stats.LoadNanos.Add(d)
-	for cur := ix.stats.MaxLoadNano.Load(); d > cur && !ix.stats.MaxLoadNano.CompareAndSwap(cur, d); cur = ix.stats.MaxLoadNano.Load() {
-	}
+	ix.stats.loaded(len(buf), time.Since(start))
 	return data, nil
 }
 
 // Cached reports whether span id is inflated in memory.
-func (ix *Index) Cached(id int) bool { return ix.spans.Contains(compression.SpanID(id)) }
+func (ix *Index) Cached(id int) bool { return ix.spans.contains(id) }
 
 // Load reads and inflates span id ahead of a read that will want it.
 func (ix *Index) Load(blob io.ReaderAt, id int) error {

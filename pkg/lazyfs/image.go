@@ -125,7 +125,7 @@ func (l *LayerFS) Close() { l.layer.close() }
 // indexedLayer reads a layer's files through its index, fetching only
 // the spans a read touches.
 type indexedLayer struct {
-	ix          *layerindex.Index
+	ix          layerindex.Reader
 	store       Store
 	blob        cid.Cid
 	index       cid.Cid
@@ -142,7 +142,7 @@ type indexedLayer struct {
 
 func openLayer(ctx context.Context, store Store, l ocispec.Descriptor, timeout time.Duration) (*indexedLayer, error) {
 	ref := l.Annotations[layerindex.AnnotationIndex]
-	if ref == "" || l.Annotations[layerindex.AnnotationFormat] != layerindex.Format {
+	if ref == "" {
 		return nil, fmt.Errorf("layer %s has no index; add them with `shoal index CID`", l.Digest)
 	}
 	ic, err := cid.Decode(strings.TrimPrefix(ref, image.URLScheme))
@@ -167,7 +167,7 @@ func openLayer(ctx context.Context, store Store, l ocispec.Descriptor, timeout t
 	if len(data) > layerindex.MaxIndexSize {
 		return nil, fmt.Errorf("layer %s: index %s is over %d bytes", l.Digest, ic, layerindex.MaxIndexSize)
 	}
-	ix, err := layerindex.Parse(data, l.Size)
+	ix, err := layerindex.Open(data, l.Annotations[layerindex.AnnotationFormat], l.Size)
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
 	}

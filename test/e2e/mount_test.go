@@ -162,6 +162,27 @@ func xattrs(t *testing.T, p string) string {
 	return strings.Join(parts, " ")
 }
 
+// treeDiffs lists how the tree got differs from want, sorted.
+func treeDiffs(want, got map[string]fileFacts) []string {
+	var diffs []string
+	for p, w := range want {
+		g, ok := got[p]
+		switch {
+		case !ok:
+			diffs = append(diffs, "missing "+p)
+		case g != w:
+			diffs = append(diffs, fmt.Sprintf("%s:\n   mount %+v\n  umoci %+v", p, g, w))
+		}
+	}
+	for p := range got {
+		if _, ok := want[p]; !ok {
+			diffs = append(diffs, "extra "+p)
+		}
+	}
+	sort.Strings(diffs)
+	return diffs
+}
+
 // TestMountIsTheImageToTheByte: a two-layer Debian image mounted from a
 // peer equals the same image unpacked by umoci, in every path, type, mode,
 // owner, size, mtime, link target, hardlink group, xattr and file hash.
@@ -194,23 +215,7 @@ func TestMountIsTheImageToTheByte(t *testing.T) {
 		t.Cleanup(func() { _ = syscall.Unmount(mnt, syscall.MNT_DETACH) })
 
 		got := tree(t, mnt)
-		var diffs []string
-		for p, w := range want {
-			g, ok := got[p]
-			switch {
-			case !ok:
-				diffs = append(diffs, "missing "+p)
-			case g != w:
-				diffs = append(diffs, fmt.Sprintf("%s:\n   mount %+v\n  umoci %+v", p, g, w))
-			}
-		}
-		for p := range got {
-			if _, ok := want[p]; !ok {
-				diffs = append(diffs, "extra "+p)
-			}
-		}
-		sort.Strings(diffs)
-		if len(diffs) > 0 {
+		if diffs := treeDiffs(want, got); len(diffs) > 0 {
 			t.Fatalf("read %s: %d differences between the mount and umoci's unpack, first:\n%s\nmount log:\n%s", round, len(diffs), strings.Join(diffs[:min(len(diffs), 20)], "\n"), logs.String())
 		}
 		for p, present := range map[string]bool{"opt/app/bin/tool-again": true, "opt/app/shared": true, "etc/issue.net": false, "usr/share/doc/apt": false} {
