@@ -1,9 +1,10 @@
 // Package testbed builds a small network of hosts on one machine for
 // tests and benchmarks: N network namespaces, each joined to a bridge by
-// a veth pair whose both ends are shaped with tc. It needs root, iproute2
-// and nsenter (util-linux), touches nothing outside the namespaces it makes, removes them
-// when closed or when its context ends, and clears what an interrupted run
-// left behind.
+// a link whose both ends are shaped with tc (a veth pair; with delay, two
+// TAP devices and a delay line in this process). It needs root, iproute2
+// and nsenter (util-linux), touches nothing outside the namespaces it
+// makes, removes them when closed or when its context ends, and clears
+// what an interrupted run left behind.
 package testbed
 
 import (
@@ -27,9 +28,10 @@ import (
 type Link struct {
 	// Rate is tc's rate ("100mbit"); empty leaves the link unshaped.
 	Rate string
-	// Delay needs the kernel's netem qdisc, which some kernels (this
-	// project's machine among them) lack: New then fails rather than
-	// build a network without it.
+	// Delay holds every frame on each end of the link this long, so that
+	// the round trip between two hosts is four times Delay. It is added by
+	// a delay line in this process rather than the kernel's netem, which
+	// some kernels (this project's machine's among them) lack; at most 1 s.
 	Delay time.Duration
 	// Loss drops this percentage of the packets each host sends, at
 	// random (nftables in the host's namespace; needs no netem).
@@ -47,6 +49,8 @@ type Testbed struct {
 	Hosts []Host
 	hub   string
 	links []string // host-side veth names, in the hub
+	delay time.Duration
+	lines []*delayLine
 	once  sync.Once
 	err   error
 	stop  chan struct{}
@@ -80,7 +84,7 @@ func New(ctx context.Context, n int, link Link) (*Testbed, error) {
 	}
 	clearStale()
 	mu.Lock()
-	tb := &Testbed{hub: owner + "-hub", stop: make(chan struct{})}
+	tb := &Testbed{hub: owner + "-hub", stop: make(chan struct{}), delay: link.Delay}
 	if err := tb.build(n, link); err != nil {
 		tb.Close()
 		return nil, err
@@ -113,9 +117,17 @@ func (tb *Testbed) build(n int, link Link) error {
 	for i := range n {
 		h := Host{Name: fmt.Sprintf("%s-h%d", owner, i), Addr: fmt.Sprintf("10.77.0.%d", i+1)}
 		outer, inner := fmt.Sprintf("tbh%d", i), fmt.Sprintf("tbi%d", i)
+		if err := ip("netns", "add", h.Name); err != nil {
+			return err
+		}
+		if link.Delay > 0 {
+			if err := tb.delayedLink(h, outer, inner, link.Delay); err != nil {
+				return err
+			}
+		} else if err := hub("link", "add", outer, "type", "veth", "peer", "name", inner, "netns", h.Name); err != nil {
+			return err
+		}
 		steps := [][]string{
-			{"netns", "add", h.Name},
-			{"-n", tb.hub, "link", "add", outer, "type", "veth", "peer", "name", inner, "netns", h.Name},
 			{"-n", tb.hub, "link", "set", outer, "master", "br0", "up"},
 			{"-n", h.Name, "addr", "add", h.Addr + "/24", "dev", inner},
 			{"-n", h.Name, "link", "set", inner, "up"},
@@ -138,12 +150,31 @@ func (tb *Testbed) build(n int, link Link) error {
 	return nil
 }
 
+// delayedLink joins host h to the hub by two TAP devices, outer on the
+// hub's side and inner on h's, and a delay line between them.
+func (tb *Testbed) delayedLink(h Host, outer, inner string, delay time.Duration) error {
+	in, err := openTAP(h.Name, inner)
+	if err != nil {
+		return err
+	}
+	out, err := openTAP(tb.hub, outer)
+	if err != nil {
+		in.Close()
+		return err
+	}
+	tb.lines = append(tb.lines, newDelayLine(in, out, delay))
+	return nil
+}
+
 // Shape gives host's link a shape of its own, both ways: a faster puller
-// among slower seeders, say.
+// among slower seeders, say. The delay is the testbed's, set by New.
 func (tb *Testbed) Shape(host Host, link Link) error {
 	qdisc, err := link.qdisc()
 	if err != nil {
 		return err
+	}
+	if link.Delay != tb.delay {
+		return fmt.Errorf("testbed: delay %s: every link has the testbed's, %s", link.Delay, tb.delay)
 	}
 	for i, h := range tb.Hosts {
 		if h == host {
@@ -167,32 +198,25 @@ func (tb *Testbed) shape(i int, qdisc []string) error {
 		}
 		args := append([]string{"netns", "exec", side[0], "tc", "qdisc", "add", "dev", side[1], "root"}, qdisc...)
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			if qdisc[0] == "netem" && strings.Contains(string(out), "unknown") {
-				return errors.New("testbed: this kernel has no netem qdisc, which delay needs")
-			}
 			return fmt.Errorf("testbed: tc %v: %v: %s", qdisc, err, strings.TrimSpace(string(out)))
 		}
 	}
 	return nil
 }
 
-// qdisc is the tc qdisc that shapes a link: tbf for a rate alone, netem
-// when there is delay.
+// qdisc is the tc qdisc that shapes a link's rate (tbf), nil for none;
+// it also checks the rest of the link.
 func (l Link) qdisc() ([]string, error) {
 	if l.Loss < 0 || l.Loss >= 100 {
 		return nil, fmt.Errorf("testbed: loss %v%%: want 0 to 100", l.Loss)
 	}
-	if l.Delay == 0 {
-		if l.Rate == "" {
-			return nil, nil
-		}
-		return []string{"tbf", "rate", l.Rate, "burst", "64kb", "latency", "50ms"}, nil
+	if l.Delay < 0 || l.Delay > time.Second {
+		return nil, fmt.Errorf("testbed: delay %s: want 0 to 1s", l.Delay)
 	}
-	q := []string{"netem", "delay", strconv.FormatInt(l.Delay.Microseconds(), 10) + "us"}
-	if l.Rate != "" {
-		q = append(q, "rate", l.Rate)
+	if l.Rate == "" {
+		return nil, nil
 	}
-	return q, nil
+	return []string{"tbf", "rate", l.Rate, "burst", "64kb", "latency", "50ms"}, nil
 }
 
 // lose makes host drop loss percent of the packets it sends, in steps of
@@ -324,7 +348,8 @@ func (tb *Testbed) Heal(host Host) error {
 	for _, end := range ends {
 		for {
 			out, err := exec.Command("ip", "-n", end[0], "-o", "link", "show", "dev", end[1]).Output()
-			if err == nil && strings.Contains(string(out), "state UP") {
+			// Up with a carrier (a TAP device's state stays UNKNOWN).
+			if err == nil && strings.Contains(string(out), "UP,LOWER_UP") {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -351,6 +376,9 @@ func (tb *Testbed) Close() error {
 	tb.once.Do(func() {
 		close(tb.stop)
 		var errs []error
+		for _, l := range tb.lines {
+			errs = append(errs, l.close())
+		}
 		for _, h := range tb.Hosts {
 			errs = append(errs, ip("netns", "del", h.Name))
 		}

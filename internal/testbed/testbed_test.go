@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/shoal-ipfs/shoal/internal/testenv"
 )
 
 // reach reports whether from can open a TCP connection to l.
@@ -150,14 +148,75 @@ func TestLossyLinksDropPacketsAndTCPCarriesOn(t *testing.T) {
 	}
 }
 
-func TestDelayNeedsNetem(t *testing.T) {
-	testenv.Root(t)
-	tb, err := New(context.Background(), 1, Link{Delay: 10 * time.Millisecond})
-	if err == nil {
-		tb.Close()
-		t.Skip("this kernel has netem")
+// TestDelayLengthensTheRoundTrip: with 15 ms of delay on each end of
+// each link, a TCP handshake between two hosts (one round trip) takes at
+// least 60 ms, the rate still holds, and a cut link heals.
+func TestDelayLengthensTheRoundTrip(t *testing.T) {
+	const delay = 15 * time.Millisecond
+	tb := ForTest(t, 2, Link{Rate: "50mbit", Delay: delay})
+	var l net.Listener
+	if err := tb.Hosts[0].Do(func() (err error) {
+		l, err = net.Listen("tcp", tb.Hosts[0].Addr+":7000")
+		return err
+	}); err != nil {
+		t.Fatal(err)
 	}
-	if !strings.Contains(err.Error(), "no netem") {
-		t.Errorf("error does not say netem is missing: %v", err)
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(c, strings.NewReader(strings.Repeat("x", 2<<20)))
+				c.Close()
+			}()
+		}
+	}()
+	dial := func() (net.Conn, time.Duration, error) {
+		var conn net.Conn
+		start := time.Now()
+		err := tb.Hosts[1].Do(func() (err error) {
+			conn, err = net.DialTimeout("tcp", l.Addr().String(), 5*time.Second)
+			return err
+		})
+		return conn, time.Since(start), err
+	}
+	for range 3 {
+		conn, rtt, err := dial()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rtt < 4*delay {
+			t.Errorf("a handshake took %s; four delays are %s", rtt, 4*delay)
+		}
+		got, err := io.ReadAll(conn)
+		conn.Close()
+		if err != nil || len(got) != 2<<20 {
+			t.Fatalf("received %d bytes (%v)", len(got), err)
+		}
+		t.Logf("handshake %s", rtt)
+	}
+	if err := tb.Cut(tb.Hosts[1]); err != nil {
+		t.Fatal(err)
+	}
+	if conn, _, err := dial(); err == nil {
+		conn.Close()
+		t.Error("a cut host reached its peer")
+	}
+	if err := tb.Heal(tb.Hosts[1]); err != nil {
+		t.Fatal(err)
+	}
+	conn, _, err := dial()
+	if err != nil {
+		t.Fatalf("after heal: %v", err)
+	}
+	conn.Close()
+	if sent, err := tb.Sent(tb.Hosts[0]); err != nil || sent < 3*(2<<20) {
+		t.Errorf("host 0 sent %d bytes (%v), want its three replies", sent, err)
+	}
+	if err := tb.Shape(tb.Hosts[0], Link{Rate: "10mbit"}); err == nil {
+		t.Error("a link's delay changed after the testbed was built")
 	}
 }
