@@ -38,7 +38,7 @@ func BenchmarkContainerStart(b *testing.B) {
 		{"debian", debImage, []string{"cat", "/etc/os-release"}},
 		{"python", os.Getenv("SHOAL_BENCH_PYTHON_IMAGE"), []string{"python3", "-c", "print('hello from python')"}},
 	}
-	for _, link := range []string{"loopback", "100mbit"} {
+	for _, link := range []string{"loopback", "100mbit-20ms"} {
 		b.Run(link, func(b *testing.B) {
 			var (
 				origin []string
@@ -49,7 +49,7 @@ func BenchmarkContainerStart(b *testing.B) {
 				origin = shoalHome(b, "kubo", "flatfs")
 				addr, _ = shoalDaemon(b, origin)
 			} else {
-				origin, addr, puller = shapedPair(b, link)
+				origin, addr, puller = shapedPair(b, shapedLink)
 			}
 			for _, img := range images {
 				if img.layout == "" {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/shoal-ipfs/shoal/internal/testbed"
 )
@@ -73,10 +74,11 @@ func BenchmarkScale(b *testing.B) {
 	}
 }
 
-// scaleTestbed is an origin and n nodes, each behind 100 Mbit/s.
+// scaleTestbed is an origin and n nodes, each behind 100 Mbit/s and 5 ms
+// each way (10 ms one way between two hosts).
 func scaleTestbed(b *testing.B, n int) *testbed.Testbed {
 	b.Helper()
-	return testbed.ForTest(b, n+1, testbed.Link{Rate: "100mbit"})
+	return testbed.ForTest(b, n+1, testbed.Link{Rate: "100mbit", Delay: 5 * time.Millisecond})
 }
 
 // scaleRun times the nodes of tb (all but the origin, host 0) each

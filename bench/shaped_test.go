@@ -13,29 +13,51 @@ import (
 	"github.com/shoal-ipfs/shoal/internal/testbed"
 )
 
-// shapedPair is a testbed of two hosts whose links are shaped to rate
-// (tbf: this machine's kernel has no netem, so no delay is added), with a
-// shoal daemon on the first: the origin. It returns the origin's home and
-// swarm address, and the second host, where the benchmark's puller runs.
-func shapedPair(b *testing.B, rate string) (origin []string, addr string, puller *testbed.Host) {
+// shapedLink is the link of the shaped benchmarks: 100 Mbit/s each way,
+// and 10 ms on each host's end, so 20 ms one way between two hosts (a
+// 40 ms round trip).
+var shapedLink = testbed.Link{Rate: "100mbit", Delay: 10 * time.Millisecond}
+
+// shapedPair is a testbed of two hosts behind links shaped as link, with
+// a shoal daemon on the first: the origin. It returns the origin's home
+// and swarm address, and the second host, where the benchmark's puller
+// runs.
+func shapedPair(b *testing.B, link testbed.Link) (origin []string, addr string, puller *testbed.Host) {
 	b.Helper()
-	tb := testbed.ForTest(b, 2, testbed.Link{Rate: rate})
+	tb := testbed.ForTest(b, 2, link)
 	origin = shoalHome(b, "kubo", "flatfs")
 	d := startShoalDaemon(b, origin, &tb.Hosts[0], "--listen", "/ip4/"+tb.Hosts[0].Addr+"/tcp/4077")
 	return origin, d.addr, &tb.Hosts[1]
 }
 
-// BenchmarkLazyStartShaped is BenchmarkLazyStart with the peer behind a
-// link shaped to 100 Mbit/s each way.
+// BenchmarkLazyStartShaped is BenchmarkLazyStart with the peer and the
+// puller behind shapedLink.
 func BenchmarkLazyStartShaped(b *testing.B) {
 	requireTools(b)
 	if os.Geteuid() != 0 {
 		b.Skip("network namespaces, mounting and chroot need root")
 	}
 	_, size := imageBlobs(b)
-	origin, addr, puller := shapedPair(b, "100mbit")
+	origin, addr, puller := shapedPair(b, shapedLink)
 	root := lastLine(output(b, origin, shoalBin, "push", "oci:"+debImage+":bookworm"))
 	lazyStart(b, root, addr, puller, size)
+}
+
+// BenchmarkLazyStartPythonShaped is BenchmarkLazyStartPython with the peer
+// and the puller behind shapedLink.
+func BenchmarkLazyStartPythonShaped(b *testing.B) {
+	requireTools(b)
+	if os.Geteuid() != 0 {
+		b.Skip("network namespaces, mounting and chroot need root")
+	}
+	image := os.Getenv("SHOAL_BENCH_PYTHON_IMAGE")
+	if image == "" {
+		b.Skip("set SHOAL_BENCH_PYTHON_IMAGE (scripts/bench.sh does)")
+	}
+	size := layoutSize(b, image)
+	origin, addr, puller := shapedPair(b, shapedLink)
+	root := lastLine(output(b, origin, shoalBin, "push", "oci:"+image+":bookworm"))
+	lazyStart(b, root, addr, puller, size, "/usr/bin/python3", "-c", "print('hello from python')")
 }
 
 // argv is the command line that runs name with args on host, or here
