@@ -278,8 +278,16 @@ func (f *gatewayFile) Close() error {
 // ReadBlobAt reads len(p) bytes of the UnixFS file c from off, fetching
 // from peers only the blocks that hold them (and the path to them). It
 // returns io.EOF with fewer bytes at the end of the file.
+//
+// A block missing here is asked of the peers' gateways first: one round
+// trip, where a new bitswap session takes two (want-have, then
+// want-block), and a lazy mount's reads wait on every one.
 func (n *Node) ReadBlobAt(ctx context.Context, c cid.Cid, p []byte, off int64) (int, error) {
 	unlock := n.bstore.PinLock(ctx)
 	defer unlock.Unlock(ctx)
-	return blob.ReadAt(ctx, n.dag, c, p, off)
+	var get ipld.NodeGetter = n.dag
+	if n.host != nil {
+		get = &peerBlocks{n: n, peers: n.gatewayCandidates(), session: merkledag.NewSession(ctx, n.dag)}
+	}
+	return blob.ReadAt(ctx, get, c, p, off)
 }
