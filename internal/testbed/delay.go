@@ -65,28 +65,63 @@ type frame struct {
 	data []byte
 }
 
+// early is how much before its time a frame may leave, so that a burst
+// of frames leaves on one wakeup rather than one each: the line costs a
+// few microseconds of CPU a frame, and nine links at 100 Mbit/s carry
+// tens of thousands of frames a second on this project's two cores.
+const early = 250 * time.Microsecond
+
+// frameSize fits any frame a TAP device without offloads passes: the
+// MTU (1500) and the Ethernet header.
+const frameSize = 2048
+
 // carry reads frames from src and writes each to dst delay later.
 func (d *delayLine) carry(src, dst *os.File, delay time.Duration) {
 	queue := make(chan frame, maxInFlight)
+	free := make(chan []byte, maxInFlight)
 	d.wg.Go(func() {
 		defer close(queue)
-		buf := make([]byte, 65536)
 		for {
-			n, err := src.Read(buf)
+			var buf []byte
+			select {
+			case buf = <-free:
+			default:
+				buf = make([]byte, frameSize)
+			}
+			n, err := src.Read(buf[:cap(buf)])
 			if err != nil {
 				return // closed
 			}
 			select {
-			case queue <- frame{due: time.Now().Add(delay), data: append([]byte(nil), buf[:n]...)}:
+			case queue <- frame{due: time.Now().Add(delay), data: buf[:n]}:
 			default: // the line is full: the frame is lost
 			}
 		}
 	})
 	d.wg.Go(func() {
 		for f := range queue {
-			time.Sleep(time.Until(f.due))
-			// A device that is down (Cut) refuses the frame: it is lost.
-			_, _ = dst.Write(f.data)
+			if wait := time.Until(f.due); wait > early {
+				time.Sleep(wait - early)
+			}
+			for {
+				// A device that is down (Cut) refuses the frame: it is lost.
+				_, _ = dst.Write(f.data)
+				select {
+				case free <- f.data:
+				default:
+				}
+				var ok bool
+				select {
+				case f, ok = <-queue:
+				default:
+				}
+				if !ok {
+					break
+				}
+				if wait := time.Until(f.due); wait > early {
+					time.Sleep(wait - early)
+				}
+			}
 		}
 	})
 }
