@@ -158,8 +158,7 @@ func parseTOCIndex(data []byte, layerSize int64) (*tocReader, error) {
 	if ix.TOC == nil || ix.TOCOffset <= 0 || ix.TOCOffset > layerSize {
 		return nil, fmt.Errorf("layer TOC: no TOC, or it starts at %d of a %d-byte layer", ix.TOCOffset, layerSize)
 	}
-	r := &tocReader{compression: ix.Compression, files: map[string][]tocChunk{}, stats: &Stats{}, checked: map[int]bool{}}
-	r.spans = newSpanCache()
+	r := &tocReader{compression: ix.Compression, files: map[string][]tocChunk{}, spans: newSpanCache(), stats: &Stats{}, checked: map[int]bool{}}
 
 	// Entries in tar order; "chunk" entries continue the last file.
 	regionAt := map[int64]int{}
@@ -212,6 +211,9 @@ func parseTOCIndex(data []byte, layerSize int64) (*tocReader, error) {
 		}
 		g := &r.regions[i]
 		g.end = end
+		if g.end <= g.start {
+			return nil, fmt.Errorf("layer TOC: chunks at %d, past the TOC at %d", g.start, ix.TOCOffset)
+		}
 		if g.end-g.start > maxChunkRegion || g.need > maxChunkRegion {
 			return nil, fmt.Errorf("layer TOC: chunk region at %d is over %d bytes", g.start, maxChunkRegion)
 		}

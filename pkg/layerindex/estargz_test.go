@@ -2,7 +2,9 @@ package layerindex
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/json"
 	"io"
 	"math/rand"
 	"os"
@@ -154,4 +156,29 @@ func FuzzParseTOCIndex(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestTOCIndexRefusesChunksPastTheTOC(t *testing.T) {
+	path, blob := tocLayer(t, false, sampleFiles())
+	data, _, err := Build(path, ocispec.MediaTypeImageLayerGzip, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := inflateIndex(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ix tocIndex
+	if err := json.Unmarshal(raw, &ix); err != nil {
+		t.Fatal(err)
+	}
+	ix.TOCOffset = 1 // before every chunk
+	bad, _ := json.Marshal(ix)
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write(bad)
+	zw.Close()
+	if _, err := Open(z.Bytes(), FormatEStargz, int64(len(blob))); err == nil {
+		t.Error("a TOC whose chunks lie past its own start was accepted")
+	}
 }
