@@ -200,3 +200,57 @@ func passthroughKernel(t *testing.T) bool {
 	minor, _ := strconv.Atoi(strings.TrimFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
 	return major > 6 || major == 6 && minor >= 9
 }
+
+// TestOverlayReadsCachedFilesThroughThePassthrough: the snapshotter
+// stacks overlayfs on a layer's mount; a file served from its cached copy
+// (passed through by the kernel) reads and maps right through it.
+func TestOverlayReadsCachedFilesThroughThePassthrough(t *testing.T) {
+	testenv.FUSE(t)
+	const size = 3 << 20
+	big := layerindex.Entry{Name: "usr/lib/big", Type: "0"[0], Mode: 0o644, Size: size}
+	layer := bigLayer{namedLayer{memLayer{dir("usr/"), dir("usr/lib/"), big}, "layer-1"}}
+	want := bytes.Repeat([]byte(big.Name), size/len(big.Name)+1)[:size]
+	cache, err := OpenFileCache(t.TempDir(), 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	mnt, stats := t.TempDir(), &Stats{}
+	srv, err := Mount(mnt, Merge([]Layer{layer}), MountOptions{Name: "shoal:test", Stats: stats, Cache: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Unmount()
+	if got, err := os.ReadFile(filepath.Join(mnt, big.Name)); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read: %d bytes, %v", len(got), err)
+	}
+	served := stats.ReadBytes.Load()
+
+	upper, work, merged := t.TempDir(), t.TempDir(), t.TempDir()
+	if err := unix.Mount("overlay", merged, "overlay", 0, "lowerdir="+mnt+",upperdir="+upper+",workdir="+work); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(merged, unix.MNT_DETACH)
+	if got, err := os.ReadFile(filepath.Join(merged, big.Name)); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read through overlayfs: %d bytes, %v", len(got), err)
+	}
+	f, err := os.Open(filepath.Join(merged, big.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ, unix.MAP_PRIVATE)
+	if err != nil {
+		t.Fatalf("mmap through overlayfs: %v", err)
+	}
+	defer unix.Munmap(m)
+	if !bytes.Equal(m, want) {
+		t.Fatal("the mapped file differs")
+	}
+	if stats.CacheOpens.Load() == 0 {
+		t.Error("overlayfs's opens did not come from the cache")
+	}
+	if passthroughKernel(t) && stats.ReadBytes.Load() != served {
+		t.Errorf("the mount served %d more bytes; the kernel should have read the copy", stats.ReadBytes.Load()-served)
+	}
+}
