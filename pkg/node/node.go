@@ -82,12 +82,13 @@ type Node struct {
 	// a node tells its peers must never fetch.
 	offline ipld.DAGService
 
-	host    host.Host
-	bswap   *bitswap.Bitswap
-	peering *peering.PeeringService
-	mdns    io.Closer
-	gw      *gatewayPeers
-	dht     *dhtNode
+	host      host.Host
+	bswap     *bitswap.Bitswap
+	peering   *peering.PeeringService
+	mdns      io.Closer
+	mdnsFound *mdnsNotifee
+	gw        *gatewayPeers
+	dht       *dhtNode
 
 	pinMu sync.Mutex // image records and their pins change together
 
@@ -186,11 +187,12 @@ func Open(ctx context.Context, home string, opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	if cfg.Swarm.MDNS && !opts.NoMDNS {
-		svc := mdns.NewMdnsService(n.host, "", &mdnsNotifee{n: n})
+		found := newMDNSNotifee(n)
+		svc := mdns.NewMdnsService(n.host, "", found)
 		if err := svc.Start(); err != nil {
 			n.log.Warn("mDNS discovery unavailable", "err", err)
 		} else {
-			n.mdns = svc
+			n.mdns, n.mdnsFound = svc, found
 		}
 	}
 	// Static peers are connected before the command goes on, so that a
@@ -266,6 +268,7 @@ func (n *Node) close() error {
 	var errs []error
 	if n.mdns != nil {
 		errs = append(errs, n.mdns.Close())
+		n.mdnsFound.close()
 	}
 	if n.peering != nil {
 		n.peering.Stop()
@@ -394,17 +397,55 @@ func ParsePeer(addr string) (peer.AddrInfo, error) {
 	return ps[0], nil
 }
 
-type mdnsNotifee struct{ n *Node }
+// mdnsNotifee connects to the peers mDNS finds. mDNS tells of a peer
+// once, so a connection that fails (the peer still starting, a loaded
+// machine) is tried a few more times, with pauses, until the node closes.
+type mdnsNotifee struct {
+	n      *Node
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func newMDNSNotifee(n *Node) *mdnsNotifee {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &mdnsNotifee{n: n, ctx: ctx, cancel: cancel}
+}
+
+// mdnsAttempts bounds the connections tried to one peer mDNS found.
+const mdnsAttempts = 4
 
 func (m *mdnsNotifee) HandlePeerFound(p peer.AddrInfo) {
 	if p.ID == m.n.host.ID() {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := m.n.host.Connect(ctx, p); err != nil {
-		m.n.log.Debug("mDNS peer unreachable", "peer", p.ID, "err", err)
-	}
+	m.wg.Go(func() {
+		pause := time.Second
+		for attempt := 1; ; attempt++ {
+			ctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
+			err := m.n.host.Connect(ctx, p)
+			cancel()
+			if err == nil {
+				return
+			}
+			m.n.log.Debug("mDNS peer unreachable", "peer", p.ID, "attempt", attempt, "err", err)
+			if attempt == mdnsAttempts {
+				return
+			}
+			select {
+			case <-time.After(pause):
+				pause *= 2
+			case <-m.ctx.Done():
+				return
+			}
+		}
+	})
+}
+
+// close stops the connections being tried and waits for them.
+func (m *mdnsNotifee) close() {
+	m.cancel()
+	m.wg.Wait()
 }
 
 // Identity is what `shoal id` prints, with kubo's field names.
