@@ -44,6 +44,23 @@ func netns(t *testing.T) (a, b, addrA, addrB string) {
 	}
 	ip("-n", a, "link", "set", "va"+id, "up", "multicast", "on")
 	ip("-n", b, "link", "set", "vb"+id, "up", "multicast", "on")
+	// mDNS announces once at start and a browser stops asking once it
+	// hears any answer (its own included): the link must carry packets
+	// before the daemons start. A loaded machine takes a moment to see
+	// the carrier.
+	deadline := time.Now().Add(10 * time.Second)
+	for _, end := range [][2]string{{a, "va" + id}, {b, "vb" + id}} {
+		for {
+			out, err := exec.Command("ip", "-n", end[0], "-o", "link", "show", "dev", end[1]).Output()
+			if err == nil && strings.Contains(string(out), "UP,LOWER_UP") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s in %s has no carrier: %v %s", end[1], end[0], err, out)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	return a, b, addrA, addrB
 }
 
