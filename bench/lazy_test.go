@@ -45,15 +45,25 @@ func BenchmarkLazyStartPython(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("mounting and chroot need root")
 	}
+	image := pythonImage(b)
+	origin := shoalHome(b, "kubo", "flatfs")
+	addr, _ := shoalDaemon(b, origin)
+	root := lastLine(output(b, origin, shoalBin, "push", "oci:"+image+":bookworm"))
+	lazyStart(b, root, addr, nil, layoutSize(b, image), pythonHello...)
+}
+
+// pythonHello is the python3 image's workload.
+var pythonHello = []string{"/usr/bin/python3", "-c", "print('hello from python')"}
+
+// pythonImage is the layout of the Debian image with python3, which
+// scripts/bench.sh builds.
+func pythonImage(b *testing.B) string {
+	b.Helper()
 	image := os.Getenv("SHOAL_BENCH_PYTHON_IMAGE")
 	if image == "" {
 		b.Skip("set SHOAL_BENCH_PYTHON_IMAGE (scripts/bench.sh does)")
 	}
-	size := layoutSize(b, image)
-	origin := shoalHome(b, "kubo", "flatfs")
-	addr, _ := shoalDaemon(b, origin)
-	root := lastLine(output(b, origin, shoalBin, "push", "oci:"+image+":bookworm"))
-	lazyStart(b, root, addr, nil, size, "/usr/bin/python3", "-c", "print('hello from python')")
+	return image
 }
 
 // lazyStart measures, from an empty node, shoal mount then the workload in

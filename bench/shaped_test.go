@@ -50,14 +50,10 @@ func BenchmarkLazyStartPythonShaped(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("network namespaces, mounting and chroot need root")
 	}
-	image := os.Getenv("SHOAL_BENCH_PYTHON_IMAGE")
-	if image == "" {
-		b.Skip("set SHOAL_BENCH_PYTHON_IMAGE (scripts/bench.sh does)")
-	}
-	size := layoutSize(b, image)
+	image := pythonImage(b)
 	origin, addr, puller := shapedPair(b, shapedLink)
 	root := lastLine(output(b, origin, shoalBin, "push", "oci:"+image+":bookworm"))
-	lazyStart(b, root, addr, puller, size, "/usr/bin/python3", "-c", "print('hello from python')")
+	lazyStart(b, root, addr, puller, layoutSize(b, image), pythonHello...)
 }
 
 // argv is the command line that runs name with args on host, or here

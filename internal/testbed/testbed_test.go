@@ -24,16 +24,18 @@ func reach(tb *Testbed, from Host, addr string) bool {
 	return true
 }
 
-func TestHostsReachEachOtherThroughShapedLinks(t *testing.T) {
-	tb := ForTest(t, 3, Link{Rate: "50mbit"})
+// serve listens on host's port 7000 until the test ends, sending size
+// bytes to each connection and closing it.
+func serve(t *testing.T, host Host, size int) net.Listener {
+	t.Helper()
 	var l net.Listener
-	if err := tb.Hosts[0].Do(func() (err error) {
-		l, err = net.Listen("tcp", tb.Hosts[0].Addr+":7000")
+	if err := host.Do(func() (err error) {
+		l, err = net.Listen("tcp", host.Addr+":7000")
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	t.Cleanup(func() { l.Close() })
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -41,11 +43,17 @@ func TestHostsReachEachOtherThroughShapedLinks(t *testing.T) {
 				return
 			}
 			go func() {
-				io.Copy(c, strings.NewReader(strings.Repeat("x", 5<<20)))
+				io.Copy(c, strings.NewReader(strings.Repeat("x", size)))
 				c.Close()
 			}()
 		}
 	}()
+	return l
+}
+
+func TestHostsReachEachOtherThroughShapedLinks(t *testing.T) {
+	tb := ForTest(t, 3, Link{Rate: "50mbit"})
+	l := serve(t, tb.Hosts[0], 5<<20)
 	addr := l.Addr().String()
 	for _, h := range tb.Hosts[1:] {
 		if !reach(tb, h, addr) {
@@ -154,26 +162,7 @@ func TestLossyLinksDropPacketsAndTCPCarriesOn(t *testing.T) {
 func TestDelayLengthensTheRoundTrip(t *testing.T) {
 	const delay = 15 * time.Millisecond
 	tb := ForTest(t, 2, Link{Rate: "50mbit", Delay: delay})
-	var l net.Listener
-	if err := tb.Hosts[0].Do(func() (err error) {
-		l, err = net.Listen("tcp", tb.Hosts[0].Addr+":7000")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				io.Copy(c, strings.NewReader(strings.Repeat("x", 2<<20)))
-				c.Close()
-			}()
-		}
-	}()
+	l := serve(t, tb.Hosts[0], 2<<20)
 	dial := func() (net.Conn, time.Duration, error) {
 		var conn net.Conn
 		start := time.Now()
