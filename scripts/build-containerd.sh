@@ -3,6 +3,8 @@
 # proxy for the e2e tests, once: the binaries are cached by version, and the
 # directory holding them is printed.
 set -euo pipefail
+# Built as their projects build them: without shoal's Go experiments.
+unset GOEXPERIMENT
 CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
 CACHE=${SHOAL_CACHE:-$HOME/.cache/shoal}
 out="$CACHE/containerd-$CONTAINERD_VERSION"

@@ -5,6 +5,8 @@
 # kubo v0.43.1 pins a go-libp2p fork through a replace line that the proxy
 # does not serve; the release it forked from builds, so we require that.
 set -euo pipefail
+# Built as their projects build them: without shoal's Go experiments.
+unset GOEXPERIMENT
 KUBO_VERSION=${KUBO_VERSION:-v0.43.1}
 LIBP2P_VERSION=${LIBP2P_VERSION:-v0.51.0}
 CACHE=${SHOAL_CACHE:-$HOME/.cache/shoal}

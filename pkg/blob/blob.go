@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 
-	chunker "github.com/ipfs/boxo/chunker"
 	"github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/boxo/ipld/unixfs/importer/balanced"
 	"github.com/ipfs/boxo/ipld/unixfs/importer/helpers"
@@ -59,13 +58,14 @@ func Add(ctx context.Context, dst ipld.DAGService, r io.Reader, l Layout) (cid.C
 		return cid.Undef, fmt.Errorf("invalid UnixFS layout %+v", l)
 	}
 	batch := &batchingDAG{DAGService: dst, b: ipld.NewBatch(ctx, dst, ipld.MaxSizeBatchOption(32<<20))}
+	split := newPresumSplitter(&ctxReader{ctx: ctx, r: r}, int(l.ChunkSize))
 	params := helpers.DagBuilderParams{
 		Maxlinks:   l.MaxLinks,
 		RawLeaves:  true,
-		CidBuilder: cidBuilder,
+		CidBuilder: presumBuilder{prefix: cidBuilder, s: split},
 		Dagserv:    batch,
 	}
-	db, err := params.New(chunker.NewSizeSplitter(&ctxReader{ctx: ctx, r: r}, l.ChunkSize))
+	db, err := params.New(split)
 	if err != nil {
 		return cid.Undef, err
 	}

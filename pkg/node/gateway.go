@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	libp2phttp "github.com/libp2p/go-libp2p/p2p/http"
+	mh "github.com/multiformats/go-multihash"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
 )
 
@@ -233,15 +235,15 @@ func newDAGVerifier(root cid.Cid) *dagVerifier {
 }
 
 // check verifies b and, the first time it arrives, returns it decoded and
-// expects its links; a repeat returns a nil node.
-func (v *dagVerifier) check(b blocks.Block) (ipld.Node, error) {
+// expects its links; a repeat returns a nil node. sum, if not nil, is the
+// SHA-256 of b's bytes, computed ahead with other blocks'.
+func (v *dagVerifier) check(b blocks.Block, sum *[sha256.Size]byte) (ipld.Node, error) {
 	c := b.Cid()
 	missing, known := v.wanted[string(c.Hash())]
 	if !known {
 		return nil, fmt.Errorf("%w: %s is not linked from the DAG", ErrBadBlock, c)
 	}
-	sum, err := c.Prefix().Sum(b.RawData())
-	if err != nil || !sum.Equals(c) {
+	if !hashes(c, b.RawData(), sum) {
 		return nil, fmt.Errorf("%w: %s does not hash to its CID", ErrBadBlock, c)
 	}
 	if !missing {
@@ -268,4 +270,15 @@ func (v *dagVerifier) check(b blocks.Block) (ipld.Node, error) {
 func (v *dagVerifier) seen(c cid.Cid) bool {
 	missing, known := v.wanted[string(c.Hash())]
 	return known && !missing
+}
+
+// hashes reports whether data hashes to c. sum, if not nil, is data's
+// SHA-256, already computed: for a sha2-256 CID it is compared instead of
+// hashing data again.
+func hashes(c cid.Cid, data []byte, sum *[sha256.Size]byte) bool {
+	if h := c.Hash(); sum != nil && len(h) == 2+sha256.Size && h[0] == mh.SHA2_256 && h[1] == sha256.Size {
+		return string(h[2:]) == string(sum[:])
+	}
+	got, err := c.Prefix().Sum(data)
+	return err == nil && got.Equals(c)
 }

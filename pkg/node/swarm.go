@@ -333,7 +333,7 @@ func (n *Node) askRaw(ctx context.Context, p peer.ID, c cid.Cid) (blocks.Block, 
 	if err != nil {
 		return nil, err
 	}
-	if sum, err := c.Prefix().Sum(data); err != nil || !sum.Equals(c) {
+	if !hashes(c, data, nil) {
 		return nil, fmt.Errorf("%w: %s from %s does not hash to its CID", ErrBadBlock, c, p)
 	}
 	return blocks.NewBlockWithCid(data, c)
