@@ -29,6 +29,37 @@ var (
 	debImage = os.Getenv("SHOAL_BENCH_IMAGE") // an OCI layout with tag bookworm
 )
 
+// scratchRoot holds the stores and layouts the benchmarks write; it is
+// removed when the run ends, not after each benchmark. This machine's ext4
+// has no journal, and without one ext4 will not reuse an inode freed in the
+// last minute: creating files right after thousands were deleted walks past
+// them all, which cost a pull a fifth of its CPU. A node that pulls an image
+// has not usually just deleted a store, so nothing is deleted mid-run.
+var scratchRoot string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "shoal-bench-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	scratchRoot = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// scratchDir is a new directory under scratchRoot, kept until the run ends.
+func scratchDir(b *testing.B) string {
+	b.Helper()
+	// Short names: a shoal home holds unix sockets, whose paths are limited.
+	dir, err := os.MkdirTemp(scratchRoot, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return dir
+}
+
 func requireTools(b *testing.B) {
 	b.Helper()
 	if shoalBin == "" || kuboBin == "" || debImage == "" {
@@ -156,7 +187,7 @@ func freePort(b *testing.B) int {
 // kuboRepo makes a kubo repo on loopback with free ports and no bootstrap.
 func kuboRepo(b *testing.B) []string {
 	b.Helper()
-	env := []string{"IPFS_PATH=" + b.TempDir()}
+	env := []string{"IPFS_PATH=" + scratchDir(b)}
 	run(b, env, kuboBin, "init", "--profile=test")
 	return env
 }
@@ -184,13 +215,7 @@ func kuboDaemon(b *testing.B, env []string) (*exec.Cmd, string) {
 // shoalHome makes a shoal home on loopback with the given extra config.
 func shoalHome(b *testing.B, layout, blocks string) []string {
 	b.Helper()
-	// Short: the home holds unix sockets, whose paths are limited.
-	home, err := os.MkdirTemp("", "shoal-bench-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { os.RemoveAll(home) })
-	env := []string{"SHOAL_HOME=" + home}
+	env := []string{"SHOAL_HOME=" + scratchDir(b)}
 	run(b, env, shoalBin, "init", "--layout", layout, "--blocks", blocks, "--mdns=false",
 		"--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1")
 	return env
@@ -272,7 +297,7 @@ func distribution(b *testing.B) string {
 func skopeoPull(b *testing.B, ref string) float64 {
 	b.Helper()
 	b.StopTimer()
-	out := filepath.Join(b.TempDir(), "out")
+	out := filepath.Join(scratchDir(b), "out")
 	b.StartTimer()
 	return run(b, nil, "skopeo", "copy", "--src-tls-verify=false", ref, "oci:"+out+":bookworm")
 }
