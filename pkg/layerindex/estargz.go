@@ -17,7 +17,6 @@ import (
 
 	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/containerd/stargz-snapshotter/estargz/zstdchunked"
-	kgzip "github.com/klauspost/compress/gzip"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -89,17 +88,15 @@ func buildFromTOC(file, algo string) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		var out bytes.Buffer
-		zw, _ := kgzip.NewWriterLevel(&out, kgzip.BestCompression)
-		zw.Write(data)
-		if err := zw.Close(); err != nil {
+		out, err := gzipIndex(bytes.NewReader(data))
+		if err != nil {
 			return nil, err
 		}
 		// The index must open: every chunk with a digest, sane offsets.
-		if _, err := parseTOCIndex(out.Bytes(), fi.Size()); err != nil {
+		if _, err := parseTOCIndex(out, fi.Size()); err != nil {
 			return nil, fmt.Errorf("%w: %v", errNoTOC, err)
 		}
-		return out.Bytes(), nil
+		return out, nil
 	}
 	return nil, errNoTOC
 }
