@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/shoal-ipfs/shoal/internal/sha256x"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
 )
@@ -48,46 +50,105 @@ func (u *unlockOnClose) Close() error {
 	return err
 }
 
-// findProvidersWait bounds the DHT lookup before a blob is fetched; on a
-// LAN it completes in milliseconds.
+// findProvidersWait bounds the DHT lookup for a blob's holders; on a LAN
+// it completes in milliseconds.
 const findProvidersWait = 2 * time.Second
 
 func (n *Node) cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 	if n.host == nil {
 		return blob.Open(ctx, n.dag, c)
 	}
-	if has, err := n.bstore.Has(ctx, c); err == nil && has {
-		n.localReads.Add(1)
-	} else if err == nil {
-		n.peerReads.Add(1)
-		if n.dht != nil {
-			// Peers the DHT knows to hold c join the candidates.
-			_, _ = n.FindProviders(ctx, c, 8, findProvidersWait)
+	if has, err := n.bstore.Has(ctx, c); err != nil || has {
+		if has {
+			n.localReads.Add(1)
 		}
-		peers := n.gatewayCandidates()
-		if len(peers) >= 2 {
-			r, err := n.swarmRead(ctx, c, peers)
-			if err == nil {
-				return r, nil
-			}
-			if !errors.Is(err, errNotSwarmed) {
-				n.log.Debug("fetching from many peers failed; one stream next", "cid", c, "err", err)
-			}
-		}
-		for _, p := range peers {
-			cs, err := n.openCAR(ctx, p, c)
-			n.noteGatewayError(p, c, err)
-			if err != nil {
-				continue
-			}
-			if !cs.inOrder {
-				cs.body.Close()
-				break
-			}
-			return newGatewayFile(ctx, n, c, cs), nil
+		return n.prefetchingReader(ctx, c)
+	}
+	n.peerReads.Add(1)
+	// The DHT is asked for more holders while the connected peers are
+	// tried, and waited for only if none of them has the blob: waiting
+	// first cost every blob a node lacked up to findProvidersWait, even
+	// when a connected peer had it.
+	lookup := n.lookUpHolders(ctx, c)
+	defer lookup.stop()
+	tried := map[peer.ID]bool{}
+	if r := n.catFromPeers(ctx, c, n.gatewayCandidates(), tried); r != nil {
+		return r, nil
+	}
+	if slices.ContainsFunc(lookup.wait(), func(p peer.ID) bool { return !tried[p] }) {
+		if r := n.catFromPeers(ctx, c, n.gatewayCandidates(), tried); r != nil {
+			return r, nil
 		}
 	}
 	return n.prefetchingReader(ctx, c)
+}
+
+// catFromPeers reads c from the given peers' gateways: from many at once
+// if there are several, else as one CAR stream from the first that serves
+// it, skipping and noting the peers tried. nil if none could.
+func (n *Node) catFromPeers(ctx context.Context, c cid.Cid, peers []peer.ID, tried map[peer.ID]bool) io.ReadCloser {
+	if len(peers) >= 2 {
+		r, err := n.swarmRead(ctx, c, peers)
+		if err == nil {
+			return r
+		}
+		if !errors.Is(err, errNotSwarmed) {
+			n.log.Debug("fetching from many peers failed; one stream next", "cid", c, "err", err)
+		}
+	}
+	for _, p := range peers {
+		if tried[p] {
+			continue
+		}
+		tried[p] = true
+		cs, err := n.openCAR(ctx, p, c)
+		n.noteGatewayError(p, c, err)
+		if err != nil {
+			continue
+		}
+		if !cs.inOrder {
+			cs.body.Close()
+			return nil
+		}
+		return newGatewayFile(ctx, n, c, cs)
+	}
+	return nil
+}
+
+// holderLookup is a DHT lookup of a blob's holders running in the
+// background; the holders it finds are connected as they are found.
+type holderLookup struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	found  []peer.ID
+}
+
+// lookUpHolders starts looking c's holders up on the DHT, if the node has
+// one.
+func (n *Node) lookUpHolders(ctx context.Context, c cid.Cid) *holderLookup {
+	l := &holderLookup{cancel: func() {}, done: make(chan struct{})}
+	if n.dht == nil {
+		close(l.done)
+		return l
+	}
+	ctx, l.cancel = context.WithCancel(ctx)
+	go func() {
+		defer close(l.done)
+		l.found, _ = n.FindProviders(ctx, c, 8, findProvidersWait)
+	}()
+	return l
+}
+
+// wait waits for the lookup to end and returns the holders it connected.
+func (l *holderLookup) wait() []peer.ID {
+	<-l.done
+	return l.found
+}
+
+// stop ends the lookup and waits for it.
+func (l *holderLookup) stop() {
+	l.cancel()
+	<-l.done
 }
 
 // prefetchingReader reads the file in order while a background walk asks
