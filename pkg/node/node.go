@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/sync/singleflight"
 	"io"
 	"log/slog"
 	"os"
@@ -89,6 +90,9 @@ type Node struct {
 	mdnsFound *mdnsNotifee
 	gw        *gatewayPeers
 	dht       *dhtNode
+	// reads fetches each block once however many reads of a blob want it
+	// at once (spans that share a block, read side by side).
+	reads singleflight.Group
 
 	pinMu sync.Mutex // image records and their pins change together
 
@@ -481,4 +485,12 @@ func (n *Node) Add(ctx context.Context, r io.Reader) (cid.Cid, error) {
 	unlock := n.bstore.PinLock(ctx)
 	defer unlock.Unlock(ctx)
 	return blob.Add(ctx, n.dag, r, n.layout)
+}
+
+// AddChunks stores chunks as one UnixFS file, each chunk a block of its
+// own (blob.AddChunks).
+func (n *Node) AddChunks(ctx context.Context, chunks [][]byte) (cid.Cid, error) {
+	unlock := n.bstore.PinLock(ctx)
+	defer unlock.Unlock(ctx)
+	return blob.AddChunks(ctx, n.dag, chunks, n.layout.MaxLinks)
 }

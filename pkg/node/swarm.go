@@ -168,10 +168,19 @@ func (g *peerBlocks) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 	if b, err := g.n.bstore.Get(ctx, c); err == nil {
 		return blob.DecodeBlock(b)
 	}
-	peers := slices.Clone(g.peers)
-	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
-	nd, _, err := g.n.fetchBlock(ctx, g.session, c, peers)
-	return nd, err
+	nd, err, _ := g.n.reads.Do(c.KeyString(), func() (any, error) {
+		if b, err := g.n.bstore.Get(ctx, c); err == nil {
+			return blob.DecodeBlock(b)
+		}
+		peers := slices.Clone(g.peers)
+		rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
+		nd, _, err := g.n.fetchBlock(ctx, g.session, c, peers)
+		return nd, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return nd.(ipld.Node), nil
 }
 
 func (g *peerBlocks) GetMany(ctx context.Context, cs []cid.Cid) <-chan *ipld.NodeOption {
