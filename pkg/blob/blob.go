@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 
+	chunk "github.com/ipfs/boxo/chunker"
 	"github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/boxo/ipld/unixfs/importer/balanced"
 	"github.com/ipfs/boxo/ipld/unixfs/importer/helpers"
@@ -57,14 +58,15 @@ func Add(ctx context.Context, dst ipld.DAGService, r io.Reader, l Layout) (cid.C
 	if l.ChunkSize <= 0 || l.MaxLinks < 2 {
 		return cid.Undef, fmt.Errorf("invalid UnixFS layout %+v", l)
 	}
-	batch := &batchingDAG{DAGService: dst, b: ipld.NewBatch(ctx, dst, ipld.MaxSizeBatchOption(32<<20))}
 	split := newPresumSplitter(&ctxReader{ctx: ctx, r: r}, int(l.ChunkSize))
-	params := helpers.DagBuilderParams{
-		Maxlinks:   l.MaxLinks,
-		RawLeaves:  true,
-		CidBuilder: presumBuilder{prefix: cidBuilder, s: split},
-		Dagserv:    batch,
-	}
+	return layout(ctx, dst, split, l.MaxLinks, presumBuilder{prefix: cidBuilder, s: split})
+}
+
+// layout builds a balanced UnixFS DAG with raw leaves of the chunks split
+// gives, writes its blocks to dst in batches and returns the root CID.
+func layout(ctx context.Context, dst ipld.DAGService, split chunk.Splitter, maxLinks int, builder cid.Builder) (cid.Cid, error) {
+	batch := &batchingDAG{DAGService: dst, b: ipld.NewBatch(ctx, dst, ipld.MaxSizeBatchOption(32<<20))}
+	params := helpers.DagBuilderParams{Maxlinks: maxLinks, RawLeaves: true, CidBuilder: builder, Dagserv: batch}
 	db, err := params.New(split)
 	if err != nil {
 		return cid.Undef, err
@@ -155,4 +157,43 @@ func Links(n ipld.Node) ([]cid.Cid, error) {
 		out[i] = l.Cid
 	}
 	return out, nil
+}
+
+// AddChunks stores chunks as one UnixFS file whose leaves are the chunks,
+// each a block of its own, and returns its root CID. A reader of a range
+// within one chunk then fetches that block alone: a split layer index's
+// windows are stored so.
+func AddChunks(ctx context.Context, dst ipld.DAGService, chunks [][]byte, maxLinks int) (cid.Cid, error) {
+	if len(chunks) == 0 || maxLinks < 2 {
+		return cid.Undef, fmt.Errorf("add chunks: %d chunks, %d links per node", len(chunks), maxLinks)
+	}
+	for i, c := range chunks {
+		if len(c) == 0 || len(c) > MaxChunk {
+			return cid.Undef, fmt.Errorf("add chunks: chunk %d of %d bytes", i, len(c))
+		}
+	}
+	return layout(ctx, dst, &chunkList{ctx: ctx, chunks: chunks}, maxLinks, cidBuilder)
+}
+
+// MaxChunk bounds a block that AddChunks stores: bitswap's limit.
+const MaxChunk = 1 << 20
+
+// chunkList splits a blob where its chunks end.
+type chunkList struct {
+	ctx    context.Context
+	chunks [][]byte
+}
+
+func (l *chunkList) Reader() io.Reader { return nil }
+
+func (l *chunkList) NextBytes() ([]byte, error) {
+	if err := l.ctx.Err(); err != nil {
+		return nil, err
+	}
+	if len(l.chunks) == 0 {
+		return nil, io.EOF
+	}
+	c := l.chunks[0]
+	l.chunks = l.chunks[1:]
+	return c, nil
 }

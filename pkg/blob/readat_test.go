@@ -72,3 +72,41 @@ func TestReadAtFetchesOnlyTheBlocksItReads(t *testing.T) {
 		t.Errorf("asked for %d blocks, want 3", g.got)
 	}
 }
+
+// TestAddChunksMakesABlockPerChunk: a read within one chunk of a blob
+// added by AddChunks asks for the root and that chunk's block only.
+func TestAddChunksMakesABlockPerChunk(t *testing.T) {
+	ctx := context.Background()
+	r := rand.New(rand.NewSource(4))
+	var chunks [][]byte
+	for range 400 { // more than one node's links: two levels
+		c := make([]byte, 1000+r.Intn(20_000))
+		r.Read(c)
+		chunks = append(chunks, c)
+	}
+	dag := memDAG()
+	root, err := AddChunks(ctx, dag, chunks, 174)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := bytes.Join(chunks, nil)
+	at := int64(len(bytes.Join(chunks[:300], nil)))
+	g := &countingGetter{DAGService: dag}
+	got := make([]byte, len(chunks[300]))
+	if _, err := ReadAt(ctx, g, root, got, at); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, chunks[300]) {
+		t.Fatal("chunk 300 read back wrong")
+	}
+	if g.got != 3 { // root, the interior node, the chunk
+		t.Errorf("asked for %d blocks, want 3", g.got)
+	}
+	whole := make([]byte, len(all))
+	if _, err := ReadAt(ctx, dag, root, whole, 0); err != nil || !bytes.Equal(whole, all) {
+		t.Fatalf("the blob reads back wrong (%v)", err)
+	}
+	if _, err := AddChunks(ctx, dag, [][]byte{{}}, 174); err == nil {
+		t.Error("an empty chunk was added")
+	}
+}

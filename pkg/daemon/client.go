@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
+	"strings"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -74,6 +76,20 @@ func (c *Client) ID(ctx context.Context) (node.Identity, error) {
 func (c *Client) Add(ctx context.Context, r io.Reader) (cid.Cid, error) {
 	var res addResult
 	if err := c.do(ctx, http.MethodPost, "/v0/add", r, &res); err != nil {
+		return cid.Undef, err
+	}
+	return cid.Decode(res.Cid)
+}
+
+// AddChunks stores chunks as one blob, each chunk a block of its own.
+func (c *Client) AddChunks(ctx context.Context, chunks [][]byte) (cid.Cid, error) {
+	sizes := make([]string, len(chunks))
+	for i, ch := range chunks {
+		sizes[i] = strconv.Itoa(len(ch))
+	}
+	var res addResult
+	body := bytes.NewReader(bytes.Join(chunks, nil))
+	if err := c.do(ctx, http.MethodPost, "/v0/add?chunks="+strings.Join(sizes, ","), body, &res); err != nil {
 		return cid.Undef, err
 	}
 	return cid.Decode(res.Cid)

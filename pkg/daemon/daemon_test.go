@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,6 +94,30 @@ func TestClientAndNodeAgree(t *testing.T) {
 	res, err := c.GC(ctx)
 	if err != nil || res.Blocks == 0 {
 		t.Fatalf("gc: %+v %v", res, err)
+	}
+}
+
+// TestAddChunksThroughTheDaemon: a blob added in chunks through the
+// daemon gets the CID the node gives it; a body that does not match its
+// sizes is refused.
+func TestAddChunksThroughTheDaemon(t *testing.T) {
+	ctx := context.Background()
+	n, c := serve(t)
+	chunks := [][]byte{[]byte("first window"), bytes.Repeat([]byte("w"), 40_000), []byte("last")}
+	viaDaemon, err := c.AddChunks(ctx, chunks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct, err := n.AddChunks(ctx, chunks)
+	if err != nil || direct != viaDaemon {
+		t.Fatalf("daemon added %s, node %s (%v)", viaDaemon, direct, err)
+	}
+	for _, q := range []string{"chunks=5,5", "chunks=100", "chunks=0", "chunks=x"} {
+		resp, err := c.send(ctx, http.MethodPost, "/v0/add?"+q, strings.NewReader("0123456789abc"))
+		if err == nil {
+			resp.Body.Close()
+			t.Errorf("%s: accepted", q)
+		}
 	}
 }
 

@@ -301,6 +301,7 @@ func TestLayerIndexesAtPushOrLater(t *testing.T) {
 		t.Fatal(err)
 	}
 	layers := 0
+	var windows []cid.Cid
 	for d, desc := range after.Blobs {
 		if desc.MediaType != ocispec.MediaTypeImageLayerGzip {
 			continue
@@ -319,10 +320,19 @@ func TestLayerIndexesAtPushOrLater(t *testing.T) {
 		}
 		data, _ := io.ReadAll(rc)
 		rc.Close()
-		ix, err := layerindex.Parse(data, desc.Size)
+		format := desc.Annotations[layerindex.AnnotationFormat]
+		ix, err := layerindex.Open(data, format, desc.Size)
 		if err != nil {
 			t.Fatalf("layer %s: %v", d, err)
 		}
+		if format != layerindex.FormatZTOCSplit {
+			t.Errorf("layer %s: index format %q, want %q on the embedded node", d, format, layerindex.FormatZTOCSplit)
+		}
+		wc, err := cid.Decode(strings.TrimPrefix(desc.Annotations[layerindex.AnnotationWindows], image.URLScheme))
+		if err != nil {
+			t.Fatalf("layer %s: windows annotation: %v", d, err)
+		}
+		windows = append(windows, wc)
 		if len(ix.Entries()) == 0 {
 			t.Errorf("layer %s: empty index", d)
 		}
@@ -333,6 +343,16 @@ func TestLayerIndexesAtPushOrLater(t *testing.T) {
 	}
 	if _, err := n.GC(ctx); err != nil {
 		t.Fatal(err)
+	}
+	for _, wc := range windows {
+		rc, err := n.Cat(ctx, wc)
+		if err == nil {
+			_, err = io.Copy(io.Discard, rc)
+			rc.Close()
+		}
+		if err != nil {
+			t.Errorf("index windows %s after GC: %v", wc, err)
+		}
 	}
 	if _, err := image.ReadTree(ctx, n, later.Root, time.Minute); err != nil {
 		t.Fatalf("indexed image after GC: %v", err)

@@ -40,6 +40,14 @@ type StoredSource interface {
 	StoredCID(d ocispec.Descriptor) (cid.Cid, bool)
 }
 
+// ChunkAdder is a store that can add a blob of given chunks, each a block
+// of its own (blob.AddChunks): a split layer index's windows, so that a
+// mount fetches the window of each span it reads and no other. A store
+// without it (a kubo daemon) gets indexes with the windows inline.
+type ChunkAdder interface {
+	AddChunks(ctx context.Context, chunks [][]byte) (cid.Cid, error)
+}
+
 // Progress receives byte counts as a push or pull moves blobs.
 type Progress interface {
 	AddTotal(n int64)
@@ -321,21 +329,31 @@ func (p *pusher) indexLayer(ctx context.Context, l *ocispec.Descriptor) error {
 		return fmt.Errorf("index layer %s: %w", l.Digest, err)
 	}
 	defer os.Remove(file)
-	idx, format, err := layerindex.Build(file, l.MediaType, layerindex.DefaultSpanSize)
+	chunks, canSplit := p.store.(ChunkAdder)
+	built, err := layerindex.Build(file, l.MediaType, layerindex.BuildOptions{Inline: !canSplit})
 	if err != nil {
 		return nil // not a tar stream: no index, the image works without one
 	}
-	ic, err := p.store.Add(ctx, bytes.NewReader(idx))
+	ic, err := p.store.Add(ctx, bytes.NewReader(built.Index))
 	if err != nil {
 		return fmt.Errorf("add index of layer %s: %w", l.Digest, err)
 	}
-	p.record(ocispec.Descriptor{Digest: digest.FromBytes(idx), Size: int64(len(idx))}, ic)
+	p.record(ocispec.Descriptor{Digest: digest.FromBytes(built.Index), Size: int64(len(built.Index))}, ic)
 	l.Annotations = maps.Clone(l.Annotations)
 	if l.Annotations == nil {
 		l.Annotations = map[string]string{}
 	}
+	if built.Windows != nil {
+		wc, err := chunks.AddChunks(ctx, built.Windows)
+		if err != nil {
+			return fmt.Errorf("add index windows of layer %s: %w", l.Digest, err)
+		}
+		joined := bytes.Join(built.Windows, nil)
+		p.record(ocispec.Descriptor{Digest: digest.FromBytes(joined), Size: int64(len(joined))}, wc)
+		l.Annotations[layerindex.AnnotationWindows] = URLScheme + wc.String()
+	}
 	l.Annotations[layerindex.AnnotationIndex] = URLScheme + ic.String()
-	l.Annotations[layerindex.AnnotationFormat] = format
+	l.Annotations[layerindex.AnnotationFormat] = built.Format
 	return nil
 }
 
@@ -444,8 +462,12 @@ func (p *pusher) reachableAttachments(ctx context.Context, a map[string]string) 
 			p.mu.Unlock()
 		}
 	}
-	if changed && out[layerindex.AnnotationIndex] == "" {
+	if changed && (out[layerindex.AnnotationIndex] == "" ||
+		out[layerindex.AnnotationFormat] == layerindex.FormatZTOCSplit && out[layerindex.AnnotationWindows] == "") {
+		// An index is built again whole.
+		delete(out, layerindex.AnnotationIndex)
 		delete(out, layerindex.AnnotationFormat)
+		delete(out, layerindex.AnnotationWindows)
 	}
 	return out, changed
 }

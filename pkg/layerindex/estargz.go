@@ -155,7 +155,7 @@ func parseTOCIndex(data []byte, layerSize int64) (*tocReader, error) {
 	if ix.TOC == nil || ix.TOCOffset <= 0 || ix.TOCOffset > layerSize {
 		return nil, fmt.Errorf("layer TOC: no TOC, or it starts at %d of a %d-byte layer", ix.TOCOffset, layerSize)
 	}
-	r := &tocReader{compression: ix.Compression, files: map[string][]tocChunk{}, spans: newSpanCache(), stats: &Stats{}, checked: map[int]bool{}}
+	r := &tocReader{compression: ix.Compression, files: map[string][]tocChunk{}, spans: newSpanCache(DefaultInlineSpanSize), stats: &Stats{}, checked: map[int]bool{}}
 
 	// Entries in tar order; "chunk" entries continue the last file.
 	regionAt := map[int64]int{}
@@ -325,7 +325,7 @@ func entryOfTOC(te *estargz.TOCEntry) (Entry, error) {
 
 // ReadAt reads file e's bytes at off, fetching and decompressing only the
 // chunks they are in, each checked against its digest before use.
-func (r *tocReader) ReadAt(ctx context.Context, blob io.ReaderAt, e *Entry, p []byte, off int64) (int, error) {
+func (r *tocReader) ReadAt(ctx context.Context, src Source, e *Entry, p []byte, off int64) (int, error) {
 	if off >= e.Size {
 		return 0, io.EOF
 	}
@@ -350,7 +350,7 @@ func (r *tocReader) ReadAt(ctx context.Context, blob io.ReaderAt, e *Entry, p []
 			return int(done), fmt.Errorf("layer TOC: %s has no chunk at %d", e.Name, pos)
 		}
 		c := cs[j]
-		data, err := r.region(blob, c.Region)
+		data, err := r.region(src.Layer, c.Region)
 		if err != nil {
 			return int(done), err
 		}
@@ -404,11 +404,11 @@ func (r *tocReader) load(blob io.ReaderAt, i int) ([]byte, error) {
 
 func (r *tocReader) Cached(id int) bool { return r.spans.contains(id) }
 
-func (r *tocReader) Load(blob io.ReaderAt, id int) error {
+func (r *tocReader) Load(src Source, id int) error {
 	if id < 0 || id >= len(r.regions) {
 		return nil
 	}
-	_, err := r.region(blob, id)
+	_, err := r.region(src.Layer, id)
 	return err
 }
 

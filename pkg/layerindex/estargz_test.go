@@ -56,10 +56,11 @@ func TestTOCIndexReadsAnyRangeOfAnyFile(t *testing.T) {
 			files = append(files, file{hdr: files[1].hdr, data: []byte("a second small file")})
 			files[len(files)-1].hdr.Name = "etc/hostname"
 			path, blob := tocLayer(t, c.zstd, files)
-			data, format, err := Build(path, c.mediaType, 64<<10)
+			built, err := Build(path, c.mediaType, BuildOptions{SpanSize: 64 << 10})
 			if err != nil {
 				t.Fatal(err)
 			}
+			data, format := built.Index, built.Format
 			if format != FormatEStargz {
 				t.Fatalf("format %q, want the layer's own TOC", format)
 			}
@@ -96,7 +97,7 @@ func TestTOCIndexReadsAnyRangeOfAnyFile(t *testing.T) {
 			}
 			small := byName["etc/hostname"]
 			p := make([]byte, 64)
-			if n, err := ix.ReadAt(context.Background(), bytes.NewReader(blob), &small, p, 0); err != io.EOF || string(p[:n]) != "a second small file" {
+			if n, err := ix.ReadAt(context.Background(), Source{Layer: bytes.NewReader(blob)}, &small, p, 0); err != io.EOF || string(p[:n]) != "a second small file" {
 				t.Errorf("etc/hostname: %q, %v", p[:n], err)
 			}
 			want := files[2].data
@@ -104,7 +105,7 @@ func TestTOCIndexReadsAnyRangeOfAnyFile(t *testing.T) {
 			for range 50 {
 				off := r.Int63n(int64(len(want)))
 				p := make([]byte, r.Intn(300_000)+1)
-				n, err := ix.ReadAt(context.Background(), bytes.NewReader(blob), &big, p, off)
+				n, err := ix.ReadAt(context.Background(), Source{Layer: bytes.NewReader(blob)}, &big, p, off)
 				if err != nil && err != io.EOF {
 					t.Fatal(err)
 				}
@@ -117,7 +118,7 @@ func TestTOCIndexReadsAnyRangeOfAnyFile(t *testing.T) {
 			spans := ix.Spans(&big, 300_000, 1)
 			other[spans[0].Start+(spans[0].End-spans[0].Start)/2] ^= 0xff
 			fresh, _ := Open(data, format, int64(len(blob)))
-			if _, err := fresh.ReadAt(context.Background(), bytes.NewReader(other), &big, p, 300_000); err == nil {
+			if _, err := fresh.ReadAt(context.Background(), Source{Layer: bytes.NewReader(other)}, &big, p, 300_000); err == nil {
 				t.Error("a read of a changed chunk succeeded")
 			}
 		})
@@ -126,18 +127,18 @@ func TestTOCIndexReadsAnyRangeOfAnyFile(t *testing.T) {
 
 func TestZstdWithoutTOCHasNoIndex(t *testing.T) {
 	path, _ := testLayer(t, false, sampleFiles())
-	if _, _, err := Build(path, ocispec.MediaTypeImageLayerZstd, 64<<10); err == nil {
+	if _, err := Build(path, ocispec.MediaTypeImageLayerZstd, BuildOptions{}); err == nil {
 		t.Error("a layer that is not zstd got an index as zstd")
 	}
 }
 
 func FuzzParseTOCIndex(f *testing.F) {
 	path, blob := tocLayer(f, false, sampleFiles())
-	data, _, err := Build(path, ocispec.MediaTypeImageLayerGzip, 64<<10)
+	built, err := Build(path, ocispec.MediaTypeImageLayerGzip, BuildOptions{})
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Add(data, int64(len(blob)))
+	f.Add(built.Index, int64(len(blob)))
 	f.Add([]byte("not gzip"), int64(10))
 	f.Fuzz(func(t *testing.T, data []byte, size int64) {
 		ix, err := Open(data, FormatEStargz, size)
@@ -152,7 +153,7 @@ func FuzzParseTOCIndex(f *testing.F) {
 				small = small && s.End-s.Start < 1<<20
 			}
 			if e.IsReg() && e.Size > 0 && small {
-				ix.ReadAt(context.Background(), bytes.NewReader(junk), &e, make([]byte, 16), e.Size/2)
+				ix.ReadAt(context.Background(), Source{Layer: bytes.NewReader(junk)}, &e, make([]byte, 16), e.Size/2)
 			}
 		}
 	})
@@ -160,11 +161,11 @@ func FuzzParseTOCIndex(f *testing.F) {
 
 func TestTOCIndexRefusesChunksPastTheTOC(t *testing.T) {
 	path, blob := tocLayer(t, false, sampleFiles())
-	data, _, err := Build(path, ocispec.MediaTypeImageLayerGzip, 64<<10)
+	built, err := Build(path, ocispec.MediaTypeImageLayerGzip, BuildOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := inflateIndex(data)
+	raw, err := inflateIndex(built.Index)
 	if err != nil {
 		t.Fatal(err)
 	}

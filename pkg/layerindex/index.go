@@ -6,7 +6,9 @@
 // The index is a zTOC, soci-snapshotter's format for random access into
 // unmodified gzip (and uncompressed) tar layers, stored as a blob in IPFS
 // and named by an annotation on the layer's descriptor; the layer blob and
-// its digest are untouched.
+// its digest are untouched. A gzip layer's zTOC keeps its inflate windows
+// apart (FormatZTOCSplit), eStargz and zstd:chunked layers are indexed by
+// their own TOC (FormatEStargz).
 package layerindex
 
 import (
@@ -45,10 +47,21 @@ const (
 	// FormatEStargz.
 	AnnotationFormat = "io.shoal.layer.index.format"
 	// FormatZTOC is a zTOC serialised with flatbuffers, gzip-compressed:
-	// the inflate windows in its checkpoints shrink about fourfold, and
-	// the index is most of what a lazy start fetches.
+	// the inflate windows in its checkpoints shrink about fourfold.
 	FormatZTOC = "ztoc+gzip"
+	// FormatZTOCSplit is FormatZTOC with the inflate windows in a blob of
+	// their own, named by AnnotationWindows (split.go).
+	FormatZTOCSplit = "ztoc-split+gzip"
+	// AnnotationWindows is "ipfs://CID" of a split zTOC's windows.
+	AnnotationWindows = "io.shoal.layer.index.windows"
 )
+
+// Source is what a reader reads a layer's bytes from: the layer blob, and
+// the windows blob of a split zTOC (nil for other formats), both bound to
+// one read's context.
+type Source struct {
+	Layer, Windows io.ReaderAt
+}
 
 // Reader reads a layer's files through an index of it: its entries, and
 // any byte range of a regular file from the layer blob, fetching only the
@@ -59,12 +72,12 @@ type Reader interface {
 	// ReadAt reads file e's bytes at off; every span is checked against
 	// the index's digests before use, so an index that does not belong
 	// to the blob never yields wrong bytes.
-	ReadAt(ctx context.Context, blob io.ReaderAt, e *Entry, p []byte, off int64) (int, error)
+	ReadAt(ctx context.Context, src Source, e *Entry, p []byte, off int64) (int, error)
 	// Spans lists the spans holding bytes [off, off+n) of file e.
 	Spans(e *Entry, off, n int64) []Span
 	// Load reads span id ahead of a read that will want it; Cached
 	// reports whether it is in memory.
-	Load(blob io.ReaderAt, id int) error
+	Load(src Source, id int) error
 	Cached(id int) bool
 	// CountInto makes the reader count its span loads in s.
 	CountInto(s *Stats)
@@ -77,18 +90,26 @@ type Reader interface {
 func Open(data []byte, format string, layerSize int64) (Reader, error) {
 	switch format {
 	case FormatZTOC:
-		return Parse(data, layerSize)
+		return parseZTOC(data, layerSize, false)
+	case FormatZTOCSplit:
+		return parseZTOC(data, layerSize, true)
 	case FormatEStargz:
 		return parseTOCIndex(data, layerSize)
 	}
-	return nil, fmt.Errorf("layer index format %q is not one shoal reads (%s, %s)", format, FormatZTOC, FormatEStargz)
+	return nil, fmt.Errorf("layer index format %q is not one shoal reads (%s, %s, %s)", format, FormatZTOCSplit, FormatZTOC, FormatEStargz)
 }
 
-// DefaultSpanSize is the uncompressed distance between checkpoints. Each
-// checkpoint of a gzip layer costs 32 KiB of index (the inflate window);
-// a read costs fetching and inflating the spans it touches. 2 MiB is
-// the measured best of 1, 2 and 4 (docs/lazy.md).
-const DefaultSpanSize = 2 << 20
+// Span sizes, the uncompressed distance between checkpoints. A read
+// costs fetching and inflating the spans it touches, each checkpoint of a
+// gzip layer a 32 KiB inflate window, about 13 KiB compressed. Kept in
+// the index, windows are fetched whole at mount, and 2 MiB was the
+// measured best of 1, 2 and 4; kept apart, only the windows of the spans
+// read are, and 512 KiB is the best of 2 MiB down to 256 KiB
+// (docs/lazy.md).
+const (
+	DefaultSpanSize       = 512 << 10
+	DefaultInlineSpanSize = 2 << 20
+)
 
 // MaxIndexSize bounds an index blob read whole.
 const MaxIndexSize = 64 << 20
@@ -109,41 +130,66 @@ func Compression(mediaType string) (string, error) {
 	return "", fmt.Errorf("%w: %s", ErrUnsupported, mediaType)
 }
 
-// Build indexes the layer blob in file, of the given media type, and
-// returns the serialised index and its format. An eStargz or zstd:chunked
-// layer is indexed by its own TOC (FormatEStargz); any other gzip or
-// uncompressed tar layer gets a zTOC with checkpoints every span bytes
-// (FormatZTOC).
-func Build(file, mediaType string, span int64) (index []byte, format string, err error) {
+// BuildOptions change how a layer is indexed.
+type BuildOptions struct {
+	// SpanSize is the uncompressed distance between a zTOC's checkpoints;
+	// 0 picks the format's default.
+	SpanSize int64
+	// Inline keeps a gzip layer's inflate windows in its zTOC
+	// (FormatZTOC) rather than apart, for a store that cannot add them as
+	// a blob of one block per window.
+	Inline bool
+}
+
+// Built is a layer's index.
+type Built struct {
+	Index  []byte
+	Format string
+	// Windows are a split zTOC's compressed windows, in span order: to
+	// store as one blob, each window a block of its own.
+	Windows [][]byte
+}
+
+// Build indexes the layer blob in file, of the given media type. An
+// eStargz or zstd:chunked layer is indexed by its own TOC
+// (FormatEStargz), any other gzip layer by a split zTOC (FormatZTOCSplit,
+// or FormatZTOC if o.Inline), and an uncompressed tar layer, which has no
+// windows, by a zTOC.
+func Build(file, mediaType string, o BuildOptions) (*Built, error) {
 	algo, err := Compression(mediaType)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if algo != compression.Uncompressed {
 		data, err := buildFromTOC(file, algo)
 		if err == nil {
-			return data, FormatEStargz, nil
+			return &Built{Index: data, Format: FormatEStargz}, nil
 		}
 		if !errors.Is(err, errNoTOC) {
-			return nil, "", fmt.Errorf("index layer: %w", err)
+			return nil, fmt.Errorf("index layer: %w", err)
 		}
 		if algo == compression.Zstd {
-			return nil, "", fmt.Errorf("%w: zstd without a zstd:chunked TOC (one frame cannot be read from the middle)", ErrUnsupported)
+			return nil, fmt.Errorf("%w: zstd without a zstd:chunked TOC (one frame cannot be read from the middle)", ErrUnsupported)
 		}
 	}
-	data, err := buildZTOC(file, algo, span)
-	if err != nil {
-		return nil, "", err
+	split := algo == compression.Gzip && !o.Inline
+	span := o.SpanSize
+	if span <= 0 {
+		span = DefaultSpanSize
+		if !split {
+			span = DefaultInlineSpanSize
+		}
 	}
-	return data, FormatZTOC, nil
+	return buildZTOC(file, algo, span, split)
 }
 
-// buildZTOC builds a zTOC of the layer in file.
+// buildZTOC builds a zTOC of the layer in file, its windows apart if
+// split.
 //
 // The two passes a zTOC takes, the table of contents (Go's tar over a
 // fast inflater) and the checkpoints with their digests (zlib), run at
 // the same time.
-func buildZTOC(file, algo string, span int64) ([]byte, error) {
+func buildZTOC(file, algo string, span int64, split bool) (*Built, error) {
 	fi, err := os.Stat(file)
 	if err != nil {
 		return nil, err
@@ -166,6 +212,14 @@ func buildZTOC(file, algo string, span int64) ([]byte, error) {
 	if err := g.Wait(); err != nil {
 		return nil, fmt.Errorf("index layer: %w", err)
 	}
+	built := &Built{Format: FormatZTOC}
+	if split {
+		info.Checkpoints, built.Windows, err = splitCheckpoints(info.Checkpoints)
+		if err != nil {
+			return nil, fmt.Errorf("index layer: %w", err)
+		}
+		built.Format = FormatZTOCSplit
+	}
 	r, _, err := ztoc.Marshal(&ztoc.Ztoc{
 		Version:                 ztoc.Version09,
 		TOC:                     toc,
@@ -177,7 +231,10 @@ func buildZTOC(file, algo string, span int64) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("index layer: %w", err)
 	}
-	return gzipIndex(r)
+	if built.Index, err = gzipIndex(r); err != nil {
+		return nil, err
+	}
+	return built, nil
 }
 
 // gzipIndex compresses an index as it is stored, at gzip's default level:
@@ -233,10 +290,26 @@ func checkpoints(file, algo string, span, size int64) (ztoc.CompressionInfo, err
 	return ztoc.CompressionInfo{MaxSpanID: zi.MaxSpanID(), SpanDigests: digests, Checkpoints: cp, CompressionAlgorithm: algo}, nil
 }
 
-// Index is a layer's index, opened for reading the layer's files.
+// checkpointTable maps a zTOC's spans to offsets: soci's zinfo, or a
+// split zTOC's table.
+type checkpointTable interface {
+	MaxSpanID() compression.SpanID
+	UncompressedOffsetToSpanID(compression.Offset) compression.SpanID
+	StartCompressedOffset(compression.SpanID) compression.Offset
+	EndCompressedOffset(compression.SpanID, compression.Offset) compression.Offset
+	StartUncompressedOffset(compression.SpanID) compression.Offset
+	EndUncompressedOffset(compression.SpanID, compression.Offset) compression.Offset
+	Close()
+}
+
+// Index is a layer's zTOC, opened for reading the layer's files.
 type Index struct {
-	zt      *ztoc.Ztoc
+	zt *ztoc.Ztoc
+	cp checkpointTable
+	// Either zinfo, soci's, which holds the windows, or split, whose
+	// windows are read from Source.Windows.
 	zinfo   compression.Zinfo
+	split   *splitTable
 	entries []Entry
 	spans   *spanCache
 	mu      sync.Mutex // guards checked and the inflate state
@@ -251,7 +324,7 @@ type Index struct {
 type Stats struct {
 	SpanLoads   atomic.Int64 // spans read from the blob and inflated
 	SpanHits    atomic.Int64 // span reads served from memory
-	SpanBytes   atomic.Int64 // compressed bytes read from blobs
+	SpanBytes   atomic.Int64 // compressed bytes read from blobs, windows included
 	LoadNanos   atomic.Int64 // time spent loading spans
 	MaxLoadNano atomic.Int64 // the slowest span load
 }
@@ -285,9 +358,9 @@ func inflateIndex(data []byte) ([]byte, error) {
 	return raw, nil
 }
 
-// Parse reads a serialised index and checks that it describes a layer of
-// the given size.
-func Parse(data []byte, layerSize int64) (*Index, error) {
+// parseZTOC reads a serialised zTOC, split or not, and checks that it
+// describes a layer of the given size.
+func parseZTOC(data []byte, layerSize int64, split bool) (*Index, error) {
 	raw, err := inflateIndex(data)
 	if err != nil {
 		return nil, fmt.Errorf("layer index: %w", err)
@@ -302,15 +375,27 @@ func Parse(data []byte, layerSize int64) (*Index, error) {
 	if len(zt.SpanDigests) != int(zt.MaxSpanID)+1 {
 		return nil, fmt.Errorf("layer index: %d span digests for %d spans", len(zt.SpanDigests), zt.MaxSpanID+1)
 	}
-	zi, err := zt.Zinfo()
-	if err != nil {
-		return nil, fmt.Errorf("layer index: %w", err)
+	spanSize := int64(zt.UncompressedArchiveSize) / int64(zt.MaxSpanID+1)
+	ix := &Index{zt: zt, stats: &Stats{}, checked: map[compression.SpanID]bool{}, spans: newSpanCache(spanSize)}
+	if split {
+		if zt.CompressionAlgorithm != compression.Gzip {
+			return nil, fmt.Errorf("layer index: a split zTOC of a %q layer", zt.CompressionAlgorithm)
+		}
+		ix.split, err = parseSplitTable(zt.Checkpoints, len(zt.SpanDigests), layerSize, int64(zt.UncompressedArchiveSize))
+		if err != nil {
+			return nil, fmt.Errorf("layer index: %w", err)
+		}
+		ix.cp = ix.split
+	} else {
+		if ix.zinfo, err = zt.Zinfo(); err != nil {
+			return nil, fmt.Errorf("layer index: %w", err)
+		}
+		ix.cp = ix.zinfo
 	}
-	ix := &Index{zt: zt, zinfo: zi, stats: &Stats{}, checked: map[compression.SpanID]bool{}, spans: newSpanCache()}
 	for _, m := range zt.FileMetadata {
 		e, err := entryOf(m, zt.UncompressedArchiveSize)
 		if err != nil {
-			zi.Close()
+			ix.cp.Close()
 			return nil, err
 		}
 		ix.entries = append(ix.entries, e)
@@ -349,13 +434,13 @@ func entryOf(m ztoc.FileMetadata, total compression.Offset) (Entry, error) {
 func (ix *Index) Entries() []Entry { return ix.entries }
 
 // Close releases the inflate state.
-func (ix *Index) Close() { ix.zinfo.Close() }
+func (ix *Index) Close() { ix.cp.Close() }
 
 // ReadAt reads file e's bytes at off from the layer blob, fetching and
 // inflating only the spans they are in. Every span's compressed bytes are
 // checked against the index's digest for it before use, so an index that
 // does not belong to the blob never yields wrong bytes.
-func (ix *Index) ReadAt(ctx context.Context, blob io.ReaderAt, e *Entry, p []byte, off int64) (int, error) {
+func (ix *Index) ReadAt(ctx context.Context, src Source, e *Entry, p []byte, off int64) (int, error) {
 	if off >= e.Size {
 		return 0, io.EOF
 	}
@@ -366,12 +451,12 @@ func (ix *Index) ReadAt(ctx context.Context, blob io.ReaderAt, e *Entry, p []byt
 		if err := ctx.Err(); err != nil {
 			return int(done), err
 		}
-		id := ix.zinfo.UncompressedOffsetToSpanID(compression.Offset(pos + done))
-		span, err := ix.span(blob, id)
+		id := ix.cp.UncompressedOffsetToSpanID(compression.Offset(pos + done))
+		span, err := ix.span(src, id)
 		if err != nil {
 			return int(done), err
 		}
-		start := int64(ix.zinfo.StartUncompressedOffset(id))
+		start := int64(ix.cp.StartUncompressedOffset(id))
 		k := copy(p[done:n], span[pos+done-start:])
 		if k == 0 {
 			return int(done), fmt.Errorf("layer index: span %d ends before offset %d", id, pos+done)
@@ -385,8 +470,8 @@ func (ix *Index) ReadAt(ctx context.Context, blob io.ReaderAt, e *Entry, p []byt
 }
 
 // span returns the uncompressed bytes of span id.
-func (ix *Index) span(blob io.ReaderAt, id compression.SpanID) ([]byte, error) {
-	return ix.spans.get(int(id), ix.stats, func() ([]byte, error) { return ix.load(blob, id) })
+func (ix *Index) span(src Source, id compression.SpanID) ([]byte, error) {
+	return ix.spans.get(int(id), ix.stats, func() ([]byte, error) { return ix.load(src, id) })
 }
 
 // spanCache keeps the last spans a reader decompressed. Spans load in
@@ -397,8 +482,21 @@ type spanCache struct {
 	flight singleflight.Group
 }
 
-func newSpanCache() *spanCache {
-	kept, _ := lru.New[int, []byte](8)
+// A span is inflated whole into memory: one bigger than maxSpanBytes, or
+// than deflate can expand its compressed bytes to (1032:1), comes from an
+// index that is wrong, not from a layer.
+const (
+	maxSpanBytes    = 64 << 20
+	maxDeflateRatio = 1032
+)
+
+// spanCacheBytes is about how much a reader keeps inflated: 8 spans of
+// 2 MiB, 32 of 512 KiB.
+const spanCacheBytes = 16 << 20
+
+// newSpanCache keeps spans of about spanSize bytes.
+func newSpanCache(spanSize int64) *spanCache {
+	kept, _ := lru.New[int, []byte](int(max(8, min(256, spanCacheBytes/max(spanSize, 1)))))
 	return &spanCache{kept: kept}
 }
 
@@ -431,17 +529,33 @@ func (c *spanCache) get(id int, stats *Stats, load func() ([]byte, error)) ([]by
 func (c *spanCache) contains(id int) bool { return c.kept.Contains(id) }
 
 // load reads span id's compressed bytes, checks them and inflates them.
-func (ix *Index) load(blob io.ReaderAt, id compression.SpanID) ([]byte, error) {
+// A split zTOC's window is read at the same time, so that a span missing
+// here costs one round trip to a peer, not two.
+func (ix *Index) load(src Source, id compression.SpanID) ([]byte, error) {
 	start := time.Now()
-	cStart := ix.zinfo.StartCompressedOffset(id)
-	cEnd := ix.zinfo.EndCompressedOffset(id, ix.zt.CompressedArchiveSize)
-	uStart := ix.zinfo.StartUncompressedOffset(id)
-	uEnd := ix.zinfo.EndUncompressedOffset(id, ix.zt.UncompressedArchiveSize)
-	if cEnd < cStart || uEnd < uStart || cEnd > ix.zt.CompressedArchiveSize {
+	cStart := ix.cp.StartCompressedOffset(id)
+	cEnd := ix.cp.EndCompressedOffset(id, ix.zt.CompressedArchiveSize)
+	uStart := ix.cp.StartUncompressedOffset(id)
+	uEnd := ix.cp.EndUncompressedOffset(id, ix.zt.UncompressedArchiveSize)
+	if cEnd < cStart || uEnd < uStart || cEnd > ix.zt.CompressedArchiveSize || uEnd-uStart > maxSpanBytes ||
+		(ix.zt.CompressionAlgorithm == compression.Gzip && int64(uEnd-uStart) > maxDeflateRatio*int64(cEnd-cStart+1)) {
 		return nil, fmt.Errorf("layer index: span %d has impossible bounds", id)
 	}
+	var window []byte
+	var windowErr error
+	windowRead := make(chan struct{})
+	if ix.split != nil {
+		go func() {
+			defer close(windowRead)
+			window, windowErr = ix.split.window(src.Windows, id)
+		}()
+	} else {
+		close(windowRead)
+	}
 	buf := make([]byte, cEnd-cStart)
-	if _, err := blob.ReadAt(buf, int64(cStart)); err != nil && !(errors.Is(err, io.EOF) && len(buf) > 0) {
+	_, err := src.Layer.ReadAt(buf, int64(cStart))
+	<-windowRead
+	if err != nil && !(errors.Is(err, io.EOF) && len(buf) > 0) {
 		return nil, fmt.Errorf("read span %d of the layer: %w", id, err)
 	}
 	ix.mu.Lock()
@@ -452,16 +566,30 @@ func (ix *Index) load(blob io.ReaderAt, id compression.SpanID) ([]byte, error) {
 	}
 	ix.mu.Lock()
 	ix.checked[id] = true
-	// zlib's inflate state for the checkpoints is shared: one at a time.
-	data, err := ix.zinfo.ExtractDataFromBuffer(buf, uEnd-uStart, uStart, id)
 	ix.mu.Unlock()
+	if windowErr != nil {
+		return nil, fmt.Errorf("layer index: %w", windowErr)
+	}
+	var data []byte
+	if ix.split != nil {
+		data, err = ix.split.inflate(buf, window, id, uEnd-uStart)
+	} else {
+		// soci's zinfo keeps one inflate state for all checkpoints.
+		ix.mu.Lock()
+		data, err = ix.zinfo.ExtractDataFromBuffer(buf, uEnd-uStart, uStart, id)
+		ix.mu.Unlock()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("inflate span %d: %w", id, err)
 	}
 	if int64(len(data)) != int64(uEnd-uStart) {
 		return nil, fmt.Errorf("inflate span %d: %d bytes, want %d", id, len(data), uEnd-uStart)
 	}
-	ix.stats.loaded(len(buf), time.Since(start))
+	n := len(buf)
+	if ix.split != nil {
+		n += ix.split.points[id].wlen
+	}
+	ix.stats.loaded(n, time.Since(start))
 	return data, nil
 }
 
@@ -469,11 +597,11 @@ func (ix *Index) load(blob io.ReaderAt, id compression.SpanID) ([]byte, error) {
 func (ix *Index) Cached(id int) bool { return ix.spans.contains(id) }
 
 // Load reads and inflates span id ahead of a read that will want it.
-func (ix *Index) Load(blob io.ReaderAt, id int) error {
+func (ix *Index) Load(src Source, id int) error {
 	if id < 0 || id > int(ix.zt.MaxSpanID) {
 		return nil
 	}
-	_, err := ix.span(blob, compression.SpanID(id))
+	_, err := ix.span(src, compression.SpanID(id))
 	return err
 }
 
@@ -490,14 +618,14 @@ func (ix *Index) Spans(e *Entry, off, n int64) []Span {
 		return nil
 	}
 	n = min(n, e.Size-off)
-	first := ix.zinfo.UncompressedOffsetToSpanID(compression.Offset(e.Offset + off))
-	last := ix.zinfo.UncompressedOffsetToSpanID(compression.Offset(e.Offset + off + n - 1))
+	first := ix.cp.UncompressedOffsetToSpanID(compression.Offset(e.Offset + off))
+	last := ix.cp.UncompressedOffsetToSpanID(compression.Offset(e.Offset + off + n - 1))
 	var out []Span
 	for id := first; id <= last; id++ {
 		out = append(out, Span{
 			ID:    int(id),
-			Start: int64(ix.zinfo.StartCompressedOffset(id)),
-			End:   int64(ix.zinfo.EndCompressedOffset(id, ix.zt.CompressedArchiveSize)),
+			Start: int64(ix.cp.StartCompressedOffset(id)),
+			End:   int64(ix.cp.EndCompressedOffset(id, ix.zt.CompressedArchiveSize)),
 		})
 	}
 	return out

@@ -63,78 +63,167 @@ func sampleFiles() []file {
 	}
 }
 
+// zTOCCases are the zTOC flavours: a gzip layer with its windows apart
+// (the default) or inline, and an uncompressed layer.
+var zTOCCases = []struct {
+	name   string
+	gz     bool
+	inline bool
+	format string
+}{
+	{"gzip split", true, false, FormatZTOCSplit},
+	{"gzip inline", true, true, FormatZTOC},
+	{"tar", false, false, FormatZTOC},
+}
+
+// buildZ indexes a test layer as c says and opens the index, with a
+// source reading blob and the index's windows.
+func buildZ(t testing.TB, path string, gz, inline bool, span int64) (*Built, Reader) {
+	t.Helper()
+	mt := ocispec.MediaTypeImageLayer
+	if gz {
+		mt = ocispec.MediaTypeImageLayerGzip
+	}
+	built, err := Build(path, mt, BuildOptions{SpanSize: span, Inline: inline})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(path)
+	ix, err := Open(built.Index, built.Format, fi.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ix.Close)
+	return built, ix
+}
+
+// sourceOf reads blob, and the windows of built.
+func sourceOf(built *Built, blob []byte) Source {
+	return Source{Layer: bytes.NewReader(blob), Windows: bytes.NewReader(bytes.Join(built.Windows, nil))}
+}
+
 func TestIndexReadsAnyRangeOfAnyFile(t *testing.T) {
-	for _, gz := range []bool{true, false} {
-		mt := ocispec.MediaTypeImageLayer
-		if gz {
-			mt = ocispec.MediaTypeImageLayerGzip
-		}
-		files := sampleFiles()
-		path, blob := testLayer(t, gz, files)
-		data, _, err := Build(path, mt, 64<<10)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ix, err := Parse(data, int64(len(blob)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ix.Close()
-		entries := ix.Entries()
-		if len(entries) != len(files) {
-			t.Fatalf("%d entries, want %d", len(entries), len(files))
-		}
-		for i, e := range entries {
-			h := files[i].hdr
-			if e.Name != h.Name || e.Type != h.Typeflag || e.Mode != h.Mode || e.UID != h.Uid || e.Linkname != h.Linkname ||
-				!e.ModTime.Equal(h.ModTime) || e.Devmajor != h.Devmajor || e.Devminor != h.Devminor {
-				t.Errorf("entry %d: %+v, header %+v", i, e, h)
+	for _, c := range zTOCCases {
+		t.Run(c.name, func(t *testing.T) {
+			files := sampleFiles()
+			path, blob := testLayer(t, c.gz, files)
+			built, ix := buildZ(t, path, c.gz, c.inline, 64<<10)
+			if built.Format != c.format || (c.format == FormatZTOCSplit) != (len(built.Windows) > 1) {
+				t.Fatalf("format %q with %d windows, want %q", built.Format, len(built.Windows), c.format)
 			}
-		}
-		big := &entries[2]
-		if big.Xattrs["security.capability"] != "\x01\x00\x00\x02" || big.Xattrs["user.note"] != "hi" {
-			t.Errorf("xattrs %q", big.Xattrs)
-		}
-		want := files[2].data
-		r := rand.New(rand.NewSource(2))
-		for range 50 {
-			off := r.Int63n(int64(len(want)))
-			p := make([]byte, r.Intn(200_000)+1)
-			n, err := ix.ReadAt(context.Background(), bytes.NewReader(blob), big, p, off)
-			if err != nil && err != io.EOF {
-				t.Fatal(err)
+			entries := ix.Entries()
+			if len(entries) != len(files) {
+				t.Fatalf("%d entries, want %d", len(entries), len(files))
 			}
-			if !bytes.Equal(p[:n], want[off:off+int64(n)]) || (err == nil && n != len(p)) {
-				t.Fatalf("gzip %v: read %d at %d: wrong bytes (n=%d, err=%v)", gz, len(p), off, n, err)
+			for i, e := range entries {
+				h := files[i].hdr
+				if e.Name != h.Name || e.Type != h.Typeflag || e.Mode != h.Mode || e.UID != h.Uid || e.Linkname != h.Linkname ||
+					!e.ModTime.Equal(h.ModTime) || e.Devmajor != h.Devmajor || e.Devminor != h.Devminor {
+					t.Errorf("entry %d: %+v, header %+v", i, e, h)
+				}
 			}
+			big := &entries[2]
+			if big.Xattrs["security.capability"] != "\x01\x00\x00\x02" || big.Xattrs["user.note"] != "hi" {
+				t.Errorf("xattrs %q", big.Xattrs)
+			}
+			want := files[2].data
+			src := sourceOf(built, blob)
+			r := rand.New(rand.NewSource(2))
+			for range 50 {
+				off := r.Int63n(int64(len(want)))
+				p := make([]byte, r.Intn(200_000)+1)
+				n, err := ix.ReadAt(context.Background(), src, big, p, off)
+				if err != nil && err != io.EOF {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(p[:n], want[off:off+int64(n)]) || (err == nil && n != len(p)) {
+					t.Fatalf("read %d at %d: wrong bytes (n=%d, err=%v)", len(p), off, n, err)
+				}
+			}
+		})
+	}
+}
+
+// TestSplitIndexIsSmaller: the windows apart, the index a mount fetches
+// whole is a fraction of the inline one, and each window is read on its
+// own.
+func TestSplitIndexIsSmaller(t *testing.T) {
+	path, _ := testLayer(t, true, sampleFiles())
+	split, _ := buildZ(t, path, true, false, 64<<10)
+	inline, _ := buildZ(t, path, true, true, 64<<10)
+	if len(split.Index)*2 > len(inline.Index) {
+		t.Errorf("split index %d bytes, inline %d: want under half", len(split.Index), len(inline.Index))
+	}
+	for i, w := range split.Windows {
+		if len(w) == 0 || len(w) > maxWindow {
+			t.Errorf("window %d: %d bytes", i, len(w))
 		}
 	}
 }
 
 func TestIndexOfAnotherBlobIsRefused(t *testing.T) {
+	for _, c := range zTOCCases[:2] {
+		t.Run(c.name, func(t *testing.T) {
+			path, blob := testLayer(t, true, sampleFiles())
+			built, ix := buildZ(t, path, true, c.inline, 64<<10)
+			if _, err := Open(built.Index, built.Format, int64(len(blob))+1); err == nil {
+				t.Error("an index for a blob of another size was accepted")
+			}
+			other := bytes.Clone(blob)
+			other[len(other)/2] ^= 0xff
+			if !readFails(ix, sourceOf(built, other)) {
+				t.Fatal("every read of a changed blob succeeded")
+			}
+		})
+	}
+}
+
+// TestSplitIndexRefusesWrongWindows: a window that is not the one the
+// index names is refused, never used to inflate.
+func TestSplitIndexRefusesWrongWindows(t *testing.T) {
 	path, blob := testLayer(t, true, sampleFiles())
-	data, _, err := Build(path, ocispec.MediaTypeImageLayerGzip, 64<<10)
-	if err != nil {
-		t.Fatal(err)
+	built, _ := buildZ(t, path, true, false, 64<<10)
+	windows := bytes.Join(built.Windows, nil)
+	// A window in the middle: the last span may be empty, never read.
+	k := len(built.Windows) / 2
+	at := len(bytes.Join(built.Windows[:k], nil))
+	for name, w := range map[string][]byte{
+		"changed":   flipByte(windows, at+len(built.Windows[k])/2),
+		"truncated": windows[:at+10],
+		"missing":   nil,
+	} {
+		ix, err := Open(built.Index, built.Format, int64(len(blob)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := Source{Layer: bytes.NewReader(blob)}
+		if w != nil {
+			src.Windows = bytes.NewReader(w)
+		}
+		if !readFails(ix, src) {
+			t.Errorf("%s windows: every read succeeded", name)
+		}
+		ix.Close()
 	}
-	if _, err := Parse(data, int64(len(blob))+1); err == nil {
-		t.Error("an index for a blob of another size was accepted")
-	}
-	ix, err := Parse(data, int64(len(blob)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ix.Close()
-	other := bytes.Clone(blob)
-	other[len(other)/2] ^= 0xff
+}
+
+func flipByte(b []byte, i int) []byte {
+	b = bytes.Clone(b)
+	b[i] ^= 0xff
+	return b
+}
+
+// readFails reads the big sample file through ix in steps, and reports
+// whether a read failed.
+func readFails(ix Reader, src Source) bool {
 	p := make([]byte, 100)
 	e := &ix.Entries()[2]
-	for off := int64(0); off < e.Size; off += 64 << 10 {
-		if _, err := ix.ReadAt(context.Background(), bytes.NewReader(other), e, p, off); err != nil {
-			return // caught
+	for off := int64(0); off < e.Size; off += 16 << 10 {
+		if _, err := ix.ReadAt(context.Background(), src, e, p, off); err != nil {
+			return true
 		}
 	}
-	t.Fatal("every read of a changed blob succeeded")
+	return false
 }
 
 func TestUnsupportedCompression(t *testing.T) {
@@ -152,11 +241,11 @@ func FuzzBuildAndRead(f *testing.F) {
 	f.Fuzz(func(t *testing.T, blob []byte) {
 		p := filepath.Join(t.TempDir(), "layer")
 		os.WriteFile(p, blob, 0o644)
-		data, _, err := Build(p, ocispec.MediaTypeImageLayer, 4096)
+		built, err := Build(p, ocispec.MediaTypeImageLayer, BuildOptions{SpanSize: 4096})
 		if err != nil {
 			return
 		}
-		ix, err := Parse(data, int64(len(blob)))
+		ix, err := Open(built.Index, built.Format, int64(len(blob)))
 		if err != nil {
 			t.Fatalf("an index just built does not parse: %v", err)
 		}
@@ -173,7 +262,7 @@ func FuzzBuildAndRead(f *testing.F) {
 			}
 			want, _ := io.ReadAll(tr)
 			got := make([]byte, e.Size)
-			n, err := ix.ReadAt(context.Background(), bytes.NewReader(blob), e, got, 0)
+			n, err := ix.ReadAt(context.Background(), Source{Layer: bytes.NewReader(blob)}, e, got, 0)
 			if err != nil && err != io.EOF {
 				t.Fatalf("%s: %v", e.Name, err)
 			}
@@ -184,24 +273,28 @@ func FuzzBuildAndRead(f *testing.F) {
 	})
 }
 
-// FuzzParse: any bytes either fail to parse or give an index whose reads
-// stay within the blob.
+// FuzzParse: any bytes either fail to parse as a zTOC, split or not, or
+// give an index whose reads stay within the blob and its windows.
 func FuzzParse(f *testing.F) {
 	path, blob := testLayer(f, true, sampleFiles())
-	data, _, err := Build(path, ocispec.MediaTypeImageLayerGzip, 64<<10)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(data)
-	f.Fuzz(func(t *testing.T, data []byte) {
-		ix, err := Parse(data, int64(len(blob)))
+	split, _ := buildZ(f, path, true, false, 64<<10)
+	inline, _ := buildZ(f, path, true, true, 64<<10)
+	f.Add(split.Index, true)
+	f.Add(inline.Index, false)
+	src := sourceOf(split, blob)
+	f.Fuzz(func(t *testing.T, data []byte, isSplit bool) {
+		format := FormatZTOC
+		if isSplit {
+			format = FormatZTOCSplit
+		}
+		ix, err := Open(data, format, int64(len(blob)))
 		if err != nil {
 			return
 		}
 		defer ix.Close()
 		p := make([]byte, 4096)
 		for i := range ix.Entries() {
-			_, _ = ix.ReadAt(context.Background(), bytes.NewReader(blob), &ix.Entries()[i], p, 0)
+			_, _ = ix.ReadAt(context.Background(), src, &ix.Entries()[i], p, 0)
 		}
 	})
 }
@@ -217,7 +310,7 @@ func TestBadLayersGetNoIndex(t *testing.T) {
 	} {
 		p := filepath.Join(t.TempDir(), "layer")
 		os.WriteFile(p, data, 0o644)
-		if _, _, err := Build(p, ocispec.MediaTypeImageLayerGzip, 64<<10); err == nil {
+		if _, err := Build(p, ocispec.MediaTypeImageLayerGzip, BuildOptions{SpanSize: 64 << 10}); err == nil {
 			t.Errorf("%s: indexed", name)
 		}
 	}

@@ -128,6 +128,7 @@ type indexedLayer struct {
 	ix          layerindex.Reader
 	store       Store
 	blob        cid.Cid
+	windows     cid.Cid // a split index's windows; cid.Undef for others
 	index       cid.Cid
 	indexSize   int64
 	readTimeout time.Duration
@@ -167,11 +168,19 @@ func openLayer(ctx context.Context, store Store, l ocispec.Descriptor, timeout t
 	if len(data) > layerindex.MaxIndexSize {
 		return nil, fmt.Errorf("layer %s: index %s is over %d bytes", l.Digest, ic, layerindex.MaxIndexSize)
 	}
-	ix, err := layerindex.Open(data, l.Annotations[layerindex.AnnotationFormat], l.Size)
+	format := l.Annotations[layerindex.AnnotationFormat]
+	var wc cid.Cid
+	if format == layerindex.FormatZTOCSplit {
+		ref := l.Annotations[layerindex.AnnotationWindows]
+		if wc, err = cid.Decode(strings.TrimPrefix(ref, image.URLScheme)); err != nil {
+			return nil, fmt.Errorf("layer %s: index windows %q: %w", l.Digest, ref, err)
+		}
+	}
+	ix, err := layerindex.Open(data, format, l.Size)
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
 	}
-	il := &indexedLayer{ix: ix, store: store, blob: bc, index: ic, indexSize: int64(len(data)), readTimeout: DefaultReadTimeout}
+	il := &indexedLayer{ix: ix, store: store, blob: bc, windows: wc, index: ic, indexSize: int64(len(data)), readTimeout: DefaultReadTimeout}
 	il.ahead, il.stopAhead = context.WithCancel(context.WithoutCancel(ctx))
 	return il, nil
 }
@@ -184,22 +193,22 @@ func (l *indexedLayer) contentID() string { return l.blob.String() }
 func (l *indexedLayer) ReadAt(ctx context.Context, e *layerindex.Entry, p []byte, off int64) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.readTimeout)
 	defer cancel()
-	n, err := l.ix.ReadAt(ctx, blobReader{ctx: ctx, store: l.store, c: l.blob}, e, p, off)
+	n, err := l.ix.ReadAt(ctx, l.source(ctx), e, p, off)
 	if n > 0 && off+int64(n) < e.Size {
 		// Only spans holding more of this file: a small file read whole
 		// costs nothing more.
-		next := l.ix.Spans(e, off+int64(n), e.Size-off-int64(n))
-		for _, s := range next[:min(len(next), readAheadSpans)] {
+		for _, s := range l.ix.Spans(e, off+int64(n), min(e.Size-off-int64(n), readAheadBytes)) {
 			l.loadAhead(s.ID)
 		}
 	}
 	return n, err
 }
 
-// readAheadSpans is how many spans past a read are loaded in the
-// background: enough to keep a sequential reader and the fetching from
-// peers busy at once, few enough to stay within the spans kept inflated.
-const readAheadSpans = 3
+// readAheadBytes is how far past a read its file's spans are loaded in
+// the background: enough to keep a sequential reader and the fetching
+// from peers busy at once (three spans of 2 MiB, twelve of 512 KiB), few
+// enough to stay within the spans kept inflated.
+const readAheadBytes = 6 << 20
 
 // loadAhead loads span id in the background unless it is inflated or
 // on its way already.
@@ -216,8 +225,17 @@ func (l *indexedLayer) loadAhead(id int) {
 		defer l.loading.Delete(id)
 		ctx, cancel := context.WithTimeout(l.ahead, l.readTimeout)
 		defer cancel()
-		_ = l.ix.Load(blobReader{ctx: ctx, store: l.store, c: l.blob}, id) // a failure shows when the span is read
+		_ = l.ix.Load(l.source(ctx), id) // a failure shows when the span is read
 	}()
+}
+
+// source reads the layer's blobs within ctx.
+func (l *indexedLayer) source(ctx context.Context) layerindex.Source {
+	src := layerindex.Source{Layer: blobReader{ctx: ctx, store: l.store, c: l.blob}}
+	if l.windows.Defined() {
+		src.Windows = blobReader{ctx: ctx, store: l.store, c: l.windows}
+	}
+	return src
 }
 
 func (l *indexedLayer) close() {
