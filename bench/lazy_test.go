@@ -34,7 +34,7 @@ func BenchmarkLazyStart(b *testing.B) {
 	origin := shoalHome(b, "kubo", "flatfs")
 	addr, _ := shoalDaemon(b, origin)
 	root := lastLine(output(b, origin, shoalBin, "push", "oci:"+debImage+":bookworm"))
-	lazyStart(b, root, addr, nil, size)
+	lazyStart(b, origin, root, addr, nil, size)
 }
 
 // BenchmarkLazyStartPython is BenchmarkLazyStart on a bigger image, Debian
@@ -49,7 +49,7 @@ func BenchmarkLazyStartPython(b *testing.B) {
 	origin := shoalHome(b, "kubo", "flatfs")
 	addr, _ := shoalDaemon(b, origin)
 	root := lastLine(output(b, origin, shoalBin, "push", "oci:"+image+":bookworm"))
-	lazyStart(b, root, addr, nil, layoutSize(b, image), pythonHello...)
+	lazyStart(b, origin, root, addr, nil, layoutSize(b, image), pythonHello...)
 }
 
 // pythonHello is the python3 image's workload.
@@ -68,16 +68,19 @@ func pythonImage(b *testing.B) string {
 
 // lazyStart measures, from an empty node, shoal mount then the workload in
 // the mount against shoal pull, umoci unpack, then the workload, with the
-// image root's blocks on peer addr. The workload is the package's unless
-// given.
-func lazyStart(b *testing.B, root, addr string, host *testbed.Host, size int64, command ...string) {
+// image root's blocks on peer addr, whose home is originEnv. The workload
+// is the package's unless given.
+func lazyStart(b *testing.B, originEnv []string, root, addr string, host *testbed.Host, size int64, command ...string) {
 	workload := workload
 	if len(command) > 0 {
 		workload = command
 	}
+	// What the mount read (spans, windows, indexes), and what came from
+	// the peer: whole 256 KiB blocks of the layer.
 	fetched := regexp.MustCompile(`fetched ([0-9.]+) MiB`)
-	b.Run("shoal/mount", func(b *testing.B) {
-		var mib float64
+	fromPeers := regexp.MustCompile(`([0-9.]+) MiB came from peers`)
+	mountAndRun := func(b *testing.B, root string) {
+		var mib, peerMiB float64
 		for b.Loop() {
 			b.StopTimer()
 			env := shoalHome(b, "kubo", "flatfs")
@@ -90,10 +93,29 @@ func lazyStart(b *testing.B, root, addr string, host *testbed.Host, size int64, 
 			if m := fetched.FindStringSubmatch(logs.String()); m != nil {
 				mib, _ = strconv.ParseFloat(m[1], 64)
 			}
+			if m := fromPeers.FindStringSubmatch(logs.String()); m != nil {
+				peerMiB, _ = strconv.ParseFloat(m[1], 64)
+			}
 			b.StartTimer()
 		}
 		b.ReportMetric(mib, "fetched-MiB")
 		b.ReportMetric(100*mib*(1<<20)/float64(size), "fetched-%")
+		b.ReportMetric(peerMiB, "peers-MiB")
+		b.ReportMetric(100*peerMiB*(1<<20)/float64(size), "peers-%")
+	}
+	b.Run("shoal/mount", func(b *testing.B) { mountAndRun(b, root) })
+	// The same start from the image with the workload's reads recorded
+	// and attached (shoal mount --record, shoal index --prefetch): the
+	// mount fetches the listed spans at once instead of one miss at a time.
+	b.Run("shoal/mount+prefetch", func(b *testing.B) {
+		list := filepath.Join(scratchDir(b), "reads.json")
+		env := shoalHome(b, "kubo", "flatfs")
+		mnt := b.TempDir()
+		_, unmount := startMount(b, env, host, root, mnt, addr, "--record", list)
+		run(b, nil, "chroot", append([]string{mnt}, workload...)...)
+		unmount()
+		withList := lastLine(output(b, originEnv, shoalBin, "index", root, "--prefetch", list))
+		mountAndRun(b, withList)
 	})
 	b.Run("shoal/pull+unpack", func(b *testing.B) {
 		for b.Loop() {
@@ -235,9 +257,9 @@ func BenchmarkMountRead(b *testing.B) {
 
 // startMount runs `shoal mount` in a new node, returns once it serves,
 // and gives its log and a function that unmounts it and waits for it.
-func startMount(b *testing.B, env []string, host *testbed.Host, root, mnt, peer string) (*testproc.Logs, func()) {
+func startMount(b *testing.B, env []string, host *testbed.Host, root, mnt, peer string, args ...string) (*testproc.Logs, func()) {
 	b.Helper()
-	a := argv(host, shoalBin, "mount", root, mnt, "--peer", peer)
+	a := argv(host, shoalBin, append([]string{"mount", root, mnt, "--peer", peer}, args...)...)
 	cmd := exec.Command(a[0], a[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	logs := &testproc.Logs{}

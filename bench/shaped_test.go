@@ -40,7 +40,7 @@ func BenchmarkLazyStartShaped(b *testing.B) {
 	_, size := imageBlobs(b)
 	origin, addr, puller := shapedPair(b, shapedLink)
 	root := lastLine(output(b, origin, shoalBin, "push", "oci:"+debImage+":bookworm"))
-	lazyStart(b, root, addr, puller, size)
+	lazyStart(b, origin, root, addr, puller, size)
 }
 
 // BenchmarkLazyStartPythonShaped is BenchmarkLazyStartPython with the peer
@@ -53,7 +53,7 @@ func BenchmarkLazyStartPythonShaped(b *testing.B) {
 	image := pythonImage(b)
 	origin, addr, puller := shapedPair(b, shapedLink)
 	root := lastLine(output(b, origin, shoalBin, "push", "oci:"+image+":bookworm"))
-	lazyStart(b, root, addr, puller, layoutSize(b, image), pythonHello...)
+	lazyStart(b, origin, root, addr, puller, layoutSize(b, image), pythonHello...)
 }
 
 // argv is the command line that runs name with args on host, or here
