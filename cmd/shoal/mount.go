@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -56,6 +57,13 @@ read that copy.`,
 				}
 				defer im.Close()
 				im.SetReadTimeout(readTimeout)
+				for _, l := range im.FetchedWhole {
+					hint := fmt.Sprintf("`shoal index %s` makes it lazy", root)
+					if strings.HasSuffix(l.MediaType, "zstd") {
+						hint = "a zstd stream is read from its start: as zstd:chunked or gzip it would mount lazily"
+					}
+					fmt.Fprintf(cmd.ErrOrStderr(), "shoal: layer %s has no index, fetched whole; %s\n", l.Digest, hint)
+				}
 				var rec *lazyfs.Recorder
 				if record != "" {
 					rec = lazyfs.NewRecorder()

@@ -31,6 +31,7 @@ import (
 	"github.com/awslabs/soci-snapshotter/ztoc/compression"
 	lru "github.com/hashicorp/golang-lru/v2"
 	kgzip "github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/internal/sha256x"
@@ -148,6 +149,26 @@ type Built struct {
 	// Windows are a split zTOC's compressed windows, in span order: to
 	// store as one blob, each window a block of its own.
 	Windows [][]byte
+}
+
+// Uncompress returns the tar stream of a layer of the given media type
+// read from r.
+func Uncompress(r io.Reader, mediaType string) (io.ReadCloser, error) {
+	algo, err := Compression(mediaType)
+	if err != nil {
+		return nil, err
+	}
+	switch algo {
+	case compression.Gzip:
+		return kgzip.NewReader(r)
+	case compression.Zstd:
+		zr, err := zstd.NewReader(r)
+		if err != nil {
+			return nil, err
+		}
+		return zr.IOReadCloser(), nil
+	}
+	return io.NopCloser(r), nil
 }
 
 // Build indexes the layer blob in file, of the given media type. An

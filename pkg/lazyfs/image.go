@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -32,6 +33,9 @@ type Image struct {
 	Manifest ocispec.Descriptor
 	Stats    *Stats
 	layers   []*indexedLayer
+	// FetchedWhole are the layers without an index, fetched whole when
+	// the image was opened.
+	FetchedWhole []ocispec.Descriptor
 	// annotations of the image manifest.
 	annotations map[string]string
 }
@@ -53,7 +57,8 @@ func (im *Image) Close() {
 
 // OpenImage reads the image at root (the manifest for platform, when it
 // is an index) and the index of every layer, and merges the layers'
-// entries. Nothing of the layers themselves is fetched.
+// entries. Nothing of the indexed layers themselves is fetched; a layer
+// without an index is fetched whole (openWholeLayer).
 func OpenImage(ctx context.Context, store Store, root cid.Cid, platform ocispec.Platform, timeout time.Duration) (*Image, error) {
 	t, err := image.ReadTree(ctx, store, root, timeout)
 	if err != nil {
@@ -70,12 +75,18 @@ func OpenImage(ctx context.Context, store Store, root cid.Cid, platform ocispec.
 	im := &Image{Manifest: m, Stats: &Stats{}, annotations: doc.Annotations}
 	var layers []Layer
 	for _, l := range doc.Layers {
-		il, err := openLayer(ctx, store, l, timeout)
+		open := openLayer
+		if l.Annotations[layerindex.AnnotationIndex] == "" {
+			open = openWholeLayer
+			im.FetchedWhole = append(im.FetchedWhole, l)
+		}
+		il, err := open(ctx, store, l, timeout)
 		if err != nil {
 			im.Close()
 			return nil, fmt.Errorf("mount %s: %w", root, err)
 		}
 		il.ix.CountInto(&im.Stats.Stats)
+		im.Stats.SpanBytes.Add(il.fetchedWhole)
 		im.Stats.ImageBytes.Add(l.Size)
 		im.Stats.IndexBytes.Add(il.indexSize)
 		im.layers = append(im.layers, il)
@@ -132,6 +143,10 @@ type indexedLayer struct {
 	index       cid.Cid
 	indexSize   int64
 	readTimeout time.Duration
+	// local is the unpacked tar of a layer without an index, fetched
+	// whole (fetchedWhole bytes): reads come from it, not the store.
+	local        *os.File
+	fetchedWhole int64
 
 	// Read-ahead: the span after a read's last one is loaded in the
 	// background, so that a sequential reader finds it inflated.
@@ -231,6 +246,9 @@ func (l *indexedLayer) loadAhead(id int) {
 
 // source reads the layer's blobs within ctx.
 func (l *indexedLayer) source(ctx context.Context) layerindex.Source {
+	if l.local != nil {
+		return layerindex.Source{Layer: l.local}
+	}
 	src := layerindex.Source{Layer: blobReader{ctx: ctx, store: l.store, c: l.blob}}
 	if l.windows.Defined() {
 		src.Windows = blobReader{ctx: ctx, store: l.store, c: l.windows}
@@ -242,6 +260,9 @@ func (l *indexedLayer) close() {
 	l.stopAhead()
 	l.wg.Wait()
 	l.ix.Close()
+	if l.local != nil {
+		l.local.Close()
+	}
 }
 
 // blobReader is an io.ReaderAt over a blob in the store.

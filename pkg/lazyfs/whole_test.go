@@ -1,0 +1,97 @@
+package lazyfs
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"io"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/compression"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/internal/testimage"
+	"github.com/shoal-ipfs/shoal/internal/testnode"
+	"github.com/shoal-ipfs/shoal/pkg/image"
+	"github.com/shoal-ipfs/shoal/pkg/layerindex"
+)
+
+// TestLayerWithoutIndexIsFetchedWhole: an image whose top layer is plain
+// zstd (no index can be built for it) mounts: that layer is fetched whole,
+// the gzip one below stays lazy, and the merged tree reads both right.
+func TestLayerWithoutIndexIsFetchedWhole(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	layer := func(comp compression.Compression, files map[string]string) []byte {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		for name, body := range files {
+			tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body))})
+			io.WriteString(tw, body)
+		}
+		tw.Close()
+		return buf.Bytes()
+	}
+	img := empty.Image
+	for _, l := range []struct {
+		comp  compression.Compression
+		mt    types.MediaType
+		files map[string]string
+	}{
+		{compression.GZip, types.OCILayer, map[string]string{"etc/base": "from the gzip layer", "etc/over": "hidden"}},
+		{compression.ZStd, types.OCILayerZStd, map[string]string{"etc/top": "from the zstd layer", "etc/over": "the zstd layer wins"}},
+	} {
+		data := layer(l.comp, l.files)
+		tl, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil },
+			tarball.WithCompression(l.comp), tarball.WithMediaType(l.mt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img, err = mutate.AppendLayers(img, tl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cf, _ := img.ConfigFile()
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", runtime.GOARCH
+	img, _ = mutate.ConfigFile(img, cf)
+	dir := t.TempDir()
+	if err := testimage.WriteLayout(dir, "v1", img); err != nil {
+		t.Fatal(err)
+	}
+	n := testnode.Offline(t, t.TempDir())
+	defer n.Close()
+	res := testimage.Push(ctx, t, n, dir, image.PushOptions{Index: true})
+
+	im, err := OpenImage(ctx, n, res.Root, ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	if len(im.FetchedWhole) != 1 || im.FetchedWhole[0].MediaType != string(types.OCILayerZStd) || im.FetchedWhole[0].Annotations[layerindex.AnnotationIndex] != "" {
+		t.Fatalf("fetched whole: %v; want the zstd layer alone", im.FetchedWhole)
+	}
+	if got := im.Stats.SpanBytes.Load(); got != im.FetchedWhole[0].Size {
+		t.Errorf("counted %d bytes fetched, want the zstd layer's %d", got, im.FetchedWhole[0].Size)
+	}
+	for name, want := range map[string]string{
+		"etc/base": "from the gzip layer",
+		"etc/top":  "from the zstd layer",
+		"etc/over": "the zstd layer wins",
+	} {
+		nd := im.Tree.lookup(name)
+		if nd == nil || nd.layer == nil {
+			t.Fatalf("%s: not in the tree", name)
+		}
+		p := make([]byte, 64)
+		k, err := nd.layer.ReadAt(ctx, &nd.entry, p, 0)
+		if err != nil && err != io.EOF || string(p[:k]) != want {
+			t.Errorf("%s: %q (%v), want %q", name, p[:k], err, want)
+		}
+	}
+}
