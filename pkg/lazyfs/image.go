@@ -85,8 +85,12 @@ func OpenImage(ctx context.Context, store Store, root cid.Cid, platform ocispec.
 			im.Close()
 			return nil, fmt.Errorf("mount %s: %w", root, err)
 		}
-		il.ix.CountInto(&im.Stats.Stats)
-		im.Stats.SpanBytes.Add(il.fetchedWhole)
+		if il.local == nil {
+			il.ix.CountInto(&im.Stats.Stats)
+		} else {
+			// Fetched once, whole; its spans are read from the local tar.
+			im.Stats.SpanBytes.Add(il.fetchedWhole)
+		}
 		im.Stats.ImageBytes.Add(l.Size)
 		im.Stats.IndexBytes.Add(il.indexSize)
 		im.layers = append(im.layers, il)
