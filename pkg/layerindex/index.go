@@ -396,7 +396,8 @@ func parseZTOC(data []byte, layerSize int64, split bool) (*Index, error) {
 	if len(zt.SpanDigests) != int(zt.MaxSpanID)+1 {
 		return nil, fmt.Errorf("layer index: %d span digests for %d spans", len(zt.SpanDigests), zt.MaxSpanID+1)
 	}
-	spanSize := int64(zt.UncompressedArchiveSize) / int64(zt.MaxSpanID+1)
+	// An empty tar has no span (MaxSpanID -1).
+	spanSize := int64(zt.UncompressedArchiveSize) / max(int64(zt.MaxSpanID)+1, 1)
 	ix := &Index{zt: zt, stats: &Stats{}, checked: map[compression.SpanID]bool{}, spans: newSpanCache(spanSize)}
 	if split {
 		if zt.CompressionAlgorithm != compression.Gzip {
