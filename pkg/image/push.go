@@ -43,7 +43,7 @@ type StoredSource interface {
 // ChunkAdder is a store that can add a blob of given chunks, each a block
 // of its own (blob.AddChunks): a split layer index's windows, so that a
 // mount fetches the window of each span it reads and no other. A store
-// without it (a kubo daemon) gets indexes with the windows inline.
+// without it gets indexes with the windows inline.
 type ChunkAdder interface {
 	AddChunks(ctx context.Context, chunks [][]byte) (cid.Cid, error)
 }

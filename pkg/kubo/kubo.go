@@ -13,6 +13,7 @@
 package kubo
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,7 +24,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ipfs/boxo/blockservice"
+	"github.com/ipfs/boxo/blockstore"
+	"github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/go-cid"
+	"github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+	carv2 "github.com/ipld/go-car/v2"
+	"github.com/ipld/go-car/v2/storage"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
 	"github.com/shoal-ipfs/shoal/pkg/node"
@@ -127,6 +135,57 @@ func (c *Client) Add(ctx context.Context, r io.Reader) (cid.Cid, error) {
 		return cid.Undef, fmt.Errorf("kubo add: no CID in its answer (%q): %w", hash, err)
 	}
 	return got, nil
+}
+
+// AddChunks adds chunks as one UnixFS file whose leaves are the chunks
+// (blob.AddChunks, a split layer index's windows). kubo's add cuts only
+// at fixed sizes, so the DAG is built here, in memory, and imported as a
+// CAR: its CID is the one the embedded node gives the same chunks.
+func (c *Client) AddChunks(ctx context.Context, chunks [][]byte) (cid.Cid, error) {
+	bs := blockstore.NewBlockstore(dssync.MutexWrap(datastore.NewMapDatastore()))
+	root, err := blob.AddChunks(ctx, merkledag.NewDAGService(blockservice.New(bs, nil)), chunks, c.layout.MaxLinks)
+	if err != nil {
+		return cid.Undef, err
+	}
+	keys, err := bs.AllKeysChan(ctx)
+	if err != nil {
+		return cid.Undef, err
+	}
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	part, err := mw.CreateFormFile("file", "chunks.car")
+	if err != nil {
+		return cid.Undef, err
+	}
+	car, err := storage.NewWritable(part, []cid.Cid{root}, carv2.WriteAsCarV1(true))
+	if err != nil {
+		return cid.Undef, err
+	}
+	for k := range keys {
+		b, err := bs.Get(ctx, k)
+		if err != nil {
+			return cid.Undef, err
+		}
+		if err := car.Put(ctx, k.KeyString(), b.RawData()); err != nil {
+			return cid.Undef, err
+		}
+	}
+	if err := car.Finalize(); err != nil {
+		return cid.Undef, err
+	}
+	if err := mw.Close(); err != nil {
+		return cid.Undef, err
+	}
+	// Pinned with the image that names it, as every blob is.
+	out, err := c.rpc.call(ctx, "dag/import", url.Values{"pin-roots": {"false"}}, &body, mw.FormDataContentType())
+	if err != nil {
+		return cid.Undef, err
+	}
+	defer out.Close()
+	if err := decodeStream("dag/import", out, func(struct{}) {}); err != nil {
+		return cid.Undef, err
+	}
+	return root, nil
 }
 
 func (c *Client) add(ctx context.Context, body io.Reader, contentType string) (string, error) {
