@@ -23,18 +23,18 @@ func openWholeLayer(ctx context.Context, store Store, l ocispec.Descriptor, time
 	if err != nil {
 		return nil, err
 	}
+	// The whole blob may take long to come; a blob whose bytes stop
+	// coming (or never start) fails as a read of a vanished peer does.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	idle := max(timeout, DefaultReadTimeout)
+	stall := time.AfterFunc(idle, cancel)
+	defer stall.Stop()
 	rc, err := store.Cat(ctx, bc)
 	if err != nil {
 		return nil, fmt.Errorf("layer %s (no index, fetched whole): %w", l.Digest, err)
 	}
 	defer rc.Close()
-	// The whole blob may take long to come; a blob whose bytes stop
-	// coming fails as a read of a vanished peer does.
-	idle := max(timeout, DefaultReadTimeout)
-	stall := time.AfterFunc(idle, cancel)
-	defer stall.Stop()
 	verifier := l.Digest.Verifier()
 	blob := io.TeeReader(&progressReader{r: rc, progress: func() { stall.Reset(idle) }}, verifier)
 	tr, err := layerindex.Uncompress(blob, l.MediaType)
