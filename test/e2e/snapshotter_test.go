@@ -160,6 +160,7 @@ func TestContainerdRunsLazilyOnTheSnapshotter(t *testing.T) {
 			}
 			t.Logf("with shoal down, ctr run says: %s", strings.TrimSpace(string(down)))
 			b.start(t)
+			snapshotterBack(t, ctrd)
 
 			// CRI, as the kubelet pulls: by CID through B's registry.
 			criRef := b.Registry + "/ipfs/" + helloRoot
@@ -233,6 +234,26 @@ func listed(table string) [][]string {
 		}
 	}
 	return rows
+}
+
+// snapshotterBack waits until containerd reaches the snapshotter again
+// after it restarted: containerd redials its proxy plugins with a backoff
+// of its own, and a request in between fails as if shoal were still down
+// (a kubelet retries such a pull).
+func snapshotterBack(t *testing.T, ctrd *Containerd) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		out, err := exec.Command(ctrd.ctr, "--address", ctrd.Socket, "--namespace", "k8s.io",
+			"snapshots", "--snapshotter", "shoal", "ls").CombinedOutput()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("containerd does not reach the restarted snapshotter: %v\n%s", err, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // ctrK8s runs ctr in CRI's namespace.
