@@ -10,6 +10,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/layerindex"
+	"github.com/shoal-ipfs/shoal/pkg/transport"
 )
 
 // openWholeLayer opens a layer that has no index by fetching it whole:
@@ -25,18 +26,17 @@ func openWholeLayer(ctx context.Context, store Store, l ocispec.Descriptor, time
 	}
 	// The whole blob may take long to come; a blob whose bytes stop
 	// coming (or never start) fails as a read of a vanished peer does.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	idle := max(timeout, DefaultReadTimeout)
-	stall := time.AfterFunc(idle, cancel)
-	defer stall.Stop()
+	ctx, kick, stop := image.IdleTimeout(ctx, max(timeout, DefaultReadTimeout))
+	defer stop()
 	rc, err := store.Cat(ctx, bc)
 	if err != nil {
 		return nil, fmt.Errorf("layer %s (no index, fetched whole): %w", l.Digest, err)
 	}
 	defer rc.Close()
-	verifier := l.Digest.Verifier()
-	blob := io.TeeReader(&progressReader{r: rc, progress: func() { stall.Reset(idle) }}, verifier)
+	blob, err := transport.NewVerifier(&kickReader{r: rc, kick: kick}, l)
+	if err != nil {
+		return nil, err
+	}
 	tr, err := layerindex.Uncompress(blob, l.MediaType)
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
@@ -55,13 +55,12 @@ func openWholeLayer(ctx context.Context, store Store, l ocispec.Descriptor, time
 	}()
 	size, err := io.Copy(f, tr)
 	if err == nil {
-		_, err = io.Copy(io.Discard, blob) // the bytes after the stream count for the digest
+		// The bytes after the stream count for the size and digest,
+		// which the verifier checks at the blob's end.
+		_, err = io.Copy(io.Discard, blob)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("layer %s (no index, fetched whole): %w", l.Digest, err)
-	}
-	if !verifier.Verified() {
-		return nil, fmt.Errorf("layer %s: its bytes do not match the digest", l.Digest)
 	}
 	built, err := layerindex.Build(f.Name(), ocispec.MediaTypeImageLayer, layerindex.BuildOptions{})
 	if err != nil {
@@ -77,16 +76,16 @@ func openWholeLayer(ctx context.Context, store Store, l ocispec.Descriptor, time
 	return il, nil
 }
 
-// progressReader calls progress after every read that returns bytes.
-type progressReader struct {
-	r        io.Reader
-	progress func()
+// kickReader calls kick after every read that returns bytes.
+type kickReader struct {
+	r    io.Reader
+	kick func()
 }
 
-func (p *progressReader) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
+func (k *kickReader) Read(b []byte) (int, error) {
+	n, err := k.r.Read(b)
 	if n > 0 {
-		p.progress()
+		k.kick()
 	}
 	return n, err
 }
