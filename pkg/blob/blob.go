@@ -7,6 +7,7 @@ package blob
 import (
 	"context"
 	"fmt"
+	"github.com/shoal-ipfs/shoal/internal/batch"
 	"io"
 
 	chunk "github.com/ipfs/boxo/chunker"
@@ -65,34 +66,43 @@ func Add(ctx context.Context, dst ipld.DAGService, r io.Reader, l Layout) (cid.C
 // layout builds a balanced UnixFS DAG with raw leaves of the chunks split
 // gives, writes its blocks to dst in batches and returns the root CID.
 func layout(ctx context.Context, dst ipld.DAGService, split chunk.Splitter, maxLinks int, builder cid.Builder) (cid.Cid, error) {
-	batch := &batchingDAG{DAGService: dst, b: ipld.NewBatch(ctx, dst, ipld.MaxSizeBatchOption(32<<20))}
-	params := helpers.DagBuilderParams{Maxlinks: maxLinks, RawLeaves: true, CidBuilder: builder, Dagserv: batch}
+	out := &orderedDAG{DAGService: dst, w: batch.New(8<<20, func(n ipld.Node) int { return len(n.RawData()) }, func(ns []ipld.Node) error {
+		return dst.AddMany(ctx, ns)
+	})}
+	params := helpers.DagBuilderParams{Maxlinks: maxLinks, RawLeaves: true, CidBuilder: builder, Dagserv: out}
 	db, err := params.New(split)
 	if err != nil {
 		return cid.Undef, err
 	}
 	root, err := balanced.Layout(db)
 	if err != nil {
+		_ = out.w.Wait()
 		return cid.Undef, err
 	}
-	if err := batch.b.Commit(); err != nil {
+	if err := out.w.Flush(); err != nil {
 		return cid.Undef, err
 	}
 	return root.Cid(), nil
 }
 
-// batchingDAG sends the importer's writes through a batch so that blocks
-// reach the blockstore in large PutMany calls instead of one at a time.
-type batchingDAG struct {
+// orderedDAG sends the importer's writes to the DAG service in large
+// AddMany calls, in the order the importer made the blocks: a pack
+// (package packs) holds a file's leaves in file order only if they arrive
+// in it.
+type orderedDAG struct {
 	ipld.DAGService
-	b *ipld.Batch
+	w *batch.Writer[ipld.Node]
 }
 
-func (d *batchingDAG) Add(_ context.Context, n ipld.Node) error {
-	return d.b.Add(context.Background(), n)
-}
-func (d *batchingDAG) AddMany(_ context.Context, ns []ipld.Node) error {
-	return d.b.AddMany(context.Background(), ns)
+func (d *orderedDAG) Add(_ context.Context, n ipld.Node) error { return d.w.Add(n) }
+
+func (d *orderedDAG) AddMany(_ context.Context, ns []ipld.Node) error {
+	for _, n := range ns {
+		if err := d.w.Add(n); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ctxReader stops a long import when its context ends.

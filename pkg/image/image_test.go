@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -242,8 +243,24 @@ func TestPullStreamsFromThePeersGateway(t *testing.T) {
 	a := testnode.Online(t, "/tcp/")
 	b := testnode.Online(t, "/tcp/", a)
 	res := pushIndex(t, ctx, a, 9)
-	if _, err := pullTo(ctx, b, res.Root, t.TempDir(), 30*time.Second); err != nil {
+	dir := t.TempDir()
+	if _, err := pullTo(ctx, b, res.Root, dir, 30*time.Second); err != nil {
 		t.Fatal(err)
+	}
+	// The blobs that came as one stream each were stored as packs and
+	// linked into the layout rather than written twice.
+	blobs, err := os.ReadDir(filepath.Join(dir, "blobs", "sha256"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	linked := 0
+	for _, e := range blobs {
+		if fi, err := os.Stat(filepath.Join(dir, "blobs", "sha256", e.Name())); err == nil && fi.Sys().(*syscall.Stat_t).Nlink == 2 {
+			linked++
+		}
+	}
+	if linked == 0 {
+		t.Errorf("none of the %d blobs in the layout is linked to the node's packs", len(blobs))
 	}
 	s, err := b.FetchStat()
 	if err != nil {

@@ -223,7 +223,9 @@ func (p *puller) addPlatform(s string) {
 }
 
 // fetchBlob streams a blob from the store, which fetches it from peers,
-// into the destination, which verifies its size and digest.
+// into the destination, which verifies its size and digest. Where the
+// store keeps the blob whole in one file and the destination takes links,
+// the bytes are verified as they stream and the file is linked.
 func (p *puller) fetchBlob(ctx context.Context, d ocispec.Descriptor) error {
 	c, err := CIDOf(d)
 	if err != nil {
@@ -245,15 +247,41 @@ func (p *puller) fetchBlob(ctx context.Context, d ocispec.Descriptor) error {
 		p.opts.Progress.Add(n)
 	})})
 	defer r.Close()
-	if have {
+	linker, canLink := p.dst.(transport.Linker)
+	files, hasFiles := p.store.(BlobFiles)
+	switch {
+	case have:
 		_, err = io.Copy(io.Discard, r)
-	} else {
+	case canLink && hasFiles:
+		err = transport.VerifyReader(r, d)
+		if err == nil {
+			err = p.linkBlob(ctx, c, d, linker, files)
+		}
+	default:
 		err = p.dst.WriteBlob(ctx, d, r)
 	}
 	if err != nil {
 		return fmt.Errorf("blob %s (%s): %w", d.Digest, c, err)
 	}
 	return nil
+}
+
+// linkBlob puts the blob c, just read and verified as d, into the
+// destination: a link to the store's file of it, else a copy from the
+// store.
+func (p *puller) linkBlob(ctx context.Context, c cid.Cid, d ocispec.Descriptor, linker transport.Linker, files BlobFiles) error {
+	path, size, ok, err := files.BlobFile(ctx, c)
+	if err == nil && ok && size == d.Size {
+		if linker.LinkBlob(ctx, d, path) == nil {
+			return nil
+		}
+	}
+	rc, err := p.store.Cat(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	return p.dst.WriteBlob(ctx, d, rc)
 }
 
 // readRoot reads an image's root blob. A CID that is there but cannot be

@@ -48,6 +48,13 @@ type ChunkAdder interface {
 	AddChunks(ctx context.Context, chunks [][]byte) (cid.Cid, error)
 }
 
+// BlobFiles is a store that may keep a whole blob as one file (package
+// packs): a pull links that file into a destination that can take links
+// (transport.Linker) rather than writing the blob's bytes again.
+type BlobFiles interface {
+	BlobFile(ctx context.Context, c cid.Cid) (path string, size int64, ok bool, err error)
+}
+
 // Progress receives byte counts as a push or pull moves blobs.
 type Progress interface {
 	AddTotal(n int64)

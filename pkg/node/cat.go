@@ -209,7 +209,7 @@ func newGatewayFile(ctx context.Context, n *Node, root cid.Cid, cs *carStream) *
 	return &gatewayFile{
 		ctx: ctx, n: n, root: root, cs: cs,
 		v:    newDAGVerifier(root),
-		sink: &blockSink{n: n},
+		sink: newBlockSink(ctx, n),
 		todo: []cid.Cid{root},
 	}
 }
@@ -223,7 +223,7 @@ func (f *gatewayFile) Read(p []byte) (int, error) {
 			return f.rest.Read(p)
 		case len(f.todo) == 0:
 			f.err = io.EOF
-			if err := f.sink.flush(f.ctx); err != nil {
+			if err := f.sink.finish(f.ctx, f.root, f.off); err != nil {
 				f.err = err
 			}
 			return 0, f.err
@@ -257,11 +257,14 @@ func (f *gatewayFile) next() error {
 	var nd ipld.Node
 	var err error
 	if f.v.seen(c) {
-		if err := f.sink.flush(f.ctx); err != nil {
+		if err := f.sink.flush(); err != nil {
 			return err
 		}
 		b, err = f.n.bstore.Get(f.ctx, c)
 		if err != nil {
+			return err
+		}
+		if err := f.sink.repeat(b); err != nil {
 			return err
 		}
 	} else {
@@ -281,7 +284,7 @@ func (f *gatewayFile) next() error {
 		if string(b.Cid().Hash()) != string(c.Hash()) {
 			return fmt.Errorf("gateway sent %s where depth-first order has %s", b.Cid(), c)
 		}
-		if err := f.sink.add(f.ctx, b); err != nil {
+		if err := f.sink.add(b); err != nil {
 			return err
 		}
 	}
@@ -365,7 +368,7 @@ func fileData(nd ipld.Node) ([]byte, error) {
 
 // fallBack keeps what arrived and reads the rest through the blockservice.
 func (f *gatewayFile) fallBack() error {
-	_ = f.sink.flush(f.ctx)
+	_ = f.sink.close()
 	f.cs.body.Close()
 	r, err := f.n.prefetchingReader(f.ctx, f.root)
 	if err != nil {
@@ -380,7 +383,7 @@ func (f *gatewayFile) fallBack() error {
 }
 
 func (f *gatewayFile) Close() error {
-	err := f.sink.flush(f.ctx)
+	err := f.sink.close()
 	f.cs.body.Close()
 	if f.rest != nil {
 		err = errors.Join(err, f.rest.Close())

@@ -19,7 +19,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	libp2phttp "github.com/libp2p/go-libp2p/p2p/http"
 	mh "github.com/multiformats/go-multihash"
+	"github.com/shoal-ipfs/shoal/internal/batch"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
+	"github.com/shoal-ipfs/shoal/pkg/packs"
 )
 
 // GatewayProtocol is the libp2p protocol of the IPFS trustless HTTP gateway
@@ -155,56 +157,65 @@ func (n *Node) openCAR(ctx context.Context, p peer.ID, root cid.Cid) (*carStream
 	return &carStream{peer: p, body: resp.Body, br: br, inOrder: inOrder}, nil
 }
 
-// blockSink batches verified blocks into the blockstore and counts them.
-// One batch is written in the background while the next one fills, so the
-// disk writes overlap the hashing of the blocks that follow.
+// blockSink stores the verified blocks of one file: its leaves, in file
+// order, in a pack of their own (package packs). Blocks are written in
+// large batches in the background, so that the disk writes overlap the
+// hashing of the blocks that follow.
 type blockSink struct {
-	n        *Node
-	batch    []blocks.Block
-	bytes    int
-	inflight chan error // result of the batch being written, if any
+	n     *Node
+	w     *packs.Writer
+	queue *batch.Writer[blocks.Block]
 }
 
-const sinkBatchBytes = 8 << 20
+func newBlockSink(ctx context.Context, n *Node) *blockSink {
+	s := &blockSink{n: n}
+	s.queue = batch.New(8<<20, func(b blocks.Block) int { return len(b.RawData()) }, func(bs []blocks.Block) error {
+		if s.w == nil {
+			w, err := n.packs.NewWriter()
+			if err != nil {
+				return err
+			}
+			s.w = w
+		}
+		return s.w.Add(ctx, bs)
+	})
+	return s
+}
 
-func (s *blockSink) add(ctx context.Context, b blocks.Block) error {
-	s.batch = append(s.batch, b)
-	s.bytes += len(b.RawData())
+// add stores a block that came from a peer.
+func (s *blockSink) add(b blocks.Block) error {
 	s.n.gw.blocksReceived.Add(1)
 	s.n.gw.bytesReceived.Add(uint64(len(b.RawData())))
-	if s.bytes < sinkBatchBytes {
-		return nil
-	}
-	if err := s.wait(); err != nil {
-		return err
-	}
-	batch := s.batch
-	s.batch, s.bytes = nil, 0
-	s.inflight = make(chan error, 1)
-	go func(done chan<- error) { done <- s.n.bstore.PutMany(ctx, batch) }(s.inflight)
-	return nil
+	return s.queue.Add(b)
 }
 
-// wait waits for the batch being written in the background.
-func (s *blockSink) wait() error {
-	if s.inflight == nil {
-		return nil
-	}
-	err := <-s.inflight
-	s.inflight = nil
-	return err
-}
+// repeat stores a block again where the file repeats it, which keeps the
+// pack in file order; the store indexes one copy.
+func (s *blockSink) repeat(b blocks.Block) error { return s.queue.Add(b) }
 
 // flush writes everything received so far before returning.
-func (s *blockSink) flush(ctx context.Context) error {
-	if err := s.wait(); err != nil {
+func (s *blockSink) flush() error { return s.queue.Flush() }
+
+// finish flushes and records that the pack holds the whole file root of
+// size bytes, if it does: a file with data outside its leaves is not
+// packed whole.
+func (s *blockSink) finish(ctx context.Context, root cid.Cid, size int64) error {
+	if err := s.flush(); err != nil {
 		return err
 	}
-	if len(s.batch) == 0 {
+	if s.w == nil || s.w.Size() != size {
 		return nil
 	}
-	err := s.n.bstore.PutMany(ctx, s.batch)
-	s.batch, s.bytes = s.batch[:0], 0
+	return s.w.Finish(ctx, root)
+}
+
+// close flushes and ends the pack.
+func (s *blockSink) close() error {
+	err := s.flush()
+	if s.w != nil {
+		err = errors.Join(err, s.w.Close())
+		s.w = nil
+	}
 	return err
 }
 

@@ -74,7 +74,13 @@ func (n *Node) GC(ctx context.Context) (GCResult, error) {
 		res.Blocks++
 		res.Bytes += int64(size)
 	}
-	return res, ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	if err := n.packs.Sweep(ctx); err != nil {
+		return res, fmt.Errorf("gc: packs: %w", err)
+	}
+	return res, nil
 }
 
 // dropOrphanPins unpins blobs that no image record or hold names, which a

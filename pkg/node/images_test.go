@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -106,6 +108,11 @@ func testPinsAndGC(t *testing.T, store string) {
 	}
 	if res.Kept != 0 || has(shared) {
 		t.Fatalf("after removing every image GC kept %d blocks", res.Kept)
+	}
+	// Each blob was added as a pack of its leaves; with no leaf left,
+	// GC removed the packs too.
+	if packs, err := os.ReadDir(filepath.Join(home, "packs")); err != nil || len(packs) != 0 {
+		t.Fatalf("after removing every image %d packs are left (%v)", len(packs), err)
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/ipfs/boxo/peering"
 	pinner "github.com/ipfs/boxo/pinning/pinner"
 	"github.com/ipfs/boxo/pinning/pinner/dspinner"
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	flatfs "github.com/ipfs/go-ds-flatfs"
@@ -40,6 +41,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/multiformats/go-multiaddr"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
+	"github.com/shoal-ipfs/shoal/pkg/packs"
 )
 
 // Options change how a node opens; the zero value opens offline with the
@@ -75,6 +77,7 @@ type Node struct {
 	meta       ds.Batching // pins, image records
 	stores     []io.Closer // what Close closes
 	syncBlocks func() error
+	packs      *packs.Store // whole blobs' leaves, over the loose blocks
 	bstore     blockstore.GCBlockstore
 	pins       pinner.Pinner
 	bserv      blockservice.BlockService
@@ -252,7 +255,11 @@ func (n *Node) openStores(ctx context.Context) error {
 		n.syncBlocks = pdb.DB.Flush
 	}
 	n.stores = append(n.stores, blocks)
-	n.bstore = blockstore.NewGCBlockstore(blockstore.NewBlockstore(blocks, blockstore.NoPrefix()), blockstore.NewGCLocker())
+	n.packs, err = packs.New(blockstore.NewBlockstore(blocks, blockstore.NoPrefix()), meta, filepath.Join(n.home, "packs"), n.cfg.Datastore.Sync)
+	if err != nil {
+		return err
+	}
+	n.bstore = blockstore.NewGCBlockstore(n.packs, blockstore.NewGCLocker())
 	n.offline = merkledag.NewDAGService(blockservice.New(n.bstore, nil))
 	n.pins, err = dspinner.New(ctx, meta, n.offline)
 	if err != nil {
@@ -480,17 +487,62 @@ func (n *Node) ID(context.Context) (Identity, error) {
 	return out, nil
 }
 
-// Add stores r as a UnixFS file in the configured layout.
+// Add stores r as a UnixFS file in the configured layout, its leaves in a
+// pack of their own.
 func (n *Node) Add(ctx context.Context, r io.Reader) (cid.Cid, error) {
-	unlock := n.bstore.PinLock(ctx)
-	defer unlock.Unlock(ctx)
-	return blob.Add(ctx, n.dag, r, n.layout)
+	return n.addPacked(ctx, func(dag ipld.DAGService) (cid.Cid, error) {
+		return blob.Add(ctx, dag, r, n.layout)
+	})
 }
 
 // AddChunks stores chunks as one UnixFS file, each chunk a block of its
 // own (blob.AddChunks).
 func (n *Node) AddChunks(ctx context.Context, chunks [][]byte) (cid.Cid, error) {
+	return n.addPacked(ctx, func(dag ipld.DAGService) (cid.Cid, error) {
+		return blob.AddChunks(ctx, dag, chunks, n.layout.MaxLinks)
+	})
+}
+
+// addPacked runs an import whose leaves go to a new pack, in the order the
+// importer makes them, which is the file's.
+func (n *Node) addPacked(ctx context.Context, add func(ipld.DAGService) (cid.Cid, error)) (cid.Cid, error) {
 	unlock := n.bstore.PinLock(ctx)
 	defer unlock.Unlock(ctx)
-	return blob.AddChunks(ctx, n.dag, chunks, n.layout.MaxLinks)
+	w, err := n.packs.NewWriter()
+	if err != nil {
+		return cid.Undef, err
+	}
+	defer w.Close()
+	root, err := add(packingDAG{DAGService: n.dag, w: w})
+	if err != nil {
+		return cid.Undef, err
+	}
+	if err := w.Finish(ctx, root); err != nil {
+		return cid.Undef, err
+	}
+	return root, nil
+}
+
+// packingDAG stores the blocks added through it with a pack writer.
+type packingDAG struct {
+	ipld.DAGService
+	w *packs.Writer
+}
+
+func (d packingDAG) Add(ctx context.Context, nd ipld.Node) error {
+	return d.w.Add(ctx, []blocks.Block{nd})
+}
+
+func (d packingDAG) AddMany(ctx context.Context, nds []ipld.Node) error {
+	bs := make([]blocks.Block, len(nds))
+	for i, nd := range nds {
+		bs[i] = nd
+	}
+	return d.w.Add(ctx, bs)
+}
+
+// BlobFile returns the file holding the whole blob root byte for byte, if
+// the node stored it as a pack (packs.Store.BlobFile).
+func (n *Node) BlobFile(ctx context.Context, root cid.Cid) (path string, size int64, ok bool, err error) {
+	return n.packs.BlobFile(ctx, root)
 }

@@ -223,6 +223,37 @@ func (l *layoutDestination) WriteBlob(_ context.Context, d ocispec.Descriptor, r
 	return os.Rename(tmp.Name(), p)
 }
 
+// LinkBlob hard-links path into the layout; it fails across file systems,
+// and the caller then copies.
+func (l *layoutDestination) LinkBlob(_ context.Context, d ocispec.Descriptor, path string) error {
+	p, err := blobPath(l.dir, d.Digest)
+	if err != nil {
+		return err
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("link blob %s: %w", d.Digest, err)
+	}
+	if fi.Size() != d.Size {
+		return fmt.Errorf("link blob %s: %s has %d bytes, not %d", d.Digest, path, fi.Size(), d.Size)
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	// Linked under a temporary name and renamed, as WriteBlob does, so a
+	// blob left by an earlier pull is replaced in one step.
+	tmp := filepath.Join(filepath.Dir(p), fmt.Sprintf(".link-%s-%d", d.Digest.Encoded()[:12], os.Getpid()))
+	_ = os.Remove(tmp)
+	if err := os.Link(path, tmp); err != nil {
+		return fmt.Errorf("link blob %s: %w", d.Digest, err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("link blob %s: %w", d.Digest, err)
+	}
+	return nil
+}
+
 func (l *layoutDestination) Commit(_ context.Context, root ocispec.Descriptor) error {
 	idx := ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex}
 	if old, err := readLayoutIndex(l.dir); err == nil {

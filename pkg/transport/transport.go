@@ -39,6 +39,14 @@ type Destination interface {
 	Close() error
 }
 
+// Linker is a Destination that can take a blob as a link to a file that
+// holds it already, instead of a copy of its bytes.
+type Linker interface {
+	// LinkBlob makes the file at path the blob d. The caller vouches that
+	// the file holds d's bytes and that nothing will write to it.
+	LinkBlob(ctx context.Context, d ocispec.Descriptor, path string) error
+}
+
 // ErrUnknownTransport is returned for a reference whose transport shoal
 // does not know.
 var ErrUnknownTransport = errors.New("unknown transport")

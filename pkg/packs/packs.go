@@ -1,0 +1,405 @@
+// Package packs keeps the leaves of a whole blob in one file: a pack.
+//
+// A blob added or fetched in one go has its raw leaves written one after
+// another into a pack file, so that the pack holds the blob's bytes, and
+// an index in the node's datastore maps each leaf's multihash to its place
+// in the pack. Storing a 95 MB layer is then one file written once instead
+// of hundreds of block files, and a pull into an OCI layout can link the
+// pack into the layout instead of writing the bytes a second time.
+//
+// Everything else (the DAG's inner nodes, blocks fetched one at a time by
+// lazy reads or a group's shards) stays in the loose block store the Store
+// wraps. The Store is a blockstore.Blockstore over both.
+package packs
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/ipfs/boxo/blockstore"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	dsq "github.com/ipfs/go-datastore/query"
+	ipld "github.com/ipfs/go-ipld-format"
+	"github.com/multiformats/go-base32"
+	mh "github.com/multiformats/go-multihash"
+)
+
+var (
+	leafPrefix = ds.NewKey("/shoal/packs/leaf")
+	blobPrefix = ds.NewKey("/shoal/packs/blob")
+)
+
+const packExt = ".pack"
+
+// Store is a blockstore whose raw leaves may live in packs.
+type Store struct {
+	loose blockstore.Blockstore
+	meta  ds.Batching
+	dir   string
+	sync  bool
+
+	mu      sync.Mutex
+	writing map[string]bool // packs being written, which Sweep spares
+}
+
+// New returns a Store keeping packs in dir and their index in meta, over
+// the loose block store. With sync, a pack's bytes reach the disk before
+// the index names them.
+func New(loose blockstore.Blockstore, meta ds.Batching, dir string, sync bool) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("packs: %w", err)
+	}
+	return &Store{loose: loose, meta: meta, dir: dir, sync: sync, writing: map[string]bool{}}, nil
+}
+
+var _ blockstore.Blockstore = (*Store)(nil)
+
+// location is where a leaf, or a whole blob, lies in a pack.
+type location struct {
+	pack        string
+	off, length int64
+}
+
+func (l location) encode() []byte {
+	b := binary.AppendUvarint(nil, uint64(len(l.pack)))
+	b = append(b, l.pack...)
+	b = binary.AppendUvarint(b, uint64(l.off))
+	return binary.AppendUvarint(b, uint64(l.length))
+}
+
+func decodeLocation(b []byte) (location, error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || uint64(len(b)-k) < n {
+		return location{}, errors.New("packs: bad index entry")
+	}
+	l := location{pack: string(b[k : k+int(n)])}
+	b = b[k+int(n):]
+	off, k := binary.Uvarint(b)
+	if k <= 0 {
+		return location{}, errors.New("packs: bad index entry")
+	}
+	length, k2 := binary.Uvarint(b[k:])
+	if k2 <= 0 || off > 1<<62 || length > 1<<62 {
+		return location{}, errors.New("packs: bad index entry")
+	}
+	l.off, l.length = int64(off), int64(length)
+	return l, nil
+}
+
+// The blockstore is keyed by multihash, as boxo's is: a leaf asked for
+// under another codec is the same block.
+func leafKey(h mh.Multihash) ds.Key {
+	return leafPrefix.ChildString(base32.RawStdEncoding.EncodeToString(h))
+}
+
+func blobKey(c cid.Cid) ds.Key {
+	return blobPrefix.ChildString(base32.RawStdEncoding.EncodeToString(c.Hash()))
+}
+
+func (s *Store) locate(ctx context.Context, c cid.Cid) (location, bool, error) {
+	v, err := s.meta.Get(ctx, leafKey(c.Hash()))
+	if errors.Is(err, ds.ErrNotFound) {
+		return location{}, false, nil
+	}
+	if err != nil {
+		return location{}, false, err
+	}
+	l, err := decodeLocation(v)
+	return l, err == nil, err
+}
+
+func (s *Store) path(pack string) string { return filepath.Join(s.dir, pack+packExt) }
+
+func (s *Store) Has(ctx context.Context, c cid.Cid) (bool, error) {
+	if _, ok, err := s.locate(ctx, c); err != nil || ok {
+		return ok, err
+	}
+	return s.loose.Has(ctx, c)
+}
+
+func (s *Store) GetSize(ctx context.Context, c cid.Cid) (int, error) {
+	l, ok, err := s.locate(ctx, c)
+	if err != nil {
+		return -1, err
+	}
+	if ok {
+		return int(l.length), nil
+	}
+	return s.loose.GetSize(ctx, c)
+}
+
+// Get reads a packed leaf without hashing it again, as the loose store
+// reads its files: what was stored was checked on the way in.
+func (s *Store) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	l, ok, err := s.locate(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return s.loose.Get(ctx, c)
+	}
+	f, err := os.Open(s.path(l.pack))
+	if err != nil {
+		return nil, fmt.Errorf("packs: leaf %s: %w", c, err)
+	}
+	defer f.Close()
+	data := make([]byte, l.length)
+	if _, err := f.ReadAt(data, l.off); err != nil {
+		return nil, fmt.Errorf("packs: leaf %s in %s: %w", c, l.pack, err)
+	}
+	return blocks.NewBlockWithCid(data, c)
+}
+
+func (s *Store) Put(ctx context.Context, b blocks.Block) error { return s.loose.Put(ctx, b) }
+
+func (s *Store) PutMany(ctx context.Context, bs []blocks.Block) error {
+	return s.loose.PutMany(ctx, bs)
+}
+
+// DeleteBlock forgets the block wherever it is. A pack's file goes at the
+// next Sweep, once none of its leaves is left.
+func (s *Store) DeleteBlock(ctx context.Context, c cid.Cid) error {
+	_, packed, err := s.locate(ctx, c)
+	if err != nil {
+		return err
+	}
+	if packed {
+		if err := s.meta.Delete(ctx, leafKey(c.Hash())); err != nil {
+			return err
+		}
+	}
+	err = s.loose.DeleteBlock(ctx, c)
+	if packed && ipld.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// AllKeysChan lists the packed leaves, then the loose blocks. A block
+// stored both ways is listed twice.
+func (s *Store) AllKeysChan(ctx context.Context) (<-chan cid.Cid, error) {
+	res, err := s.meta.Query(ctx, dsq.Query{Prefix: leafPrefix.String(), KeysOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	loose, err := s.loose.AllKeysChan(ctx)
+	if err != nil {
+		res.Close()
+		return nil, err
+	}
+	out := make(chan cid.Cid, 64)
+	go func() {
+		defer close(out)
+		defer res.Close()
+		for r := range res.Next() {
+			if r.Error != nil {
+				return
+			}
+			h, err := base32.RawStdEncoding.DecodeString(ds.RawKey(r.Key).Name())
+			if err != nil {
+				continue
+			}
+			select {
+			case out <- cid.NewCidV1(cid.Raw, h):
+			case <-ctx.Done():
+				return
+			}
+		}
+		for c := range loose {
+			select {
+			case out <- c:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// BlobFile returns the pack holding the whole blob root, byte for byte,
+// and the blob's size; ok is false if no pack does.
+func (s *Store) BlobFile(ctx context.Context, root cid.Cid) (path string, size int64, ok bool, err error) {
+	v, err := s.meta.Get(ctx, blobKey(root))
+	if errors.Is(err, ds.ErrNotFound) {
+		return "", 0, false, nil
+	}
+	if err != nil {
+		return "", 0, false, err
+	}
+	l, err := decodeLocation(v)
+	if err != nil {
+		return "", 0, false, err
+	}
+	p := s.path(l.pack)
+	if fi, err := os.Stat(p); err != nil || fi.Size() < l.off+l.length {
+		return "", 0, false, nil
+	}
+	return p, l.length, true, nil
+}
+
+// Sweep removes the packs no leaf refers to any more, with their blob
+// records. Run it after deleting blocks (garbage collection).
+func (s *Store) Sweep(ctx context.Context) error {
+	live := map[string]bool{}
+	res, err := s.meta.Query(ctx, dsq.Query{Prefix: leafPrefix.String()})
+	if err != nil {
+		return err
+	}
+	for r := range res.Next() {
+		if r.Error != nil {
+			res.Close()
+			return r.Error
+		}
+		if l, err := decodeLocation(r.Value); err == nil {
+			live[l.pack] = true
+		}
+	}
+	res.Close()
+
+	blobs, err := s.meta.Query(ctx, dsq.Query{Prefix: blobPrefix.String()})
+	if err != nil {
+		return err
+	}
+	var stale []ds.Key
+	for r := range blobs.Next() {
+		if r.Error != nil {
+			blobs.Close()
+			return r.Error
+		}
+		if l, err := decodeLocation(r.Value); err != nil || !live[l.pack] {
+			stale = append(stale, ds.RawKey(r.Key))
+		}
+	}
+	blobs.Close()
+	for _, k := range stale {
+		if err := s.meta.Delete(ctx, k); err != nil {
+			return err
+		}
+	}
+
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range entries {
+		name, isPack := strings.CutSuffix(e.Name(), packExt)
+		if !isPack || live[name] || s.writing[name] {
+			continue
+		}
+		if err := os.Remove(filepath.Join(s.dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Writer appends one blob's leaves to a new pack. It is not safe for
+// concurrent use.
+type Writer struct {
+	s    *Store
+	name string
+	f    *os.File
+	off  int64
+	seen map[string]bool // multihashes indexed in this pack
+}
+
+// NewWriter starts a pack.
+func (s *Store) NewWriter() (*Writer, error) {
+	var id [12]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return nil, err
+	}
+	name := hex.EncodeToString(id[:])
+	// Read-only: a pack linked into an OCI layout must not be changed
+	// through the layout.
+	f, err := os.OpenFile(filepath.Join(s.dir, name+packExt), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	if err != nil {
+		return nil, fmt.Errorf("packs: %w", err)
+	}
+	s.mu.Lock()
+	s.writing[name] = true
+	s.mu.Unlock()
+	return &Writer{s: s, name: name, f: f, seen: map[string]bool{}}, nil
+}
+
+// Add stores blocks in order: raw leaves at the end of the pack (a leaf
+// the pack already holds is written again but indexed once, so that the
+// pack stays the blob's bytes), the rest in the loose store. When Add
+// returns, every block is readable from the Store.
+func (w *Writer) Add(ctx context.Context, bs []blocks.Block) error {
+	var loose []blocks.Block
+	batch, err := w.s.meta.Batch(ctx)
+	if err != nil {
+		return err
+	}
+	indexed := 0
+	for _, b := range bs {
+		if b.Cid().Prefix().Codec != cid.Raw {
+			loose = append(loose, b)
+			continue
+		}
+		data := b.RawData()
+		if _, err := w.f.Write(data); err != nil {
+			return fmt.Errorf("packs: write %s: %w", w.name, err)
+		}
+		h := string(b.Cid().Hash())
+		if !w.seen[h] {
+			w.seen[h] = true
+			l := location{pack: w.name, off: w.off, length: int64(len(data))}
+			if err := batch.Put(ctx, leafKey(b.Cid().Hash()), l.encode()); err != nil {
+				return err
+			}
+			indexed++
+		}
+		w.off += int64(len(data))
+	}
+	if len(loose) > 0 {
+		if err := w.s.loose.PutMany(ctx, loose); err != nil {
+			return err
+		}
+	}
+	if indexed == 0 {
+		return nil
+	}
+	if w.s.sync {
+		if err := w.f.Sync(); err != nil {
+			return fmt.Errorf("packs: sync %s: %w", w.name, err)
+		}
+	}
+	return batch.Commit(ctx)
+}
+
+// Size is how many bytes of leaves the pack holds.
+func (w *Writer) Size() int64 { return w.off }
+
+// Finish records that the pack holds the whole blob root, byte for byte:
+// the caller added every leaf of the file, repeats included, in order,
+// and the file's data is all in its leaves.
+func (w *Writer) Finish(ctx context.Context, root cid.Cid) error {
+	l := location{pack: w.name, length: w.off}
+	return w.s.meta.Put(ctx, blobKey(root), l.encode())
+}
+
+// Close ends the writer; what it added stays. An empty pack is removed.
+func (w *Writer) Close() error {
+	err := w.f.Close()
+	if w.off == 0 {
+		err = errors.Join(err, os.Remove(w.f.Name()))
+	}
+	w.s.mu.Lock()
+	delete(w.s.writing, w.name)
+	w.s.mu.Unlock()
+	return err
+}

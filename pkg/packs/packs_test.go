@@ -1,0 +1,213 @@
+package packs
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/ipfs/boxo/blockstore"
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+	ipld "github.com/ipfs/go-ipld-format"
+	mh "github.com/multiformats/go-multihash"
+)
+
+func block(t *testing.T, codec uint64, data string) blocks.Block {
+	t.Helper()
+	c, err := cid.V1Builder{Codec: codec, MhType: mh.SHA2_256}.Sum([]byte(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := blocks.NewBlockWithCid([]byte(data), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func rawBlock(t *testing.T, data string) blocks.Block { return block(t, cid.Raw, data) }
+func pbBlock(t *testing.T, data string) blocks.Block  { return block(t, cid.DagProtobuf, data) }
+
+func newStore(t *testing.T) (*Store, blockstore.Blockstore, string) {
+	t.Helper()
+	meta := dssync.MutexWrap(ds.NewMapDatastore())
+	loose := blockstore.NewBlockstore(dssync.MutexWrap(ds.NewMapDatastore()))
+	dir := filepath.Join(t.TempDir(), "packs")
+	s, err := New(loose, meta, dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, loose, dir
+}
+
+func keys(t *testing.T, s *Store) []string {
+	t.Helper()
+	ch, err := s.AllKeysChan(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for c := range ch {
+		out = append(out, string(c.Hash()))
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestPackHoldsTheBlobInFileOrder(t *testing.T) {
+	ctx := context.Background()
+	s, loose, _ := newStore(t)
+	a, b, inner := rawBlock(t, "first "), rawBlock(t, "second "), pbBlock(t, "inner node")
+	w, err := s.NewWriter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a repeats, as a file of zeros repeats its chunk.
+	if err := w.Add(ctx, []blocks.Block{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Add(ctx, []blocks.Block{a, inner}); err != nil {
+		t.Fatal(err)
+	}
+	root := inner.Cid()
+	if err := w.Finish(ctx, root); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	path, size, ok, err := s.BlobFile(ctx, root)
+	if err != nil || !ok {
+		t.Fatalf("BlobFile: ok %v, err %v", ok, err)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "first second first "; string(got) != want || size != int64(len(want)) {
+		t.Fatalf("pack holds %q (size %d), want %q", got, size, want)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm()&0o222 != 0 {
+		t.Errorf("pack is writable: %v", fi.Mode())
+	}
+	// Inner nodes stay loose; leaves are only in the pack.
+	if has, _ := loose.Has(ctx, inner.Cid()); !has {
+		t.Error("inner node not in the loose store")
+	}
+	if has, _ := loose.Has(ctx, a.Cid()); has {
+		t.Error("leaf written to the loose store as well")
+	}
+	for _, blk := range []blocks.Block{a, b, inner} {
+		got, err := s.Get(ctx, blk.Cid())
+		if err != nil {
+			t.Fatalf("Get %s: %v", blk.Cid(), err)
+		}
+		if !bytes.Equal(got.RawData(), blk.RawData()) {
+			t.Fatalf("Get %s: %q, want %q", blk.Cid(), got.RawData(), blk.RawData())
+		}
+		if n, err := s.GetSize(ctx, blk.Cid()); err != nil || n != len(blk.RawData()) {
+			t.Fatalf("GetSize %s: %d, %v", blk.Cid(), n, err)
+		}
+	}
+	// The store is keyed by multihash: the leaf under another codec is
+	// the same block.
+	other := cid.NewCidV1(cid.DagProtobuf, a.Cid().Hash())
+	if has, err := s.Has(ctx, other); err != nil || !has {
+		t.Fatalf("Has under another codec: %v, %v", has, err)
+	}
+	want := []string{string(a.Cid().Hash()), string(b.Cid().Hash()), string(inner.Cid().Hash())}
+	slices.Sort(want)
+	if got := keys(t, s); !slices.Equal(got, want) {
+		t.Fatalf("AllKeysChan lists %d keys, want %d", len(got), len(want))
+	}
+}
+
+func TestSweepRemovesPacksWithoutLeaves(t *testing.T) {
+	ctx := context.Background()
+	s, _, dir := newStore(t)
+	add := func(bs ...blocks.Block) string {
+		w, err := s.NewWriter()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Add(ctx, bs); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Finish(ctx, bs[0].Cid()); err != nil {
+			t.Fatal(err)
+		}
+		path, _, _, _ := s.BlobFile(ctx, bs[0].Cid())
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	a, b, c := rawBlock(t, "a"), rawBlock(t, "b"), rawBlock(t, "c")
+	p1 := add(a, b)
+	p2 := add(c)
+	// A pack being written is spared even though nothing names it yet.
+	open, err := s.NewWriter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := open.Add(ctx, []blocks.Block{pbBlock(t, "loose only")}); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := s.DeleteBlock(ctx, a.Cid()); err != nil {
+		t.Fatal(err)
+	}
+	if has, _ := s.Has(ctx, a.Cid()); has {
+		t.Fatal("deleted leaf still there")
+	}
+	if err := s.DeleteBlock(ctx, c.Cid()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p1); err != nil {
+		t.Fatalf("pack with a leaf left was removed: %v", err)
+	}
+	if _, err := os.Stat(p2); !os.IsNotExist(err) {
+		t.Fatalf("pack without leaves kept: %v", err)
+	}
+	if _, _, ok, _ := s.BlobFile(ctx, c.Cid()); ok {
+		t.Fatal("blob record of a removed pack kept")
+	}
+	if _, err := s.Get(ctx, b.Cid()); err != nil {
+		t.Fatalf("leaf of a kept pack: %v", err)
+	}
+	if _, err := s.Get(ctx, a.Cid()); !ipld.IsNotFound(err) {
+		t.Fatalf("Get of a deleted leaf: %v, want not found", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Fatalf("%d files in the pack directory, want the kept pack and the open one", len(entries))
+	}
+	// Closed without a leaf, the open pack goes.
+	if err := open.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Fatalf("%d files in the pack directory, want 1", len(entries))
+	}
+}
+
+func TestLocationEncoding(t *testing.T) {
+	l := location{pack: "0123456789abcdef01234567", off: 1 << 40, length: 262144}
+	got, err := decodeLocation(l.encode())
+	if err != nil || got != l {
+		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+	for _, bad := range [][]byte{nil, {0x05, 'a'}, {0x01, 'a'}, {0x01, 'a', 0x80}} {
+		if _, err := decodeLocation(bad); err == nil {
+			t.Errorf("decodeLocation(%x) accepted", bad)
+		}
+	}
+}
