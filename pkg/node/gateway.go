@@ -84,7 +84,7 @@ func (g *gatewayPeers) isBad(p peer.ID) bool {
 // Only blocks stored here are served: a request never makes this node fetch
 // from others on a peer's behalf.
 func (n *Node) startGateway() {
-	h := &libp2phttp.Host{StreamHost: n.host}
+	h := &libp2phttp.Host{StreamHost: bulkStreams{n.host}}
 	h.SetHTTPHandlerAtPath(GatewayProtocol, "/", &carServer{bs: n.bstore, served: &n.gw.served})
 	n.gw.http = h
 	n.host.SetStreamHandler(HavesProtocol, n.serveHaves)

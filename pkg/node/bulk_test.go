@@ -1,0 +1,92 @@
+package node
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// TestGatewayStreamsPreferTCP: with a TCP and a QUIC connection between
+// two peers, a blob's CAR stream goes over TCP, whichever connection
+// libp2p would pick.
+func TestGatewayStreamsPreferTCP(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	both := func(_ string, cfg *Config) {
+		cfg.Swarm.Listen = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+	}
+	a := onlineNodeWith(t, both)
+	b := onlineNodeWith(t, both)
+	var tcpAddr ma.Multiaddr
+	for _, addr := range a.Host().Addrs() {
+		if _, err := addr.ValueForProtocol(ma.P_TCP); err == nil {
+			tcpAddr = addr
+		}
+	}
+	if tcpAddr == nil || len(onlyQUIC(b)) == 0 {
+		t.Fatalf("a listens on %v, b on %v; want TCP and QUIC", a.Host().Addrs(), b.Host().Addrs())
+	}
+	// Each dials the other at once, a over QUIC and b over TCP, as peers
+	// that find each other by mDNS do: that leaves two connections, most
+	// times. libp2p's own choice among them is the newest or the busiest.
+	connectBoth := func() int {
+		done := make(chan error, 2)
+		go func() {
+			done <- a.Host().Connect(ctx, peer.AddrInfo{ID: b.Host().ID(), Addrs: onlyQUIC(b)})
+		}()
+		go func() {
+			done <- b.Host().Connect(ctx, peer.AddrInfo{ID: a.Host().ID(), Addrs: []ma.Multiaddr{tcpAddr}})
+		}()
+		for range 2 {
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+		return len(b.Host().Network().ConnsToPeer(a.Host().ID()))
+	}
+	attempts := 0
+	for ; connectBoth() < 2; attempts++ {
+		if attempts == 50 {
+			t.Fatal("50 simultaneous dials left one connection each time; cannot set up two")
+		}
+		_ = b.Host().Network().ClosePeer(a.Host().ID())
+		for len(a.Host().Network().ConnsToPeer(b.Host().ID())) > 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	c := addBytes(t, a, 3<<20, 'q')
+	cs, err := b.openCAR(ctx, a.Host().ID(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.body.Close()
+	var onTCP, onQUIC int
+	for _, conn := range b.Host().Network().ConnsToPeer(a.Host().ID()) {
+		for _, s := range conn.GetStreams() {
+			if s.Protocol() == "" || s.Protocol() == "/ipfs/id/1.0.0" {
+				continue
+			}
+			if _, err := conn.RemoteMultiaddr().ValueForProtocol(ma.P_TCP); err == nil {
+				onTCP++
+			} else {
+				onQUIC++
+			}
+		}
+	}
+	if onTCP == 0 || onQUIC != 0 {
+		t.Fatalf("gateway streams: %d over TCP, %d over QUIC; want all over TCP", onTCP, onQUIC)
+	}
+}
+
+func onlyQUIC(n *Node) []ma.Multiaddr {
+	var out []ma.Multiaddr
+	for _, addr := range n.Host().Addrs() {
+		if _, err := addr.ValueForProtocol(ma.P_QUIC_V1); err == nil {
+			out = append(out, addr)
+		}
+	}
+	return out
+}
