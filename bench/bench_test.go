@@ -62,7 +62,11 @@ func benchPush(b *testing.B, size int64, layout, blocks string, args ...string) 
 
 func reportStore(b *testing.B, dir string, rss float64) {
 	b.Helper()
+	// Files holding blocks: kubo's and shoal's loose block files, and
+	// shoal's packs (one per blob added or fetched whole).
 	blocks, _ := storeStats(filepath.Join(dir, "blocks"))
+	packs, _ := storeStats(filepath.Join(dir, "packs"))
+	blocks += packs
 	_, bytes := storeStats(dir)
 	b.ReportMetric(rss, "peak-MiB")
 	b.ReportMetric(float64(blocks), "block-files")
