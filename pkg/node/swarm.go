@@ -17,6 +17,7 @@ import (
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
+	"github.com/shoal-ipfs/shoal/pkg/packs"
 )
 
 // Swarm fetching: with several peers to ask, a blob is fetched leaf by
@@ -56,12 +57,16 @@ const maxBlockSize = 2 << 20
 // stops the fetch.
 func (n *Node) swarmRead(ctx context.Context, c cid.Cid, peers []peer.ID) (io.ReadCloser, error) {
 	session := merkledag.NewSession(ctx, n.dag)
-	leaves, err := blob.Leaves(ctx, &peerBlocks{n: n, peers: peers, session: session}, c)
+	shape, err := blob.ShapeOf(ctx, &peerBlocks{n: n, peers: peers, session: session}, c)
 	if err != nil {
 		return nil, err
 	}
-	if len(leaves) < swarmMinLeaves {
+	if len(shape.Leaves) < swarmMinLeaves {
 		return nil, errNotSwarmed
+	}
+	leaves := make([]cid.Cid, len(shape.Leaves))
+	for i, l := range shape.Leaves {
+		leaves[i] = l.CID
 	}
 	missing, err := n.missing(ctx, leaves)
 	if err != nil {
@@ -70,6 +75,19 @@ func (n *Node) swarmRead(ctx context.Context, c cid.Cid, peers []peer.ID) (io.Re
 	if len(missing) == 0 {
 		return blob.Open(ctx, n.dag, c)
 	}
+	pack, err := n.placedPack(shape)
+	if err != nil {
+		return nil, err
+	}
+	put := n.bstore.Put
+	if pack != nil {
+		put = func(ctx context.Context, b blocks.Block) error {
+			if placed, err := pack.Put(ctx, b); placed || err != nil {
+				return err
+			}
+			return n.bstore.Put(ctx, b)
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	known, waitHaves := n.watchHaves(ctx, c, leaves, peers)
 	sb := &swarmBlocks{n: n, session: session, stored: make(chan struct{})}
@@ -77,18 +95,61 @@ func (n *Node) swarmRead(ctx context.Context, c cid.Cid, peers []peer.ID) (io.Re
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := n.fetchFromPeers(ctx, session, sb.lp, sb.notify); err != nil && ctx.Err() == nil {
+		if err := n.fetchFromPeers(ctx, session, sb.lp, sb.notify, put); err != nil && ctx.Err() == nil {
 			n.log.Debug("fetching from many peers failed; the rest over bitswap", "cid", c, "err", err)
+		}
+		if pack != nil {
+			if err := pack.Finish(ctx, c); err != nil {
+				n.log.Debug("recording a whole-blob pack failed", "cid", c, "err", err)
+			}
 		}
 		sb.end()
 	}()
-	stop := func() { cancel(); <-done; waitHaves() }
+	stop := func() {
+		cancel()
+		<-done
+		waitHaves()
+		if pack != nil {
+			_ = pack.Close()
+		}
+	}
 	r, err := blob.Open(ctx, sb, c)
 	if err != nil {
 		stop()
 		return nil, err
 	}
-	return &prefetching{Reader: r, stop: stop}, nil
+	return &swarmReader{prefetching: &prefetching{Reader: r, stop: stop}, fetched: done}, nil
+}
+
+// placedPack starts a pack that the leaves of a blob fill in as they
+// arrive, each at its place; nil if the blob has leaves other than raw
+// blocks, whose data would not be the blob's.
+func (n *Node) placedPack(shape blob.Shape) (*packs.PlacedWriter, error) {
+	places := make([]packs.Place, len(shape.Leaves))
+	var off int64
+	for i, l := range shape.Leaves {
+		if l.CID.Prefix().Codec != cid.Raw {
+			return nil, nil
+		}
+		places[i] = packs.Place{Hash: l.CID.Hash(), Offset: off, Length: int64(l.Size)}
+		off += int64(l.Size)
+	}
+	return n.packs.NewPlacedWriter(places)
+}
+
+// swarmReader waits, at the end of the blob, for the fetch to end, so
+// that when it returns io.EOF the blob's pack is complete and recorded.
+type swarmReader struct {
+	*prefetching
+	fetched <-chan struct{}
+}
+
+func (r *swarmReader) Read(p []byte) (int, error) {
+	k, err := r.prefetching.Read(p)
+	if errors.Is(err, io.EOF) {
+		<-r.fetched
+	}
+	return k, err
 }
 
 // swarmBlocks gets a blob's blocks for its reader while a swarm fetch
@@ -174,7 +235,7 @@ func (g *peerBlocks) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 		}
 		peers := slices.Clone(g.peers)
 		rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
-		nd, _, err := g.n.fetchBlock(ctx, g.session, c, peers)
+		nd, _, err := g.n.fetchBlock(ctx, g.session, c, peers, g.n.bstore.Put)
 		return nd, err
 	})
 	if err != nil {
@@ -232,13 +293,13 @@ func (n *Node) Fetch(ctx context.Context, blocks []cid.Cid) error {
 	}
 	session := merkledag.NewSession(ctx, n.dag)
 	lp := newLeafPicker(n.host.ID(), n.gatewayCandidates(), missing, nil, n.gw.isBad)
-	return n.fetchFromPeers(ctx, session, lp, nil)
+	return n.fetchFromPeers(ctx, session, lp, nil, n.bstore.Put)
 }
 
-// fetchFromPeers stores the leaves lp picks, several at once, each from
-// the peer it names, else from the others, else over session; stored (if
-// not nil) is called after each.
-func (n *Node) fetchFromPeers(ctx context.Context, session ipld.NodeGetter, lp *leafPicker, stored func()) error {
+// fetchFromPeers stores the leaves lp picks with put, several at once,
+// each from the peer it names, else from the others, else over session;
+// stored (if not nil) is called after each.
+func (n *Node) fetchFromPeers(ctx context.Context, session ipld.NodeGetter, lp *leafPicker, stored func(), put func(context.Context, blocks.Block) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -253,7 +314,7 @@ func (n *Node) fetchFromPeers(ctx context.Context, session ipld.NodeGetter, lp *
 				if !ok {
 					return
 				}
-				_, from, err := n.fetchBlock(ctx, session, leaf, lp.order(prefer))
+				_, from, err := n.fetchBlock(ctx, session, leaf, lp.order(prefer), put)
 				lp.done(prefer, from)
 				if err == nil && stored != nil {
 					stored()
@@ -275,10 +336,10 @@ func (n *Node) fetchFromPeers(ctx context.Context, session ipld.NodeGetter, lp *
 	return nil
 }
 
-// fetchBlock stores block c, from the first of peers that has it, else
-// over bitswap; it returns the block and the peer that served it ("" for
-// bitswap).
-func (n *Node) fetchBlock(ctx context.Context, session ipld.NodeGetter, c cid.Cid, peers []peer.ID) (ipld.Node, peer.ID, error) {
+// fetchBlock stores block c with put, from the first of peers that has
+// it, else over bitswap (into the blockstore); it returns the block and
+// the peer that served it ("" for bitswap).
+func (n *Node) fetchBlock(ctx context.Context, session ipld.NodeGetter, c cid.Cid, peers []peer.ID, put func(context.Context, blocks.Block) error) (ipld.Node, peer.ID, error) {
 	for _, p := range peers {
 		if n.gw.isBad(p) {
 			continue
@@ -298,7 +359,7 @@ func (n *Node) fetchBlock(ctx context.Context, session ipld.NodeGetter, c cid.Ci
 		if err != nil {
 			return nil, "", fmt.Errorf("block %s from %s: %w", c, p, err)
 		}
-		if err := n.bstore.Put(ctx, b); err != nil {
+		if err := put(ctx, b); err != nil {
 			return nil, "", err
 		}
 		n.gw.blocksReceived.Add(1)

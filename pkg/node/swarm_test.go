@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"math/rand"
+	"os"
 	"testing"
 	"time"
 
@@ -56,6 +57,15 @@ func TestSwarmFetchDrawsOnEveryPeerAndCatchesALiar(t *testing.T) {
 		if sentBy(n) == was {
 			t.Errorf("peer %s served nothing", n.host.ID())
 		}
+	}
+	// The leaves, fetched out of order from two peers, were each written
+	// at their place in one pack, which holds the blob.
+	path, size, ok, err := reader.BlobFile(ctx, root)
+	if err != nil || !ok || size != int64(len(data)) {
+		t.Fatalf("reader's pack of the blob: ok %v, size %d, err %v", ok, size, err)
+	}
+	if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the pack does not hold the blob (err %v)", err)
 	}
 }
 

@@ -317,21 +317,42 @@ type Writer struct {
 
 // NewWriter starts a pack.
 func (s *Store) NewWriter() (*Writer, error) {
+	name, f, err := s.create()
+	if err != nil {
+		return nil, err
+	}
+	return &Writer{s: s, name: name, f: f, seen: map[string]bool{}}, nil
+}
+
+// create makes a new pack file, spared by Sweep until closePack.
+func (s *Store) create() (string, *os.File, error) {
 	var id [12]byte
 	if _, err := rand.Read(id[:]); err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	name := hex.EncodeToString(id[:])
 	// Read-only: a pack linked into an OCI layout must not be changed
 	// through the layout.
-	f, err := os.OpenFile(filepath.Join(s.dir, name+packExt), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	f, err := os.OpenFile(s.path(name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
 	if err != nil {
-		return nil, fmt.Errorf("packs: %w", err)
+		return "", nil, fmt.Errorf("packs: %w", err)
 	}
 	s.mu.Lock()
 	s.writing[name] = true
 	s.mu.Unlock()
-	return &Writer{s: s, name: name, f: f, seen: map[string]bool{}}, nil
+	return name, f, nil
+}
+
+// closePack closes a pack file, removing it if nothing was written to it.
+func (s *Store) closePack(name string, f *os.File, empty bool) error {
+	err := f.Close()
+	if empty {
+		err = errors.Join(err, os.Remove(f.Name()))
+	}
+	s.mu.Lock()
+	delete(s.writing, name)
+	s.mu.Unlock()
+	return err
 }
 
 // Add stores blocks in order: raw leaves at the end of the pack (a leaf
@@ -393,13 +414,94 @@ func (w *Writer) Finish(ctx context.Context, root cid.Cid) error {
 }
 
 // Close ends the writer; what it added stays. An empty pack is removed.
-func (w *Writer) Close() error {
-	err := w.f.Close()
-	if w.off == 0 {
-		err = errors.Join(err, os.Remove(w.f.Name()))
+func (w *Writer) Close() error { return w.s.closePack(w.name, w.f, w.off == 0) }
+
+// Place is where a leaf lies in its blob.
+type Place struct {
+	Hash   mh.Multihash
+	Offset int64
+	Length int64
+}
+
+// PlacedWriter writes a blob's leaves into a new pack as they arrive, in
+// any order, each at its place in the blob: a swarm fetch gets leaves from
+// many peers at once. It is safe for concurrent use.
+type PlacedWriter struct {
+	s    *Store
+	name string
+	f    *os.File
+	size int64
+
+	mu      sync.Mutex
+	places  map[string][]Place // multihash → where it goes, repeats included
+	missing int                // places not written yet
+	written int                // leaves written
+}
+
+// NewPlacedWriter starts a pack for a blob of the given leaves.
+func (s *Store) NewPlacedWriter(places []Place) (*PlacedWriter, error) {
+	name, f, err := s.create()
+	if err != nil {
+		return nil, err
 	}
-	w.s.mu.Lock()
-	delete(w.s.writing, w.name)
-	w.s.mu.Unlock()
-	return err
+	w := &PlacedWriter{s: s, name: name, f: f, places: map[string][]Place{}, missing: len(places)}
+	for _, p := range places {
+		w.places[string(p.Hash)] = append(w.places[string(p.Hash)], p)
+		w.size = max(w.size, p.Offset+p.Length)
+	}
+	return w, nil
+}
+
+// Put writes b at each of its places and indexes it; it reports false for
+// a block that is not one of the blob's leaves, or not of its length,
+// which the caller stores elsewhere.
+func (w *PlacedWriter) Put(ctx context.Context, b blocks.Block) (bool, error) {
+	data := b.RawData()
+	w.mu.Lock()
+	places := w.places[string(b.Cid().Hash())]
+	delete(w.places, string(b.Cid().Hash()))
+	w.mu.Unlock()
+	if len(places) == 0 || b.Cid().Prefix().Codec != cid.Raw || places[0].Length != int64(len(data)) {
+		return false, nil
+	}
+	for _, p := range places {
+		if _, err := w.f.WriteAt(data, p.Offset); err != nil {
+			return false, fmt.Errorf("packs: write %s: %w", w.name, err)
+		}
+	}
+	if w.s.sync {
+		if err := w.f.Sync(); err != nil {
+			return false, fmt.Errorf("packs: sync %s: %w", w.name, err)
+		}
+	}
+	l := location{pack: w.name, off: places[0].Offset, length: places[0].Length}
+	if err := w.s.meta.Put(ctx, leafKey(b.Cid().Hash()), l.encode()); err != nil {
+		return false, err
+	}
+	w.mu.Lock()
+	w.missing -= len(places)
+	w.written++
+	w.mu.Unlock()
+	return true, nil
+}
+
+// Finish records that the pack holds the whole blob root, if every leaf
+// arrived through Put.
+func (w *PlacedWriter) Finish(ctx context.Context, root cid.Cid) error {
+	w.mu.Lock()
+	complete := w.missing == 0
+	w.mu.Unlock()
+	if !complete {
+		return nil
+	}
+	l := location{pack: w.name, length: w.size}
+	return w.s.meta.Put(ctx, blobKey(root), l.encode())
+}
+
+// Close ends the writer; the leaves it wrote stay.
+func (w *PlacedWriter) Close() error {
+	w.mu.Lock()
+	empty := w.written == 0
+	w.mu.Unlock()
+	return w.s.closePack(w.name, w.f, empty)
 }

@@ -211,3 +211,56 @@ func TestLocationEncoding(t *testing.T) {
 		}
 	}
 }
+
+func TestPlacedWriterFillsTheBlobInAnyOrder(t *testing.T) {
+	ctx := context.Background()
+	s, loose, _ := newStore(t)
+	a, b := rawBlock(t, "aaaa"), rawBlock(t, "bb")
+	// The blob is a, b, a: a repeats.
+	places := []Place{
+		{Hash: a.Cid().Hash(), Offset: 0, Length: 4},
+		{Hash: b.Cid().Hash(), Offset: 4, Length: 2},
+		{Hash: a.Cid().Hash(), Offset: 6, Length: 4},
+	}
+	root := pbBlock(t, "root").Cid()
+
+	w, err := s.NewPlacedWriter(places)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if placed, err := w.Put(ctx, b); err != nil || !placed {
+		t.Fatalf("Put b: %v, %v", placed, err)
+	}
+	// Not yet whole: Finish records nothing.
+	if err := w.Finish(ctx, root); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok, _ := s.BlobFile(ctx, root); ok {
+		t.Fatal("a pack missing a leaf recorded as the whole blob")
+	}
+	if placed, _ := w.Put(ctx, rawBlock(t, "stranger")); placed {
+		t.Fatal("a block that is not a leaf of the blob was placed")
+	}
+	if placed, err := w.Put(ctx, a); err != nil || !placed {
+		t.Fatalf("Put a: %v, %v", placed, err)
+	}
+	if err := w.Finish(ctx, root); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path, size, ok, err := s.BlobFile(ctx, root)
+	if err != nil || !ok || size != 10 {
+		t.Fatalf("BlobFile: ok %v, size %d, err %v", ok, size, err)
+	}
+	if got, _ := os.ReadFile(path); string(got) != "aaaabbaaaa" {
+		t.Fatalf("pack holds %q", got)
+	}
+	if got, err := s.Get(ctx, b.Cid()); err != nil || string(got.RawData()) != "bb" {
+		t.Fatalf("Get b: %v", err)
+	}
+	if has, _ := loose.Has(ctx, a.Cid()); has {
+		t.Error("a placed leaf went to the loose store too")
+	}
+}
