@@ -19,6 +19,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -100,6 +101,16 @@ func decodeLocation(b []byte) (location, error) {
 // under another codec is the same block.
 func leafKey(h mh.Multihash) ds.Key {
 	return leafPrefix.ChildString(base32.RawStdEncoding.EncodeToString(h))
+}
+
+// leafCID is the CID a leaf's index key names; like boxo's blockstore, the
+// store lists raw CIDs.
+func leafCID(k ds.Key) (cid.Cid, error) {
+	h, err := base32.RawStdEncoding.DecodeString(k.Name())
+	if err != nil {
+		return cid.Undef, fmt.Errorf("packs: index key %s: %w", k, err)
+	}
+	return cid.NewCidV1(cid.Raw, h), nil
 }
 
 func blobKey(c cid.Cid) ds.Key {
@@ -205,12 +216,12 @@ func (s *Store) AllKeysChan(ctx context.Context) (<-chan cid.Cid, error) {
 			if r.Error != nil {
 				return
 			}
-			h, err := base32.RawStdEncoding.DecodeString(ds.RawKey(r.Key).Name())
+			c, err := leafCID(ds.RawKey(r.Key))
 			if err != nil {
 				continue
 			}
 			select {
-			case out <- cid.NewCidV1(cid.Raw, h):
+			case out <- c:
 			case <-ctx.Done():
 				return
 			}
@@ -248,9 +259,17 @@ func (s *Store) BlobFile(ctx context.Context, root cid.Cid) (path string, size i
 }
 
 // Sweep removes the packs no leaf refers to any more, with their blob
-// records. Run it after deleting blocks (garbage collection).
+// records, and frees the space of packs mostly collected: a pack whose
+// remaining leaves fill less than half of it has them moved to the loose
+// store, and goes. (A pack is never cut into in place: an OCI layout may
+// hold a link to it.) Run it after deleting blocks (garbage collection).
 func (s *Store) Sweep(ctx context.Context) error {
-	live := map[string]bool{}
+	type leaf struct {
+		key ds.Key
+		loc location
+	}
+	byPack := map[string][]leaf{}
+	liveBytes := map[string]int64{}
 	res, err := s.meta.Query(ctx, dsq.Query{Prefix: leafPrefix.String()})
 	if err != nil {
 		return err
@@ -261,10 +280,27 @@ func (s *Store) Sweep(ctx context.Context) error {
 			return r.Error
 		}
 		if l, err := decodeLocation(r.Value); err == nil {
-			live[l.pack] = true
+			byPack[l.pack] = append(byPack[l.pack], leaf{ds.RawKey(r.Key), l})
+			liveBytes[l.pack] += l.length
 		}
 	}
 	res.Close()
+
+	s.mu.Lock()
+	writing := maps.Clone(s.writing)
+	s.mu.Unlock()
+	for name, leaves := range byPack {
+		fi, err := os.Stat(s.path(name))
+		if err != nil || writing[name] || 2*liveBytes[name] >= fi.Size() {
+			continue
+		}
+		for _, l := range leaves {
+			if err := s.unpack(ctx, l.key, l.loc); err != nil {
+				return err
+			}
+		}
+		delete(byPack, name)
+	}
 
 	blobs, err := s.meta.Query(ctx, dsq.Query{Prefix: blobPrefix.String()})
 	if err != nil {
@@ -276,7 +312,7 @@ func (s *Store) Sweep(ctx context.Context) error {
 			blobs.Close()
 			return r.Error
 		}
-		if l, err := decodeLocation(r.Value); err != nil || !live[l.pack] {
+		if l, err := decodeLocation(r.Value); err != nil || byPack[l.pack] == nil {
 			stale = append(stale, ds.RawKey(r.Key))
 		}
 	}
@@ -295,7 +331,7 @@ func (s *Store) Sweep(ctx context.Context) error {
 	defer s.mu.Unlock()
 	for _, e := range entries {
 		name, isPack := strings.CutSuffix(e.Name(), packExt)
-		if !isPack || live[name] || s.writing[name] {
+		if !isPack || byPack[name] != nil || s.writing[name] {
 			continue
 		}
 		if err := os.Remove(filepath.Join(s.dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -303,6 +339,22 @@ func (s *Store) Sweep(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// unpack moves the leaf under key from its pack to the loose store.
+func (s *Store) unpack(ctx context.Context, key ds.Key, l location) error {
+	c, err := leafCID(key)
+	if err != nil {
+		return err
+	}
+	b, err := s.Get(ctx, c)
+	if err != nil {
+		return err
+	}
+	if err := s.loose.Put(ctx, b); err != nil {
+		return err
+	}
+	return s.meta.Delete(ctx, key)
 }
 
 // Writer appends one blob's leaves to a new pack. It is not safe for

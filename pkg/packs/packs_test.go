@@ -264,3 +264,50 @@ func TestPlacedWriterFillsTheBlobInAnyOrder(t *testing.T) {
 		t.Error("a placed leaf went to the loose store too")
 	}
 }
+
+// TestSweepMovesTheLastLeavesOfAMostlyCollectedPack: a member of a group
+// keeping a third of an image it once held whole gets the other two
+// thirds' space back.
+func TestSweepMovesTheLastLeavesOfAMostlyCollectedPack(t *testing.T) {
+	ctx := context.Background()
+	s, loose, _ := newStore(t)
+	leaves := []blocks.Block{rawBlock(t, "one."), rawBlock(t, "two."), rawBlock(t, "six."), rawBlock(t, "ten.")}
+	w, err := s.NewWriter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Add(ctx, leaves); err != nil {
+		t.Fatal(err)
+	}
+	root := pbBlock(t, "root").Cid()
+	if err := w.Finish(ctx, root); err != nil {
+		t.Fatal(err)
+	}
+	path, _, _, _ := s.BlobFile(ctx, root)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range leaves[1:] {
+		if err := s.DeleteBlock(ctx, b.Cid()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("a pack three quarters collected is still there (%v)", err)
+	}
+	if _, _, ok, _ := s.BlobFile(ctx, root); ok {
+		t.Fatal("the blob record outlived its pack")
+	}
+	if has, _ := loose.Has(ctx, leaves[0].Cid()); !has {
+		t.Fatal("the leaf left was not moved to the loose store")
+	}
+	if got, err := s.Get(ctx, leaves[0].Cid()); err != nil || string(got.RawData()) != "one." {
+		t.Fatalf("Get of the moved leaf: %v", err)
+	}
+	if got := keys(t, s); len(got) != 1 {
+		t.Fatalf("the store lists %d blocks, want 1", len(got))
+	}
+}
