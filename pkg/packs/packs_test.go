@@ -311,3 +311,23 @@ func TestSweepMovesTheLastLeavesOfAMostlyCollectedPack(t *testing.T) {
 		t.Fatalf("the store lists %d blocks, want 1", len(got))
 	}
 }
+
+// FuzzDecodeLocation: an index entry read back from disk, whatever it
+// holds, decodes or fails; what decodes encodes back to itself.
+func FuzzDecodeLocation(f *testing.F) {
+	f.Add(location{pack: "0123456789abcdef01234567", off: 262144, length: 262144}.encode())
+	f.Add([]byte{0x01, 'a', 0x80})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		l, err := decodeLocation(b)
+		if err != nil {
+			return
+		}
+		if l.off < 0 || l.length < 0 {
+			t.Fatalf("negative location %+v", l)
+		}
+		again, err := decodeLocation(l.encode())
+		if err != nil || again != l {
+			t.Fatalf("%+v encodes to what decodes as %+v (%v)", l, again, err)
+		}
+	})
+}
