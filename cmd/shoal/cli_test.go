@@ -166,6 +166,18 @@ func TestPullThroughTheDaemon(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(out, "index.json")); err != nil {
 		t.Fatal(err)
 	}
+	// The layer came as one stream into a pack of B's daemon, which the
+	// command linked into the layout rather than copying.
+	blobs, _ := filepath.Glob(filepath.Join(out, "blobs", "sha256", "*"))
+	links := 0
+	for _, p := range blobs {
+		if fi, err := os.Stat(p); err == nil && fi.Sys().(*syscall.Stat_t).Nlink > 1 {
+			links++
+		}
+	}
+	if links == 0 {
+		t.Errorf("none of the layout's %d blobs is a link to the daemon's packs", len(blobs))
+	}
 	if imgs := mustRun(t, b, "images"); !strings.Contains(imgs, root) {
 		t.Fatalf("B's daemon does not list %s:\n%s", root, imgs)
 	}

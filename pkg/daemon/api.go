@@ -35,6 +35,10 @@ type API interface {
 var _ API = (*node.Node)(nil)
 var _ API = (*Client)(nil)
 
+// Both keep whole blobs as files that pulls into OCI layouts link.
+var _ image.BlobFiles = (*node.Node)(nil)
+var _ image.BlobFiles = (*Client)(nil)
+
 // ErrNoDaemon means no daemon answers on the socket.
 var ErrNoDaemon = errors.New("no daemon running")
 

@@ -139,6 +139,14 @@ func (c *Client) RemoveImage(ctx context.Context, root cid.Cid) error {
 	return c.do(ctx, http.MethodDelete, "/v0/images/"+root.String(), nil, nil)
 }
 
+// BlobFile returns the daemon's file of the whole blob root, which this
+// machine's commands can link (image.BlobFiles).
+func (c *Client) BlobFile(ctx context.Context, root cid.Cid) (string, int64, bool, error) {
+	var reply blobFileReply
+	err := c.do(ctx, http.MethodGet, "/v0/blobfile/"+root.String(), nil, &reply)
+	return reply.Path, reply.Size, reply.OK, err
+}
+
 func (c *Client) GC(ctx context.Context) (node.GCResult, error) {
 	var res node.GCResult
 	return res, c.do(ctx, http.MethodPost, "/v0/gc", nil, &res)

@@ -45,6 +45,7 @@ func NewServer(n *node.Node, log *slog.Logger) *Server {
 	mux.HandleFunc("POST /v0/add", s.add)
 	mux.HandleFunc("GET /v0/cat/{cid}", s.cat)
 	mux.HandleFunc("GET /v0/read/{cid}", s.readAt)
+	mux.HandleFunc("GET /v0/blobfile/{cid}", s.blobFile)
 	mux.HandleFunc("GET /v0/images", s.images)
 	mux.HandleFunc("POST /v0/images", s.pinImage)
 	mux.HandleFunc("GET /v0/images/{cid}", s.image)
@@ -277,6 +278,31 @@ func (s *Server) removeImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// blobFileReply says where the daemon keeps a whole blob as one file.
+type blobFileReply struct {
+	Path string
+	Size int64
+	OK   bool
+}
+
+// blobFile tells a command on this machine the file of a whole blob, so
+// that a pull into an OCI layout links it instead of copying the bytes
+// that came over the socket.
+func (s *Server) blobFile(w http.ResponseWriter, r *http.Request) {
+	c, err := pathCID(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var reply blobFileReply
+	reply.Path, reply.Size, reply.OK, err = s.node.BlobFile(r.Context(), c)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, reply)
 }
 
 func (s *Server) gc(w http.ResponseWriter, r *http.Request) {
