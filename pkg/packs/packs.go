@@ -419,7 +419,8 @@ func (w *Writer) Add(ctx context.Context, bs []blocks.Block) error {
 	}
 	indexed := 0
 	for _, b := range bs {
-		if b.Cid().Prefix().Codec != cid.Raw {
+		// An empty leaf has no place in a pack (an empty pack is removed).
+		if b.Cid().Prefix().Codec != cid.Raw || len(b.RawData()) == 0 {
 			loose = append(loose, b)
 			continue
 		}
@@ -513,7 +514,7 @@ func (w *PlacedWriter) Put(ctx context.Context, b blocks.Block) (bool, error) {
 	places := w.places[string(b.Cid().Hash())]
 	delete(w.places, string(b.Cid().Hash()))
 	w.mu.Unlock()
-	if len(places) == 0 || b.Cid().Prefix().Codec != cid.Raw || places[0].Length != int64(len(data)) {
+	if len(places) == 0 || b.Cid().Prefix().Codec != cid.Raw || len(data) == 0 || places[0].Length != int64(len(data)) {
 		return false, nil
 	}
 	for _, p := range places {

@@ -331,3 +331,30 @@ func FuzzDecodeLocation(f *testing.F) {
 		}
 	})
 }
+
+// TestEmptyLeafStaysReadable: the empty blob is one empty raw leaf; its
+// pack would be empty and removed, so the leaf is kept loose.
+func TestEmptyLeafStaysReadable(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := newStore(t)
+	empty := rawBlock(t, "")
+	w, err := s.NewWriter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Add(ctx, []blocks.Block{empty}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Finish(ctx, empty.Cid()); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Get(ctx, empty.Cid()); err != nil || len(got.RawData()) != 0 {
+		t.Fatalf("Get of the empty leaf: %v", err)
+	}
+	if _, _, ok, _ := s.BlobFile(ctx, empty.Cid()); ok {
+		t.Fatal("a removed empty pack is offered as the blob's file")
+	}
+}

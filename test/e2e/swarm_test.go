@@ -68,7 +68,7 @@ func TestPullSurvivesSeedersFailing(t *testing.T) {
 }
 
 // TestPullCatchesAPeerServingCorruptBlocks: of two seeders, one has had
-// every leaf of its store overwritten on disk, and serves those bytes as
+// every leaf of its store (its packs) overwritten on disk, and serves those bytes as
 // if they were the blocks. A pull from both completes with every blob
 // verified, the bad peer caught and refused.
 func TestPullCatchesAPeerServingCorruptBlocks(t *testing.T) {
@@ -83,19 +83,24 @@ func TestPullCatchesAPeerServingCorruptBlocks(t *testing.T) {
 		root = out[strings.LastIndex(out, "\n")+1:]
 	}
 	testproc.Stop(liar.proc)
+	// The liar keeps the layer's leaves in a pack (one file, read-only;
+	// root writes it anyway); any loose leaves are corrupted too.
 	corrupted := 0
-	filepath.Walk(filepath.Join(liar.home, "blocks"), func(p string, fi os.FileInfo, err error) error {
-		if err == nil && fi.Mode().IsRegular() && fi.Size() == 256<<10 {
-			data, _ := os.ReadFile(p)
-			for i := range data {
-				data[i] ^= 0x5a
-			}
-			if os.WriteFile(p, data, 0o644) == nil {
-				corrupted++
-			}
+	flip := func(p string, fi os.FileInfo, err error) error {
+		if err != nil || !fi.Mode().IsRegular() || fi.Size() < 256<<10 {
+			return nil
+		}
+		data, _ := os.ReadFile(p)
+		for i := range data {
+			data[i] ^= 0x5a
+		}
+		if os.WriteFile(p, data, 0o644) == nil {
+			corrupted += len(data) / (256 << 10)
 		}
 		return nil
-	})
+	}
+	filepath.Walk(filepath.Join(liar.home, "packs"), flip)
+	filepath.Walk(filepath.Join(liar.home, "blocks"), flip)
 	if corrupted < 100 {
 		t.Fatalf("corrupted only %d leaves", corrupted)
 	}
