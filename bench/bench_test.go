@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shoal-ipfs/shoal/internal/testproc"
 )
@@ -76,41 +78,95 @@ func reportStore(b *testing.B, dir string, rss float64) {
 // BenchmarkPull fetches the Debian image from one peer over loopback into an
 // empty node: shoal from a shoal daemon, kubo from a kubo daemon over
 // bitswap (`ipfs cat` of each blob, the DESIGN anchor), and skopeo from a
-// distribution registry.
+// distribution registry. Each tool is measured on its own, then all three
+// in turn in each iteration ("interleaved"), so that this VM's drift hits
+// them alike; that one reports each tool's median.
 func BenchmarkPull(b *testing.B) {
 	requireTools(b)
-	files, size := imageBlobs(b)
-
+	_, size := imageBlobs(b)
 	for _, v := range shoalVariants {
 		b.Run(fmt.Sprintf("shoal/%s/%s", v.layout, v.blocks), func(b *testing.B) {
-			origin := shoalHome(b, v.layout, v.blocks)
-			addr, _ := shoalDaemon(b, origin)
-			root := lastLine(output(b, origin, shoalBin, "push", "oci:"+debImage+":bookworm"))
-			b.SetBytes(size)
-			var rss float64
-			var home string
-			for b.Loop() {
-				b.StopTimer()
-				env := shoalHome(b, v.layout, v.blocks)
-				home = strings.TrimPrefix(env[0], "SHOAL_HOME=")
-				out := filepath.Join(scratchDir(b), "out")
-				b.StartTimer()
-				rss = max(rss, run(b, env, shoalBin, "pull", root, "--peer", addr, "--to", "oci:"+out+":bookworm"))
-			}
-			reportStore(b, home, rss)
+			benchPuller(b, size, shoalPuller(b, v.layout, v.blocks))
 		})
 	}
-
-	b.Run("kubo/bitswap", func(b *testing.B) {
-		origin := kuboRepo(b)
-		_, addr := kuboDaemon(b, origin)
-		var cids []string
-		for _, f := range files {
-			cids = append(cids, output(b, origin, kuboBin, "add", "--cid-version=1", "-Q", f))
-		}
+	b.Run("kubo/bitswap", func(b *testing.B) { benchPuller(b, size, bitswapPuller(b)) })
+	b.Run("registry/skopeo", func(b *testing.B) { benchPuller(b, size, skopeoPuller(b)) })
+	b.Run("interleaved", func(b *testing.B) {
+		pullers := []puller{shoalPuller(b, "kubo", "flatfs"), bitswapPuller(b), skopeoPuller(b)}
+		times := make([][]float64, len(pullers))
 		b.SetBytes(size)
-		var rss float64
 		for b.Loop() {
+			for i, p := range pullers {
+				times[i] = append(times[i], p.pull(b).Seconds())
+			}
+		}
+		med := make([]float64, len(times))
+		for i, ts := range times {
+			slices.Sort(ts)
+			med[i] = ts[len(ts)/2]
+			b.ReportMetric(med[i], pullers[i].name+"-s")
+		}
+		b.ReportMetric(med[1]/med[0], "bitswap/shoal")
+		b.ReportMetric(med[0]/med[2], "shoal/registry")
+	})
+}
+
+// puller pulls the Debian image once into an empty store, the work a
+// benchmark times, and reports what it measures besides time.
+type puller struct {
+	name string
+	// pull stops the timer around its own setup, and returns how long
+	// the timed part took.
+	pull func(b *testing.B) time.Duration
+	done func(b *testing.B) // reports metrics after the loop
+}
+
+func benchPuller(b *testing.B, size int64, p puller) {
+	b.SetBytes(size)
+	for b.Loop() {
+		p.pull(b)
+	}
+	p.done(b)
+}
+
+// shoalPuller pulls with `shoal pull` on an embedded node from a shoal
+// daemon that holds the image.
+func shoalPuller(b *testing.B, layout, blocks string) puller {
+	origin := shoalHome(b, layout, blocks)
+	addr, _ := shoalDaemon(b, origin)
+	root := lastLine(output(b, origin, shoalBin, "push", "oci:"+debImage+":bookworm"))
+	var rss float64
+	var home string
+	return puller{
+		name: "shoal",
+		pull: func(b *testing.B) time.Duration {
+			b.StopTimer()
+			env := shoalHome(b, layout, blocks)
+			home = strings.TrimPrefix(env[0], "SHOAL_HOME=")
+			out := filepath.Join(scratchDir(b), "out")
+			b.StartTimer()
+			start := time.Now()
+			rss = max(rss, run(b, env, shoalBin, "pull", root, "--peer", addr, "--to", "oci:"+out+":bookworm"))
+			return time.Since(start)
+		},
+		done: func(b *testing.B) { reportStore(b, home, rss) },
+	}
+}
+
+// bitswapPuller runs `ipfs cat` of each blob on a new kubo daemon
+// connected to one that added them.
+func bitswapPuller(b *testing.B) puller {
+	files, _ := imageBlobs(b)
+	origin := kuboRepo(b)
+	_, addr := kuboDaemon(b, origin)
+	var cids []string
+	for _, f := range files {
+		cids = append(cids, output(b, origin, kuboBin, "add", "--cid-version=1", "-Q", f))
+	}
+	var rss float64
+	return puller{
+		name: "bitswap",
+		pull: func(b *testing.B) time.Duration {
 			// A new repo and daemon each time, as shoal pulls into a new
 			// store (not `ipfs repo gc`: see scratchRoot).
 			b.StopTimer()
@@ -118,29 +174,37 @@ func BenchmarkPull(b *testing.B) {
 			cmd, _ := kuboDaemon(b, fetcher)
 			run(b, fetcher, kuboBin, "swarm", "connect", addr)
 			b.StartTimer()
+			start := time.Now()
 			for _, c := range cids {
 				run(b, fetcher, kuboBin, "cat", c)
 			}
+			took := time.Since(start)
 			b.StopTimer()
 			blocks, _ := storeStats(filepath.Join(strings.TrimPrefix(fetcher[0], "IPFS_PATH="), "blocks"))
 			b.ReportMetric(float64(blocks), "block-files")
 			rss = max(rss, peakRSS(cmd.Process.Pid))
 			testproc.Stop(cmd)
 			b.StartTimer()
-		}
-		b.ReportMetric(rss, "peak-MiB")
-	})
+			return took
+		},
+		done: func(b *testing.B) { b.ReportMetric(rss, "peak-MiB") },
+	}
+}
 
-	b.Run("registry/skopeo", func(b *testing.B) {
-		ref := "docker://" + distribution(b) + "/debian:bookworm"
-		run(b, nil, "skopeo", "copy", "--dest-tls-verify=false", "oci:"+debImage+":bookworm", ref)
-		b.SetBytes(size)
-		var rss float64
-		for b.Loop() {
-			rss = max(rss, skopeoPull(b, ref))
-		}
-		b.ReportMetric(rss, "peak-MiB")
-	})
+// skopeoPuller copies the image from a distribution registry.
+func skopeoPuller(b *testing.B) puller {
+	ref := "docker://" + distribution(b) + "/debian:bookworm"
+	run(b, nil, "skopeo", "copy", "--dest-tls-verify=false", "oci:"+debImage+":bookworm", ref)
+	var rss float64
+	return puller{
+		name: "registry",
+		pull: func(b *testing.B) time.Duration {
+			r, took := skopeoPull(b, ref)
+			rss = max(rss, r)
+			return took
+		},
+		done: func(b *testing.B) { b.ReportMetric(rss, "peak-MiB") },
+	}
 }
 
 // BenchmarkGateway is `skopeo copy` of the Debian image into an OCI layout

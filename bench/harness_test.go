@@ -294,10 +294,12 @@ func distribution(b *testing.B) string {
 
 // skopeoPull copies ref (a docker:// reference on loopback) into a new
 // OCI layout, timed, and returns skopeo's peak memory in MiB.
-func skopeoPull(b *testing.B, ref string) float64 {
+func skopeoPull(b *testing.B, ref string) (rss float64, took time.Duration) {
 	b.Helper()
 	b.StopTimer()
 	out := filepath.Join(scratchDir(b), "out")
 	b.StartTimer()
-	return run(b, nil, "skopeo", "copy", "--src-tls-verify=false", ref, "oci:"+out+":bookworm")
+	start := time.Now()
+	rss = run(b, nil, "skopeo", "copy", "--src-tls-verify=false", ref, "oci:"+out+":bookworm")
+	return rss, time.Since(start)
 }
