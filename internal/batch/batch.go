@@ -18,6 +18,17 @@ func New[T any](limit int, size func(T) int, write func([]T) error) *Writer[T] {
 	return &Writer[T]{write: write, size: size, limit: limit}
 }
 
+// BlockBytes is how many bytes of blocks a batch of blocks holds: large
+// enough that a store takes them in few calls, small enough that the
+// writing overlaps the hashing of the next ones.
+const BlockBytes = 8 << 20
+
+// NewBlocks returns a Writer of blocks (or DAG nodes) in batches of
+// BlockBytes of data.
+func NewBlocks[T interface{ RawData() []byte }](write func([]T) error) *Writer[T] {
+	return New(BlockBytes, func(b T) int { return len(b.RawData()) }, write)
+}
+
 // Add queues x, and starts writing the batch if it is full; it returns the
 // error of the batch written before, if that failed.
 func (w *Writer[T]) Add(x T) error {

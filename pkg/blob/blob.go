@@ -66,9 +66,7 @@ func Add(ctx context.Context, dst ipld.DAGService, r io.Reader, l Layout) (cid.C
 // layout builds a balanced UnixFS DAG with raw leaves of the chunks split
 // gives, writes its blocks to dst in batches and returns the root CID.
 func layout(ctx context.Context, dst ipld.DAGService, split chunk.Splitter, maxLinks int, builder cid.Builder) (cid.Cid, error) {
-	out := &orderedDAG{DAGService: dst, w: batch.New(8<<20, func(n ipld.Node) int { return len(n.RawData()) }, func(ns []ipld.Node) error {
-		return dst.AddMany(ctx, ns)
-	})}
+	out := &orderedDAG{DAGService: dst, w: batch.NewBlocks(func(ns []ipld.Node) error { return dst.AddMany(ctx, ns) })}
 	params := helpers.DagBuilderParams{Maxlinks: maxLinks, RawLeaves: true, CidBuilder: builder, Dagserv: out}
 	db, err := params.New(split)
 	if err != nil {

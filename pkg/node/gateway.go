@@ -169,7 +169,7 @@ type blockSink struct {
 
 func newBlockSink(ctx context.Context, n *Node) *blockSink {
 	s := &blockSink{n: n}
-	s.queue = batch.New(8<<20, func(b blocks.Block) int { return len(b.RawData()) }, func(bs []blocks.Block) error {
+	s.queue = batch.NewBlocks(func(bs []blocks.Block) error {
 		if s.w == nil {
 			w, err := n.packs.NewWriter()
 			if err != nil {

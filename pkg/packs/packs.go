@@ -159,6 +159,11 @@ func (s *Store) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
 	if !ok {
 		return s.loose.Get(ctx, c)
 	}
+	return s.readLeaf(c, l)
+}
+
+// readLeaf reads leaf c from where the index puts it.
+func (s *Store) readLeaf(c cid.Cid, l location) (blocks.Block, error) {
 	f, err := os.Open(s.path(l.pack))
 	if err != nil {
 		return nil, fmt.Errorf("packs: leaf %s: %w", c, err)
@@ -269,7 +274,6 @@ func (s *Store) Sweep(ctx context.Context) error {
 		loc location
 	}
 	byPack := map[string][]leaf{}
-	liveBytes := map[string]int64{}
 	res, err := s.meta.Query(ctx, dsq.Query{Prefix: leafPrefix.String()})
 	if err != nil {
 		return err
@@ -281,7 +285,6 @@ func (s *Store) Sweep(ctx context.Context) error {
 		}
 		if l, err := decodeLocation(r.Value); err == nil {
 			byPack[l.pack] = append(byPack[l.pack], leaf{ds.RawKey(r.Key), l})
-			liveBytes[l.pack] += l.length
 		}
 	}
 	res.Close()
@@ -290,8 +293,12 @@ func (s *Store) Sweep(ctx context.Context) error {
 	writing := maps.Clone(s.writing)
 	s.mu.Unlock()
 	for name, leaves := range byPack {
+		var live int64
+		for _, l := range leaves {
+			live += l.loc.length
+		}
 		fi, err := os.Stat(s.path(name))
-		if err != nil || writing[name] || 2*liveBytes[name] >= fi.Size() {
+		if err != nil || writing[name] || 2*live >= fi.Size() {
 			continue
 		}
 		for _, l := range leaves {
@@ -347,7 +354,7 @@ func (s *Store) unpack(ctx context.Context, key ds.Key, l location) error {
 	if err != nil {
 		return err
 	}
-	b, err := s.Get(ctx, c)
+	b, err := s.readLeaf(c, l)
 	if err != nil {
 		return err
 	}
