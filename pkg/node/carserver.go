@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -98,6 +99,7 @@ func (s *carServer) serveRaw(w http.ResponseWriter, r *http.Request, c cid.Cid) 
 	w.Header().Set("Cache-Control", "public, max-age=29030400, immutable")
 	w.Header().Set("Etag", `"`+c.String()+`.raw"`)
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b.RawData())))
 	if r.Method == http.MethodHead {
 		return
 	}

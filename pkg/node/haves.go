@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -45,6 +46,9 @@ type havesEntry struct {
 	leaves []cid.Cid
 	bits   []byte
 	made   time.Time
+	// live counts the fetches of the blob running here: they mark each
+	// leaf they store, so the bitmap needs no new look at the store.
+	live int
 }
 
 // serveHaves answers one haves request from the local store only.
@@ -70,9 +74,9 @@ func (n *Node) localHaves(ctx context.Context, c cid.Cid) (int, []byte) {
 	cache := &n.gw.haves
 	cache.mu.Lock()
 	e := cache.entries[c]
-	if e != nil && time.Since(e.made) < havesFresh {
-		cache.mu.Unlock()
-		return len(e.leaves), e.bits
+	if e != nil && (e.live > 0 || time.Since(e.made) < havesFresh) {
+		defer cache.mu.Unlock()
+		return len(e.leaves), slices.Clone(e.bits)
 	}
 	cache.mu.Unlock()
 	var leaves []cid.Cid
@@ -99,12 +103,50 @@ func (n *Node) localHaves(ctx context.Context, c cid.Cid) (int, []byte) {
 		}
 	}
 	cache.mu.Lock()
+	defer cache.mu.Unlock()
 	if cache.entries == nil || len(cache.entries) > 64 {
 		cache.entries = map[cid.Cid]*havesEntry{} // a few blobs are fetched at a time
 	}
+	if now := cache.entries[c]; now != nil && now.live > 0 {
+		return len(now.leaves), slices.Clone(now.bits) // a fetch began meanwhile
+	}
 	cache.entries[c] = &havesEntry{leaves: leaves, bits: bits, made: time.Now()}
+	return len(leaves), slices.Clone(bits)
+}
+
+// liveHaves keeps the bitmap of blob c (of leaves, index giving each
+// leaf's positions) served to peers up to date while this node fetches
+// it: mark records a leaf stored, end stops the updates. Peers ask every
+// havesInterval while they fetch; without this each ask would look up
+// every leaf not yet here in the store again.
+func (n *Node) liveHaves(ctx context.Context, c cid.Cid, index map[cid.Cid][]int) (mark func(leaf cid.Cid), end func()) {
+	n.localHaves(ctx, c) // the bitmap as the fetch begins
+	cache := &n.gw.haves
+	cache.mu.Lock()
+	e := cache.entries[c]
+	if e != nil {
+		e.live++
+	}
 	cache.mu.Unlock()
-	return len(leaves), bits
+	if e == nil {
+		return func(cid.Cid) {}, func() {}
+	}
+	mark = func(leaf cid.Cid) {
+		cache.mu.Lock()
+		defer cache.mu.Unlock()
+		for _, i := range index[leaf] {
+			if i/8 < len(e.bits) {
+				e.bits[i/8] |= 1 << (i % 8)
+			}
+		}
+	}
+	end = func() {
+		cache.mu.Lock()
+		defer cache.mu.Unlock()
+		e.live--
+		e.made = time.Now()
+	}
+	return mark, end
 }
 
 func readCIDRequest(r *bufio.Reader) (cid.Cid, error) {
@@ -215,30 +257,20 @@ func (n *Node) watchHaves(ctx context.Context, c cid.Cid, leaves []cid.Cid, peer
 	return h, wg.Wait
 }
 
-// snapshot is, under one lock, each peer's bitmap and how many peers
-// hold each of leaves.
-func (h *haves) snapshot(leaves []cid.Cid, peers []peer.ID) (map[peer.ID][]byte, []int) {
+// snapshot is, under one lock, each of peers' bitmaps, in their order.
+func (h *haves) snapshot(peers []peer.ID) [][]byte {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	bits := make(map[peer.ID][]byte, len(peers))
-	for _, p := range peers {
-		bits[p] = h.bits[p]
+	bits := make([][]byte, len(peers))
+	for q, p := range peers {
+		bits[q] = h.bits[p]
 	}
-	count := make([]int, len(leaves))
-	for i, l := range leaves {
-		for _, p := range peers {
-			if h.holdsIn(bits[p], l) {
-				count[i]++
-			}
-		}
-	}
-	return bits, count
+	return bits
 }
 
-// holdsIn reports whether bits has leaf c at any of its positions; the
-// index never changes, so no lock is needed.
-func (h *haves) holdsIn(bits []byte, c cid.Cid) bool {
-	for _, i := range h.index[c] {
+// holdsAt reports whether bits has any of a leaf's positions.
+func holdsAt(bits []byte, positions []int) bool {
+	for _, i := range positions {
 		if has(bits, i) {
 			return true
 		}

@@ -6,8 +6,11 @@ import (
 	"context"
 	"encoding/binary"
 	"math/rand"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/ipfs/go-cid"
 )
 
 // TestHavesTellWhichLeavesAPeerHolds: a peer holding part of a blob
@@ -49,6 +52,59 @@ func TestHavesTellWhichLeavesAPeerHolds(t *testing.T) {
 	}
 	if _, err := asker.askHaves(ctx, holder.host.ID(), root, len(leaves)+1); err == nil {
 		t.Error("a bitmap for a blob of another shape was accepted")
+	}
+}
+
+// TestHavesFollowALiveFetch: while a node fetches a blob, the bitmap it
+// serves gains each leaf the fetch stores at once, though it was made
+// moments before.
+func TestHavesFollowALiveFetch(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	holder := onlineNode(t)
+	asker := onlineNode(t, holder)
+	data := make([]byte, 5<<20) // 20 leaves
+	rand.New(rand.NewSource(10)).Read(data)
+	root, err := holder.Add(ctx, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaves, err := leavesOf(ctx, holder, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	index := map[cid.Cid][]int{}
+	for i, l := range leaves {
+		index[l] = append(index[l], i)
+	}
+	fetched, err := holder.bstore.Get(ctx, leaves[3])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{3, 7} {
+		if err := holder.bstore.DeleteBlock(ctx, leaves[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mark, end := holder.liveHaves(ctx, root, index)
+	defer end()
+	held := func() []bool {
+		t.Helper()
+		bits, err := asker.askHaves(ctx, holder.host.ID(), root, len(leaves))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []bool{has(bits, 3), has(bits, 7), has(bits, 8)}
+	}
+	if got := held(); !slices.Equal(got, []bool{false, false, true}) {
+		t.Fatalf("leaves 3, 7, 8 held: %v before the fetch stored any, want false, false, true", got)
+	}
+	if err := holder.bstore.Put(ctx, fetched); err != nil {
+		t.Fatal(err)
+	}
+	mark(fetched.Cid())
+	if got := held(); !slices.Equal(got, []bool{true, false, true}) {
+		t.Errorf("leaves 3, 7, 8 held: %v after the fetch stored leaf 3, want true, false, true", got)
 	}
 }
 

@@ -35,6 +35,9 @@ type leafPicker struct {
 	// rank[q][i] is peers[q]'s rendezvous rank for missing[i]; the last
 	// row is this node's.
 	rank [][]uint64
+	// positions[i] is where missing[i] is in the blob, for reading the
+	// peers' bitmaps.
+	positions [][]int
 
 	index map[cid.Cid]int // position of each leaf in missing
 
@@ -58,6 +61,10 @@ func newLeafPicker(self peer.ID, peers []peer.ID, missing []cid.Cid, known *have
 		lp.index[c] = i
 	}
 	if known != nil {
+		lp.positions = make([][]int, len(missing))
+		for i, c := range missing {
+			lp.positions[i] = known.index[c]
+		}
 		for _, p := range append(slices.Clone(peers), self) {
 			r := make([]uint64, len(missing))
 			for i, c := range missing {
@@ -118,32 +125,49 @@ func (lp *leafPicker) hurry(c cid.Cid) {
 }
 
 // choose applies the rules above to what the peers last said they hold,
-// to leaf only (-1: any), in passes passes (1: the seed rules hold).
+// to leaf only (-1: any), in passes passes (1: the seed rules hold). It
+// runs for every leaf taken, so it works on peer indices and leaf
+// positions rather than maps.
 func (lp *leafPicker) choose(only, passes int) (int, peer.ID, bool) {
-	bits, count := lp.known.snapshot(lp.missing, lp.peers)
-	wanted := func(i int, p peer.ID) bool { return !lp.taken[i] && lp.known.holdsIn(bits[p], lp.missing[i]) }
-	ps := slices.Clone(lp.peers)
-	slices.SortStableFunc(ps, func(a, b peer.ID) int {
-		if d := lp.inflight[a] - lp.inflight[b]; d != 0 {
+	bits := lp.known.snapshot(lp.peers)
+	holds := func(q, i int) bool { return holdsAt(bits[q], lp.positions[i]) }
+	count := make([]int, len(lp.missing))
+	for i := lp.first; i < len(lp.missing); i++ {
+		if lp.taken[i] {
+			continue
+		}
+		for q := range lp.peers {
+			if holds(q, i) {
+				count[i]++
+			}
+		}
+	}
+	order := make([]int, len(lp.peers))
+	for q := range order {
+		order[q] = q
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		pa, pb := lp.peers[a], lp.peers[b]
+		if d := lp.inflight[pa] - lp.inflight[pb]; d != 0 {
 			return d
 		}
-		return lp.served[a] - lp.served[b]
+		return lp.served[pa] - lp.served[pb]
 	})
 	self := len(lp.peers)
 	mine := func(i int) bool {
-		for q, p := range lp.peers {
-			if lp.rank[q][i] > lp.rank[self][i] && !lp.known.holdsIn(bits[p], lp.missing[i]) {
+		for q := range lp.peers {
+			if lp.rank[q][i] > lp.rank[self][i] && !holds(q, i) {
 				return false
 			}
 		}
 		return true
 	}
-	seed := map[peer.ID]bool{}
-	for _, p := range ps {
-		seed[p] = true
+	seed := make([]bool, len(lp.peers))
+	for q := range lp.peers {
+		seed[q] = true
 		for i := lp.first; i < len(lp.missing); i++ {
-			if !lp.taken[i] && !lp.known.holdsIn(bits[p], lp.missing[i]) {
-				seed[p] = false
+			if !lp.taken[i] && !holds(q, i) {
+				seed[q] = false
 				break
 			}
 		}
@@ -153,16 +177,16 @@ func (lp *leafPicker) choose(only, passes int) (int, peer.ID, bool) {
 		from, to = only, only+1
 	}
 	for pass := range passes { // the second pass drops the seed rules
-		for _, p := range ps {
-			if lp.isBad(p) {
+		for _, q := range order {
+			if lp.isBad(lp.peers[q]) {
 				continue
 			}
 			var rarest []int
 			for i := from; i < to; i++ {
-				if !wanted(i, p) {
+				if lp.taken[i] || !holds(q, i) {
 					continue
 				}
-				if pass == 0 && ((count[i] == 1 && !mine(i)) || (seed[p] && count[i] > 1)) {
+				if pass == 0 && ((count[i] == 1 && !mine(i)) || (seed[q] && count[i] > 1)) {
 					continue
 				}
 				if len(rarest) > 0 && count[i] < count[rarest[0]] {
@@ -173,7 +197,7 @@ func (lp *leafPicker) choose(only, passes int) (int, peer.ID, bool) {
 				}
 			}
 			if len(rarest) > 0 {
-				return rarest[rand.IntN(len(rarest))], p, true
+				return rarest[rand.IntN(len(rarest))], lp.peers[q], true
 			}
 		}
 	}

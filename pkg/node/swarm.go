@@ -90,6 +90,15 @@ func (n *Node) swarmRead(ctx context.Context, c cid.Cid, peers []peer.ID) (io.Re
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	known, waitHaves := n.watchHaves(ctx, c, leaves, peers)
+	mark, endHaves := n.liveHaves(ctx, c, known.index)
+	store := put
+	put = func(ctx context.Context, b blocks.Block) error {
+		if err := store(ctx, b); err != nil {
+			return err
+		}
+		mark(b.Cid())
+		return nil
+	}
 	sb := &swarmBlocks{n: n, session: session, stored: make(chan struct{})}
 	sb.lp = newLeafPicker(n.host.ID(), peers, missing, known, n.gw.isBad)
 	done := make(chan struct{})
@@ -109,6 +118,7 @@ func (n *Node) swarmRead(ctx context.Context, c cid.Cid, peers []peer.ID) (io.Re
 		cancel()
 		<-done
 		waitHaves()
+		endHaves()
 		if pack != nil {
 			_ = pack.Close()
 		}
@@ -399,7 +409,14 @@ func (n *Node) askRaw(ctx context.Context, p peer.ID, c cid.Cid) (blocks.Block, 
 	default:
 		return nil, fmt.Errorf("gateway of %s: %s", p, resp.Status)
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBlockSize+1))
+	var data []byte
+	if size := resp.ContentLength; size >= 0 && size <= maxBlockSize {
+		// One buffer of the block's size, not ReadAll's doublings.
+		data = make([]byte, size)
+		_, err = io.ReadFull(resp.Body, data)
+	} else {
+		data, err = io.ReadAll(io.LimitReader(resp.Body, maxBlockSize+1))
+	}
 	if err != nil {
 		return nil, err
 	}
