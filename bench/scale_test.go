@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -86,7 +88,8 @@ func scaleTestbed(b *testing.B, n int) *testbed.Testbed {
 // setup running before each iteration outside the timer. It reports what
 // the origin sent.
 func scaleRun(b *testing.B, tb *testbed.Testbed, size int64, setup func(b *testing.B) func(i int, dir string) []string) {
-	var sent uint64
+	var sent, all uint64
+	var busy, total float64
 	for b.Loop() {
 		b.StopTimer()
 		command := setup(b)
@@ -94,12 +97,14 @@ func scaleRun(b *testing.B, tb *testbed.Testbed, size int64, setup func(b *testi
 		if err != nil {
 			b.Fatal(err)
 		}
+		allBefore := sentByAll(b, tb)
 		dirs := make([]string, len(tb.Hosts)-1)
 		for i := range dirs {
 			dirs[i] = filepath.Join(b.TempDir(), "oci")
 		}
 		errs := make([]error, len(dirs))
 		var wg sync.WaitGroup
+		cpuBefore := machineCPU(b)
 		b.StartTimer()
 		for i, h := range tb.Hosts[1:] {
 			argv := command(i, dirs[i])
@@ -111,6 +116,9 @@ func scaleRun(b *testing.B, tb *testbed.Testbed, size int64, setup func(b *testi
 		}
 		wg.Wait()
 		b.StopTimer()
+		cpuAfter := machineCPU(b)
+		busy += cpuAfter.busy - cpuBefore.busy
+		total += cpuAfter.total - cpuBefore.total
 		for _, err := range errs {
 			if err != nil {
 				b.Fatal(err)
@@ -121,8 +129,16 @@ func scaleRun(b *testing.B, tb *testbed.Testbed, size int64, setup func(b *testi
 			b.Fatal(err)
 		}
 		sent = after - before
+		all = sentByAll(b, tb) - allBefore
 		b.StartTimer()
 	}
+	// How busy the machine's cores were while the nodes pulled: near
+	// 100%, the pull waits on the CPU rather than the links.
+	b.ReportMetric(100*busy/total, "cpu-busy-%")
+	// What every host sent, against what the nodes had to receive: above
+	// 1 (and the headers' few percent), bytes went where they were not
+	// needed.
+	b.ReportMetric(float64(all)/float64(size)/float64(len(tb.Hosts)-1), "all-sent-x-needed")
 	b.ReportMetric(float64(sent)/(1<<20), "origin-sent-MiB")
 	b.ReportMetric(float64(sent)/float64(size), "origin-sent-x-image")
 }
@@ -152,4 +168,50 @@ func registryOn(b *testing.B, host testbed.Host) string {
 		return ok
 	}, cmd[0], cmd[1:]...)
 	return addr
+}
+
+// cpuTimes is the machine's CPU time so far, in clock ticks of all cores:
+// busy, and in all.
+type cpuTimes struct{ busy, total float64 }
+
+func machineCPU(b *testing.B) cpuTimes {
+	b.Helper()
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	fields := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	if len(fields) < 8 || fields[0] != "cpu" {
+		b.Fatalf("/proc/stat: unexpected first line %q", line)
+	}
+	var t cpuTimes
+	for i, f := range fields[1:] {
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil {
+			b.Fatalf("/proc/stat: %v", err)
+		}
+		if i >= 8 { // guest time is counted in user time already
+			break
+		}
+		t.total += v
+		if i != 3 && i != 4 { // idle, iowait
+			t.busy += v
+		}
+	}
+	return t
+}
+
+// sentByAll is what every host of tb has sent so far.
+func sentByAll(b *testing.B, tb *testbed.Testbed) uint64 {
+	b.Helper()
+	var sum uint64
+	for _, h := range tb.Hosts {
+		sent, err := tb.Sent(h)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sum += sent
+	}
+	return sum
 }

@@ -2,9 +2,11 @@ package node
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
+	"github.com/shoal-ipfs/shoal/pkg/packs"
 )
 
 // carServer answers trustless gateway requests (the IPFS HTTP gateway
@@ -25,6 +28,11 @@ import (
 // the trustless protocol intends, so the server's CPU goes to moving bytes.
 type carServer struct {
 	bs blockstore.Blockstore
+	// leaves, if set, streams leaves from their packs: a leaf served to a
+	// peer then needs no buffer of its size.
+	leaves interface {
+		OpenLeaf(context.Context, cid.Cid) (*packs.Leaf, bool, error)
+	}
 	// served counts the single blocks (format=raw) sent to peers.
 	served *atomic.Uint64
 }
@@ -90,20 +98,38 @@ func (s *carServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *carServer) serveRaw(w http.ResponseWriter, r *http.Request, c cid.Cid) {
-	b, err := s.bs.Get(r.Context(), c)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusNotFound)
-		return
+	var (
+		body io.Reader
+		size int64
+	)
+	if s.leaves != nil {
+		leaf, ok, err := s.leaves.OpenLeaf(r.Context(), c)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		if ok {
+			defer leaf.Close()
+			body, size = leaf, leaf.Size()
+		}
+	}
+	if body == nil {
+		b, err := s.bs.Get(r.Context(), c)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		body, size = bytes.NewReader(b.RawData()), int64(len(b.RawData()))
 	}
 	w.Header().Set("Content-Type", mediaRaw)
 	w.Header().Set("Cache-Control", "public, max-age=29030400, immutable")
 	w.Header().Set("Etag", `"`+c.String()+`.raw"`)
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b.RawData())))
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 	if r.Method == http.MethodHead {
 		return
 	}
-	if _, err := w.Write(b.RawData()); err == nil && s.served != nil {
+	if _, err := io.Copy(w, body); err == nil && s.served != nil {
 		s.served.Add(1)
 	}
 }

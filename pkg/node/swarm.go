@@ -91,15 +91,20 @@ func (n *Node) swarmRead(ctx context.Context, c cid.Cid, peers []peer.ID) (io.Re
 	ctx, cancel := context.WithCancel(ctx)
 	known, waitHaves := n.watchHaves(ctx, c, leaves, peers)
 	mark, endHaves := n.liveHaves(ctx, c, known.index)
+	sb := &swarmBlocks{n: n, session: session, stored: make(chan struct{}), placed: map[cid.Cid]bool{}}
 	store := put
 	put = func(ctx context.Context, b blocks.Block) error {
 		if err := store(ctx, b); err != nil {
 			return err
 		}
 		mark(b.Cid())
+		if pack != nil && pack.Holds(b.Cid()) {
+			sb.mu.Lock()
+			sb.placed[b.Cid()] = true
+			sb.mu.Unlock()
+		}
 		return nil
 	}
-	sb := &swarmBlocks{n: n, session: session, stored: make(chan struct{})}
 	sb.lp = newLeafPicker(n.host.ID(), peers, missing, known, n.gw.isBad)
 	done := make(chan struct{})
 	go func() {
@@ -123,12 +128,91 @@ func (n *Node) swarmRead(ctx context.Context, c cid.Cid, peers []peer.ID) (io.Re
 			_ = pack.Close()
 		}
 	}
+	if pack != nil {
+		return &packReader{ctx: ctx, sb: sb, pack: pack, leaves: shape.Leaves, stop: stop, fetched: done}, nil
+	}
 	r, err := blob.Open(ctx, sb, c)
 	if err != nil {
 		stop()
 		return nil, err
 	}
 	return &swarmReader{prefetching: &prefetching{Reader: r, stop: stop}, fetched: done}, nil
+}
+
+// packReader reads a blob while a swarm fetch fills its pack: a leaf the
+// fetch placed is read from the pack, straight into the caller's buffer;
+// any other (here before the fetch, or come over bitswap after it) as a
+// block. Like swarmReader, it returns io.EOF once the fetch has ended.
+type packReader struct {
+	ctx     context.Context
+	sb      *swarmBlocks
+	pack    *packs.PlacedWriter
+	leaves  []blob.Leaf
+	stop    func()
+	fetched <-chan struct{}
+
+	leaf  int   // the leaf being read
+	start int64 // its offset in the blob
+	off   int64 // the next byte to read
+}
+
+func (r *packReader) Read(p []byte) (int, error) {
+	if r.leaf == len(r.leaves) {
+		<-r.fetched
+		return 0, io.EOF
+	}
+	l := r.leaves[r.leaf]
+	end := r.start + int64(l.Size)
+	want := p[:min(int64(len(p)), end-r.off)]
+	var n int
+	for {
+		r.sb.mu.Lock()
+		placed, stored, ended := r.sb.placed[l.CID], r.sb.stored, r.sb.ended
+		r.sb.mu.Unlock()
+		if placed {
+			k, err := r.pack.ReadAt(want, r.off)
+			if err != nil {
+				return 0, fmt.Errorf("blob leaf %s: %w", l.CID, err)
+			}
+			n = k
+			break
+		}
+		// Here already, or fetched some other way than into the pack
+		// (over bitswap, when no peer served it).
+		local, err := r.sb.n.bstore.Has(r.ctx, l.CID)
+		if err != nil {
+			return 0, err
+		}
+		if ended || local {
+			nd, err := r.sb.Get(r.ctx, l.CID)
+			if err != nil {
+				return 0, err
+			}
+			data := nd.RawData()
+			if int64(len(data)) != int64(l.Size) {
+				return 0, fmt.Errorf("blob leaf %s: %d bytes, its parent says %d", l.CID, len(data), l.Size)
+			}
+			n = copy(want, data[r.off-r.start:])
+			break
+		}
+		r.sb.lp.hurry(l.CID)
+		select {
+		case <-stored:
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		}
+	}
+	r.off += int64(n)
+	if r.off == end {
+		r.leaf++
+		r.start = end
+	}
+	return n, nil
+}
+
+func (r *packReader) Close() error {
+	r.stop()
+	return nil
 }
 
 // placedPack starts a pack that the leaves of a blob fill in as they
@@ -172,6 +256,7 @@ type swarmBlocks struct {
 	mu     sync.Mutex
 	stored chan struct{} // closed when a block is stored, then replaced
 	ended  bool
+	placed map[cid.Cid]bool // leaves written into the blob's pack
 }
 
 func (sb *swarmBlocks) notify() {

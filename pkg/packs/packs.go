@@ -19,6 +19,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -174,6 +176,33 @@ func (s *Store) readLeaf(c cid.Cid, l location) (blocks.Block, error) {
 		return nil, fmt.Errorf("packs: leaf %s in %s: %w", c, l.pack, err)
 	}
 	return blocks.NewBlockWithCid(data, c)
+}
+
+// Leaf is a leaf's bytes in its pack, open for reading.
+type Leaf struct {
+	*io.SectionReader
+	f *os.File
+}
+
+func (l *Leaf) Close() error { return l.f.Close() }
+
+// OpenLeaf opens leaf c in its pack, so that a server can send it
+// without first reading it whole into memory; ok is false if no pack
+// holds c (it may still be a loose block). The leaf is not checked
+// against its CID, as Get does not check it.
+func (s *Store) OpenLeaf(ctx context.Context, c cid.Cid) (leaf *Leaf, ok bool, err error) {
+	l, ok, err := s.locate(ctx, c)
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	f, err := os.Open(s.path(l.pack))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, false, nil // swept since located: the leaf moved out or is gone
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("packs: leaf %s: %w", c, err)
+	}
+	return &Leaf{SectionReader: io.NewSectionReader(f, l.off, l.length), f: f}, true, nil
 }
 
 func (s *Store) Put(ctx context.Context, b blocks.Block) error { return s.loose.Put(ctx, b) }
@@ -390,9 +419,10 @@ func (s *Store) create() (string, *os.File, error) {
 		return "", nil, err
 	}
 	name := hex.EncodeToString(id[:])
-	// Read-only: a pack linked into an OCI layout must not be changed
-	// through the layout.
-	f, err := os.OpenFile(s.path(name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	// Read-only once closed: a pack linked into an OCI layout must not be
+	// changed through the layout. The writer's handle also reads: a
+	// swarm fetch's reader reads leaves back as they are placed.
+	f, err := os.OpenFile(s.path(name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o444)
 	if err != nil {
 		return "", nil, fmt.Errorf("packs: %w", err)
 	}
@@ -494,6 +524,7 @@ type PlacedWriter struct {
 
 	mu      sync.Mutex
 	places  map[string][]Place // multihash → where it goes, repeats included
+	done    map[string]bool    // multihashes written
 	missing int                // places not written yet
 	written int                // leaves written
 }
@@ -504,7 +535,7 @@ func (s *Store) NewPlacedWriter(places []Place) (*PlacedWriter, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &PlacedWriter{s: s, name: name, f: f, places: map[string][]Place{}, missing: len(places)}
+	w := &PlacedWriter{s: s, name: name, f: f, places: map[string][]Place{}, done: map[string]bool{}, missing: len(places)}
 	for _, p := range places {
 		w.places[string(p.Hash)] = append(w.places[string(p.Hash)], p)
 		w.size = max(w.size, p.Offset+p.Length)
@@ -541,9 +572,20 @@ func (w *PlacedWriter) Put(ctx context.Context, b blocks.Block) (bool, error) {
 	w.mu.Lock()
 	w.missing -= len(places)
 	w.written++
+	w.done[string(b.Cid().Hash())] = true
 	w.mu.Unlock()
 	return true, nil
 }
+
+// Holds reports whether the leaf c was written into the pack.
+func (w *PlacedWriter) Holds(c cid.Cid) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.done[string(c.Hash())]
+}
+
+// ReadAt reads the blob's bytes at off, from leaves already written.
+func (w *PlacedWriter) ReadAt(p []byte, off int64) (int, error) { return w.f.ReadAt(p, off) }
 
 // Finish records that the pack holds the whole blob root, if every leaf
 // arrived through Put.

@@ -3,6 +3,7 @@ package packs
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -114,6 +115,21 @@ func TestPackHoldsTheBlobInFileOrder(t *testing.T) {
 		if n, err := s.GetSize(ctx, blk.Cid()); err != nil || n != len(blk.RawData()) {
 			t.Fatalf("GetSize %s: %d, %v", blk.Cid(), n, err)
 		}
+	}
+	// A leaf opens where its pack holds it; an inner node is in no pack.
+	for _, blk := range []blocks.Block{a, b} {
+		leaf, ok, err := s.OpenLeaf(ctx, blk.Cid())
+		if err != nil || !ok {
+			t.Fatalf("OpenLeaf %s: ok %v, err %v", blk.Cid(), ok, err)
+		}
+		got, err := io.ReadAll(leaf)
+		leaf.Close()
+		if err != nil || !bytes.Equal(got, blk.RawData()) {
+			t.Fatalf("OpenLeaf %s reads %q (%v), want %q", blk.Cid(), got, err, blk.RawData())
+		}
+	}
+	if _, ok, err := s.OpenLeaf(ctx, inner.Cid()); ok || err != nil {
+		t.Errorf("OpenLeaf of a loose block: ok %v, err %v; want not in a pack", ok, err)
 	}
 	// The store is keyed by multihash: the leaf under another codec is
 	// the same block.
