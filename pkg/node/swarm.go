@@ -330,7 +330,7 @@ func (g *peerBlocks) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 		}
 		peers := slices.Clone(g.peers)
 		rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
-		nd, _, err := g.n.fetchBlock(ctx, g.session, c, peers, g.n.bstore.Put)
+		nd, _, err := g.n.fetchBlock(ctx, g.session, c, peers, g.n.bstore.Put, nil)
 		return nd, err
 	})
 	if err != nil {
@@ -404,12 +404,15 @@ func (n *Node) fetchFromPeers(ctx context.Context, session ipld.NodeGetter, lp *
 	var wg sync.WaitGroup
 	for range swarmWorkers {
 		wg.Go(func() {
+			// Each leaf is dropped once put has stored it, so one buffer
+			// per worker holds them all in turn.
+			var buf []byte
 			for {
 				leaf, prefer, ok := lp.next()
 				if !ok {
 					return
 				}
-				_, from, err := n.fetchBlock(ctx, session, leaf, lp.order(prefer), put)
+				_, from, err := n.fetchBlock(ctx, session, leaf, lp.order(prefer), put, &buf)
 				lp.done(prefer, from)
 				if err == nil && stored != nil {
 					stored()
@@ -433,13 +436,15 @@ func (n *Node) fetchFromPeers(ctx context.Context, session ipld.NodeGetter, lp *
 
 // fetchBlock stores block c with put, from the first of peers that has
 // it, else over bitswap (into the blockstore); it returns the block and
-// the peer that served it ("" for bitswap).
-func (n *Node) fetchBlock(ctx context.Context, session ipld.NodeGetter, c cid.Cid, peers []peer.ID, put func(context.Context, blocks.Block) error) (ipld.Node, peer.ID, error) {
+// the peer that served it ("" for bitswap). With buf, a block from a peer
+// is read into *buf (grown as needed), and is valid only until the next
+// use of it: put must not keep it.
+func (n *Node) fetchBlock(ctx context.Context, session ipld.NodeGetter, c cid.Cid, peers []peer.ID, put func(context.Context, blocks.Block) error, buf *[]byte) (ipld.Node, peer.ID, error) {
 	for _, p := range peers {
 		if n.gw.isBad(p) {
 			continue
 		}
-		b, err := n.askRaw(ctx, p, c)
+		b, err := n.askRaw(ctx, p, c, buf)
 		if err != nil {
 			n.noteGatewayError(p, c, err)
 			if ctx.Err() != nil {
@@ -469,8 +474,9 @@ func (n *Node) fetchBlock(ctx context.Context, session ipld.NodeGetter, c cid.Ci
 }
 
 // askRaw asks peer p's gateway for block c: the block, checked against its
-// CID; nil if p does not have it.
-func (n *Node) askRaw(ctx context.Context, p peer.ID, c cid.Cid) (blocks.Block, error) {
+// CID; nil if p does not have it. With buf, the block's data is read into
+// *buf, grown as needed.
+func (n *Node) askRaw(ctx context.Context, p peer.ID, c cid.Cid, buf *[]byte) (blocks.Block, error) {
 	ctx, cancel := context.WithTimeout(ctx, swarmAskTimeout)
 	defer cancel()
 	client, err := n.gw.client(p)
@@ -497,7 +503,14 @@ func (n *Node) askRaw(ctx context.Context, p peer.ID, c cid.Cid) (blocks.Block, 
 	var data []byte
 	if size := resp.ContentLength; size >= 0 && size <= maxBlockSize {
 		// One buffer of the block's size, not ReadAll's doublings.
-		data = make([]byte, size)
+		if buf == nil {
+			data = make([]byte, size)
+		} else {
+			if int64(cap(*buf)) < size {
+				*buf = make([]byte, size)
+			}
+			data = (*buf)[:size]
+		}
 		_, err = io.ReadFull(resp.Body, data)
 	} else {
 		data, err = io.ReadAll(io.LimitReader(resp.Body, maxBlockSize+1))
