@@ -69,6 +69,53 @@ func TestSwarmFetchDrawsOnEveryPeerAndCatchesALiar(t *testing.T) {
 	}
 }
 
+// TestSwarmReadMixesFetchedAndLocalLeaves: a reader that holds some of a
+// blob's leaves already fetches the rest from two peers into a pack, and
+// reads the blob back whole, the leaves it had from its store and the
+// others from the pack.
+func TestSwarmReadMixesFetchedAndLocalLeaves(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a, b := onlineNode(t), onlineNode(t)
+	reader := onlineNode(t, a, b)
+	data := make([]byte, 8<<20) // 32 leaves
+	rand.New(rand.NewSource(8)).Read(data)
+	var root cid.Cid
+	for _, n := range []*Node{a, b} {
+		c, err := n.Add(ctx, bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		root = c
+	}
+	leaves, err := leavesOf(ctx, a, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < len(leaves); i += 5 {
+		blk, err := a.bstore.Get(ctx, leaves[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := reader.bstore.Put(ctx, blk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustCat(ctx, t, reader, root, data)
+	for i, l := range leaves {
+		leaf, packed, err := reader.packs.OpenLeaf(ctx, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if packed {
+			leaf.Close()
+		}
+		if want := i%5 != 0; packed != want {
+			t.Errorf("leaf %d in a pack: %v, want %v", i, packed, want)
+		}
+	}
+}
+
 func leavesOf(ctx context.Context, n *Node, root cid.Cid) ([]cid.Cid, error) {
 	nd, err := n.dag.Get(ctx, root)
 	if err != nil {
