@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -90,6 +91,7 @@ func scaleTestbed(b *testing.B, n int) *testbed.Testbed {
 func scaleRun(b *testing.B, tb *testbed.Testbed, size int64, setup func(b *testing.B) func(i int, dir string) []string) {
 	var sent, all uint64
 	var busy, total float64
+	fastest, slowest := math.Inf(1), 0.0
 	for b.Loop() {
 		b.StopTimer()
 		command := setup(b)
@@ -105,6 +107,7 @@ func scaleRun(b *testing.B, tb *testbed.Testbed, size int64, setup func(b *testi
 		errs := make([]error, len(dirs))
 		var wg sync.WaitGroup
 		cpuBefore := machineCPU(b)
+		start := time.Now()
 		b.StartTimer()
 		for i, h := range tb.Hosts[1:] {
 			argv := command(i, dirs[i])
@@ -116,6 +119,8 @@ func scaleRun(b *testing.B, tb *testbed.Testbed, size int64, setup func(b *testi
 		}
 		wg.Wait()
 		b.StopTimer()
+		took := time.Since(start).Seconds()
+		fastest, slowest = min(fastest, took), max(slowest, took)
 		cpuAfter := machineCPU(b)
 		busy += cpuAfter.busy - cpuBefore.busy
 		total += cpuAfter.total - cpuBefore.total
@@ -132,6 +137,9 @@ func scaleRun(b *testing.B, tb *testbed.Testbed, size int64, setup func(b *testi
 		all = sentByAll(b, tb) - allBefore
 		b.StartTimer()
 	}
+	// The spread of the iterations: one run of this VM moves by ±10%.
+	b.ReportMetric(fastest, "fastest-s")
+	b.ReportMetric(slowest, "slowest-s")
 	// How busy the machine's cores were while the nodes pulled: near
 	// 100%, the pull waits on the CPU rather than the links.
 	b.ReportMetric(100*busy/total, "cpu-busy-%")
