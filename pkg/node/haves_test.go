@@ -13,24 +13,31 @@ import (
 	"github.com/ipfs/go-cid"
 )
 
+// holderOfABlob is a node holding a blob of 20 leaves (random bytes from
+// seed), another node connected to it, the blob's root and its leaves.
+func holderOfABlob(ctx context.Context, t *testing.T, seed int64) (holder, asker *Node, root cid.Cid, leaves []cid.Cid) {
+	t.Helper()
+	holder = onlineNode(t)
+	asker = onlineNode(t, holder)
+	data := make([]byte, 5<<20)
+	rand.New(rand.NewSource(seed)).Read(data)
+	root, err := holder.Add(ctx, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaves, err = leavesOf(ctx, holder, root); err != nil {
+		t.Fatal(err)
+	}
+	return holder, asker, root, leaves
+}
+
 // TestHavesTellWhichLeavesAPeerHolds: a peer holding part of a blob
 // answers with a bitmap of exactly the leaves it stores, and with none
 // for a blob whose shape it does not know.
 func TestHavesTellWhichLeavesAPeerHolds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	holder := onlineNode(t)
-	asker := onlineNode(t, holder)
-	data := make([]byte, 5<<20) // 20 leaves
-	rand.New(rand.NewSource(9)).Read(data)
-	root, err := holder.Add(ctx, bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaves, err := leavesOf(ctx, holder, root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	holder, asker, root, leaves := holderOfABlob(ctx, t, 9)
 	for _, i := range []int{3, 7, 19} {
 		if err := holder.bstore.DeleteBlock(ctx, leaves[i]); err != nil {
 			t.Fatal(err)
@@ -61,18 +68,7 @@ func TestHavesTellWhichLeavesAPeerHolds(t *testing.T) {
 func TestHavesFollowALiveFetch(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	holder := onlineNode(t)
-	asker := onlineNode(t, holder)
-	data := make([]byte, 5<<20) // 20 leaves
-	rand.New(rand.NewSource(10)).Read(data)
-	root, err := holder.Add(ctx, bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaves, err := leavesOf(ctx, holder, root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	holder, asker, root, leaves := holderOfABlob(ctx, t, 10)
 	index := map[cid.Cid][]int{}
 	for i, l := range leaves {
 		index[l] = append(index[l], i)
