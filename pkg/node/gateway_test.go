@@ -68,14 +68,7 @@ func TestGatewayStreamFromALiarFallsBackToHonestPeers(t *testing.T) {
 
 	data := make([]byte, 3<<20)
 	rand.New(rand.NewSource(1)).Read(data)
-	var root cid.Cid
-	for _, n := range []*Node{liar, honest} {
-		c, err := n.Add(ctx, bytes.NewReader(data))
-		if err != nil {
-			t.Fatal(err)
-		}
-		root = c
-	}
+	root := addToEach(ctx, t, data, liar, honest)
 	nd, err := liar.dag.Get(ctx, root)
 	if err != nil {
 		t.Fatal(err)

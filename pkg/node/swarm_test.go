@@ -25,14 +25,7 @@ func TestSwarmFetchDrawsOnEveryPeerAndCatchesALiar(t *testing.T) {
 
 	data := make([]byte, 16<<20) // 64 leaves
 	rand.New(rand.NewSource(7)).Read(data)
-	var root cid.Cid
-	for _, n := range []*Node{a, b, liar} {
-		c, err := n.Add(ctx, bytes.NewReader(data))
-		if err != nil {
-			t.Fatal(err)
-		}
-		root = c
-	}
+	root := addToEach(ctx, t, data, a, b, liar)
 	leaves, err := leavesOf(ctx, liar, root)
 	if err != nil {
 		t.Fatal(err)
@@ -80,14 +73,7 @@ func TestSwarmReadMixesFetchedAndLocalLeaves(t *testing.T) {
 	reader := onlineNode(t, a, b)
 	data := make([]byte, 8<<20) // 32 leaves
 	rand.New(rand.NewSource(8)).Read(data)
-	var root cid.Cid
-	for _, n := range []*Node{a, b} {
-		c, err := n.Add(ctx, bytes.NewReader(data))
-		if err != nil {
-			t.Fatal(err)
-		}
-		root = c
-	}
+	root := addToEach(ctx, t, data, a, b)
 	leaves, err := leavesOf(ctx, a, root)
 	if err != nil {
 		t.Fatal(err)
@@ -114,6 +100,20 @@ func TestSwarmReadMixesFetchedAndLocalLeaves(t *testing.T) {
 			t.Errorf("leaf %d in a pack: %v, want %v", i, packed, want)
 		}
 	}
+}
+
+// addToEach adds data to each of nodes and returns its root.
+func addToEach(ctx context.Context, t *testing.T, data []byte, nodes ...*Node) cid.Cid {
+	t.Helper()
+	var root cid.Cid
+	for _, n := range nodes {
+		c, err := n.Add(ctx, bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		root = c
+	}
+	return root
 }
 
 func leavesOf(ctx context.Context, n *Node, root cid.Cid) ([]cid.Cid, error) {
