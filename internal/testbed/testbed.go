@@ -1,18 +1,16 @@
 // Package testbed builds a small network of hosts on one machine for
-// tests and benchmarks: N network namespaces, each joined to a bridge by
-// a link whose both ends are shaped with tc (a veth pair; with delay, two
-// TAP devices and a delay line in this process). It needs root, iproute2
-// and nsenter (util-linux), touches nothing outside the namespaces it
-// makes, removes them when closed or when its context ends, and clears
-// what an interrupted run left behind.
+// tests and benchmarks: N network namespaces, each with one TAP device,
+// and a switch in this process that carries frames between them with the
+// links' delay and rates (tbf shapes what a host sends, tc's own way).
+// It needs root, iproute2, tc and nsenter (util-linux), touches nothing
+// outside the namespaces it makes, removes them when closed or when its
+// context ends, and clears what an interrupted run left behind.
 package testbed
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"runtime"
@@ -25,14 +23,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Link shapes every host's link to the bridge, both ways.
+// Link shapes every host's link to the switch, both ways.
 type Link struct {
-	// Rate is tc's rate ("100mbit"); empty leaves the link unshaped.
+	// Rate is tc's rate ("100mbit"), in bits or bytes a second; empty
+	// leaves the link unshaped.
 	Rate string
 	// Delay holds every frame on each end of the link this long, so that
-	// the round trip between two hosts is four times Delay. It is added by
-	// a delay line in this process rather than the kernel's netem, which
-	// some kernels (this project's machine's among them) lack; at most 1 s.
+	// the round trip between two hosts is four times Delay. The switch
+	// adds it rather than the kernel's netem, which some kernels (this
+	// project's machine's among them) lack; at most 1 s.
 	Delay time.Duration
 	// Loss drops this percentage of the packets each host sends, at
 	// random (nftables in the host's namespace; needs no netem).
@@ -48,10 +47,8 @@ type Host struct {
 // Testbed is a running network of hosts.
 type Testbed struct {
 	Hosts []Host
-	hub   string
-	links []string // host-side veth names, in the hub
 	delay time.Duration
-	lines []*delayLine
+	sw    fabric
 	once  sync.Once
 	err   error
 	stop  chan struct{}
@@ -80,16 +77,18 @@ func New(ctx context.Context, n int, link Link) (*Testbed, error) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		return nil, fmt.Errorf("testbed: iproute2: %w", err)
 	}
-	if _, err := link.qdisc(); err != nil {
+	if _, err := link.rate(); err != nil {
 		return nil, err
 	}
 	clearStale()
 	mu.Lock()
-	tb := &Testbed{hub: owner + "-hub", stop: make(chan struct{}), delay: link.Delay}
+	// Each end of a path holds a frame Delay, as the link's doc says.
+	tb := &Testbed{stop: make(chan struct{}), delay: link.Delay, sw: fabric{delay: 2 * link.Delay}}
 	if err := tb.build(n, link); err != nil {
 		tb.Close()
 		return nil, err
 	}
+	tb.sw.start()
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -101,41 +100,21 @@ func New(ctx context.Context, n int, link Link) (*Testbed, error) {
 }
 
 func (tb *Testbed) build(n int, link Link) error {
-	if err := ip("netns", "add", tb.hub); err != nil {
-		return err
-	}
-	hub := func(args ...string) error { return ip(append([]string{"-n", tb.hub}, args...)...) }
-	if err := hub("link", "add", "br0", "type", "bridge"); err != nil {
-		return err
-	}
-	if err := hub("link", "set", "br0", "up"); err != nil {
-		return err
-	}
-	if err := (Host{Name: tb.hub}).Do(skipBridgeFirewall); err != nil {
-		return err
-	}
-	qdisc, err := link.qdisc()
-	if err != nil {
-		return err
-	}
 	for i := range n {
 		h := Host{Name: fmt.Sprintf("%s-h%d", owner, i), Addr: fmt.Sprintf("10.77.0.%d", i+1)}
-		outer, inner := fmt.Sprintf("tbh%d", i), fmt.Sprintf("tbi%d", i)
 		if err := ip("netns", "add", h.Name); err != nil {
 			return err
 		}
 		tb.Hosts = append(tb.Hosts, h) // from now on Close removes it
-		if link.Delay > 0 {
-			if err := tb.delayedLink(h, outer, inner, link.Delay); err != nil {
-				return err
-			}
-		} else if err := hub("link", "add", outer, "type", "veth", "peer", "name", inner, "netns", h.Name); err != nil {
+		dev, err := openTAP(h.Name, device)
+		if err != nil {
 			return err
 		}
+		tb.sw.ports = append(tb.sw.ports, &port{dev: dev})
 		steps := [][]string{
-			{"-n", tb.hub, "link", "set", outer, "master", "br0", "up"},
-			{"-n", h.Name, "addr", "add", h.Addr + "/24", "dev", inner},
-			{"-n", h.Name, "link", "set", inner, "up"},
+			{"-n", h.Name, "link", "set", "dev", device, "address", hostMAC(i)},
+			{"-n", h.Name, "addr", "add", h.Addr + "/24", "dev", device},
+			{"-n", h.Name, "link", "set", device, "up"},
 			{"-n", h.Name, "link", "set", "lo", "up"},
 		}
 		for _, s := range steps {
@@ -143,104 +122,93 @@ func (tb *Testbed) build(n int, link Link) error {
 				return err
 			}
 		}
-		tb.links = append(tb.links, outer)
-		if err := tb.shape(i, qdisc); err != nil {
+		// TCP sizes the packets it hands the device to about a millisecond
+		// of its pacing rate, a dozen segments or fewer at 100 Mbit/s;
+		// asking for at least 16 leaves the switch fewer frames to carry.
+		// tbf and the switch still shape every byte.
+		if err := h.Do(func() error {
+			return os.WriteFile("/proc/sys/net/ipv4/tcp_min_tso_segs", []byte("16"), 0)
+		}); err != nil {
 			return err
 		}
-		if err := tb.lose(h, link.Loss); err != nil {
+		if err := tb.shape(i, link); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// skipBridgeFirewall keeps the frames crossing the current namespace's
-// bridges out of iptables, which br_netfilter, when some other program
-// loaded it, makes every bridged frame pass: the hub only forwards, and
-// on a busy testbed the hooks cost a few percent of the machine.
-func skipBridgeFirewall() error {
-	for _, table := range []string{"iptables", "ip6tables", "arptables"} {
-		err := os.WriteFile("/proc/sys/net/bridge/bridge-nf-call-"+table, []byte("0"), 0)
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("testbed: bridge firewall: %w", err)
-		}
-	}
-	return nil
-}
-
-// delayedLink joins host h to the hub by two TAP devices, outer on the
-// hub's side and inner on h's, and a delay line between them.
-func (tb *Testbed) delayedLink(h Host, outer, inner string, delay time.Duration) error {
-	in, err := openTAP(h.Name, inner)
-	if err != nil {
-		return err
-	}
-	out, err := openTAP(tb.hub, outer)
-	if err != nil {
-		in.Close()
-		return err
-	}
-	tb.lines = append(tb.lines, newDelayLine(in, out, delay))
-	// TCP sizes the packets it hands the device to about a millisecond of
-	// its pacing rate, a dozen segments or fewer at 100 Mbit/s; asking for
-	// at least 16 leaves the line fewer frames to carry. tbf still shapes
-	// every byte.
-	return h.Do(func() error {
-		return os.WriteFile("/proc/sys/net/ipv4/tcp_min_tso_segs", []byte("16"), 0)
-	})
-}
+// device is every host's TAP device, its one link to the switch.
+const device = "tb0"
 
 // Shape gives host's link a shape of its own, both ways: a faster puller
 // among slower seeders, say. The delay is the testbed's, set by New.
 func (tb *Testbed) Shape(host Host, link Link) error {
-	qdisc, err := link.qdisc()
-	if err != nil {
-		return err
-	}
 	if link.Delay != tb.delay {
 		return fmt.Errorf("testbed: delay %s: every link has the testbed's, %s", link.Delay, tb.delay)
 	}
-	for i, h := range tb.Hosts {
-		if h == host {
-			if err := tb.shape(i, qdisc); err != nil {
-				return err
-			}
-			return tb.lose(host, link.Loss)
-		}
+	i, err := tb.index(host)
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("testbed: no host %s", host.Name)
+	return tb.shape(i, link)
 }
 
-// shape replaces the qdisc of host i's veth pair with qdisc (nil: none).
-func (tb *Testbed) shape(i int, qdisc []string) error {
-	sides := [][2]string{{tb.hub, tb.links[i]}, {tb.Hosts[i].Name, fmt.Sprintf("tbi%d", i)}}
-	for _, side := range sides {
-		// Deleting a root qdisc that is not there fails harmlessly.
-		_ = exec.Command("ip", "netns", "exec", side[0], "tc", "qdisc", "del", "dev", side[1], "root").Run()
-		if qdisc == nil {
-			continue
-		}
-		args := append([]string{"netns", "exec", side[0], "tc", "qdisc", "add", "dev", side[1], "root"}, qdisc...)
+// shape sets host i's rate both ways (tbf on the way out, the switch on
+// the way in) and its loss.
+func (tb *Testbed) shape(i int, link Link) error {
+	rate, err := link.rate()
+	if err != nil {
+		return err
+	}
+	h := tb.Hosts[i]
+	// Deleting a root qdisc that is not there fails harmlessly.
+	_ = exec.Command("ip", "netns", "exec", h.Name, "tc", "qdisc", "del", "dev", device, "root").Run()
+	if rate > 0 {
+		args := []string{"netns", "exec", h.Name, "tc", "qdisc", "add", "dev", device, "root", "tbf", "rate", link.Rate, "burst", strconv.Itoa(burst), "latency", queueLimit.String()}
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("testbed: tc %v: %v: %s", qdisc, err, strings.TrimSpace(string(out)))
+			return fmt.Errorf("testbed: tc %v: %v: %s", args[4:], err, strings.TrimSpace(string(out)))
 		}
 	}
-	return nil
+	tb.sw.ports[i].rate.Store(rate)
+	return tb.lose(h, link.Loss)
 }
 
-// qdisc is the tc qdisc that shapes a link's rate (tbf), nil for none;
-// it also checks the rest of the link.
-func (l Link) qdisc() ([]string, error) {
+// rate is the link's rate in bits a second, 0 for none; it also checks
+// the rest of the link.
+func (l Link) rate() (int64, error) {
 	if l.Loss < 0 || l.Loss >= 100 {
-		return nil, fmt.Errorf("testbed: loss %v%%: want 0 to 100", l.Loss)
+		return 0, fmt.Errorf("testbed: loss %v%%: want 0 to 100", l.Loss)
 	}
 	if l.Delay < 0 || l.Delay > time.Second {
-		return nil, fmt.Errorf("testbed: delay %s: want 0 to 1s", l.Delay)
+		return 0, fmt.Errorf("testbed: delay %s: want 0 to 1s", l.Delay)
 	}
 	if l.Rate == "" {
-		return nil, nil
+		return 0, nil
 	}
-	return []string{"tbf", "rate", l.Rate, "burst", "64kb", "latency", "50ms"}, nil
+	// tc's units, longest suffix first so that "bit" does not take
+	// "mbit"'s place; a bare number is bits.
+	units := []struct {
+		suffix string
+		bits   float64
+	}{
+		{"tibit", 1 << 40}, {"gibit", 1 << 30}, {"mibit", 1 << 20}, {"kibit", 1 << 10},
+		{"tibps", 8 << 40}, {"gibps", 8 << 30}, {"mibps", 8 << 20}, {"kibps", 8 << 10},
+		{"tbit", 1e12}, {"gbit", 1e9}, {"mbit", 1e6}, {"kbit", 1e3}, {"bit", 1},
+		{"tbps", 8e12}, {"gbps", 8e9}, {"mbps", 8e6}, {"kbps", 8e3}, {"bps", 8},
+		{"", 1},
+	}
+	lower := strings.ToLower(l.Rate)
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(lower, u.suffix); ok {
+			v, err := strconv.ParseFloat(num, 64)
+			if err != nil || v <= 0 || v*u.bits < 8 || v*u.bits > 1e13 {
+				break
+			}
+			return int64(v * u.bits), nil
+		}
+	}
+	return 0, fmt.Errorf("testbed: rate %q: want tc's form, such as 100mbit", l.Rate)
 }
 
 // lose makes host drop loss percent of the packets it sends, in steps of
@@ -332,81 +300,49 @@ func (host Host) Do(f func() error) error {
 	return ferr
 }
 
-// Sent is how many bytes host has sent onto the testbed so far (what its
-// link carried from it, headers included).
+// Sent is how many bytes host has sent onto the testbed so far (the
+// frames the switch took from it, headers included).
 func (tb *Testbed) Sent(host Host) (uint64, error) {
-	for i, h := range tb.Hosts {
-		if h.Name != host.Name {
-			continue
-		}
-		out, err := exec.Command("ip", "-n", tb.hub, "-s", "-j", "link", "show", "dev", tb.links[i]).Output()
-		if err != nil {
-			return 0, fmt.Errorf("testbed: link of %s: %w", host.Name, err)
-		}
-		var links []struct {
-			Stats struct {
-				RX struct{ Bytes uint64 } `json:"rx"`
-			} `json:"stats64"`
-		}
-		if err := json.Unmarshal(out, &links); err != nil || len(links) != 1 {
-			return 0, fmt.Errorf("testbed: link of %s: %q: %v", host.Name, out, err)
-		}
-		// The bridge's side receives what the host sends.
-		return links[0].Stats.RX.Bytes, nil
+	i, err := tb.index(host)
+	if err != nil {
+		return 0, err
 	}
-	return 0, fmt.Errorf("testbed: no host %s", host.Name)
+	return tb.sw.ports[i].sent.Load(), nil
 }
 
-// Cut takes host off the network (its link goes down) until Heal.
-func (tb *Testbed) Cut(host Host) error { return tb.setLink(host, "down") }
+// Cut takes host off the network until Heal: the switch drops what it
+// sends and what is sent to it, as if its cable were pulled.
+func (tb *Testbed) Cut(host Host) error { return tb.plug(host, false) }
 
-// Heal puts host back on the network, returning once both ends of its
-// link are up again (a loaded machine takes a moment).
-func (tb *Testbed) Heal(host Host) error {
-	if err := tb.setLink(host, "up"); err != nil {
+// Heal puts host back on the network.
+func (tb *Testbed) Heal(host Host) error { return tb.plug(host, true) }
+
+func (tb *Testbed) plug(host Host, in bool) error {
+	i, err := tb.index(host)
+	if err != nil {
 		return err
 	}
-	i := slices.IndexFunc(tb.Hosts, func(h Host) bool { return h.Name == host.Name })
-	ends := [][2]string{{tb.hub, tb.links[i]}, {host.Name, fmt.Sprintf("tbi%d", i)}}
-	deadline := time.Now().Add(10 * time.Second)
-	for _, end := range ends {
-		for {
-			out, err := exec.Command("ip", "-n", end[0], "-o", "link", "show", "dev", end[1]).Output()
-			// Up with a carrier (a TAP device's state stays UNKNOWN).
-			if err == nil && strings.Contains(string(out), "UP,LOWER_UP") {
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("testbed: %s of %s is not up again: %v %s", end[1], end[0], err, out)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	tb.sw.ports[i].cut.Store(!in)
 	return nil
 }
 
-func (tb *Testbed) setLink(host Host, state string) error {
-	for i, h := range tb.Hosts {
-		if h.Name == host.Name {
-			return ip("-n", tb.hub, "link", "set", tb.links[i], state)
-		}
+func (tb *Testbed) index(host Host) (int, error) {
+	i := slices.IndexFunc(tb.Hosts, func(h Host) bool { return h.Name == host.Name })
+	if i < 0 || i >= len(tb.sw.ports) {
+		return 0, fmt.Errorf("testbed: no host %s", host.Name)
 	}
-	return fmt.Errorf("testbed: no host %s", host.Name)
+	return i, nil
 }
 
-// Close removes the hosts and the bridge; their links go with them.
-// Processes still running in them lose their network.
+// Close removes the hosts; their devices go with them. Processes still
+// running in them lose their network.
 func (tb *Testbed) Close() error {
 	tb.once.Do(func() {
 		close(tb.stop)
-		var errs []error
-		for _, l := range tb.lines {
-			errs = append(errs, l.close())
-		}
+		errs := []error{tb.sw.close()}
 		for _, h := range tb.Hosts {
 			errs = append(errs, ip("netns", "del", h.Name))
 		}
-		errs = append(errs, ip("netns", "del", tb.hub))
 		tb.err = errors.Join(errs...)
 		mu.Unlock()
 	})

@@ -77,15 +77,23 @@ func TestHostsReachEachOtherThroughShapedLinks(t *testing.T) {
 		t.Errorf("a 50 Mbit/s link carried %.0f Mbit/s", rate)
 	}
 
-	// A host shaped on its own gets the new rate on both sides of its link.
+	// A host shaped on its own gets the new rate both ways: tbf on its
+	// way out, and the switch lets no more in.
 	if err := tb.Shape(tb.Hosts[1], Link{Rate: "10mbit"}); err != nil {
 		t.Fatal(err)
 	}
-	for _, side := range [][2]string{{tb.hub, tb.links[1]}, {tb.Hosts[1].Name, "tbi1"}} {
-		out, err := exec.Command("ip", "netns", "exec", side[0], "tc", "qdisc", "show", "dev", side[1]).CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "rate 10Mbit") {
-			t.Errorf("after Shape, %s of %s: %v\n%s", side[1], side[0], err, out)
-		}
+	out, err := exec.Command("ip", "netns", "exec", tb.Hosts[1].Name, "tc", "qdisc", "show", "dev", device).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "rate 10Mbit") {
+		t.Errorf("after Shape, the device of %s: %v\n%s", tb.Hosts[1].Name, err, out)
+	}
+	tb.Hosts[1].Do(func() (err error) { conn, err = net.Dial("tcp", addr); return err })
+	start = time.Now()
+	n, _ = io.Copy(io.Discard, conn)
+	conn.Close()
+	rate = float64(n) * 8 / time.Since(start).Seconds() / 1e6
+	t.Logf("shaped to 10 Mbit/s: %d bytes in at %.1f Mbit/s", n, rate)
+	if rate > 15 {
+		t.Errorf("a link shaped to 10 Mbit/s let %.1f Mbit/s in", rate)
 	}
 
 	if err := tb.Cut(tb.Hosts[2]); err != nil {
