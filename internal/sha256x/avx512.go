@@ -28,8 +28,6 @@ var roundConstants = [64]uint32{
 	0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
 }
 
-var initialState = [8]uint32{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19}
-
 // sum16AVX512 hashes len(msgs) ≤ 16 messages, message k in lane k. Each
 // lane runs through its own 64-byte blocks, then the one or two padding
 // blocks; a lane whose message has ended keeps its state while the others

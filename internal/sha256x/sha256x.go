@@ -8,12 +8,18 @@
 // The vector code needs the Go toolchain's simd experiment
 // (GOEXPERIMENT=simd, which the Makefile sets); built without it, or run
 // on a CPU without AVX-512, SumMany falls back to crypto/sha256.
+//
+// Stream hashes a blob and each of its chunks in one pass, on a CPU with
+// the SHA extensions (pair.go).
 package sha256x
 
 import (
 	"crypto/sha256"
 	"slices"
 )
+
+// initialState is SHA-256's state before the first block.
+var initialState = [8]uint32{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19}
 
 // lanes is how many messages one pass of the vector code hashes.
 const lanes = 16
