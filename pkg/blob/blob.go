@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"github.com/shoal-ipfs/shoal/internal/batch"
+	"github.com/shoal-ipfs/shoal/internal/sha256x"
 	"io"
 
 	chunk "github.com/ipfs/boxo/chunker"
@@ -56,10 +57,18 @@ var cidBuilder = cid.Prefix{Version: 1, Codec: cid.DagProtobuf, MhType: mh.SHA2_
 // Add chunks r into a balanced UnixFS DAG with raw leaves, writes its blocks
 // to dst and returns the root CID.
 func Add(ctx context.Context, dst ipld.DAGService, r io.Reader, l Layout) (cid.Cid, error) {
+	return AddHashing(ctx, dst, r, l, nil)
+}
+
+// AddHashing is Add that also feeds every byte of r, chunk by chunk, to
+// whole (unless nil): the pass that hashes the leaves then gives the
+// blob's own SHA-256 digest too, for the caller to check.
+func AddHashing(ctx context.Context, dst ipld.DAGService, r io.Reader, l Layout, whole *sha256x.Stream) (cid.Cid, error) {
 	if l.ChunkSize <= 0 || l.MaxLinks < 2 {
 		return cid.Undef, fmt.Errorf("invalid UnixFS layout %+v", l)
 	}
-	split := newPresumSplitter(&ctxReader{ctx: ctx, r: r}, int(l.ChunkSize))
+	split := newPresumSplitter(ctx, r, int(l.ChunkSize))
+	split.whole = whole
 	return layout(ctx, dst, split, l.MaxLinks, presumBuilder{prefix: cidBuilder, s: split})
 }
 

@@ -1,6 +1,7 @@
 package blob
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"io"
@@ -24,13 +25,33 @@ type presumSplitter struct {
 	queue [][]byte
 	sums  [][sha256.Size]byte
 	err   error
+	// chunks, if set, is r handing out its own buffers.
+	chunks ChunkReader
+	ctx    context.Context
+	// whole, if set, hashes every chunk into the blob's digest, and each
+	// chunk's digest with it (sha256x.Stream): the batch is not hashed in
+	// lanes then.
+	whole *sha256x.Stream
 	// last is the chunk handed out last, and its digest.
 	last    []byte
 	lastSum [sha256.Size]byte
 }
 
-func newPresumSplitter(r io.Reader, size int) *presumSplitter {
-	return &presumSplitter{r: r, size: size}
+// ChunkReader is a reader that can hand out the next n bytes in a slice
+// of its own that it does not use again (fewer than n only at the end,
+// io.EOF when nothing is left): the importer then keeps its leaves in
+// the reader's buffers instead of copying them into new ones.
+type ChunkReader interface {
+	io.Reader
+	Next(n int) ([]byte, error)
+}
+
+func newPresumSplitter(ctx context.Context, r io.Reader, size int) *presumSplitter {
+	s := &presumSplitter{r: &ctxReader{ctx: ctx, r: r}, size: size}
+	if cr, ok := r.(ChunkReader); ok {
+		s.chunks, s.ctx = cr, ctx
+	}
+	return s
 }
 
 func (s *presumSplitter) Reader() io.Reader { return s.r }
@@ -52,11 +73,31 @@ func (s *presumSplitter) NextBytes() ([]byte, error) {
 	return s.last, nil
 }
 
-// fill reads the next batch of chunks and hashes them. Each batch has a
-// buffer of its own: the chunks live on in blocks after they are handed out.
+// fill reads the next batch of chunks and hashes them.
 func (s *presumSplitter) fill() {
-	buf := make([]byte, presumBatch*s.size)
 	s.queue = s.queue[:0]
+	if s.chunks != nil {
+		s.fillFromChunks()
+	} else {
+		s.fillFromReader()
+	}
+	if cap(s.sums) < len(s.queue) {
+		s.sums = make([][sha256.Size]byte, presumBatch)
+	}
+	s.sums = s.sums[:len(s.queue)]
+	if s.whole == nil {
+		sha256x.SumMany(s.queue, s.sums)
+		return
+	}
+	for i, chunk := range s.queue {
+		s.sums[i] = s.whole.Chunk(chunk)
+	}
+}
+
+// fillFromReader reads a batch into a buffer of its own: the chunks live
+// on in blocks after they are handed out.
+func (s *presumSplitter) fillFromReader() {
+	buf := make([]byte, presumBatch*s.size)
 	for i := range presumBatch {
 		chunk := buf[i*s.size : (i+1)*s.size : (i+1)*s.size]
 		n, err := io.ReadFull(s.r, chunk)
@@ -68,14 +109,30 @@ func (s *presumSplitter) fill() {
 				err = io.EOF
 			}
 			s.err = err
-			break
+			return
 		}
 	}
-	if cap(s.sums) < len(s.queue) {
-		s.sums = make([][sha256.Size]byte, presumBatch)
+}
+
+// fillFromChunks takes a batch in the reader's own buffers.
+func (s *presumSplitter) fillFromChunks() {
+	if err := s.ctx.Err(); err != nil {
+		s.err = err
+		return
 	}
-	s.sums = s.sums[:len(s.queue)]
-	sha256x.SumMany(s.queue, s.sums)
+	for range presumBatch {
+		chunk, err := s.chunks.Next(s.size)
+		if len(chunk) > 0 && (err == nil || errors.Is(err, io.EOF)) {
+			s.queue = append(s.queue, chunk)
+		}
+		if err == nil && len(chunk) < s.size {
+			err = io.EOF // the last chunk
+		}
+		if err != nil {
+			s.err = err
+			return
+		}
+	}
 }
 
 // sumOf returns the digest of data if data is the chunk handed out last.

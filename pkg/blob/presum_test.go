@@ -2,6 +2,7 @@ package blob
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	chunker "github.com/ipfs/boxo/chunker"
 	"github.com/ipfs/boxo/ipld/unixfs/importer/balanced"
 	"github.com/ipfs/boxo/ipld/unixfs/importer/helpers"
+	"github.com/shoal-ipfs/shoal/internal/sha256x"
 )
 
 // addReference builds the DAG with boxo's own splitter and CID builder:
@@ -41,6 +43,19 @@ func (r *sliceReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// chunkSliceReader hands out slices of its bytes (blob.ChunkReader).
+type chunkSliceReader struct{ sliceReader }
+
+func (r *chunkSliceReader) Next(n int) ([]byte, error) {
+	if len(r.b) == 0 {
+		return nil, io.EOF
+	}
+	n = min(n, len(r.b))
+	b := r.b[:n:n]
+	r.b = r.b[n:]
+	return b, nil
+}
+
 func TestPresummedLeavesGiveTheSameCIDs(t *testing.T) {
 	small := Layout{Name: "small", ChunkSize: 1000, MaxLinks: 4}
 	for _, size := range []int{0, 1, 999, 1000, 1001, 16 * 1000, 16*1000 + 1, 17*1000 - 1, 100 * 1000, 123457} {
@@ -56,6 +71,19 @@ func TestPresummedLeavesGiveTheSameCIDs(t *testing.T) {
 		}
 		if got.String() != want {
 			t.Fatalf("%d bytes: CID %s, boxo's splitter gives %s", size, got, want)
+		}
+		// Chunks handed out by the reader, and the blob's digest hashed
+		// with them: the same CID, and the digest crypto/sha256 gives.
+		whole := sha256x.NewStream()
+		got, err = AddHashing(context.Background(), memDAG(), &chunkSliceReader{sliceReader{b: data}}, small, whole)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.String() != want {
+			t.Fatalf("%d bytes from a ChunkReader: CID %s, boxo's splitter gives %s", size, got, want)
+		}
+		if whole.Sum() != sha256.Sum256(data) {
+			t.Fatalf("%d bytes: AddHashing's digest is not the blob's", size)
 		}
 	}
 }

@@ -9,6 +9,11 @@ import (
 // ahead of the consumer, so that work done inside the source's reads (a
 // digest check) and work done by the consumer (hashing blocks, writing
 // files) run on two cores instead of taking turns on one.
+//
+// A consumer that keeps what it reads (the importer: its blocks hold the
+// bytes until they are written) takes them with Next, in slices of the
+// reader's own buffers, rather than copying them out with Read; a buffer
+// lent that way is left to the garbage collector, not used again.
 type aheadReader struct {
 	chunks chan []byte
 	free   chan []byte
@@ -17,6 +22,7 @@ type aheadReader struct {
 	err    error // set before chunks is closed
 	cur    []byte
 	buf    []byte
+	lent   bool // some of buf went out through Next
 }
 
 const (
@@ -31,9 +37,6 @@ func readAhead(r io.Reader) *aheadReader {
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
-	for range aheadDepth + 2 {
-		a.free <- make([]byte, aheadChunk)
-	}
 	go a.fill(r)
 	return a
 }
@@ -42,12 +45,12 @@ func (a *aheadReader) fill(r io.Reader) {
 	defer close(a.done)
 	defer close(a.chunks)
 	for {
+		// The chunks channel bounds how far ahead the reader runs.
 		var buf []byte
 		select {
 		case buf = <-a.free:
-		case <-a.stop:
-			a.err = errors.New("read ahead: closed")
-			return
+		default:
+			buf = make([]byte, aheadChunk)
 		}
 		n, err := io.ReadFull(r, buf)
 		if n > 0 {
@@ -69,21 +72,57 @@ func (a *aheadReader) fill(r io.Reader) {
 	}
 }
 
-func (a *aheadReader) Read(p []byte) (int, error) {
+// advance makes cur the next chunk read, if cur is used up; false at the
+// end or on an error (a.err).
+func (a *aheadReader) advance() bool {
 	for len(a.cur) == 0 {
-		if a.buf != nil {
-			a.free <- a.buf[:cap(a.buf)]
-			a.buf = nil
+		if a.buf != nil && !a.lent {
+			select {
+			case a.free <- a.buf[:cap(a.buf)]:
+			default:
+			}
 		}
+		a.buf, a.lent = nil, false
 		chunk, ok := <-a.chunks
 		if !ok {
-			return 0, a.err
+			return false
 		}
 		a.cur, a.buf = chunk, chunk
+	}
+	return true
+}
+
+func (a *aheadReader) Read(p []byte) (int, error) {
+	if !a.advance() {
+		return 0, a.err
 	}
 	n := copy(p, a.cur)
 	a.cur = a.cur[n:]
 	return n, nil
+}
+
+// Next returns the next n bytes, fewer only at the end of the source, in
+// a slice the reader does not use again; io.EOF when nothing is left.
+// Within one of the reader's buffers (a chunk size that divides 1 MiB,
+// as the layouts' do) the bytes are not copied.
+func (a *aheadReader) Next(n int) ([]byte, error) {
+	if !a.advance() {
+		return nil, a.err
+	}
+	if len(a.cur) >= n {
+		b := a.cur[:n:n]
+		a.cur, a.lent = a.cur[n:], true
+		return b, nil
+	}
+	b := make([]byte, 0, n)
+	for len(b) < n && a.advance() {
+		k := copy(b[len(b):n], a.cur)
+		b, a.cur = b[:len(b)+k], a.cur[k:]
+	}
+	if len(b) < n && a.err != io.EOF {
+		return nil, a.err
+	}
+	return b, nil
 }
 
 // Close stops the goroutine and waits for it; the source is not read again.

@@ -166,7 +166,7 @@ func TestPullRejectsBlobThatDoesNotMatchItsDigest(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer src.Close()
-	liar := &lyingStore{Node: a}
+	liar := &lyingStore{Store: a}
 	res, err := image.Push(ctx, liar, src, image.PushOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -179,9 +179,66 @@ func TestPullRejectsBlobThatDoesNotMatchItsDigest(t *testing.T) {
 	assertNoImage(t, b, out)
 }
 
+// TestPushRejectsBlobsThatDoNotMatchTheirDigests: a layout blob with a
+// byte flipped, or one byte too many, fails the push with the blob named,
+// whether the node hashes the digest with the leaves or the reader does,
+// and no image is recorded.
+func TestPushRejectsBlobsThatDoNotMatchTheirDigests(t *testing.T) {
+	ctx := ctxT(t)
+	for _, damage := range []struct {
+		name string
+		do   func([]byte) []byte
+	}{
+		{"flipped", func(b []byte) []byte { b[len(b)/2] ^= 0xff; return b }},
+		{"longer", func(b []byte) []byte { return append(b, 0) }},
+		{"shorter", func(b []byte) []byte { return b[:len(b)-1] }},
+	} {
+		for _, store := range []struct {
+			name string
+			wrap func(*node.Node) image.Store
+		}{
+			{"node", func(n *node.Node) image.Store { return n }},
+			{"store", func(n *node.Node) image.Store { return struct{ image.Store }{n} }},
+		} {
+			t.Run(damage.name+"/"+store.name, func(t *testing.T) {
+				n := testnode.Offline(t, t.TempDir())
+				dir := testimage.IndexLayout(t, 2, 1<<20)
+				blobs, _ := filepath.Glob(filepath.Join(dir, "blobs", "sha256", "*"))
+				var biggest string
+				var size int64
+				for _, b := range blobs {
+					if fi, err := os.Stat(b); err == nil && fi.Size() > size {
+						biggest, size = b, fi.Size()
+					}
+				}
+				data, err := os.ReadFile(biggest)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(biggest, damage.do(data), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				src, err := transport.OpenSource(ctx, "oci:"+dir+":v1", transport.SourceOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer src.Close()
+				_, err = image.Push(ctx, store.wrap(n), src, image.PushOptions{})
+				if !errors.Is(err, transport.ErrDigestMismatch) || !strings.Contains(err.Error(), filepath.Base(biggest)) {
+					t.Fatalf("push: %v, want ErrDigestMismatch naming %s", err, filepath.Base(biggest))
+				}
+				if imgs, err := n.Images(ctx); err != nil || len(imgs) != 0 {
+					t.Fatalf("a failed push left images %v (%v)", imgs, err)
+				}
+			})
+		}
+	}
+}
+
 // lyingStore adds one extra byte to every blob over 64 KiB, as a broken or
-// malicious publisher would.
-type lyingStore struct{ *node.Node }
+// malicious publisher would. It has only a store's methods: a node's
+// AddHashing would add the blobs as they are.
+type lyingStore struct{ image.Store }
 
 func (l *lyingStore) Add(ctx context.Context, r io.Reader) (cid.Cid, error) {
 	var buf bytes.Buffer
@@ -191,7 +248,7 @@ func (l *lyingStore) Add(ctx context.Context, r io.Reader) (cid.Cid, error) {
 	if buf.Len() > 64<<10 {
 		buf.WriteByte('!')
 	}
-	return l.Node.Add(ctx, &buf)
+	return l.Store.Add(ctx, &buf)
 }
 
 func assertNoImage(t *testing.T, n *node.Node, dir string) {

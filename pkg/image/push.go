@@ -16,6 +16,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/internal/sha256x"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/layerindex"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
@@ -46,6 +47,14 @@ type StoredSource interface {
 // without it gets indexes with the windows inline.
 type ChunkAdder interface {
 	AddChunks(ctx context.Context, chunks [][]byte) (cid.Cid, error)
+}
+
+// HashingAdder is a store that can hand the SHA-256 digest of a blob it
+// adds out of the pass that hashes the blob's leaves (blob.AddHashing):
+// a push then reads and hashes each byte once, not once for the digest
+// check and again for the CIDs.
+type HashingAdder interface {
+	AddHashing(ctx context.Context, r io.Reader, whole *sha256x.Stream) (cid.Cid, error)
 }
 
 // BlobFiles is a store that may keep a whole blob as one file (package
@@ -279,7 +288,11 @@ func (p *pusher) addBlob(ctx context.Context, d ocispec.Descriptor, data []byte)
 			return WithCID(d, c), nil
 		}
 	}
-	var r io.Reader
+	var (
+		r        io.Reader
+		verifier *transport.Verifier
+		whole    *sha256x.Stream // the digest, hashed with the leaves
+	)
 	if data != nil {
 		v, err := transport.NewVerifier(bytes.NewReader(data), d)
 		if err != nil {
@@ -292,10 +305,20 @@ func (p *pusher) addBlob(ctx context.Context, d ocispec.Descriptor, data []byte)
 			return d, err
 		}
 		defer rc.Close()
-		v, err := transport.NewVerifier(rc, d)
+		// Where the store hashes the digest with the leaves (on a CPU with
+		// the SHA extensions, for little more than the leaves alone), the
+		// reader checks only the size; elsewhere it hashes the bytes on
+		// its own core as it reads ahead.
+		newVerifier := transport.NewVerifier
+		if _, ok := p.store.(HashingAdder); ok && sha256x.StreamAccelerated() && d.Digest.Algorithm() == digest.SHA256 {
+			newVerifier = transport.NewSizeVerifier
+			whole = sha256x.NewStream()
+		}
+		v, err := newVerifier(rc, d)
 		if err != nil {
 			return d, err
 		}
+		verifier = v
 		ahead := readAhead(&countingReader{r: v, progress: p.opts.Progress})
 		defer ahead.Close()
 		r = ahead
@@ -304,7 +327,16 @@ func (p *pusher) addBlob(ctx context.Context, d ocispec.Descriptor, data []byte)
 			r = io.TeeReader(r, spool)
 		}
 	}
-	c, err := p.store.Add(ctx, r)
+	var err error
+	if whole != nil {
+		c, err = p.store.(HashingAdder).AddHashing(ctx, r, whole)
+		if err == nil {
+			sum := whole.Sum()
+			err = verifier.Check(digest.NewDigestFromBytes(digest.SHA256, sum[:]))
+		}
+	} else {
+		c, err = p.store.Add(ctx, r)
+	}
 	if err != nil {
 		return d, fmt.Errorf("add blob %s: %w", d.Digest, err)
 	}

@@ -42,6 +42,7 @@ import (
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/multiformats/go-multiaddr"
+	"github.com/shoal-ipfs/shoal/internal/sha256x"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
 	"github.com/shoal-ipfs/shoal/pkg/packs"
 )
@@ -500,6 +501,14 @@ func (n *Node) ID(context.Context) (Identity, error) {
 func (n *Node) Add(ctx context.Context, r io.Reader) (cid.Cid, error) {
 	return n.addPacked(ctx, func(dag ipld.DAGService) (cid.Cid, error) {
 		return blob.Add(ctx, dag, r, n.layout)
+	})
+}
+
+// AddHashing is Add that also feeds r's bytes to whole, in the pass that
+// hashes the leaves (blob.AddHashing).
+func (n *Node) AddHashing(ctx context.Context, r io.Reader, whole *sha256x.Stream) (cid.Cid, error) {
+	return n.addPacked(ctx, func(dag ipld.DAGService) (cid.Cid, error) {
+		return blob.AddHashing(ctx, dag, r, n.layout, whole)
 	})
 }
 

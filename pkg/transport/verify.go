@@ -37,7 +37,7 @@ func VerifyReader(r io.Reader, d ocispec.Descriptor) error {
 type Verifier struct {
 	r        io.Reader
 	d        ocispec.Descriptor
-	digester digest.Digester
+	digester digest.Digester // nil: the consumer hashes (NewSizeVerifier)
 	n        int64
 }
 
@@ -49,10 +49,23 @@ func NewVerifier(r io.Reader, d ocispec.Descriptor) (*Verifier, error) {
 	return &Verifier{r: r, d: d, digester: d.Digest.Algorithm().Digester()}, nil
 }
 
+// NewSizeVerifier is NewVerifier for a consumer that hashes the bytes
+// itself, in a pass it makes over them anyway: the reads check the size,
+// and Check, once the consumer has read to the end, checks the digest it
+// computed. The bytes are not the blob until Check says so.
+func NewSizeVerifier(r io.Reader, d ocispec.Descriptor) (*Verifier, error) {
+	if err := d.Digest.Validate(); err != nil {
+		return nil, fmt.Errorf("digest %q: %w", d.Digest, err)
+	}
+	return &Verifier{r: r, d: d}, nil
+}
+
 func (v *Verifier) Read(p []byte) (int, error) {
 	n, err := v.r.Read(p)
 	v.n += int64(n)
-	v.digester.Hash().Write(p[:n])
+	if v.digester != nil {
+		v.digester.Hash().Write(p[:n])
+	}
 	if v.n > v.d.Size {
 		return n, fmt.Errorf("blob %s: %w: more than %d bytes", v.d.Digest, ErrDigestMismatch, v.d.Size)
 	}
@@ -60,9 +73,20 @@ func (v *Verifier) Read(p []byte) (int, error) {
 		if v.n != v.d.Size {
 			return n, fmt.Errorf("blob %s: %w: %d bytes, want %d", v.d.Digest, ErrDigestMismatch, v.n, v.d.Size)
 		}
-		if got := v.digester.Digest(); got != v.d.Digest {
-			return n, fmt.Errorf("blob %s: %w: bytes hash to %s", v.d.Digest, ErrDigestMismatch, got)
+		if v.digester != nil {
+			if err := v.Check(v.digester.Digest()); err != nil {
+				return n, err
+			}
 		}
 	}
 	return n, err
+}
+
+// Check reports whether got, the digest of the bytes read, is the
+// descriptor's.
+func (v *Verifier) Check(got digest.Digest) error {
+	if got != v.d.Digest {
+		return fmt.Errorf("blob %s: %w: bytes hash to %s", v.d.Digest, ErrDigestMismatch, got)
+	}
+	return nil
 }
