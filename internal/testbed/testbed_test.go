@@ -242,3 +242,51 @@ func TestDelayLengthensTheRoundTrip(t *testing.T) {
 		t.Error("a link's delay changed after the testbed was built")
 	}
 }
+
+// TestMulticastReachesEveryOtherHost: the switch floods a multicast
+// datagram (mDNS's kind) to every host but its sender, the first one
+// sent included.
+func TestMulticastReachesEveryOtherHost(t *testing.T) {
+	tb := ForTest(t, 3, Link{})
+	group := &net.UDPAddr{IP: net.IPv4(239, 77, 0, 1), Port: 7777}
+	conns := make([]*net.UDPConn, 2)
+	for i, h := range tb.Hosts[1:] {
+		if err := h.Do(func() error {
+			ifi, err := net.InterfaceByName(device)
+			if err != nil {
+				return err
+			}
+			conns[i], err = net.ListenMulticastUDP("udp4", ifi, group)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer conns[i].Close()
+	}
+	if err := tb.Hosts[0].Do(func() error {
+		c, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.ParseIP(tb.Hosts[0].Addr)}, group)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for i := range 3 {
+			if _, err := c.Write([]byte{byte(i)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range conns {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 16)
+		n, from, err := c.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("%s: %v", tb.Hosts[i+1].Name, err)
+		}
+		if n != 1 || buf[0] != 0 || from.IP.String() != tb.Hosts[0].Addr {
+			t.Errorf("%s received %v from %s, want the first datagram from %s", tb.Hosts[i+1].Name, buf[:n], from, tb.Hosts[0].Addr)
+		}
+	}
+}
