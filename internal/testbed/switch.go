@@ -2,10 +2,10 @@ package testbed
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -256,10 +256,10 @@ func wireBytes(data []byte) int64 {
 // close stops the switch and closes the devices' files, which removes
 // the devices.
 func (s *fabric) close() error {
-	var errs []string
+	var errs []error
 	for _, p := range s.ports {
 		if err := p.dev.Close(); err != nil {
-			errs = append(errs, err.Error())
+			errs = append(errs, fmt.Errorf("testbed: close %s: %w", p.dev.Name(), err))
 		}
 	}
 	// Each port's reader returns once its device is closed; then nothing
@@ -271,10 +271,7 @@ func (s *fabric) close() error {
 		}
 	}
 	s.deliverers.Wait()
-	if len(errs) > 0 {
-		return fmt.Errorf("testbed: close devices: %s", strings.Join(errs, "; "))
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // framePool keeps frame buffers of two sizes for reuse.
