@@ -521,11 +521,13 @@ func (n *Node) AddChunks(ctx context.Context, chunks [][]byte) (cid.Cid, error) 
 }
 
 // addPacked runs an import whose leaves go to a new pack, in the order the
-// importer makes them, which is the file's.
+// importer makes them, which is the file's. What is added is local and
+// most likely cached already, so the pack is written around the page
+// cache when that is faster (packs.DirectWhenFaster).
 func (n *Node) addPacked(ctx context.Context, add func(ipld.DAGService) (cid.Cid, error)) (cid.Cid, error) {
 	unlock := n.bstore.PinLock(ctx)
 	defer unlock.Unlock(ctx)
-	w, err := n.packs.NewWriter()
+	w, err := n.packs.NewWriter(packs.DirectWhenFaster())
 	if err != nil {
 		return cid.Undef, err
 	}

@@ -53,6 +53,8 @@ type Store struct {
 
 	mu      sync.Mutex
 	writing map[string]bool // packs being written, which Sweep spares
+
+	ways writeWays // how fast each way of writing a pack has been
 }
 
 // New returns a Store keeping packs in dir and their index in meta, over
@@ -401,15 +403,46 @@ type Writer struct {
 	f    *os.File
 	off  int64
 	seen map[string]bool // multihashes indexed in this pack
+	// direct, if set, is the pack opened again with O_DIRECT (see
+	// DirectWhenFaster).
+	direct *os.File
+}
+
+// WriterOption sets how a Writer writes.
+type WriterOption func(*writerOptions)
+
+type writerOptions struct{ directWhenFaster bool }
+
+// DirectWhenFaster has the writer time its writes and send each batch of
+// leaves the way that has been faster per byte: copied into the page
+// cache, or straight to the disk with O_DIRECT (leaves aligned to the page
+// in memory and in the pack, as a fixed-size layout's leaves cut from
+// large buffers are; others always go through the cache). Filling fresh
+// page cache is usually several times faster than the disk, but on a VM
+// whose host has taken back the guest's idle memory each new page costs a
+// fault in the host, and the copy runs at a quarter of the disk's speed.
+// It suits adding local content, which is in the page cache already.
+// Where the file system refuses O_DIRECT, every write goes through the
+// cache.
+func DirectWhenFaster() WriterOption {
+	return func(o *writerOptions) { o.directWhenFaster = true }
 }
 
 // NewWriter starts a pack.
-func (s *Store) NewWriter() (*Writer, error) {
+func (s *Store) NewWriter(opts ...WriterOption) (*Writer, error) {
+	var o writerOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	name, f, err := s.create()
 	if err != nil {
 		return nil, err
 	}
-	return &Writer{s: s, name: name, f: f, seen: map[string]bool{}}, nil
+	w := &Writer{s: s, name: name, f: f, seen: map[string]bool{}}
+	if o.directWhenFaster {
+		w.direct = openDirect(f.Name())
+	}
+	return w, nil
 }
 
 // create makes a new pack file, spared by Sweep until closePack.
@@ -450,11 +483,12 @@ func (s *Store) closePack(name string, f *os.File, empty bool) error {
 // returns, every block is readable from the Store.
 func (w *Writer) Add(ctx context.Context, bs []blocks.Block) error {
 	var loose []blocks.Block
+	var leaves [][]byte
 	batch, err := w.s.meta.Batch(ctx)
 	if err != nil {
 		return err
 	}
-	indexed := 0
+	indexed, off := 0, w.off
 	for _, b := range bs {
 		// An empty leaf has no place in a pack (an empty pack is removed).
 		if b.Cid().Prefix().Codec != cid.Raw || len(b.RawData()) == 0 {
@@ -462,19 +496,20 @@ func (w *Writer) Add(ctx context.Context, bs []blocks.Block) error {
 			continue
 		}
 		data := b.RawData()
-		if _, err := w.f.Write(data); err != nil {
-			return fmt.Errorf("packs: write %s: %w", w.name, err)
-		}
+		leaves = append(leaves, data)
 		h := string(b.Cid().Hash())
 		if !w.seen[h] {
 			w.seen[h] = true
-			l := location{pack: w.name, off: w.off, length: int64(len(data))}
+			l := location{pack: w.name, off: off, length: int64(len(data))}
 			if err := batch.Put(ctx, leafKey(b.Cid().Hash()), l.encode()); err != nil {
 				return err
 			}
 			indexed++
 		}
-		w.off += int64(len(data))
+		off += int64(len(data))
+	}
+	if err := w.writeLeaves(leaves); err != nil {
+		return fmt.Errorf("packs: write %s: %w", w.name, err)
 	}
 	if len(loose) > 0 {
 		if err := w.s.loose.PutMany(ctx, loose); err != nil {
@@ -504,7 +539,13 @@ func (w *Writer) Finish(ctx context.Context, root cid.Cid) error {
 }
 
 // Close ends the writer; what it added stays. An empty pack is removed.
-func (w *Writer) Close() error { return w.s.closePack(w.name, w.f, w.off == 0) }
+func (w *Writer) Close() error {
+	var err error
+	if w.direct != nil {
+		err = w.direct.Close()
+	}
+	return errors.Join(err, w.s.closePack(w.name, w.f, w.off == 0))
+}
 
 // Place is where a leaf lies in its blob.
 type Place struct {

@@ -1,0 +1,182 @@
+package packs
+
+import (
+	"errors"
+	"sync"
+	"time"
+	"unsafe"
+)
+
+// A Writer writes its leaves one of two ways: copied into the page cache
+// (os.File.WriteAt), or, with DirectWhenFaster, straight to the disk with
+// O_DIRECT where they are aligned. Which is faster depends on the machine
+// and changes while it runs, so the writer times both and uses the faster.
+
+// directAlign is the alignment O_DIRECT asks of a write's memory, place
+// and length: the page, which no disk's logical block exceeds in practice.
+// A file system asking more refuses the write, and the writer goes back
+// to the page cache.
+const directAlign = 4096
+
+const (
+	// probeBytes is how much a probe writes: enough to time a way, little
+	// enough that trying the slow way costs little.
+	probeBytes = 2 << 20
+	// retryEvery is how many writes the faster way makes before the
+	// other is tried again.
+	retryEvery = 8
+)
+
+// minTimedBytes is the least a write must carry to be timed: the time of
+// a smaller one is mostly fixed costs.
+const minTimedBytes = 1 << 20
+
+// writeWays times the two ways of writing. A Store's writers share one:
+// the speeds are the machine's.
+type writeWays struct {
+	mu             sync.Mutex
+	cached, direct float64 // bytes per second when last timed; 0 if never
+	writes         int
+}
+
+// pick says which way to write next, and whether the write is a probe:
+// each way is tried once, then the faster one is used, and the other
+// tried again every retryEvery writes.
+func (t *writeWays) pick() (direct, probe bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.cached == 0:
+		return false, true
+	case t.direct == 0:
+		return true, true
+	}
+	t.writes++
+	directFaster := t.direct > t.cached
+	if t.writes%retryEvery == 0 {
+		return !directFaster, true
+	}
+	return directFaster, false
+}
+
+// record times a write made one way. A write whose leaves mostly went the
+// other way (unaligned ones go through the cache) does not count.
+func (t *writeWays) record(direct bool, directBytes, cachedBytes int, d time.Duration) {
+	n := cachedBytes
+	if direct {
+		n = directBytes
+	}
+	if n < minTimedBytes || 2*n < directBytes+cachedBytes || d <= 0 {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rate := float64(directBytes+cachedBytes) / d.Seconds()
+	if direct {
+		t.direct = rate
+	} else {
+		t.cached = rate
+	}
+}
+
+// writeLeaves writes leaves one after another at the end of the pack.
+func (w *Writer) writeLeaves(leaves [][]byte) error {
+	for len(leaves) > 0 {
+		direct, n := false, len(leaves)
+		if w.direct != nil {
+			var probe bool
+			direct, probe = w.s.ways.pick()
+			if probe {
+				n = 0
+				for size := 0; n < len(leaves) && size < probeBytes; n++ {
+					size += len(leaves[n])
+				}
+			}
+		}
+		start := time.Now()
+		directBytes, cachedBytes, err := w.write(leaves[:n], direct)
+		if err != nil {
+			return err
+		}
+		if w.direct != nil {
+			w.s.ways.record(direct, directBytes, cachedBytes, time.Since(start))
+		}
+		leaves = leaves[n:]
+	}
+	return nil
+}
+
+// write writes leaves at the end of the pack, with O_DIRECT if direct and
+// where they are aligned, and says how many bytes went each way.
+func (w *Writer) write(leaves [][]byte, direct bool) (directBytes, cachedBytes int, err error) {
+	var run [][]byte // aligned leaves, to write directly in one call
+	runOff := w.off
+	flush := func() error {
+		n, err := w.writeDirect(run, runOff)
+		directBytes += n
+		run = run[:0]
+		return err
+	}
+	for _, data := range leaves {
+		if direct && w.direct != nil && aligned(data, w.off) {
+			if len(run) == 0 {
+				runOff = w.off
+			}
+			run = append(run, data)
+			w.off += int64(len(data))
+			continue
+		}
+		if err := flush(); err != nil {
+			return directBytes, cachedBytes, err
+		}
+		if _, err := w.f.WriteAt(data, w.off); err != nil {
+			return directBytes, cachedBytes, err
+		}
+		cachedBytes += len(data)
+		w.off += int64(len(data))
+	}
+	return directBytes, cachedBytes, flush()
+}
+
+// aligned reports whether data can be written with O_DIRECT at off.
+func aligned(data []byte, off int64) bool {
+	return off%directAlign == 0 && len(data)%directAlign == 0 &&
+		uintptr(unsafe.Pointer(unsafe.SliceData(data)))%directAlign == 0
+}
+
+// writeDirect writes run at off around the page cache, and returns how
+// many bytes went that way. If the file system refuses, the run goes
+// through the cache, and so does every write after it.
+func (w *Writer) writeDirect(run [][]byte, off int64) (int, error) {
+	written := 0
+	for len(run) > 0 {
+		n, err := writeDirect(w.direct, run, off)
+		if errors.Is(err, errRefused) {
+			// A direct write is on the disk when it returns: closing
+			// loses nothing.
+			_ = w.direct.Close()
+			w.direct = nil
+			for _, b := range run {
+				if _, err := w.f.WriteAt(b, off); err != nil {
+					return written, err
+				}
+				off += int64(len(b))
+			}
+			return written, nil
+		}
+		if err != nil {
+			return written, err
+		}
+		off += int64(n)
+		written += n
+		for n > 0 {
+			if n < len(run[0]) {
+				run[0] = run[0][n:]
+				break
+			}
+			n -= len(run[0])
+			run = run[1:]
+		}
+	}
+	return written, nil
+}

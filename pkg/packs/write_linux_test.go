@@ -1,0 +1,100 @@
+package packs
+
+import (
+	"context"
+	"errors"
+	"os"
+	"testing"
+	"unsafe"
+
+	"github.com/shoal-ipfs/shoal/internal/testenv"
+	"golang.org/x/sys/unix"
+)
+
+// residentPages counts the pages of the file at path in the page cache.
+func residentPages(t *testing.T, path string) int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	vec := make([]byte, (len(m)+os.Getpagesize()-1)/os.Getpagesize())
+	// x/sys has no wrapper for mincore(2).
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		t.Fatal(errno)
+	}
+	n := 0
+	for _, v := range vec {
+		n += int(v & 1)
+	}
+	return n
+}
+
+// directWriter starts a pack that may be written directly, in a store
+// that has timed the cache and the disk at the given speeds.
+func directWriter(t *testing.T, cached, direct float64) *Writer {
+	t.Helper()
+	s, _, _ := newStore(t)
+	s.ways.cached, s.ways.direct = cached, direct
+	w, err := s.NewWriter(DirectWhenFaster())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	if w.direct == nil {
+		testenv.Need(t, "O_DIRECT on the test's file system", errors.New("open refused it"))
+	}
+	return w
+}
+
+func TestDirectWritesGoAroundThePageCache(t *testing.T) {
+	ctx := context.Background()
+	leaves := alignedLeaves(t, mixedLeaves(t))[:8] // 2 MiB, all aligned
+	w := directWriter(t, 1, 2)
+	if err := w.Add(ctx, leaves); err != nil {
+		t.Fatal(err)
+	}
+	if n := residentPages(t, w.f.Name()); n != 0 {
+		t.Fatalf("%d pages of a pack written directly are in the page cache", n)
+	}
+
+	// Through the cache when the cache is faster.
+	w = directWriter(t, 2, 1)
+	if err := w.Add(ctx, leaves); err != nil {
+		t.Fatal(err)
+	}
+	if n := residentPages(t, w.f.Name()); n != (2<<20)/os.Getpagesize() {
+		t.Fatalf("%d pages of a pack written through the cache are in it", n)
+	}
+}
+
+// A direct write the kernel refuses (here: memory off the page) goes
+// through the cache, and so does every write after it.
+func TestRefusedDirectWriteFallsBackToTheCache(t *testing.T) {
+	w := directWriter(t, 0, 0)
+	buf := make([]byte, 2*directAlign+1)
+	for i := range buf {
+		buf[i] = byte(i)
+	}
+	n, err := w.writeDirect([][]byte{buf[1:]}, 0)
+	if err != nil || n != 0 {
+		t.Fatalf("writeDirect: %d bytes direct, %v; want the cache to take them", n, err)
+	}
+	if w.direct != nil {
+		t.Fatal("the writer still writes directly after a refusal")
+	}
+	got := make([]byte, 2*directAlign)
+	if _, err := w.f.ReadAt(got, 0); err != nil || string(got) != string(buf[1:]) {
+		t.Fatalf("the refused write did not reach the pack: %v", err)
+	}
+}

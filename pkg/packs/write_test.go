@@ -1,0 +1,148 @@
+package packs
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"testing"
+
+	blocks "github.com/ipfs/go-block-format"
+)
+
+// mixedLeaves are a blob's leaves, some of which can be written with
+// O_DIRECT and some not: page-aligned leaves cut from a large buffer, a
+// short one, one that starts off the page in memory, and aligned ones
+// again, which then lie off the page in the pack.
+func mixedLeaves(t *testing.T) []blocks.Block {
+	t.Helper()
+	buf := make([]byte, 3<<20)
+	for i := range buf {
+		buf[i] = byte(i*7 + i>>12)
+	}
+	var out []blocks.Block
+	for off := 0; off < 2<<20; off += 256 << 10 {
+		out = append(out, rawBlock(t, string(buf[off:off+256<<10])))
+	}
+	out = append(out, rawBlock(t, string(buf[:1000])))
+	out = append(out, rawBlock(t, string(buf[1:4097])))
+	for off := 2 << 20; off < 3<<20; off += 256 << 10 {
+		out = append(out, rawBlock(t, string(buf[off:off+256<<10])))
+	}
+	return out
+}
+
+// concat is the blob the leaves make.
+func concat(bs []blocks.Block) []byte {
+	var out []byte
+	for _, b := range bs {
+		out = append(out, b.RawData()...)
+	}
+	return out
+}
+
+// alignedLeaves copies the leaves into one large buffer, one after
+// another, as the push's read-ahead holds them: rawBlock's copies lie
+// wherever the allocator put them.
+func alignedLeaves(t *testing.T, bs []blocks.Block) []blocks.Block {
+	t.Helper()
+	total := 0
+	for _, b := range bs {
+		total += len(b.RawData())
+	}
+	buf := make([]byte, total+directAlign) // large: page-aligned by the allocator
+	out := make([]blocks.Block, len(bs))
+	off := 0
+	for i, b := range bs {
+		n := copy(buf[off:], b.RawData())
+		nb, err := blocks.NewBlockWithCid(buf[off:off+n:off+n], b.Cid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i], off = nb, off+n
+	}
+	return out
+}
+
+func TestDirectWritesKeepThePackTheBlob(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name           string
+		cached, direct float64
+	}{
+		{"probing", 0, 0},
+		{"direct faster", 1, 2},
+		{"cache faster", 2, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _, _ := newStore(t)
+			s.ways.cached, s.ways.direct = tc.cached, tc.direct
+			leaves := alignedLeaves(t, mixedLeaves(t))
+			w, err := s.NewWriter(DirectWhenFaster())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			for i := 0; i < len(leaves); i += 5 {
+				batch := leaves[i:min(i+5, len(leaves))]
+				if err := w.Add(ctx, batch); err != nil {
+					t.Fatal(err)
+				}
+				// Readable when Add returns.
+				for _, b := range batch {
+					got, err := s.Get(ctx, b.Cid())
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(got.RawData(), b.RawData()) {
+						t.Fatalf("leaf %s reads back wrong", b.Cid())
+					}
+				}
+			}
+			root := leaves[0].Cid()
+			if err := w.Finish(ctx, root); err != nil {
+				t.Fatal(err)
+			}
+			path, size, ok, err := s.BlobFile(ctx, root)
+			if err != nil || !ok {
+				t.Fatalf("BlobFile: %v %v", ok, err)
+			}
+			got, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := concat(leaves); size != int64(len(want)) || !bytes.Equal(got, want) {
+				t.Fatalf("pack holds %d bytes, not the blob's %d", len(got), len(want))
+			}
+		})
+	}
+}
+
+func TestWriteWaysUseTheFasterAndRetryTheOther(t *testing.T) {
+	var ways writeWays
+	if direct, probe := ways.pick(); direct || !probe {
+		t.Fatalf("first pick: direct %v probe %v, want a probe of the cache", direct, probe)
+	}
+	ways.record(false, 0, 2<<20, 10e6) // 200 MB/s through the cache
+	if direct, probe := ways.pick(); !direct || !probe {
+		t.Fatalf("second pick: direct %v probe %v, want a probe of the disk", direct, probe)
+	}
+	ways.record(true, 2<<20, 0, 2e6) // 1 GB/s to the disk
+	for i := 1; i < retryEvery; i++ {
+		if direct, probe := ways.pick(); !direct || probe {
+			t.Fatalf("pick %d: direct %v probe %v, want the disk", i, direct, probe)
+		}
+	}
+	if direct, probe := ways.pick(); direct || !probe {
+		t.Fatalf("pick %d: direct %v probe %v, want the cache tried again", retryEvery, direct, probe)
+	}
+	ways.record(false, 0, 2<<20, 1e6) // the cache is fast now
+	if direct, _ := ways.pick(); direct {
+		t.Fatal("the cache became faster but is not used")
+	}
+	// Small writes and writes that went mostly the other way say nothing.
+	ways.record(true, 4096, 0, 1)
+	ways.record(true, 1<<20, 3<<20, 1)
+	if direct, _ := ways.pick(); direct {
+		t.Fatal("an untimed write changed the choice")
+	}
+}
