@@ -160,7 +160,8 @@ func (n *Node) openCAR(ctx context.Context, p peer.ID, root cid.Cid) (*carStream
 // blockSink stores the verified blocks of one file: its leaves, in file
 // order, in a pack of their own (package packs). Blocks are written in
 // large batches in the background, so that the disk writes overlap the
-// hashing of the blocks that follow.
+// hashing of the blocks that follow, and around the page cache when that
+// is faster: what is read next comes from the blocks in memory.
 type blockSink struct {
 	n     *Node
 	w     *packs.Writer
@@ -171,7 +172,7 @@ func newBlockSink(ctx context.Context, n *Node) *blockSink {
 	s := &blockSink{n: n}
 	s.queue = batch.NewBlocks(func(bs []blocks.Block) error {
 		if s.w == nil {
-			w, err := n.packs.NewWriter()
+			w, err := n.packs.NewWriter(packs.DirectWhenFaster())
 			if err != nil {
 				return err
 			}

@@ -404,8 +404,11 @@ type Writer struct {
 	off  int64
 	seen map[string]bool // multihashes indexed in this pack
 	// direct, if set, is the pack opened again with O_DIRECT (see
-	// DirectWhenFaster).
-	direct *os.File
+	// DirectWhenFaster); stageBuf[:staged] holds copies of leaves
+	// on their way there.
+	direct   *os.File
+	stageBuf []byte
+	staged   int
 }
 
 // WriterOption sets how a Writer writes.
@@ -415,15 +418,17 @@ type writerOptions struct{ directWhenFaster bool }
 
 // DirectWhenFaster has the writer time its writes and send each batch of
 // leaves the way that has been faster per byte: copied into the page
-// cache, or straight to the disk with O_DIRECT (leaves aligned to the page
-// in memory and in the pack, as a fixed-size layout's leaves cut from
-// large buffers are; others always go through the cache). Filling fresh
-// page cache is usually several times faster than the disk, but on a VM
-// whose host has taken back the guest's idle memory each new page costs a
-// fault in the host, and the copy runs at a quarter of the disk's speed.
-// It suits adding local content, which is in the page cache already.
-// Where the file system refuses O_DIRECT, every write goes through the
-// cache.
+// cache, or straight to the disk with O_DIRECT. Filling fresh page cache
+// is usually several times faster than the disk, but on a VM whose host
+// has taken back the guest's idle memory each new page costs a fault in
+// the host, and the copy runs at a quarter of the disk's speed.
+//
+// Leaves go directly where their place in the pack is aligned to the page
+// (a fixed-size layout's leaves are, all but a blob's last); those not
+// aligned in memory are copied to a buffer that is. It suits a writer that
+// does not read the pack back soon: a push, whose source is cached
+// already, and a pull, which links the pack into its layout. Where the
+// file system refuses O_DIRECT, every write goes through the cache.
 func DirectWhenFaster() WriterOption {
 	return func(o *writerOptions) { o.directWhenFaster = true }
 }

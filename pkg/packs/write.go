@@ -114,17 +114,29 @@ func (w *Writer) write(leaves [][]byte, direct bool) (directBytes, cachedBytes i
 	flush := func() error {
 		n, err := w.writeDirect(run, runOff)
 		directBytes += n
-		run = run[:0]
+		run, w.staged = run[:0], 0
 		return err
 	}
 	for _, data := range leaves {
-		if direct && w.direct != nil && aligned(data, w.off) {
-			if len(run) == 0 {
-				runOff = w.off
+		if direct && w.direct != nil && placeAligned(w.off, len(data)) {
+			out := data
+			if !memoryAligned(data) {
+				out = w.stage(data)
+				if out == nil && len(run) > 0 {
+					if err := flush(); err != nil {
+						return directBytes, cachedBytes, err
+					}
+					out = w.stage(data)
+				}
 			}
-			run = append(run, data)
-			w.off += int64(len(data))
-			continue
+			if out != nil {
+				if len(run) == 0 {
+					runOff = w.off
+				}
+				run = append(run, out)
+				w.off += int64(len(out))
+				continue
+			}
 		}
 		if err := flush(); err != nil {
 			return directBytes, cachedBytes, err
@@ -138,10 +150,38 @@ func (w *Writer) write(leaves [][]byte, direct bool) (directBytes, cachedBytes i
 	return directBytes, cachedBytes, flush()
 }
 
-// aligned reports whether data can be written with O_DIRECT at off.
-func aligned(data []byte, off int64) bool {
-	return off%directAlign == 0 && len(data)%directAlign == 0 &&
-		uintptr(unsafe.Pointer(unsafe.SliceData(data)))%directAlign == 0
+// stageBytes is the size of a writer's staging buffer, where leaves whose
+// memory is not aligned are copied to be written directly (a pull's
+// leaves lie in a CAR stream's sections, after their CIDs).
+const stageBytes = 4 << 20
+
+// stage copies data into the staging buffer and returns the copy, or nil
+// if it does not fit in what is left.
+func (w *Writer) stage(data []byte) []byte {
+	if w.stageBuf == nil {
+		buf := make([]byte, stageBytes+directAlign)
+		skip := 0
+		for !memoryAligned(buf[skip:]) {
+			skip++
+		}
+		w.stageBuf = buf[skip : skip+stageBytes : skip+stageBytes]
+	}
+	if w.staged+len(data) > len(w.stageBuf) {
+		return nil
+	}
+	out := w.stageBuf[w.staged : w.staged+len(data) : w.staged+len(data)]
+	copy(out, data)
+	w.staged += len(data)
+	return out
+}
+
+// placeAligned reports whether n bytes at off in a file can be written
+// directly.
+func placeAligned(off int64, n int) bool { return off%directAlign == 0 && n%directAlign == 0 }
+
+// memoryAligned reports whether data starts on a page.
+func memoryAligned(data []byte) bool {
+	return uintptr(unsafe.Pointer(unsafe.SliceData(data)))%directAlign == 0
 }
 
 // writeDirect writes run at off around the page cache, and returns how

@@ -59,18 +59,20 @@ func directWriter(t *testing.T, cached, direct float64) *Writer {
 
 func TestDirectWritesGoAroundThePageCache(t *testing.T) {
 	ctx := context.Background()
-	leaves := alignedLeaves(t, mixedLeaves(t))[:8] // 2 MiB, all aligned
-	w := directWriter(t, 1, 2)
-	if err := w.Add(ctx, leaves); err != nil {
-		t.Fatal(err)
-	}
-	if n := residentPages(t, w.f.Name()); n != 0 {
-		t.Fatalf("%d pages of a pack written directly are in the page cache", n)
+	leaves := mixedLeaves(t)[1:9] // 2 MiB in 256 KiB leaves
+	for _, gap := range []int{0, 36} {
+		w := directWriter(t, 1, 2)
+		if err := w.Add(ctx, inOneBuffer(t, leaves, gap)); err != nil {
+			t.Fatal(err)
+		}
+		if n := residentPages(t, w.f.Name()); n != 0 {
+			t.Fatalf("leaves %d bytes apart: %d pages of a pack written directly are in the page cache", gap, n)
+		}
 	}
 
 	// Through the cache when the cache is faster.
-	w = directWriter(t, 2, 1)
-	if err := w.Add(ctx, leaves); err != nil {
+	w := directWriter(t, 2, 1)
+	if err := w.Add(ctx, inOneBuffer(t, leaves, 0)); err != nil {
 		t.Fatal(err)
 	}
 	if n := residentPages(t, w.f.Name()); n != (2<<20)/os.Getpagesize() {

@@ -10,22 +10,21 @@ import (
 )
 
 // mixedLeaves are a blob's leaves, some of which can be written with
-// O_DIRECT and some not: page-aligned leaves cut from a large buffer, a
-// short one, one that starts off the page in memory, and aligned ones
-// again, which then lie off the page in the pack.
+// O_DIRECT and some not: a leaf larger than a writer's staging buffer,
+// 256 KiB leaves, a short one, and 256 KiB leaves again, which then lie
+// off the page in the pack.
 func mixedLeaves(t *testing.T) []blocks.Block {
 	t.Helper()
-	buf := make([]byte, 3<<20)
+	buf := make([]byte, 8<<20)
 	for i := range buf {
 		buf[i] = byte(i*7 + i>>12)
 	}
-	var out []blocks.Block
-	for off := 0; off < 2<<20; off += 256 << 10 {
+	out := []blocks.Block{rawBlock(t, string(buf[:stageBytes+1<<20]))}
+	for off := 5 << 20; off < 7<<20; off += 256 << 10 {
 		out = append(out, rawBlock(t, string(buf[off:off+256<<10])))
 	}
 	out = append(out, rawBlock(t, string(buf[:1000])))
-	out = append(out, rawBlock(t, string(buf[1:4097])))
-	for off := 2 << 20; off < 3<<20; off += 256 << 10 {
+	for off := 7 << 20; off < 8<<20; off += 256 << 10 {
 		out = append(out, rawBlock(t, string(buf[off:off+256<<10])))
 	}
 	return out
@@ -40,19 +39,24 @@ func concat(bs []blocks.Block) []byte {
 	return out
 }
 
-// alignedLeaves copies the leaves into one large buffer, one after
-// another, as the push's read-ahead holds them: rawBlock's copies lie
-// wherever the allocator put them.
-func alignedLeaves(t *testing.T, bs []blocks.Block) []blocks.Block {
+// inOneBuffer copies the leaves into one large buffer, each gap bytes
+// after the one before: with no gap, the leaves lie as the push's
+// read-ahead holds them (on the page, up to the short one); with a gap,
+// as a CAR stream's sections hold them, each after its CID.
+func inOneBuffer(t *testing.T, bs []blocks.Block, gap int) []blocks.Block {
 	t.Helper()
 	total := 0
 	for _, b := range bs {
-		total += len(b.RawData())
+		total += gap + len(b.RawData())
 	}
-	buf := make([]byte, total+directAlign) // large: page-aligned by the allocator
+	buf := make([]byte, total+directAlign)
+	for !memoryAligned(buf) {
+		buf = buf[1:]
+	}
 	out := make([]blocks.Block, len(bs))
 	off := 0
 	for i, b := range bs {
+		off += gap
 		n := copy(buf[off:], b.RawData())
 		nb, err := blocks.NewBlockWithCid(buf[off:off+n:off+n], b.Cid())
 		if err != nil {
@@ -68,15 +72,17 @@ func TestDirectWritesKeepThePackTheBlob(t *testing.T) {
 	for _, tc := range []struct {
 		name           string
 		cached, direct float64
+		gap            int
 	}{
-		{"probing", 0, 0},
-		{"direct faster", 1, 2},
-		{"cache faster", 2, 1},
+		{"probing", 0, 0, 0},
+		{"direct faster", 1, 2, 0},
+		{"direct faster, leaves off the page", 1, 2, 36},
+		{"cache faster", 2, 1, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, _, _ := newStore(t)
 			s.ways.cached, s.ways.direct = tc.cached, tc.direct
-			leaves := alignedLeaves(t, mixedLeaves(t))
+			leaves := inOneBuffer(t, mixedLeaves(t), tc.gap)
 			w, err := s.NewWriter(DirectWhenFaster())
 			if err != nil {
 				t.Fatal(err)
