@@ -55,6 +55,40 @@ func (s *Stream) Chunk(chunk []byte) [sha256.Size]byte {
 	return finish(&own, chunk[full:], uint64(len(chunk)))
 }
 
+// ChunkIf adds chunk to the stream if chunk's own digest is want, and
+// reports whether it is: a block fetched for a blob is hashed once for
+// its CID and the blob, and joins the blob only if it is the block the
+// blob's DAG names.
+func (s *Stream) ChunkIf(chunk []byte, want [sha256.Size]byte) bool {
+	if s.whole != nil || s.nt > 0 {
+		if sha256.Sum256(chunk) != want {
+			return false
+		}
+		s.Write(chunk)
+		return true
+	}
+	full := len(chunk) &^ 63
+	h, own := s.h, initialState
+	blockPair(&h, &own, chunk[:full])
+	if finish(&own, chunk[full:], uint64(len(chunk))) != want {
+		return false
+	}
+	s.h = h
+	s.n += uint64(full)
+	s.nt = copy(s.tail[:], chunk[full:])
+	return true
+}
+
+// Write adds p to the stream alone, for bytes that need no digest of
+// their own.
+func (s *Stream) Write(p []byte) (int, error) {
+	if s.whole != nil {
+		return s.whole.Write(p)
+	}
+	s.write(p)
+	return len(p), nil
+}
+
 // Sum returns the digest of every byte added so far.
 func (s *Stream) Sum() [sha256.Size]byte {
 	if s.whole != nil {

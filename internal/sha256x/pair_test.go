@@ -39,10 +39,26 @@ func TestStreamMatchesCryptoSHA256(t *testing.T) {
 	for _, chunks := range sizes {
 		st := NewStream()
 		off := 0
-		for _, n := range chunks {
+		for i, n := range chunks {
 			chunk := data[off : off+n]
-			if got, want := st.Chunk(chunk), sha256.Sum256(chunk); got != want {
-				t.Fatalf("chunks %v: chunk at %d: %x, want %x", chunks, off, got, want)
+			// Each way of adding bytes, in turn; ChunkIf first refuses a
+			// chunk that is not the one wanted, which adds nothing.
+			switch want := sha256.Sum256(chunk); i % 3 {
+			case 0:
+				if got := st.Chunk(chunk); got != want {
+					t.Fatalf("chunks %v: chunk at %d: %x, want %x", chunks, off, got, want)
+				}
+			case 1:
+				if st.ChunkIf(data[off+1:off+1+n], want) && n > 0 {
+					t.Fatalf("chunks %v: ChunkIf took the wrong chunk at %d", chunks, off)
+				}
+				if !st.ChunkIf(chunk, want) {
+					t.Fatalf("chunks %v: ChunkIf refused the chunk at %d", chunks, off)
+				}
+			case 2:
+				if k, err := st.Write(chunk); k != n || err != nil {
+					t.Fatalf("chunks %v: Write: %d, %v", chunks, k, err)
+				}
 			}
 			off += n
 		}

@@ -35,8 +35,10 @@ type API interface {
 var _ API = (*node.Node)(nil)
 var _ API = (*Client)(nil)
 
-// The embedded node hashes a pushed blob's digest with its leaves.
+// The embedded node hashes a pushed or pulled blob's digest with its
+// leaves.
 var _ image.HashingAdder = (*node.Node)(nil)
+var _ image.HashingCat = (*node.Node)(nil)
 
 // Both keep whole blobs as files that pulls into OCI layouts link.
 var _ image.BlobFiles = (*node.Node)(nil)

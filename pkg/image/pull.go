@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/internal/sha256x"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
 	"golang.org/x/sync/errgroup"
@@ -237,7 +239,19 @@ func (p *puller) fetchBlob(ctx context.Context, d ocispec.Descriptor) error {
 	if err != nil {
 		return err
 	}
-	rc, err := p.store.Cat(ctx, c)
+	linker, canLink := p.dst.(transport.Linker)
+	files, hasFiles := p.store.(BlobFiles)
+	link := !have && canLink && hasFiles
+	// Where the pull checks the digest itself and the store can hash
+	// the leaves and the blob in one pass, it does.
+	var whole *sha256x.Stream
+	var rc io.ReadCloser
+	if hc, ok := p.store.(HashingCat); ok && link && sha256x.StreamAccelerated() && d.Digest.Algorithm() == digest.SHA256 {
+		whole = sha256x.NewStream()
+		rc, err = hc.CatHashing(ctx, c, whole)
+	} else {
+		rc, err = p.store.Cat(ctx, c)
+	}
 	if err != nil {
 		return fmt.Errorf("blob %s (%s): %w", d.Digest, c, err)
 	}
@@ -247,13 +261,11 @@ func (p *puller) fetchBlob(ctx context.Context, d ocispec.Descriptor) error {
 		p.opts.Progress.Add(n)
 	})})
 	defer r.Close()
-	linker, canLink := p.dst.(transport.Linker)
-	files, hasFiles := p.store.(BlobFiles)
 	switch {
 	case have:
 		_, err = io.Copy(io.Discard, r)
-	case canLink && hasFiles:
-		err = transport.VerifyReader(r, d)
+	case link:
+		err = verifyHashed(r, d, whole)
 		if err == nil {
 			err = p.linkBlob(ctx, c, d, linker, files)
 		}
@@ -264,6 +276,24 @@ func (p *puller) fetchBlob(ctx context.Context, d ocispec.Descriptor) error {
 		return fmt.Errorf("blob %s (%s): %w", d.Digest, c, err)
 	}
 	return nil
+}
+
+// verifyHashed reads r to its end and checks it against d, with the
+// digest whole has of r's bytes if whole is set (the store fed it as r
+// was read: CatHashing), else hashing them here.
+func verifyHashed(r io.Reader, d ocispec.Descriptor, whole *sha256x.Stream) error {
+	if whole == nil {
+		return transport.VerifyReader(r, d)
+	}
+	v, err := transport.NewSizeVerifier(r, d)
+	if err != nil {
+		return err
+	}
+	if err := v.Drain(); err != nil {
+		return err
+	}
+	sum := whole.Sum()
+	return v.Check(digest.NewDigestFromBytes(digest.SHA256, sum[:]))
 }
 
 // linkBlob puts the blob c, just read and verified as d, into the

@@ -57,6 +57,14 @@ type HashingAdder interface {
 	AddHashing(ctx context.Context, r io.Reader, whole *sha256x.Stream) (cid.Cid, error)
 }
 
+// HashingCat is a store that can feed a blob's bytes to whole as it reads
+// them, in the pass that verifies its blocks (node.Node.CatHashing): a
+// pull then hashes each byte once, not once for the CIDs and again for
+// the digest check.
+type HashingCat interface {
+	CatHashing(ctx context.Context, c cid.Cid, whole *sha256x.Stream) (io.ReadCloser, error)
+}
+
 // BlobFiles is a store that may keep a whole blob as one file (package
 // packs): a pull links that file into a destination that can take links
 // (transport.Linker) rather than writing the blob's bytes again.

@@ -29,8 +29,16 @@ import (
 // Until the reader is closed, garbage collection waits, so that blocks just
 // fetched are not collected before the caller can pin them.
 func (n *Node) Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
+	return n.CatHashing(ctx, c, nil)
+}
+
+// CatHashing is Cat that also feeds every byte the reader hands out, in
+// order, to whole (unless nil). Off a peer's CAR stream each leaf is then
+// hashed once, for its CID and for whole (sha256x.Stream.ChunkIf): a pull
+// that checks the blob's digest need not hash its bytes again.
+func (n *Node) CatHashing(ctx context.Context, c cid.Cid, whole *sha256x.Stream) (io.ReadCloser, error) {
 	unlock := n.bstore.PinLock(ctx)
-	r, err := n.cat(ctx, c)
+	r, err := n.cat(ctx, c, whole)
 	if err != nil {
 		unlock.Unlock(ctx)
 		return nil, err
@@ -54,7 +62,25 @@ func (u *unlockOnClose) Close() error {
 // it completes in milliseconds.
 const findProvidersWait = 2 * time.Second
 
-func (n *Node) cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
+func (n *Node) cat(ctx context.Context, c cid.Cid, whole *sha256x.Stream) (io.ReadCloser, error) {
+	r, err := n.catFrom(ctx, c)
+	if err != nil || whole == nil {
+		return r, err
+	}
+	if f, ok := r.(*gatewayFile); ok {
+		f.whole = whole
+		return f, nil
+	}
+	return teeCloser{Reader: io.TeeReader(r, whole), Closer: r}, nil
+}
+
+type teeCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// catFrom opens c where it is: here, or at the peers.
+func (n *Node) catFrom(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 	if n.host == nil {
 		return blob.Open(ctx, n.dag, c)
 	}
@@ -203,6 +229,9 @@ type gatewayFile struct {
 	off       int64 // bytes handed out so far
 	rest      io.ReadCloser
 	err       error
+	// whole, if set, is fed every byte handed out (CatHashing): a leaf
+	// off the stream as it is hashed for its CID, the rest as it goes.
+	whole *sha256x.Stream
 }
 
 func newGatewayFile(ctx context.Context, n *Node, root cid.Cid, cs *carStream) *gatewayFile {
@@ -220,7 +249,11 @@ func (f *gatewayFile) Read(p []byte) (int, error) {
 		case f.err != nil:
 			return 0, f.err
 		case f.rest != nil:
-			return f.rest.Read(p)
+			n, err := f.rest.Read(p)
+			if f.whole != nil {
+				f.whole.Write(p[:n])
+			}
+			return n, err
 		case len(f.todo) == 0:
 			f.err = io.EOF
 			if err := f.sink.finish(f.ctx, f.root, f.off); err != nil {
@@ -256,6 +289,7 @@ func (f *gatewayFile) next() error {
 	var b blocks.Block
 	var nd ipld.Node
 	var err error
+	fed := false // whole has b's data
 	if f.v.seen(c) {
 		if err := f.sink.flush(); err != nil {
 			return err
@@ -275,6 +309,12 @@ func (f *gatewayFile) next() error {
 		}
 		if err != nil {
 			return err
+		}
+		if f.whole != nil && sum == nil {
+			if sum, err = f.feedLeaf(b, c); err != nil {
+				return err
+			}
+			fed = sum != nil
 		}
 		// A block that does not verify marks the peer bad even when it
 		// also comes out of order.
@@ -297,12 +337,29 @@ func (f *gatewayFile) next() error {
 	if err != nil {
 		return err
 	}
+	if f.whole != nil && !fed {
+		f.whole.Write(data)
+	}
 	links := nd.Links()
 	for i := len(links) - 1; i >= 0; i-- {
 		f.todo = append(f.todo, links[i].Cid)
 	}
 	f.data = data
 	return nil
+}
+
+// feedLeaf hashes b, if it is the raw leaf c the depth-first order
+// expects next, for its CID and for whole at once, and returns its
+// SHA-256; nil if b is anything else (the caller checks it as usual).
+func (f *gatewayFile) feedLeaf(b blocks.Block, c cid.Cid) (*[sha256.Size]byte, error) {
+	want, ok := sha256Digest(c)
+	if !ok || c.Prefix().Codec != cid.Raw || b.Cid().Prefix().Codec != cid.Raw || string(b.Cid().Hash()) != string(c.Hash()) {
+		return nil, nil
+	}
+	if !f.whole.ChunkIf(b.RawData(), want) {
+		return nil, fmt.Errorf("%w: %s does not hash to its CID", ErrBadBlock, c)
+	}
+	return &want, nil
 }
 
 // streamAhead is how many blocks are read off a CAR stream and hashed at
@@ -321,8 +378,13 @@ func (f *gatewayFile) streamBlock() (blocks.Block, *[sha256.Size]byte, error) {
 			return nil, nil, f.aheadErr
 		}
 	}
-	b, sum := f.ahead[0], &f.aheadSums[0]
-	f.ahead, f.aheadSums = f.ahead[1:], f.aheadSums[1:]
+	b := f.ahead[0]
+	f.ahead = f.ahead[1:]
+	if f.aheadSums == nil {
+		return b, nil, nil
+	}
+	sum := &f.aheadSums[0]
+	f.aheadSums = f.aheadSums[1:]
 	return b, sum, nil
 }
 
@@ -340,11 +402,15 @@ func (f *gatewayFile) readAhead() {
 		}
 		batch = append(batch, b)
 	}
+	f.ahead, f.aheadSums = batch, nil
+	if f.whole != nil {
+		return // hashed one by one, with whole (feedLeaf)
+	}
 	data := make([][]byte, len(batch))
 	for i, b := range batch {
 		data[i] = b.RawData()
 	}
-	f.ahead, f.aheadSums = batch, make([][sha256.Size]byte, len(batch))
+	f.aheadSums = make([][sha256.Size]byte, len(batch))
 	sha256x.SumMany(data, f.aheadSums)
 }
 

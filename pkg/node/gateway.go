@@ -288,9 +288,18 @@ func (v *dagVerifier) seen(c cid.Cid) bool {
 // SHA-256, already computed: for a sha2-256 CID it is compared instead of
 // hashing data again.
 func hashes(c cid.Cid, data []byte, sum *[sha256.Size]byte) bool {
-	if h := c.Hash(); sum != nil && len(h) == 2+sha256.Size && h[0] == mh.SHA2_256 && h[1] == sha256.Size {
-		return string(h[2:]) == string(sum[:])
+	if want, ok := sha256Digest(c); sum != nil && ok {
+		return want == *sum
 	}
 	got, err := c.Prefix().Sum(data)
 	return err == nil && got.Equals(c)
+}
+
+// sha256Digest returns the digest c names, if c's hash is SHA-256.
+func sha256Digest(c cid.Cid) ([sha256.Size]byte, bool) {
+	h := c.Hash()
+	if len(h) != 2+sha256.Size || h[0] != mh.SHA2_256 || h[1] != sha256.Size {
+		return [sha256.Size]byte{}, false
+	}
+	return [sha256.Size]byte(h[2:]), true
 }

@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"io"
 	"math/rand"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	"github.com/shoal-ipfs/shoal/internal/sha256x"
 )
 
 func onlineNode(t *testing.T, peers ...*Node) *Node {
@@ -90,6 +92,7 @@ func TestGatewayStreamFromALiarFallsBackToHonestPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := newGatewayFile(ctx, reader, root, cs)
+	f.whole = sha256x.NewStream()
 	got, err := io.ReadAll(f)
 	if err != nil {
 		t.Fatal(err)
@@ -97,6 +100,11 @@ func TestGatewayStreamFromALiarFallsBackToHonestPeers(t *testing.T) {
 	f.Close()
 	if !bytes.Equal(got, data) {
 		t.Fatal("the file read back differs from the file added")
+	}
+	// The bad block never joined the digest; the bytes read after the
+	// fall-back did.
+	if f.whole.Sum() != sha256.Sum256(data) {
+		t.Fatal("the stream's digest is not the file's")
 	}
 	reader.gw.mu.Lock()
 	caught := reader.gw.bad[liar.host.ID()]
@@ -115,6 +123,42 @@ func TestGatewayStreamFromALiarFallsBackToHonestPeers(t *testing.T) {
 	}
 	if s.GatewayBlocks == 0 || s.BitswapBlocks == 0 {
 		t.Fatalf("want blocks from both paths, got %+v", s)
+	}
+}
+
+// TestCatHashingFeedsEveryByteInOrder: the digest CatHashing computes is
+// the file's, read off a peer's CAR stream (which sends a repeated chunk
+// once) and read locally.
+func TestCatHashingFeedsEveryByteInOrder(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	origin := onlineNode(t)
+	reader := onlineNode(t, origin)
+	data := make([]byte, 1<<20, 2<<20+1000)
+	rand.New(rand.NewSource(2)).Read(data)
+	data = append(data, make([]byte, 1<<20)...) // four equal chunks
+	data = append(data, data[:1000]...)
+	root := addToEach(ctx, t, data, origin)
+	for _, where := range []string{"from the peer", "here"} {
+		whole := sha256x.NewStream()
+		rc, err := reader.CatHashing(ctx, root, whole)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatalf("%s: the file read back differs from the file added", where)
+		}
+		if whole.Sum() != sha256.Sum256(data) {
+			t.Fatalf("%s: the stream's digest is not the file's", where)
+		}
+	}
+	if s, err := reader.FetchStat(); err != nil || s.GatewayBlocks == 0 {
+		t.Fatalf("the file did not come off a CAR stream: %+v %v", s, err)
 	}
 }
 

@@ -18,6 +18,12 @@ func VerifyReader(r io.Reader, d ocispec.Descriptor) error {
 	if err != nil {
 		return err
 	}
+	return v.Drain()
+}
+
+// Drain reads the verifier to its end: nil if the bytes are the blob (for
+// a size verifier, if they are its size: see Check).
+func (v *Verifier) Drain() error {
 	// Large reads keep the number of writes down when r tees into a file
 	// (io.Copy to io.Discard would read 8 KiB at a time).
 	buf := make([]byte, 1<<20)
