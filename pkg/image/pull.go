@@ -256,11 +256,17 @@ func (p *puller) fetchBlob(ctx context.Context, d ocispec.Descriptor) error {
 		return fmt.Errorf("blob %s (%s): %w", d.Digest, c, err)
 	}
 	defer rc.Close()
-	r := readAhead(&countingReader{r: rc, progress: progressFunc(func(n int64) {
+	var r io.Reader = &countingReader{r: rc, progress: progressFunc(func(n int64) {
 		p.kick()
 		p.opts.Progress.Add(n)
-	})})
-	defer r.Close()
+	})}
+	// Reading ahead puts the digest check and the store's work on two
+	// cores; when the store hashes the digest itself, it would only copy.
+	if whole == nil {
+		ahead := readAhead(r)
+		defer ahead.Close()
+		r = ahead
+	}
 	switch {
 	case have:
 		_, err = io.Copy(io.Discard, r)
