@@ -36,14 +36,21 @@ func pbBlock(t *testing.T, data string) blocks.Block  { return block(t, cid.DagP
 
 func newStore(t *testing.T) (*Store, blockstore.Blockstore, string) {
 	t.Helper()
+	dir := filepath.Join(t.TempDir(), "packs")
+	s, loose := newStoreIn(t, dir)
+	return s, loose, dir
+}
+
+// newStoreIn is newStore keeping its packs in dir.
+func newStoreIn(t *testing.T, dir string) (*Store, blockstore.Blockstore) {
+	t.Helper()
 	meta := dssync.MutexWrap(ds.NewMapDatastore())
 	loose := blockstore.NewBlockstore(dssync.MutexWrap(ds.NewMapDatastore()))
-	dir := filepath.Join(t.TempDir(), "packs")
 	s, err := New(loose, meta, dir, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s, loose, dir
+	return s, loose
 }
 
 func keys(t *testing.T, s *Store) []string {

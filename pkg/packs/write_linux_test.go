@@ -100,3 +100,37 @@ func TestRefusedDirectWriteFallsBackToTheCache(t *testing.T) {
 		t.Fatalf("the refused write did not reach the pack: %v", err)
 	}
 }
+
+// A pack that fills its disk fails the Add with ENOSPC, written either way,
+// and the leaves it could not write are not indexed.
+func TestFullDiskFailsTheAdd(t *testing.T) {
+	testenv.Root(t)
+	for _, tc := range []struct {
+		name           string
+		cached, direct float64
+	}{{"direct", 1, 2}, {"cached", 2, 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+				testenv.Need(t, "a tmpfs mount", err)
+			}
+			t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+			s, _ := newStoreIn(t, dir)
+			s.ways.cached, s.ways.direct = tc.cached, tc.direct
+			w, err := s.NewWriter(DirectWhenFaster())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			t.Logf("O_DIRECT on tmpfs: %v", w.direct != nil)
+			leaves := inOneBuffer(t, mixedLeaves(t)[1:9], 0) // 2 MiB
+			err = w.Add(context.Background(), leaves)
+			if !errors.Is(err, unix.ENOSPC) {
+				t.Fatalf("Add onto a full disk: %v, want ENOSPC", err)
+			}
+			if has, _ := s.Has(context.Background(), leaves[len(leaves)-1].Cid()); has {
+				t.Fatal("a leaf that was not written is indexed")
+			}
+		})
+	}
+}
