@@ -2,6 +2,7 @@ package packs
 
 import (
 	"errors"
+	"io"
 	"sync"
 	"time"
 	"unsafe"
@@ -206,6 +207,9 @@ func (w *Writer) writeDirect(run [][]byte, off int64) (int, error) {
 		}
 		if err != nil {
 			return written, err
+		}
+		if n == 0 {
+			return written, io.ErrShortWrite
 		}
 		off += int64(n)
 		written += n
