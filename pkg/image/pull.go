@@ -298,8 +298,7 @@ func verifyHashed(r io.Reader, d ocispec.Descriptor, whole *sha256x.Stream) erro
 	if err := v.Drain(); err != nil {
 		return err
 	}
-	sum := whole.Sum()
-	return v.Check(digest.NewDigestFromBytes(digest.SHA256, sum[:]))
+	return v.Check(streamDigest(whole))
 }
 
 // linkBlob puts the blob c, just read and verified as d, into the

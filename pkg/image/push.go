@@ -65,6 +65,12 @@ type HashingCat interface {
 	CatHashing(ctx context.Context, c cid.Cid, whole *sha256x.Stream) (io.ReadCloser, error)
 }
 
+// streamDigest is the OCI digest of the bytes whole was fed.
+func streamDigest(whole *sha256x.Stream) digest.Digest {
+	sum := whole.Sum()
+	return digest.NewDigestFromBytes(digest.SHA256, sum[:])
+}
+
 // BlobFiles is a store that may keep a whole blob as one file (package
 // packs): a pull links that file into a destination that can take links
 // (transport.Linker) rather than writing the blob's bytes again.
@@ -339,8 +345,7 @@ func (p *pusher) addBlob(ctx context.Context, d ocispec.Descriptor, data []byte)
 	if whole != nil {
 		c, err = p.store.(HashingAdder).AddHashing(ctx, r, whole)
 		if err == nil {
-			sum := whole.Sum()
-			err = verifier.Check(digest.NewDigestFromBytes(digest.SHA256, sum[:]))
+			err = verifier.Check(streamDigest(whole))
 		}
 	} else {
 		c, err = p.store.Add(ctx, r)
