@@ -53,6 +53,21 @@ func newStoreIn(t *testing.T, dir string) (*Store, blockstore.Blockstore) {
 	return s, loose
 }
 
+// blobFile returns the pack s records as holding root whole, its bytes,
+// and the size recorded.
+func blobFile(t *testing.T, s *Store, root cid.Cid) (string, []byte, int64) {
+	t.Helper()
+	path, size, ok, err := s.BlobFile(context.Background(), root)
+	if err != nil || !ok {
+		t.Fatalf("BlobFile: ok %v, err %v", ok, err)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, got, size
+}
+
 func keys(t *testing.T, s *Store) []string {
 	t.Helper()
 	ch, err := s.AllKeysChan(context.Background())
@@ -90,14 +105,7 @@ func TestPackHoldsTheBlobInFileOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	path, size, ok, err := s.BlobFile(ctx, root)
-	if err != nil || !ok {
-		t.Fatalf("BlobFile: ok %v, err %v", ok, err)
-	}
-	got, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, got, size := blobFile(t, s, root)
 	if want := "first second first "; string(got) != want || size != int64(len(want)) {
 		t.Fatalf("pack holds %q (size %d), want %q", got, size, want)
 	}

@@ -3,7 +3,6 @@ package packs
 import (
 	"bytes"
 	"context"
-	"os"
 	"testing"
 
 	blocks "github.com/ipfs/go-block-format"
@@ -108,14 +107,7 @@ func TestDirectWritesKeepThePackTheBlob(t *testing.T) {
 			if err := w.Finish(ctx, root); err != nil {
 				t.Fatal(err)
 			}
-			path, size, ok, err := s.BlobFile(ctx, root)
-			if err != nil || !ok {
-				t.Fatalf("BlobFile: %v %v", ok, err)
-			}
-			got, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, got, size := blobFile(t, s, root)
 			if want := concat(leaves); size != int64(len(want)) || !bytes.Equal(got, want) {
 				t.Fatalf("pack holds %d bytes, not the blob's %d", len(got), len(want))
 			}
