@@ -63,7 +63,7 @@ func newRoot() *cobra.Command {
 		initCmd(g), idCmd(g), daemonCmd(g),
 		pushCmd(g), pullCmd(g), inspectCmd(g), indexCmd(g),
 		mountCmd(g), unmountCmd(g),
-		imagesCmd(g), rmCmd(g), gcCmd(g),
+		imagesCmd(g), rmCmd(g), gcCmd(g), verifyCmd(g),
 		containerdCmd(g), swarmCmd(g), shardCmd(g), statusCmd(g),
 	)
 	return root

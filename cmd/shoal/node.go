@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -190,11 +191,74 @@ func gcCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "removed %d blocks (%s), kept %d\n", res.Blocks, humanBytes(res.Bytes), res.Kept)
+				out := cmd.OutOrStdout()
+				fmt.Fprintf(out, "removed %d blocks (%s), kept %d\n", res.Blocks, humanBytes(res.Bytes), res.Kept)
+				for _, d := range res.Damaged {
+					fmt.Fprintf(cmd.ErrOrStderr(), "damaged: blob %s lacks block %s (%s)\n", d.Blob, d.Block, d.Err)
+				}
+				if len(res.Damaged) > 0 {
+					what := "their other blocks were kept"
+					if res.Spared {
+						what = "nothing was deleted"
+					}
+					fmt.Fprintf(cmd.ErrOrStderr(), "%d blocks of pinned images are missing or were corrupt; %s; run `shoal verify --repair`\n", len(res.Damaged), what)
+				}
 				return nil
 			})
 		},
 	}
+}
+
+func verifyCmd(g *globals) *cobra.Command {
+	var repair, asJSON bool
+	c := &cobra.Command{
+		Use:   "verify",
+		Short: "Check every stored block against its CID, and pinned images for missing blocks",
+		Long: `Read every block in the store and hash it against its CID, then walk every
+pinned image for blocks it lacks. Exits 1 if anything is corrupt or missing.
+
+With --repair, corrupt blocks are dropped and what pinned images lack is
+fetched again from peers (through a running daemon, or with --peer);
+whatever no peer has stays reported.`,
+		Example: `  shoal verify
+  shoal verify --repair --json`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withAPI(cmd.Context(), repair, func(api daemon.API) error {
+				res, err := api.Verify(cmd.Context(), repair)
+				if err != nil {
+					return err
+				}
+				out := cmd.OutOrStdout()
+				if asJSON {
+					if err := json.NewEncoder(out).Encode(res); err != nil {
+						return err
+					}
+				} else {
+					fmt.Fprintf(out, "checked %d blocks (%s): %d corrupt, %d missing from pinned images\n", res.Blocks, humanBytes(res.Bytes), len(res.Corrupt), len(res.Missing))
+					for _, c := range res.Corrupt {
+						fmt.Fprintf(out, "corrupt: %s\n", c)
+					}
+					for _, d := range res.Missing {
+						fmt.Fprintf(out, "missing: block %s of blob %s\n", d.Block, d.Blob)
+					}
+					if repair {
+						fmt.Fprintf(out, "repair: dropped %d corrupt blocks, fetched %d missing\n", len(res.Corrupt), res.Fetched)
+					}
+				}
+				switch {
+				case len(res.Missing) > 0:
+					return fmt.Errorf("verify: %d blocks of pinned images are missing; `shoal verify --repair` with a peer that holds them fetches them, or `shoal rm` the image", len(res.Missing))
+				case len(res.Corrupt) > 0 && !repair:
+					return fmt.Errorf("verify: %d blocks are corrupt; `shoal verify --repair` drops them so that they are fetched again", len(res.Corrupt))
+				}
+				return nil
+			})
+		},
+	}
+	c.Flags().BoolVar(&repair, "repair", false, "drop corrupt blocks and fetch what pinned images lack from peers")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the result as one JSON object")
+	return c
 }
 
 func humanBytes(n int64) string {

@@ -14,7 +14,9 @@ import (
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/pkg/filters"
 	"github.com/containerd/errdefs"
+	"github.com/ipfs/go-cid"
 	"github.com/opencontainers/go-digest"
+	"github.com/shoal-ipfs/shoal/pkg/image"
 )
 
 // An ingest in progress is a directory under the store's ingest directory,
@@ -291,12 +293,19 @@ func (w *writer) Commit(ctx context.Context, size int64, expected digest.Digest,
 	if _, err := w.f.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	c, err := s.node.Add(ctx, w.f)
+	var c cid.Cid
+	err := image.WithLease(ctx, s.node, func(image.Lease) error {
+		var err error
+		if c, err = s.node.Add(ctx, w.f); err != nil {
+			return fmt.Errorf("commit %s: add to IPFS: %w", d, err)
+		}
+		if err := s.node.Hold(ctx, holdName(d), c); err != nil {
+			return fmt.Errorf("commit %s: %w", d, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("commit %s: add to IPFS: %w", d, err)
-	}
-	if err := s.node.Hold(ctx, holdName(d), c); err != nil {
-		return fmt.Errorf("commit %s: %w", d, err)
+		return err
 	}
 	now := time.Now().UTC()
 	s.mu.Lock()

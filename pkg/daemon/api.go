@@ -26,6 +26,9 @@ type API interface {
 	Image(ctx context.Context, root cid.Cid) (catalog.Image, error)
 	RemoveImage(ctx context.Context, root cid.Cid) error
 	GC(ctx context.Context) (node.GCResult, error)
+	// Verify checks the store's blocks against their CIDs and pinned
+	// images for missing blocks; repair drops and fetches again.
+	Verify(ctx context.Context, repair bool) (node.VerifyResult, error)
 	Connect(ctx context.Context, peers ...peer.AddrInfo) error
 	// ReadBlobAt reads part of a blob, fetching only the blocks it needs.
 	ReadBlobAt(ctx context.Context, c cid.Cid, p []byte, off int64) (int, error)
@@ -39,6 +42,11 @@ var _ API = (*Client)(nil)
 // leaves.
 var _ image.HashingAdder = (*node.Node)(nil)
 var _ image.HashingCat = (*node.Node)(nil)
+
+// Both spare what a push or pull stores from a collection until it is
+// pinned.
+var _ image.Leaser = (*node.Node)(nil)
+var _ image.Leaser = (*Client)(nil)
 
 // Both keep whole blobs as files that pulls into OCI layouts link.
 var _ image.BlobFiles = (*node.Node)(nil)

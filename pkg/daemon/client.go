@@ -152,6 +152,12 @@ func (c *Client) GC(ctx context.Context) (node.GCResult, error) {
 	return res, c.do(ctx, http.MethodPost, "/v0/gc", nil, &res)
 }
 
+// Verify checks the daemon's store (node.Node.Verify).
+func (c *Client) Verify(ctx context.Context, repair bool) (node.VerifyResult, error) {
+	var res node.VerifyResult
+	return res, c.do(ctx, http.MethodPost, "/v0/verify?repair="+strconv.FormatBool(repair), nil, &res)
+}
+
 func (c *Client) Connect(ctx context.Context, peers ...peer.AddrInfo) error {
 	var req connectRequest
 	for _, p := range peers {

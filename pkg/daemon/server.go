@@ -32,6 +32,8 @@ type Server struct {
 	containerd string
 	// group is the daemon's membership of a group, if any.
 	group *group.Group
+	// leases are the leases commands hold (see lease.go).
+	leases leases
 }
 
 // NewServer serves n; log may be nil.
@@ -51,6 +53,9 @@ func NewServer(n *node.Node, log *slog.Logger) *Server {
 	mux.HandleFunc("GET /v0/images/{cid}", s.image)
 	mux.HandleFunc("DELETE /v0/images/{cid}", s.removeImage)
 	mux.HandleFunc("POST /v0/gc", s.gc)
+	mux.HandleFunc("POST /v0/verify", s.verify)
+	mux.HandleFunc("POST /v0/lease", s.lease)
+	mux.HandleFunc("POST /v0/lease/{id}/keep", s.keep)
 	mux.HandleFunc("POST /v0/connect", s.connect)
 	mux.HandleFunc("POST /v0/shard", s.shard)
 	mux.HandleFunc("GET /v0/status/{cid}", s.status)
@@ -307,6 +312,15 @@ func (s *Server) blobFile(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) gc(w http.ResponseWriter, r *http.Request) {
 	res, err := s.node.GC(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, res)
+}
+
+func (s *Server) verify(w http.ResponseWriter, r *http.Request) {
+	res, err := s.node.Verify(r.Context(), r.URL.Query().Get("repair") == "true")
 	if err != nil {
 		writeError(w, err)
 		return

@@ -29,7 +29,7 @@ type Node struct {
 func Inspect(ctx context.Context, store Store, root cid.Cid, timeout time.Duration) (*Node, error) {
 	ctx, kick, stop := IdleTimeout(ctx, timeout)
 	defer stop()
-	p := &puller{store: store, kick: kick, seen: map[cid.Cid]bool{}}
+	p := &puller{store: store, lease: noLease{}, kick: kick, seen: map[cid.Cid]bool{}}
 	data, err := p.readRoot(ctx, root)
 	if err != nil {
 		return nil, fmt.Errorf("inspect %s: %w", root, explainTimeout(ctx, err, timeout))

@@ -43,7 +43,12 @@ func Pull(ctx context.Context, store Store, root cid.Cid, dst transport.Destinat
 	}
 	ctx, kick, stop := IdleTimeout(ctx, opts.Timeout)
 	defer stop()
-	p := &puller{store: store, dst: dst, opts: opts, kick: kick, seen: map[cid.Cid]bool{}}
+	lease, err := TakeLease(ctx, store)
+	if err != nil {
+		return Result{}, fmt.Errorf("pull %s: %w", root, err)
+	}
+	defer lease.Release(context.WithoutCancel(ctx))
+	p := &puller{store: store, lease: lease, dst: dst, opts: opts, kick: kick, seen: map[cid.Cid]bool{}}
 	res, err := p.pull(ctx, root)
 	if err != nil {
 		return Result{}, fmt.Errorf("pull %s: %w", root, explainTimeout(ctx, err, opts.Timeout))
@@ -62,6 +67,7 @@ func explainTimeout(ctx context.Context, err error, timeout time.Duration) error
 
 type puller struct {
 	store Store
+	lease Lease // keeps what is read until it is pinned
 	dst   transport.Destination
 	opts  PullOptions
 	kick  func()
@@ -207,7 +213,7 @@ func (p *puller) attach(cs []cid.Cid) {
 
 // fetchAttached reads an attached blob through the store, which keeps it.
 func (p *puller) fetchAttached(ctx context.Context, c cid.Cid) error {
-	rc, err := p.store.Cat(ctx, c)
+	rc, err := catKept(ctx, p.store, p.lease, c)
 	if err != nil {
 		return fmt.Errorf("attached blob %s: %w", c, err)
 	}
@@ -248,9 +254,11 @@ func (p *puller) fetchBlob(ctx context.Context, d ocispec.Descriptor) error {
 	var rc io.ReadCloser
 	if hc, ok := p.store.(HashingCat); ok && link && sha256x.StreamAccelerated() && d.Digest.Algorithm() == digest.SHA256 {
 		whole = sha256x.NewStream()
-		rc, err = hc.CatHashing(ctx, c, whole)
+		if err = p.lease.Keep(ctx, c); err == nil {
+			rc, err = hc.CatHashing(ctx, c, whole)
+		}
 	} else {
-		rc, err = p.store.Cat(ctx, c)
+		rc, err = catKept(ctx, p.store, p.lease, c)
 	}
 	if err != nil {
 		return fmt.Errorf("blob %s (%s): %w", d.Digest, c, err)
@@ -311,7 +319,7 @@ func (p *puller) linkBlob(ctx context.Context, c cid.Cid, d ocispec.Descriptor, 
 			return nil
 		}
 	}
-	rc, err := p.store.Cat(ctx, c)
+	rc, err := catKept(ctx, p.store, p.lease, c)
 	if err != nil {
 		return err
 	}
@@ -332,7 +340,7 @@ func (p *puller) readRoot(ctx context.Context, root cid.Cid) ([]byte, error) {
 
 // readSmall reads a small blob whole.
 func (p *puller) readSmall(ctx context.Context, c cid.Cid, limit int64) ([]byte, error) {
-	rc, err := p.store.Cat(ctx, c)
+	rc, err := catKept(ctx, p.store, p.lease, c)
 	if err != nil {
 		return nil, err
 	}

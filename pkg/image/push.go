@@ -125,7 +125,12 @@ func Push(ctx context.Context, store Store, src transport.Source, opts PushOptio
 	if opts.Progress == nil {
 		opts.Progress = noProgress{}
 	}
-	p := &pusher{store: store, src: src, opts: opts, done: map[digest.Digest]cid.Cid{}, spooled: map[digest.Digest]string{}}
+	lease, err := TakeLease(ctx, store)
+	if err != nil {
+		return Result{}, fmt.Errorf("push %s: %w", src.Reference(), err)
+	}
+	defer lease.Release(context.WithoutCancel(ctx))
+	p := &pusher{store: store, lease: lease, src: src, opts: opts, done: map[digest.Digest]cid.Cid{}, spooled: map[digest.Digest]string{}}
 	defer p.removeSpooled()
 	top, err := src.Root(ctx)
 	if err != nil {
@@ -159,6 +164,7 @@ func Push(ctx context.Context, store Store, src transport.Source, opts PushOptio
 
 type pusher struct {
 	store Store
+	lease Lease // spares what the push stores until it is pinned
 	src   transport.Source
 	opts  PushOptions
 
@@ -461,7 +467,7 @@ func (p *pusher) layerFile(ctx context.Context, l ocispec.Descriptor) (string, e
 		return "", err
 	}
 	defer tmp.Close()
-	rc, err := p.store.Cat(ctx, c)
+	rc, err := catKept(ctx, p.store, p.lease, c)
 	if err == nil {
 		_, err = io.Copy(tmp, rc)
 		rc.Close()
@@ -528,7 +534,7 @@ func (p *pusher) reachableAttachments(ctx context.Context, a map[string]string) 
 func (p *pusher) reachable(ctx context.Context, c cid.Cid) bool {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	rc, err := p.store.Cat(ctx, c)
+	rc, err := catKept(ctx, p.store, p.lease, c)
 	if err != nil {
 		return false
 	}

@@ -43,7 +43,7 @@ type Tree struct {
 func ReadTree(ctx context.Context, store Store, root cid.Cid, timeout time.Duration) (*Tree, error) {
 	ctx, kick, stop := IdleTimeout(ctx, timeout)
 	defer stop()
-	p := &puller{store: store, kick: kick, seen: map[cid.Cid]bool{}}
+	p := &puller{store: store, lease: noLease{}, kick: kick, seen: map[cid.Cid]bool{}}
 	data, err := p.readRoot(ctx, root)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", root, explainTimeout(ctx, err, timeout))

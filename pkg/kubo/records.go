@@ -447,3 +447,12 @@ func (c *Client) repoStat(ctx context.Context) (repoStat, error) {
 	var st repoStat
 	return st, one(ctx, c.rpc, "repo/stat", nil, &st)
 }
+
+// ErrVerifyInKubo is Verify's answer: kubo's blocks are kubo's to check.
+var ErrVerifyInKubo = errors.New("verify: the blocks are kubo's; run `ipfs repo verify` on the kubo node")
+
+// Verify is not done through kubo: its own `ipfs repo verify` checks its
+// blocks.
+func (c *Client) Verify(context.Context, bool) (node.VerifyResult, error) {
+	return node.VerifyResult{}, ErrVerifyInKubo
+}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/ipfs/boxo/ipld/merkledag"
@@ -26,8 +25,8 @@ import (
 // as its blocks arrive; otherwise the whole DAG is requested over bitswap
 // in the background while the file is read in order.
 //
-// Until the reader is closed, garbage collection waits, so that blocks just
-// fetched are not collected before the caller can pin them.
+// Blocks it fetches are spared by garbage collection only under a lease
+// (image.Leaser) that the caller holds until it has pinned them.
 func (n *Node) Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 	return n.CatHashing(ctx, c, nil)
 }
@@ -37,25 +36,7 @@ func (n *Node) Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 // hashed once, for its CID and for whole (sha256x.Stream.ChunkIf): a pull
 // that checks the blob's digest need not hash its bytes again.
 func (n *Node) CatHashing(ctx context.Context, c cid.Cid, whole *sha256x.Stream) (io.ReadCloser, error) {
-	unlock := n.bstore.PinLock(ctx)
-	r, err := n.cat(ctx, c, whole)
-	if err != nil {
-		unlock.Unlock(ctx)
-		return nil, err
-	}
-	return &unlockOnClose{ReadCloser: r, unlock: func() { unlock.Unlock(ctx) }}, nil
-}
-
-type unlockOnClose struct {
-	io.ReadCloser
-	unlock func()
-	once   sync.Once
-}
-
-func (u *unlockOnClose) Close() error {
-	err := u.ReadCloser.Close()
-	u.once.Do(u.unlock)
-	return err
+	return n.cat(ctx, c, whole)
 }
 
 // findProvidersWait bounds the DHT lookup for a blob's holders; on a LAN
@@ -465,8 +446,6 @@ func (f *gatewayFile) Close() error {
 // trip, where a new bitswap session takes two (want-have, then
 // want-block), and a lazy mount's reads wait on every one.
 func (n *Node) ReadBlobAt(ctx context.Context, c cid.Cid, p []byte, off int64) (int, error) {
-	unlock := n.bstore.PinLock(ctx)
-	defer unlock.Unlock(ctx)
 	var get ipld.NodeGetter = n.dag
 	if n.host != nil {
 		get = &peerBlocks{n: n, peers: n.gatewayCandidates(), session: merkledag.NewSession(ctx, n.dag)}

@@ -85,7 +85,7 @@ func (g *gatewayPeers) isBad(p peer.ID) bool {
 // from others on a peer's behalf.
 func (n *Node) startGateway() {
 	h := &libp2phttp.Host{StreamHost: bulkStreams{n.host}}
-	h.SetHTTPHandlerAtPath(GatewayProtocol, "/", &carServer{bs: n.bstore, leaves: n.packs, served: &n.gw.served})
+	h.SetHTTPHandlerAtPath(GatewayProtocol, "/", &carServer{bs: n.packs.Unchecked(), leaves: n.packs, served: &n.gw.served})
 	n.gw.http = h
 	n.host.SetStreamHandler(HavesProtocol, n.serveHaves)
 	go func() {

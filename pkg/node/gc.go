@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 )
@@ -13,52 +12,89 @@ import (
 type GCResult struct {
 	Blocks int   // blocks removed
 	Bytes  int64 // their size
-	Kept   int   // blocks still referenced by a pin
+	Kept   int   // blocks still referenced by a pin, a hold or a lease
+	// Damaged lists blocks of pinned blobs that are missing or were found
+	// corrupt (and dropped): those blobs are incomplete until fetched
+	// again (`shoal verify --repair`). Their other blocks are kept.
+	Damaged []Damage `json:",omitempty"`
+	// Spared is set when a damaged blob's blocks could not be told apart
+	// from garbage, so that this collection deleted no loose block.
+	Spared bool `json:",omitempty"`
 }
 
-// GC removes every block that no pinned image reaches and no block hold
-// names. Adds and fetches
-// wait while it runs, so a block being written is never collected.
+// Damage is a block a pinned blob needs that the store cannot read.
+type Damage struct {
+	Blob  string // the pinned blob's CID
+	Block string // the block's CID
+	Err   string
+}
+
+// GC removes every block that no pinned image reaches, no hold names and
+// no lease spares. It runs beside reads and writes: a read of a block it
+// removes fails as a read of any missing block does, and a block written
+// while it runs, or since the oldest lease was taken, is kept (see spare).
+// Pins and holds wait while it runs. A damaged pinned blob (a block
+// missing or corrupt) is reported, not fatal: its blocks are kept. It
+// stops when ctx ends.
 func (n *Node) GC(ctx context.Context) (GCResult, error) {
 	n.pinMu.Lock()
 	defer n.pinMu.Unlock()
 	if err := n.dropOrphanPins(ctx); err != nil {
 		return GCResult{}, err
 	}
-	lock := n.bstore.GCLock(ctx)
-	defer lock.Unlock(ctx)
+	n.spare.beginGC()
+	defer n.spare.endGC()
 	if n.gw != nil {
 		defer n.gw.haves.forget()
 	}
 
+	var res GCResult
 	// The blockstore is keyed by multihash: the keys it lists carry the raw
 	// codec whatever codec the pin's links use, so liveness is by multihash.
 	live := map[string]struct{}{}
-	visit := func(c cid.Cid) bool {
-		k := string(c.Hash())
-		if _, ok := live[k]; ok {
-			return false
-		}
-		live[k] = struct{}{}
-		return true
-	}
+	var damagedBlobs []cid.Cid
 	for sp := range n.pins.RecursiveKeys(ctx, false) {
 		if sp.Err != nil {
-			return GCResult{}, sp.Err
+			return res, sp.Err
 		}
-		err := merkledag.Walk(ctx, merkledag.GetLinksWithDAG(n.offline), sp.Pin.Key, visit)
-		if err != nil && !ipld.IsNotFound(err) {
-			return GCResult{}, fmt.Errorf("gc: walk pin %s: %w", sp.Pin.Key, err)
+		damage, err := n.mark(ctx, sp.Pin.Key, live)
+		if err != nil {
+			return res, fmt.Errorf("gc: walk pin %s: %w", sp.Pin.Key, err)
+		}
+		if len(damage) > 0 {
+			damagedBlobs = append(damagedBlobs, sp.Pin.Key)
+			res.Damaged = append(res.Damaged, damage...)
 		}
 	}
-	if err := n.heldBlocks(ctx, func(c cid.Cid) { visit(c) }); err != nil {
-		return GCResult{}, err
+	if err := n.heldBlocks(ctx, func(c cid.Cid) { live[string(c.Hash())] = struct{}{} }); err != nil {
+		return res, err
 	}
+	for _, root := range n.spare.keptRoots() {
+		// A leased blob may be stored in part: what is there is kept.
+		if _, err := n.mark(ctx, root, live); err != nil {
+			return res, fmt.Errorf("gc: walk leased blob %s: %w", root, err)
+		}
+	}
+	for _, blob := range damagedBlobs {
+		// The leaves below a damaged node are unknown; a blob kept whole in
+		// a pack has them all there.
+		inPack, err := n.packs.EachLeafOf(ctx, blob, func(c cid.Cid) { live[string(c.Hash())] = struct{}{} })
+		if err != nil {
+			return res, err
+		}
+		if !inPack {
+			res.Spared = true
+		}
+	}
+	if res.Spared {
+		n.log.Warn("gc: deleting nothing: a damaged pinned blob's blocks cannot be told from garbage; run `shoal verify --repair`", "damaged", len(res.Damaged))
+		return res, nil
+	}
+
 	keys, err := n.bstore.AllKeysChan(ctx)
 	if err != nil {
-		return GCResult{}, err
+		return res, err
 	}
-	var res GCResult
 	for k := range keys {
 		if _, ok := live[string(k.Hash())]; ok {
 			res.Kept++
@@ -66,10 +102,15 @@ func (n *Node) GC(ctx context.Context) (GCResult, error) {
 		}
 		size, err := n.bstore.GetSize(ctx, k)
 		if err != nil {
-			continue
+			continue // gone since listed
 		}
-		if err := n.bstore.DeleteBlock(ctx, k); err != nil {
+		deleted, err := n.spare.deleteUnlessWritten(k.Hash(), func() error { return n.bstore.DeleteBlock(ctx, k) })
+		if err != nil {
 			return res, fmt.Errorf("gc: delete %s: %w", k, err)
+		}
+		if !deleted {
+			res.Kept++
+			continue
 		}
 		res.Blocks++
 		res.Bytes += int64(size)
@@ -81,6 +122,59 @@ func (n *Node) GC(ctx context.Context) (GCResult, error) {
 		return res, fmt.Errorf("gc: packs: %w", err)
 	}
 	return res, nil
+}
+
+// mark adds every block under root that is stored to live, reading only
+// the nodes that have links (raw leaves need no read). Blocks that are
+// missing, or corrupt and so dropped on reading, are returned as damage;
+// the walk goes on past them.
+func (n *Node) mark(ctx context.Context, root cid.Cid, live map[string]struct{}) ([]Damage, error) {
+	var damage []Damage
+	stack := []cid.Cid{root}
+	for len(stack) > 0 {
+		if err := ctx.Err(); err != nil {
+			return damage, err
+		}
+		c := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		k := string(c.Hash())
+		if _, seen := live[k]; seen {
+			continue
+		}
+		if c.Prefix().Codec == cid.Raw {
+			if has, err := n.bstore.Has(ctx, c); err != nil {
+				return damage, err
+			} else if !has {
+				damage = append(damage, Damage{Blob: root.String(), Block: c.String(), Err: "missing"})
+			}
+			live[k] = struct{}{}
+			continue
+		}
+		nd, err := n.offline.Get(ctx, c)
+		if err != nil {
+			if ctx.Err() != nil {
+				return damage, ctx.Err()
+			}
+			if !ipld.IsNotFound(err) {
+				n.log.Warn("gc: reading a pinned block", "blob", root, "block", c, "err", err)
+			}
+			damage = append(damage, Damage{Blob: root.String(), Block: c.String(), Err: describeDamage(err)})
+			live[k] = struct{}{}
+			continue
+		}
+		live[k] = struct{}{}
+		for _, l := range nd.Links() {
+			stack = append(stack, l.Cid)
+		}
+	}
+	return damage, nil
+}
+
+func describeDamage(err error) string {
+	if ipld.IsNotFound(err) {
+		return "missing"
+	}
+	return err.Error()
 }
 
 // dropOrphanPins unpins blobs that no image record or hold names, which a

@@ -67,8 +67,6 @@ func (n *Node) HoldBlocks(ctx context.Context, name string, blocks ...cid.Cid) e
 	}
 	n.pinMu.Lock()
 	defer n.pinMu.Unlock()
-	unlock := n.bstore.PinLock(ctx)
-	defer unlock.Unlock(ctx)
 	ss := make([]string, len(blocks))
 	for i, c := range blocks {
 		if has, err := n.bstore.Has(ctx, c); err != nil {

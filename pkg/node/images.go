@@ -110,8 +110,6 @@ func (n *Node) RemoveImage(ctx context.Context, root cid.Cid) error {
 // DAGs again; a blob whose root is not here is refused. The caller holds
 // pinMu.
 func (n *Node) pinBlobs(ctx context.Context, reason string, blobs []cid.Cid) error {
-	unlock := n.bstore.PinLock(ctx)
-	defer unlock.Unlock(ctx)
 	if err := n.syncBlocks(); err != nil {
 		return err
 	}

@@ -133,37 +133,3 @@ func TestPinImageRefusesMissingBlobs(t *testing.T) {
 		t.Fatalf("a failed pin listed %v", imgs)
 	}
 }
-
-// TestGCWaitsForOpenReaders: blocks being read (just fetched, not pinned
-// yet) are not collected under the reader.
-func TestGCWaitsForOpenReaders(t *testing.T) {
-	ctx := context.Background()
-	home := t.TempDir()
-	if _, err := Init(home, DefaultConfig()); err != nil {
-		t.Fatal(err)
-	}
-	n := openOffline(t, home)
-	defer n.Close()
-	c := addBytes(t, n, 600<<10, 'r')
-	rc, err := n.Cat(ctx, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan GCResult)
-	go func() {
-		res, err := n.GC(ctx)
-		if err != nil {
-			t.Error(err)
-		}
-		done <- res
-	}()
-	select {
-	case <-done:
-		t.Fatal("GC ran while a reader was open")
-	case <-time.After(200 * time.Millisecond):
-	}
-	rc.Close()
-	if res := <-done; res.Blocks == 0 {
-		t.Fatal("GC after the reader closed collected nothing")
-	}
-}

@@ -81,7 +81,8 @@ type Node struct {
 	stores     []io.Closer // what Close closes
 	syncBlocks func() error
 	packs      *packs.Store // whole blobs' leaves, over the loose blocks
-	bstore     blockstore.GCBlockstore
+	bstore     blockstore.Blockstore
+	spare      *spare
 	pins       pinner.Pinner
 	bserv      blockservice.BlockService
 	dag        ipld.DAGService
@@ -106,6 +107,7 @@ type Node struct {
 	closeErr  error
 
 	localReads, peerReads atomic.Uint64
+	corrupt               atomic.Uint64 // blocks found corrupt and dropped
 }
 
 // Open opens the store under home, taking its lock, and goes online if asked.
@@ -247,7 +249,7 @@ func (n *Node) openStores(ctx context.Context) error {
 			return fmt.Errorf("open block store: %w", err)
 		}
 		blocks = ff
-		n.syncBlocks = func() error { return nil } // each block is its own file, fsynced as written when sync is on
+		n.syncBlocks = func() error { return syncFS(n.home) }
 	case "pebble":
 		// Without a WAL, blocks go to memtables and reach the disk as large
 		// sorted files. Nothing refers to a block until PinImage has flushed
@@ -261,14 +263,21 @@ func (n *Node) openStores(ctx context.Context) error {
 			return fmt.Errorf("open block store: %w", err)
 		}
 		blocks = pdb
-		n.syncBlocks = pdb.DB.Flush
+		n.syncBlocks = func() error {
+			if err := pdb.DB.Flush(); err != nil {
+				return err
+			}
+			return syncFS(n.home) // the packs
+		}
 	}
 	n.stores = append(n.stores, blocks)
-	n.packs, err = packs.New(blockstore.NewBlockstore(blocks, blockstore.NoPrefix()), meta, filepath.Join(n.home, "packs"), n.cfg.Datastore.Sync)
+	n.spare = newSpare()
+	n.packs, err = packs.New(blockstore.NewBlockstore(blocks, blockstore.NoPrefix()), meta, filepath.Join(n.home, "packs"), n.cfg.Datastore.Sync,
+		packs.OnWrite(n.spare.wrote), packs.OnCorrupt(n.noteCorrupt))
 	if err != nil {
 		return err
 	}
-	n.bstore = blockstore.NewGCBlockstore(n.packs, blockstore.NewGCLocker())
+	n.bstore = n.packs
 	n.offline = merkledag.NewDAGService(blockservice.New(n.bstore, nil))
 	n.pins, err = dspinner.New(ctx, meta, n.offline)
 	if err != nil {
@@ -525,8 +534,6 @@ func (n *Node) AddChunks(ctx context.Context, chunks [][]byte) (cid.Cid, error) 
 // most likely cached already, so the pack is written around the page
 // cache when that is faster (packs.DirectWhenFaster).
 func (n *Node) addPacked(ctx context.Context, add func(ipld.DAGService) (cid.Cid, error)) (cid.Cid, error) {
-	unlock := n.bstore.PinLock(ctx)
-	defer unlock.Unlock(ctx)
 	w, err := n.packs.NewWriter(packs.DirectWhenFaster())
 	if err != nil {
 		return cid.Undef, err
@@ -579,4 +586,11 @@ func resourceManager() (network.ResourceManager, error) {
 		return nil, fmt.Errorf("libp2p resource manager: %w", err)
 	}
 	return rm, nil
+}
+
+// noteCorrupt logs a block found corrupt on reading, which the store
+// dropped so that it is fetched again.
+func (n *Node) noteCorrupt(c cid.Cid, err error) {
+	n.corrupt.Add(1)
+	n.log.Error("store: dropped a corrupt block; it is fetched again when next needed", "block", c, "err", err)
 }

@@ -13,6 +13,7 @@
 package packs
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -53,18 +54,50 @@ type Store struct {
 
 	mu      sync.Mutex
 	writing map[string]bool // packs being written, which Sweep spares
+	// touched, while a Sweep runs, names every pack written during it,
+	// which it spares too: its leaves may be indexed after Sweep read the
+	// index.
+	touched map[string]bool
 
 	ways writeWays // how fast each way of writing a pack has been
+
+	onWrite   func(mh.Multihash)
+	onCorrupt func(c cid.Cid, err error)
 }
+
+// Option configures a Store.
+type Option func(*Store)
+
+// OnWrite has f told of every block before it is stored, whether or not
+// the store holds it already: garbage collection spares what is being
+// written (see the node's leases).
+func OnWrite(f func(mh.Multihash)) Option { return func(s *Store) { s.onWrite = f } }
+
+// OnCorrupt has f told of every block found corrupt on reading, after it
+// was dropped.
+func OnCorrupt(f func(c cid.Cid, err error)) Option { return func(s *Store) { s.onCorrupt = f } }
 
 // New returns a Store keeping packs in dir and their index in meta, over
 // the loose block store. With sync, a pack's bytes reach the disk before
 // the index names them.
-func New(loose blockstore.Blockstore, meta ds.Batching, dir string, sync bool) (*Store, error) {
+func New(loose blockstore.Blockstore, meta ds.Batching, dir string, sync bool, opts ...Option) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("packs: %w", err)
 	}
-	return &Store{loose: loose, meta: meta, dir: dir, sync: sync, writing: map[string]bool{}}, nil
+	s := &Store{loose: loose, meta: meta, dir: dir, sync: sync, writing: map[string]bool{}}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
+}
+
+func (s *Store) wrote(bs ...blocks.Block) {
+	if s.onWrite == nil {
+		return
+	}
+	for _, b := range bs {
+		s.onWrite(b.Cid().Hash())
+	}
 }
 
 var _ blockstore.Blockstore = (*Store)(nil)
@@ -153,17 +186,85 @@ func (s *Store) GetSize(ctx context.Context, c cid.Cid) (int, error) {
 	return s.loose.GetSize(ctx, c)
 }
 
-// Get reads a packed leaf without hashing it again, as the loose store
-// reads its files: what was stored was checked on the way in.
+// ErrCorrupt is a stored block whose bytes do not hash to its CID: a
+// disk, a crash or a hand changed it after it was checked on the way in.
+var ErrCorrupt = errors.New("stored block does not match its CID")
+
+// Get reads a block and checks it against its CID, so that no bytes the
+// disk changed are ever handed out. A corrupt block is dropped, so that
+// it reads as missing and is fetched again from peers.
 func (s *Store) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	b, err := s.get(ctx, c)
+	if !errors.Is(err, ErrCorrupt) {
+		return b, err
+	}
+	if derr := s.DeleteBlock(ctx, c); derr != nil {
+		return nil, errors.Join(err, derr)
+	}
+	if s.onCorrupt != nil {
+		s.onCorrupt(c, err)
+	}
+	return nil, ipld.ErrNotFound{Cid: c}
+}
+
+// Check reads block c and reports ErrCorrupt if its bytes do not match
+// its CID, leaving it in place.
+func (s *Store) Check(ctx context.Context, c cid.Cid) error {
+	_, err := s.get(ctx, c)
+	return err
+}
+
+func (s *Store) get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	b, err := s.read(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkBlock(c, b.RawData()); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// Unchecked is the store as a blockstore whose Get does not hash what it
+// reads: for a server whose clients check every block themselves (a
+// trustless gateway), so that its CPU goes to moving bytes.
+func (s *Store) Unchecked() blockstore.Blockstore { return unchecked{s} }
+
+type unchecked struct{ *Store }
+
+func (u unchecked) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	return u.read(ctx, c)
+}
+
+// read reads block c from a pack or the loose store, unchecked.
+func (s *Store) read(ctx context.Context, c cid.Cid) (blocks.Block, error) {
 	l, ok, err := s.locate(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	if !ok {
-		return s.loose.Get(ctx, c)
+	var b blocks.Block
+	if ok {
+		b, err = s.readLeaf(c, l)
+		if errors.Is(err, fs.ErrNotExist) {
+			// Swept since located: the leaf moved to the loose store or went.
+			b, err = s.loose.Get(ctx, c)
+		}
+	} else {
+		b, err = s.loose.Get(ctx, c)
 	}
-	return s.readLeaf(c, l)
+	return b, err
+}
+
+// checkBlock hashes data as c says it was hashed.
+func checkBlock(c cid.Cid, data []byte) error {
+	got, err := c.Prefix().Sum(data)
+	if err != nil {
+		return fmt.Errorf("packs: check %s: %w", c, err)
+	}
+	if !bytes.Equal(got.Hash(), c.Hash()) {
+		return fmt.Errorf("%w: %s", ErrCorrupt, c)
+	}
+	return nil
 }
 
 // readLeaf reads leaf c from where the index puts it.
@@ -207,9 +308,13 @@ func (s *Store) OpenLeaf(ctx context.Context, c cid.Cid) (leaf *Leaf, ok bool, e
 	return &Leaf{SectionReader: io.NewSectionReader(f, l.off, l.length), f: f}, true, nil
 }
 
-func (s *Store) Put(ctx context.Context, b blocks.Block) error { return s.loose.Put(ctx, b) }
+func (s *Store) Put(ctx context.Context, b blocks.Block) error {
+	s.wrote(b)
+	return s.loose.Put(ctx, b)
+}
 
 func (s *Store) PutMany(ctx context.Context, bs []blocks.Block) error {
+	s.wrote(bs...)
 	return s.loose.PutMany(ctx, bs)
 }
 
@@ -294,12 +399,52 @@ func (s *Store) BlobFile(ctx context.Context, root cid.Cid) (path string, size i
 	return p, l.length, true, nil
 }
 
+// EachLeafOf calls f with every leaf indexed in the pack that holds the
+// whole blob root; ok is false if no pack does.
+func (s *Store) EachLeafOf(ctx context.Context, root cid.Cid, f func(cid.Cid)) (ok bool, err error) {
+	v, err := s.meta.Get(ctx, blobKey(root))
+	if errors.Is(err, ds.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	blob, err := decodeLocation(v)
+	if err != nil {
+		return false, err
+	}
+	res, err := s.meta.Query(ctx, dsq.Query{Prefix: leafPrefix.String()})
+	if err != nil {
+		return false, err
+	}
+	defer res.Close()
+	for r := range res.Next() {
+		if r.Error != nil {
+			return false, r.Error
+		}
+		if l, err := decodeLocation(r.Value); err == nil && l.pack == blob.pack {
+			if c, err := leafCID(ds.RawKey(r.Key)); err == nil {
+				f(c)
+			}
+		}
+	}
+	return true, nil
+}
+
 // Sweep removes the packs no leaf refers to any more, with their blob
 // records, and frees the space of packs mostly collected: a pack whose
 // remaining leaves fill less than half of it has them moved to the loose
 // store, and goes. (A pack is never cut into in place: an OCI layout may
 // hold a link to it.) Run it after deleting blocks (garbage collection).
 func (s *Store) Sweep(ctx context.Context) error {
+	s.mu.Lock()
+	s.touched = maps.Clone(s.writing)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.touched = nil
+		s.mu.Unlock()
+	}()
 	type leaf struct {
 		key ds.Key
 		loc location
@@ -320,16 +465,13 @@ func (s *Store) Sweep(ctx context.Context) error {
 	}
 	res.Close()
 
-	s.mu.Lock()
-	writing := maps.Clone(s.writing)
-	s.mu.Unlock()
 	for name, leaves := range byPack {
 		var live int64
 		for _, l := range leaves {
 			live += l.loc.length
 		}
 		fi, err := os.Stat(s.path(name))
-		if err != nil || writing[name] || 2*live >= fi.Size() {
+		if err != nil || s.isTouched(name) || 2*live >= fi.Size() {
 			continue
 		}
 		for _, l := range leaves {
@@ -369,7 +511,7 @@ func (s *Store) Sweep(ctx context.Context) error {
 	defer s.mu.Unlock()
 	for _, e := range entries {
 		name, isPack := strings.CutSuffix(e.Name(), packExt)
-		if !isPack || byPack[name] != nil || s.writing[name] {
+		if !isPack || byPack[name] != nil || s.touched[name] {
 			continue
 		}
 		if err := os.Remove(filepath.Join(s.dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -377,6 +519,12 @@ func (s *Store) Sweep(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+func (s *Store) isTouched(pack string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.touched[pack]
 }
 
 // unpack moves the leaf under key from its pack to the loose store.
@@ -387,6 +535,15 @@ func (s *Store) unpack(ctx context.Context, key ds.Key, l location) error {
 	}
 	b, err := s.readLeaf(c, l)
 	if err != nil {
+		return err
+	}
+	if err := checkBlock(c, b.RawData()); errors.Is(err, ErrCorrupt) {
+		// Not worth keeping: dropped, to be fetched again if wanted.
+		if s.onCorrupt != nil {
+			s.onCorrupt(c, err)
+		}
+		return s.meta.Delete(ctx, key)
+	} else if err != nil {
 		return err
 	}
 	if err := s.loose.Put(ctx, b); err != nil {
@@ -466,6 +623,9 @@ func (s *Store) create() (string, *os.File, error) {
 	}
 	s.mu.Lock()
 	s.writing[name] = true
+	if s.touched != nil {
+		s.touched[name] = true
+	}
 	s.mu.Unlock()
 	return name, f, nil
 }
@@ -487,6 +647,7 @@ func (s *Store) closePack(name string, f *os.File, empty bool) error {
 // pack stays the blob's bytes), the rest in the loose store. When Add
 // returns, every block is readable from the Store.
 func (w *Writer) Add(ctx context.Context, bs []blocks.Block) error {
+	w.s.wrote(bs...)
 	var loose []blocks.Block
 	var leaves [][]byte
 	batch, err := w.s.meta.Batch(ctx)
@@ -517,7 +678,7 @@ func (w *Writer) Add(ctx context.Context, bs []blocks.Block) error {
 		return fmt.Errorf("packs: write %s: %w", w.name, err)
 	}
 	if len(loose) > 0 {
-		if err := w.s.loose.PutMany(ctx, loose); err != nil {
+		if err := w.s.loose.PutMany(ctx, loose); err != nil { // told of above
 			return err
 		}
 	}
@@ -593,6 +754,7 @@ func (s *Store) NewPlacedWriter(places []Place) (*PlacedWriter, error) {
 // a block that is not one of the blob's leaves, or not of its length,
 // which the caller stores elsewhere.
 func (w *PlacedWriter) Put(ctx context.Context, b blocks.Block) (bool, error) {
+	w.s.wrote(b)
 	data := b.RawData()
 	w.mu.Lock()
 	places := w.places[string(b.Cid().Hash())]
