@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -268,16 +269,18 @@ func LoadConfig(home string) (Config, error) {
 	return c, nil
 }
 
+// writeConfig writes the config of a new home; an existing one stays
+// (fs.ErrExist).
 func writeConfig(home string, c Config) error {
-	f, err := os.OpenFile(filepath.Join(home, "config.toml"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
+	p := filepath.Join(home, "config.toml")
+	if _, err := os.Stat(p); err == nil {
+		return fmt.Errorf("%s: %w", p, fs.ErrExist)
+	}
+	var buf bytes.Buffer
+	if err := toml.NewEncoder(&buf).Encode(c); err != nil {
 		return err
 	}
-	defer f.Close()
-	if err := toml.NewEncoder(f).Encode(c); err != nil {
-		return err
-	}
-	return f.Close()
+	return writeFileDurably(p, buf.Bytes(), 0o644)
 }
 
 // SocketPath is the daemon's API socket under home.

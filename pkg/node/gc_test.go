@@ -369,3 +369,21 @@ func TestVerifyFindsCorruptBlocksAndRepairFetchesThem(t *testing.T) {
 	}
 	mustCat(ctx, t, n, c, data)
 }
+
+// TestEmptyShardingFileIsRewritten: a flatfs store whose SHARDING file a
+// power cut left empty opens again.
+func TestEmptyShardingFileIsRewritten(t *testing.T) {
+	home := t.TempDir()
+	if _, err := Init(home, DefaultConfig()); err != nil {
+		t.Fatal(err)
+	}
+	openOffline(t, home).Close()
+	if err := os.Truncate(filepath.Join(home, "blocks", "SHARDING"), 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := Open(context.Background(), home, Options{})
+	if err != nil {
+		t.Fatalf("open with an empty SHARDING file: %v", err)
+	}
+	n.Close()
+}

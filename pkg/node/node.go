@@ -4,6 +4,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -244,7 +245,11 @@ func (n *Node) openStores(ctx context.Context) error {
 	var blocks ds.Batching
 	switch n.cfg.Datastore.Blocks {
 	case "flatfs":
-		ff, err := flatfs.CreateOrOpen(filepath.Join(n.home, "blocks"), flatfs.NextToLast(2), n.cfg.Datastore.Sync)
+		dir := filepath.Join(n.home, "blocks")
+		if err := repairSharding(dir, n.log); err != nil {
+			return err
+		}
+		ff, err := flatfs.CreateOrOpen(dir, flatfs.NextToLast(2), n.cfg.Datastore.Sync)
 		if err != nil {
 			return fmt.Errorf("open block store: %w", err)
 		}
@@ -278,6 +283,11 @@ func (n *Node) openStores(ctx context.Context) error {
 		return err
 	}
 	n.bstore = n.packs
+	// The stores' new files (flatfs's SHARDING, pebble's first tables)
+	// reach the disk before anything is stored in them.
+	if err := syncFS(n.home); err != nil {
+		return err
+	}
 	n.offline = merkledag.NewDAGService(blockservice.New(n.bstore, nil))
 	n.pins, err = dspinner.New(ctx, meta, n.offline)
 	if err != nil {
@@ -586,6 +596,19 @@ func resourceManager() (network.ResourceManager, error) {
 		return nil, fmt.Errorf("libp2p resource manager: %w", err)
 	}
 	return rm, nil
+}
+
+// repairSharding rewrites a flatfs store's SHARDING file that a power cut
+// left empty (it was written before shoal made new stores durable at
+// once): the store cannot open without it, and shoal shards one way only.
+func repairSharding(dir string, log *slog.Logger) error {
+	p := filepath.Join(dir, "SHARDING")
+	data, err := os.ReadFile(p)
+	if err != nil || len(bytes.TrimSpace(data)) > 0 {
+		return nil // a new store, or a sound one
+	}
+	log.Warn("store: rewriting an empty flatfs SHARDING file, lost in a crash", "path", p)
+	return writeFileDurably(p, []byte(flatfs.NextToLast(2).String()+"\n"), 0o644)
 }
 
 // noteCorrupt logs a block found corrupt on reading, which the store

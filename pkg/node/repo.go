@@ -54,11 +54,41 @@ func Init(home string, cfg Config) (created bool, err error) {
 	if err := writeConfig(home, cfg); err != nil && !errors.Is(err, fs.ErrExist) {
 		return false, fmt.Errorf("init %s: %w", home, err)
 	}
-	tmp := keyPath + ".tmp"
-	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
+	if err := writeFileDurably(keyPath, raw, 0o600); err != nil {
 		return false, fmt.Errorf("init %s: %w", home, err)
 	}
-	return true, os.Rename(tmp, keyPath)
+	return true, nil
+}
+
+// writeFileDurably replaces path with data so that a crash or a power cut
+// leaves either the old file or the whole new one, on the disk: a home
+// whose identity was lost in the page cache could not start again.
+func writeFileDurably(path string, data []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return dir.Sync()
 }
 
 // PeerID reads the peer ID of the node under home without opening its store.

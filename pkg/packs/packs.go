@@ -275,7 +275,10 @@ func (s *Store) readLeaf(c cid.Cid, l location) (blocks.Block, error) {
 	}
 	defer f.Close()
 	data := make([]byte, l.length)
-	if _, err := f.ReadAt(data, l.off); err != nil {
+	if _, err := f.ReadAt(data, l.off); errors.Is(err, io.EOF) {
+		// The index names bytes the pack never got: a crash cut it short.
+		return nil, fmt.Errorf("%w: %s: pack %s ends before it", ErrCorrupt, c, l.pack)
+	} else if err != nil {
 		return nil, fmt.Errorf("packs: leaf %s in %s: %w", c, l.pack, err)
 	}
 	return blocks.NewBlockWithCid(data, c)

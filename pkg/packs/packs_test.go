@@ -3,6 +3,7 @@ package packs
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	ds "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
 	ipld "github.com/ipfs/go-ipld-format"
+	"github.com/multiformats/go-base32"
 	mh "github.com/multiformats/go-multihash"
 )
 
@@ -387,5 +389,59 @@ func TestEmptyLeafStaysReadable(t *testing.T) {
 	}
 	if _, _, ok, _ := s.BlobFile(ctx, empty.Cid()); ok {
 		t.Fatal("a removed empty pack is offered as the blob's file")
+	}
+}
+
+// TestCorruptOrCutLeavesAreNeverHandedOut: a packed leaf whose bytes
+// changed, one past the end of a pack a crash cut short, and a loose block
+// that changed are each found by Check and read as missing by Get, which
+// drops them and says so.
+func TestCorruptOrCutLeavesAreNeverHandedOut(t *testing.T) {
+	ctx := context.Background()
+	meta := dssync.MutexWrap(ds.NewMapDatastore())
+	looseData := dssync.MutexWrap(ds.NewMapDatastore())
+	loose := blockstore.NewBlockstore(looseData, blockstore.NoPrefix())
+	var dropped []cid.Cid
+	s, err := New(loose, meta, filepath.Join(t.TempDir(), "packs"), false,
+		OnCorrupt(func(c cid.Cid, _ error) { dropped = append(dropped, c) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed, cut, inner := rawBlock(t, "a leaf that changes"), rawBlock(t, "a leaf past the end"), pbBlock(t, "an inner node")
+	w, err := s.NewWriter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Add(ctx, []blocks.Block{changed, cut, inner}); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	l, _, _ := s.locate(ctx, changed.Cid())
+	p := s.path(l.pack)
+	os.Chmod(p, 0o644)
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("A"), 0)
+	f.Truncate(int64(len(changed.RawData())) + 3)
+	f.Close()
+	key := ds.NewKey(base32.RawStdEncoding.EncodeToString(inner.Cid().Hash()))
+	looseData.Put(ctx, key, []byte("not the inner node"))
+
+	for _, b := range []blocks.Block{changed, cut, inner} {
+		if err := s.Check(ctx, b.Cid()); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("Check %q: %v, want ErrCorrupt", b.RawData(), err)
+		}
+		got, err := s.Get(ctx, b.Cid())
+		if !ipld.IsNotFound(err) {
+			t.Errorf("Get %q: %v (%v), want not found", b.RawData(), got, err)
+		}
+		if has, _ := s.Has(ctx, b.Cid()); has {
+			t.Errorf("%q is still stored", b.RawData())
+		}
+	}
+	if len(dropped) != 3 {
+		t.Fatalf("%d drops told, want 3", len(dropped))
 	}
 }

@@ -57,6 +57,12 @@ func newShoalHome(t *testing.T, listen string, args []string) *shoalDaemon {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(home) })
+	return newShoalHomeAt(t, home, listen, args)
+}
+
+// newShoalHomeAt is newShoalHome in a directory of the caller's.
+func newShoalHomeAt(t *testing.T, home, listen string, args []string) *shoalDaemon {
+	t.Helper()
 	d := &shoalDaemon{bin: shoalBinary(t), home: home, args: args}
 	d.run(t, "init", "--mdns=false", "--listen", listen, "--registry-listen", "127.0.0.1:0")
 	return d
