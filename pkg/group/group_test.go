@@ -109,9 +109,19 @@ var testKey = []byte("0123456789abcdef0123456789abcdef")
 
 func startMemberWithKey(t *testing.T, n *node.Node, grace time.Duration, key []byte) *member {
 	t.Helper()
+	return startMemberWith(t, n, grace, key, nil)
+}
+
+// startMemberWith starts a member of group "test" with key, setup (if
+// any) changing it before it runs.
+func startMemberWith(t *testing.T, n *node.Node, grace time.Duration, key []byte, setup func(*Group)) *member {
+	t.Helper()
 	g, err := New(n, "test", n.Metadata("group/test"), Options{Grace: grace, FetchTimeout: 20 * time.Second, Key: key})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(g)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
