@@ -159,7 +159,9 @@ func (l *lines) write(v any) error {
 }
 
 // readLine reads up to and including the next newline, at most max bytes
-// before it; a last line without one counts.
+// before it. Every message ends with one, so a stream that ends before it
+// was cut short: that is an error of the stream, not a malformed message,
+// and does not make a member that crashed mid-message an outsider.
 func readLine(r *bufio.Reader, max int) ([]byte, error) {
 	var line []byte
 	for {
@@ -177,7 +179,7 @@ func readLine(r *bufio.Reader, max int) ([]byte, error) {
 			return line, nil
 		case errors.Is(err, bufio.ErrBufferFull):
 		case errors.Is(err, io.EOF) && len(line) > 0:
-			return line, nil
+			return nil, fmt.Errorf("read group message: %w", io.ErrUnexpectedEOF)
 		default:
 			return nil, fmt.Errorf("read group message: %w", err)
 		}

@@ -110,6 +110,14 @@ func TestMessagesAreBounded(t *testing.T) {
 	if line, err := readLine(r, maxHandshake); err != nil || string(line) != "next\n" {
 		t.Errorf("the next line: %q, %v", line, err)
 	}
+	k := keyring{key: testKey, proto: Protocol("test")}
+	cut := struct {
+		io.Reader
+		io.Writer
+	}{strings.NewReader(`{"Nonce":"AQEBAQEBAQEBAQEB`), io.Discard}
+	if err := k.accept(newLines(cut), "member", "crashed"); !errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, errNotMember) {
+		t.Errorf("a handshake cut short: %v; want a broken stream, not an outsider", err)
+	}
 }
 
 // TestGroupKeyFiles: a new key reads back; a missing file, one others may
