@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -327,5 +328,76 @@ func TestContainerdConfigNamesTheHomesSockets(t *testing.T) {
 				t.Errorf("version %s: no %q in\n%s", version, w, out)
 			}
 		}
+	}
+}
+
+// TestGroupMembersProveTheKey: a daemon refuses --group without a group
+// key, or with one others may read; two daemons with the same key shard an
+// image between them, and a third, in the same group by name but with
+// another key, is no member.
+func TestGroupMembersProveTheKey(t *testing.T) {
+	a, b, c := t.TempDir(), t.TempDir(), t.TempDir()
+	key := mustRun(t, a, "group", "key")
+	if other := mustRun(t, a, "group", "key"); other == key {
+		t.Fatal("two group keys alike")
+	}
+	mustRun(t, a, "init", "--mdns=false")
+	refused := func(want string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, shoalBin, "daemon", "--no-mdns", "--group", "builders", "--listen", "/ip4/127.0.0.1/tcp/0", "--registry-listen", "")
+		cmd.Env = append(os.Environ(), "SHOAL_HOME="+a)
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), want) {
+			t.Errorf("daemon --group: %v, %s; want a refusal saying %q", err, out, want)
+		}
+	}
+	refused("shoal group key")
+	if err := os.WriteFile(filepath.Join(a, "group.key"), []byte(key), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	refused("chmod 600")
+
+	if err := os.Chmod(filepath.Join(a, "group.key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(b, "group.key"), []byte(key), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(c, "group.key"), []byte(mustRun(t, c, "group", "key")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, addr := startDaemon(t, a, "--group", "builders")
+	startDaemon(t, b, "--group", "builders", "--peer", addr)
+	startDaemon(t, c, "--group", "builders", "--peer", addr)
+	root := lastLine(mustRun(t, a, "push", "oci:"+writeImage(t)+":v1"))
+
+	if out := mustRun(t, a, "shard", root, "--replicas", "1"); !strings.Contains(out, "sharded") {
+		t.Fatalf("shard said %q", out)
+	}
+	var st struct {
+		Members []struct{ Peer string }
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if json.Unmarshal([]byte(mustRun(t, a, "status", root, "--json")), &st) == nil && len(st.Members) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("members: %+v, want the two holding the key", st.Members)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second) // c would have joined, and learnt the record, by now
+	idC := strings.SplitN(mustRun(t, c, "id"), "\n", 2)[0]
+	_ = json.Unmarshal([]byte(mustRun(t, a, "status", root, "--json")), &st)
+	for _, m := range st.Members {
+		if m.Peer == idC {
+			t.Errorf("the daemon with another key counts as a member: %+v", st.Members)
+		}
+	}
+	if r := run(t, c, "status", root); r.code == 0 || !strings.Contains(r.stderr, "not sharded") {
+		t.Errorf("status on the daemon with another key: exit %d, %s%s; want the image unknown to it", r.code, r.stdout, r.stderr)
 	}
 }

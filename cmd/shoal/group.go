@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"text/tabwriter"
+	"time"
 
 	"github.com/shoal-ipfs/shoal/pkg/daemon"
+	"github.com/shoal-ipfs/shoal/pkg/group"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
 	"github.com/spf13/cobra"
@@ -51,8 +53,15 @@ func shardCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer client.Close()
-			if err := client.Shard(cmd.Context(), root, replicas); err != nil {
+			res, err := client.Shard(cmd.Context(), root, replicas)
+			if err != nil {
 				return err
+			}
+			if r := res.Replaced; r != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "the group held a record of %s dated %s, ahead of this member's clock (%d replicas); this one is dated after it and replaces it\n", root, r.Updated.Format(time.RFC3339Nano), r.Replicas)
+			}
+			if r := res.Newer; r != nil {
+				return fmt.Errorf("a member holds a newer record of %s (%d replicas, dated %s), which overrides this one; `shoal shard` again replaces it", root, r.Replicas, r.Updated.Format(time.RFC3339Nano))
 			}
 			if remove {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s left the group's care; members drop their chunks at their next gc\n", root)
@@ -107,5 +116,22 @@ func statusCmd(g *globals) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func groupCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "group",
+		Short: "The daemon's group: its key",
+	}
+	c.AddCommand(keyCmd("Print a new group key, which members of a group prove they hold",
+		`Print a new random group key. Every member of a group (shoal daemon
+--group NAME) needs the same key in $SHOAL_HOME/group.key ([group] key),
+readable by its owner only: members prove to each other that they hold
+it, and a peer that does not is no member. Make it once and give it to
+every member over a secure channel, as any secret:
+
+  shoal group key > group.key
+  install -m 0600 group.key $SHOAL_HOME/group.key   # on every member`, group.NewKey))
 	return c
 }

@@ -108,7 +108,7 @@ func daemonCmd(g *globals) *cobra.Command {
 			if cmd.Flags().Changed("registry-listen") {
 				reg.Listen = registryListen
 			}
-			grp := n.Config().Group
+			grp := n.Config().Group.Paths(g.home)
 			if cmd.Flags().Changed("group") {
 				grp.Name = groupName
 			}
@@ -279,24 +279,30 @@ func swarmCmd(g *globals) *cobra.Command {
 		Use:   "swarm",
 		Short: "The node's swarm: private groups",
 	}
-	c.AddCommand(&cobra.Command{
-		Use:   "key",
-		Short: "Print a new swarm key, for a private group",
-		Long: `Print a new random swarm key (kubo's swarm.key format). Nodes that have the
+	c.AddCommand(keyCmd("Print a new swarm key, for a private group",
+		`Print a new random swarm key (kubo's swarm.key format). Nodes that have the
 same key in $SHOAL_HOME/swarm.key ([swarm] key) form a private group: they
 connect only to each other, over TCP. Give it to members over a secure
 channel, as any secret:
 
-  shoal swarm key > $SHOAL_HOME/swarm.key`,
-		Args: exactArgs(0),
+  shoal swarm key > $SHOAL_HOME/swarm.key`, node.NewSwarmKey))
+	return c
+}
+
+// keyCmd is a `key` command that prints what newKey makes.
+func keyCmd(short, long string, newKey func() ([]byte, error)) *cobra.Command {
+	return &cobra.Command{
+		Use:   "key",
+		Short: short,
+		Long:  long,
+		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			key, err := node.NewSwarmKey()
+			key, err := newKey()
 			if err != nil {
 				return err
 			}
 			_, err = cmd.OutOrStdout().Write(key)
 			return err
 		},
-	})
-	return c
+	}
 }

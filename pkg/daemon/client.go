@@ -184,12 +184,13 @@ func (c *Client) Close() error {
 
 // Shard puts the image at root under the daemon's group with replicas
 // copies of each chunk; 0 takes it out.
-func (c *Client) Shard(ctx context.Context, root cid.Cid, replicas int) error {
+func (c *Client) Shard(ctx context.Context, root cid.Cid, replicas int) (group.ShardResult, error) {
+	var res group.ShardResult
 	body, err := json.Marshal(ShardRequest{Root: root.String(), Replicas: replicas})
 	if err != nil {
-		return err
+		return res, err
 	}
-	return c.do(ctx, http.MethodPost, "/v0/shard", bytes.NewReader(body), nil)
+	return res, c.do(ctx, http.MethodPost, "/v0/shard", bytes.NewReader(body), &res)
 }
 
 // Status is how the image at root is spread over the daemon's group.

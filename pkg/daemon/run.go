@@ -32,7 +32,8 @@ type RunOptions struct {
 	Containerd node.ContainerdConfig
 	// Mount is how lazy layers keep what they read, its paths absolute.
 	Mount node.MountConfig
-	// Group makes the daemon a member of a group; an empty Name is none.
+	// Group makes the daemon a member of a group, its paths absolute; an
+	// empty Name is none.
 	Group node.GroupConfig
 	Log   *slog.Logger
 }
@@ -45,6 +46,17 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	srv := NewServer(n, log)
+	var grp *group.Group
+	if cfg := opts.Group; cfg.Name != "" {
+		// Before any server starts: a member without its key is refused.
+		key, err := group.LoadKey(cfg.Key)
+		if err != nil {
+			return fmt.Errorf("group %s: %w", cfg.Name, err)
+		}
+		if grp, err = group.New(n, cfg.Name, n.Metadata("group/"+cfg.Name), group.Options{Grace: cfg.Grace.Duration, FetchTimeout: opts.Registry.FetchTimeout.Duration, Key: key, Log: log}); err != nil {
+			return err
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, ctx := errgroup.WithContext(ctx)
@@ -71,16 +83,10 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 		log.Info("containerd plugins serving", "socket", cfg.Socket, "snapshotter", p.sn != nil, "snapshots", cfg.Root)
 		g.Go(func() error { return p.serve(ctx) })
 	}
-	if cfg := opts.Group; cfg.Name != "" {
-		grp, err := group.New(n, cfg.Name, n.Metadata("group/"+cfg.Name), group.Options{Grace: cfg.Grace.Duration, FetchTimeout: opts.Registry.FetchTimeout.Duration, Log: log})
-		if err != nil {
-			cancel()
-			_ = g.Wait()
-			return err
-		}
+	if grp != nil {
 		srv.group = grp
 		metrics.MustRegister(groupCollector{grp})
-		log.Info("group member", "group", cfg.Name, "protocol", group.Protocol(cfg.Name))
+		log.Info("group member", "group", grp.Name(), "protocol", group.Protocol(grp.Name()), "key", opts.Group.Key)
 		g.Go(func() error { return grp.Run(ctx) })
 	}
 	g.Go(func() error { return srv.Serve(ctx, opts.Socket) })

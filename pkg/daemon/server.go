@@ -375,11 +375,12 @@ func (s *Server) shard(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: CID %q: %v", errBadRequest, req.Root, err))
 		return
 	}
-	if err := s.group.Shard(r.Context(), root, req.Replicas); err != nil {
+	res, err := s.group.Shard(r.Context(), root, req.Replicas)
+	if err != nil {
 		writeError(w, err)
 		return
 	}
-	w.WriteHeader(http.StatusNoContent)
+	writeJSON(w, res)
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {

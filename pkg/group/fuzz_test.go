@@ -25,7 +25,7 @@ func FuzzGroupMessage(f *testing.F) {
 	})
 }
 
-func checkRecords(t *testing.T, ws []wireShard) {
+func checkRecords(t *testing.T, ws []Record) {
 	recs, err := parseShards(ws)
 	if err != nil {
 		return

@@ -3,7 +3,9 @@
 // all of them.
 //
 // Members find each other among their connected peers: a member serves the
-// group's libp2p protocol, and identify tells every peer so. Members tell
+// group's libp2p protocol, and identify tells every peer so. A peer that
+// serves it is only a candidate: it is a member once it proves, on a
+// stream, that it holds the group key (auth.go). Members tell
 // each other which images are sharded and with how many replicas, and each
 // works out the same assignment with no coordinator: every chunk of an
 // image goes to the R members ranked highest for it by rendezvous hashing
@@ -63,7 +65,10 @@ type Options struct {
 	// FetchTimeout bounds how long reading an image's structure waits for
 	// peers.
 	FetchTimeout time.Duration
-	Log          *slog.Logger
+	// Key is the group key (KeySize bytes, see LoadKey), the same on
+	// every member.
+	Key []byte
+	Log *slog.Logger
 }
 
 // DefaultGrace is the grace of a member that went away.
@@ -79,8 +84,10 @@ func CheckName(name string) error {
 	return nil
 }
 
-// Protocol is the libp2p protocol the members of group name serve.
-func Protocol(name string) protocol.ID { return protocol.ID("/shoal/group/" + name + "/1.0.0") }
+// Protocol is the libp2p protocol the members of group name serve. 2.0.0
+// starts every stream with the handshake; members of 1.0.0, which proved
+// nothing, are not candidates.
+func Protocol(name string) protocol.ID { return protocol.ID("/shoal/group/" + name + "/2.0.0") }
 
 // finder is a node on a DHT, through which members that share no
 // connected peer meet: each announces the group's rendezvous CID and looks
@@ -106,24 +113,35 @@ const (
 
 // Group is this node's membership of one group.
 type Group struct {
-	name  string
-	proto protocol.ID
-	n     Node
-	self  peer.ID
-	meta  ds.Batching
-	opts  Options
-	log   *slog.Logger
+	name   string
+	proto  protocol.ID
+	keys   keyring
+	n      Node
+	self   peer.ID
+	meta   ds.Batching
+	opts   Options
+	log    *slog.Logger
+	limits imageLimits
 
-	mu       sync.Mutex
-	shards   map[cid.Cid]Shard
-	lastSeen map[peer.ID]time.Time // other members, when last connected
-	synced   map[peer.ID]bool      // connected members told our records since they connected
-	plans    map[cid.Cid]*plan
-	kept     map[cid.Cid]map[cid.Cid]bool // chunks held, by image
-	dirty    bool                         // records changed since the last reconcile
+	mu         sync.Mutex
+	shards     map[cid.Cid]Shard
+	lastSeen   map[peer.ID]time.Time  // other members (proven), when last connected
+	peers      map[peer.ID]*peerState // connected peers that speak the protocol
+	plans      map[cid.Cid]*plan
+	kept       map[cid.Cid]map[cid.Cid]bool // chunks held, by image
+	tooLarge   map[cid.Cid]Shard            // records whose image is beyond the limits
+	forgotten  []cid.Cid                    // records dropped for room, their holds yet to release
+	dirty      bool                         // records changed since the last reconcile
+	busyWarned time.Time                    // when refusing streams for the bound was last logged
 
-	wake chan struct{}
-	bg   sync.WaitGroup
+	serving  chan struct{} // streams being served
+	planning chan struct{} // images' structures being read
+	wake     chan struct{}
+	bg       sync.WaitGroup
+
+	// beforeSpread, set by tests, runs between writing an operator's
+	// record and telling the members.
+	beforeSpread func()
 }
 
 // Shard is the policy of one image in the group: how many members keep
@@ -141,6 +159,9 @@ func New(n Node, name string, meta ds.Batching, opts Options) (*Group, error) {
 	if err := CheckName(name); err != nil {
 		return nil, err
 	}
+	if len(opts.Key) != KeySize {
+		return nil, fmt.Errorf("group %s: %w: every member needs the same group key of %d bytes", name, ErrNoKey, KeySize)
+	}
 	if n.Host() == nil {
 		return nil, errors.New("group: node is offline")
 	}
@@ -156,12 +177,17 @@ func New(n Node, name string, meta ds.Batching, opts Options) (*Group, error) {
 	}
 	g := &Group{
 		name: name, proto: Protocol(name), n: n, self: n.Host().ID(), meta: meta, opts: opts,
+		keys:     keyring{key: slices.Clone(opts.Key), proto: Protocol(name)},
 		log:      log.With("group", name),
+		limits:   defaultImageLimits,
 		shards:   map[cid.Cid]Shard{},
 		lastSeen: map[peer.ID]time.Time{},
-		synced:   map[peer.ID]bool{},
+		peers:    map[peer.ID]*peerState{},
 		plans:    map[cid.Cid]*plan{},
 		kept:     map[cid.Cid]map[cid.Cid]bool{},
+		tooLarge: map[cid.Cid]Shard{},
+		serving:  make(chan struct{}, maxServing),
+		planning: make(chan struct{}, maxPlanning),
 		wake:     make(chan struct{}, 1),
 	}
 	if err := g.load(context.Background()); err != nil {
@@ -248,40 +274,45 @@ func (g *Group) poke() {
 	}
 }
 
-// observe notes which members are connected, tells new ones our records,
-// and returns the membership as a string that changes when it does.
+// observe notes which members are connected, tells new candidates our
+// records (which proves, or disproves, that they are members), and returns
+// the membership as a string that changes when it does.
 func (g *Group) observe(ctx context.Context) string {
 	h := g.n.Host()
 	now := time.Now()
 	var fresh []peer.ID
 	connected := map[peer.ID]bool{}
 	for _, p := range h.Network().Peers() {
-		if ok, err := h.Peerstore().SupportsProtocols(p, g.proto); err != nil || len(ok) == 0 {
-			continue
-		}
 		connected[p] = true
+		candidate := false
+		if ok, err := h.Peerstore().SupportsProtocols(p, g.proto); err == nil && len(ok) > 0 {
+			candidate = true
+		}
 		g.mu.Lock()
-		g.lastSeen[p] = now
-		if !g.synced[p] {
-			g.synced[p] = true
+		st := g.peers[p]
+		if st == nil && candidate {
+			st = g.peerOf(p)
+		}
+		if st != nil && st.verified {
+			g.lastSeen[p] = now
+		}
+		if candidate && !st.synced && now.After(st.retry) {
+			st.synced = true
 			fresh = append(fresh, p)
 		}
 		g.mu.Unlock()
 	}
 	g.mu.Lock()
-	for p := range g.synced {
+	for p := range g.peers {
 		if !connected[p] {
-			delete(g.synced, p)
+			delete(g.peers, p)
 		}
 	}
 	g.mu.Unlock()
 	for _, p := range fresh {
 		g.bg.Go(func() {
 			if err := g.sync(ctx, p); err != nil {
-				g.log.Debug("telling a member our records failed", "peer", p, "err", err)
-				g.mu.Lock()
-				delete(g.synced, p) // again at the next tick
-				g.mu.Unlock()
+				g.log.Debug("exchanging records with a candidate failed", "peer", p, "err", err)
 			}
 		})
 	}
@@ -289,7 +320,8 @@ func (g *Group) observe(ctx context.Context) string {
 }
 
 // Members are the group's members as this one sees them, itself included:
-// those connected, and those gone for less than the grace. Sorted.
+// those connected that proved the group key, and those gone for less than
+// the grace. Sorted.
 func (g *Group) Members() []peer.ID {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -303,34 +335,81 @@ func (g *Group) Members() []peer.ID {
 	return out
 }
 
+// ShardResult is what became of the record Shard wrote.
+type ShardResult struct {
+	// Record is the record written.
+	Record Record `json:"Record"`
+	// Replaced is the record it replaced, when that one was dated ahead of
+	// this member's clock (by a member whose clock runs fast, most
+	// likely): Record is dated just after it, so that it wins.
+	Replaced *Record `json:"Replaced,omitempty"`
+	// Newer is a record a member answered with, newer than Record, which
+	// the group keeps instead (another operator's, most likely).
+	Newer *Record `json:"Newer,omitempty"`
+}
+
 // Shard puts the image at root under the group's care with replicas
 // copies of each chunk (0 takes it out), and tells the connected members.
-func (g *Group) Shard(ctx context.Context, root cid.Cid, replicas int) error {
-	if replicas < 0 {
-		return fmt.Errorf("shard %s: replicas %d: want 0 or more", root, replicas)
+// The record is the group's latest: it learns first what the connected
+// members hold, and is dated after it, whatever their clocks say.
+func (g *Group) Shard(ctx context.Context, root cid.Cid, replicas int) (ShardResult, error) {
+	if replicas < 0 || replicas > maxReplicas {
+		return ShardResult{}, fmt.Errorf("shard %s: replicas %d: want 0 to %d", root, replicas, maxReplicas)
 	}
 	if replicas > 0 {
 		if _, err := g.plan(ctx, root); err != nil {
-			return fmt.Errorf("shard %s: %w", root, err)
+			return ShardResult{}, fmt.Errorf("shard %s: %w", root, err)
 		}
 	}
-	rec := Shard{Root: root, Replicas: replicas, Updated: time.Now().UTC()}
-	if _, err := g.merge(ctx, []Shard{rec}); err != nil {
-		return fmt.Errorf("shard %s: %w", root, err)
+	g.syncMembers(ctx)
+	now := time.Now().UTC()
+	g.mu.Lock()
+	old, had := g.shards[root]
+	g.mu.Unlock()
+	rec := Shard{Root: root, Replicas: replicas, Updated: now}
+	if had && !now.After(old.Updated) {
+		rec.Updated = old.Updated.Add(time.Millisecond)
 	}
+	if _, refused, err := g.merge(ctx, []Shard{rec}); err != nil {
+		return ShardResult{}, fmt.Errorf("shard %s: %w", root, err)
+	} else if len(refused) > 0 {
+		return ShardResult{}, fmt.Errorf("shard %s: the group keeps at most %d records and none of them is of an image out of its care; take images out first (`shoal shard CID --remove`)", root, maxRecords)
+	}
+	if g.beforeSpread != nil {
+		g.beforeSpread()
+	}
+	g.syncMembers(ctx)
+	g.poke()
+	res := ShardResult{Record: toRecord(rec)}
+	if had && old.Updated.After(now) {
+		r := toRecord(old)
+		res.Replaced = &r
+	}
+	g.mu.Lock()
+	cur := g.shards[root]
+	g.mu.Unlock()
+	if newer(cur, rec) {
+		r := toRecord(cur)
+		res.Newer = &r
+		g.log.Warn("a member holds a newer record of the image just sharded, which overrides it", "image", root, "replicas", cur.Replicas, "dated", cur.Updated)
+	}
+	return res, nil
+}
+
+// syncMembers exchanges records with every connected member; those that
+// fail are tried again at the next observe.
+func (g *Group) syncMembers(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, p := range g.Members() {
 		if p != g.self && g.n.Host().Network().Connectedness(p) == network.Connected {
 			wg.Go(func() {
 				if err := g.sync(ctx, p); err != nil {
-					g.log.Warn("telling a member about a shard failed; it learns at the next sync", "peer", p, "err", err)
+					g.log.Warn("exchanging records with a member failed; trying again soon", "peer", p, "err", err)
 				}
 			})
 		}
 	}
 	wg.Wait()
-	g.poke()
-	return nil
 }
 
 // Shards lists the records this member knows, images out of care included.
@@ -355,6 +434,11 @@ func newer(a, b Shard) bool {
 	return a.Replicas > b.Replicas
 }
 
+// same reports whether a and b are the same record.
+func same(a, b Shard) bool {
+	return a.Root == b.Root && a.Replicas == b.Replicas && a.Updated.Equal(b.Updated)
+}
+
 // holdName is the node hold under which this member keeps its share.
 func (g *Group) holdName(root cid.Cid) string { return "group/" + g.name + "/" + root.String() }
 
@@ -367,22 +451,37 @@ type plan struct {
 }
 
 // plan reads the structure of the image at root (fetching its documents
-// and the nodes above its chunks, never the chunks) and divides it.
+// and the nodes above its chunks, never the chunks) and divides it. It
+// refuses an image beyond g.limits as soon as it sees it is.
 func (g *Group) plan(ctx context.Context, root cid.Cid) (*plan, error) {
-	g.mu.Lock()
-	p, ok := g.plans[root]
-	g.mu.Unlock()
-	if ok {
+	cached := func() *plan {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.plans[root]
+	}
+	if p := cached(); p != nil {
 		return p, nil
+	}
+	select {
+	case g.planning <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-g.planning }()
+	if p := cached(); p != nil {
+		return p, nil // read by another meanwhile
 	}
 	tree, err := image.ReadTree(ctx, g.n, root, g.opts.FetchTimeout)
 	if err != nil {
 		return nil, err
 	}
+	if err := g.limits.checkTree(tree); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, g.opts.FetchTimeout)
 	defer cancel()
 	session := merkledag.NewSession(ctx, g.n.DAG())
-	p = &plan{}
+	p := &plan{}
 	seen := map[cid.Cid]bool{}
 	for _, c := range tree.CIDs {
 		if c.Prefix().Codec == cid.Raw {
@@ -400,6 +499,9 @@ func (g *Group) plan(ctx context.Context, root cid.Cid) (*plan, error) {
 				p.chunks = append(p.chunks, l)
 				p.size += l.Size
 			}
+		}
+		if err := g.limits.checkPlan(p); err != nil {
+			return nil, err
 		}
 	}
 	g.mu.Lock()
@@ -450,6 +552,18 @@ func share(p *plan, members []peer.ID, self peer.ID, replicas int) []blob.Leaf {
 func (g *Group) reconcile(ctx context.Context) error {
 	members := g.Members()
 	var errs []error
+	g.mu.Lock()
+	forgotten := g.forgotten
+	g.forgotten = nil
+	g.mu.Unlock()
+	for _, root := range forgotten {
+		if err := g.n.Release(ctx, g.holdName(root)); err != nil {
+			errs = append(errs, fmt.Errorf("image %s: %w", root, err))
+			g.mu.Lock()
+			g.forgotten = append(g.forgotten, root)
+			g.mu.Unlock()
+		}
+	}
 	for _, rec := range g.Shards() {
 		if err := g.keep(ctx, rec, members); err != nil {
 			errs = append(errs, fmt.Errorf("image %s: %w", rec.Root, err))
@@ -466,7 +580,21 @@ func (g *Group) keep(ctx context.Context, rec Shard, members []peer.ID) error {
 		g.mu.Unlock()
 		return g.n.Release(ctx, name)
 	}
+	g.mu.Lock()
+	refused := same(g.tooLarge[rec.Root], rec)
+	g.mu.Unlock()
+	if refused {
+		return nil
+	}
 	p, err := g.plan(ctx, rec.Root)
+	if errors.Is(err, errTooLarge) {
+		// Not tried again until the record changes: the image does not.
+		g.mu.Lock()
+		g.tooLarge[rec.Root] = rec
+		g.mu.Unlock()
+		g.log.Warn("keeping no share of an image beyond the group's limits", "image", rec.Root, "err", err)
+		return nil
+	}
 	if err != nil {
 		return err
 	}

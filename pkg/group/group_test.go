@@ -101,9 +101,27 @@ type member struct {
 
 func startMember(t *testing.T, n *node.Node, grace time.Duration) *member {
 	t.Helper()
-	g, err := New(n, "test", n.Metadata("group/test"), Options{Grace: grace, FetchTimeout: 20 * time.Second})
+	return startMemberWithKey(t, n, grace, testKey)
+}
+
+// testKey is the group key of the members tests start.
+var testKey = []byte("0123456789abcdef0123456789abcdef")
+
+func startMemberWithKey(t *testing.T, n *node.Node, grace time.Duration, key []byte) *member {
+	t.Helper()
+	return startMemberWith(t, n, grace, key, nil)
+}
+
+// startMemberWith starts a member of group "test" with key, setup (if
+// any) changing it before it runs.
+func startMemberWith(t *testing.T, n *node.Node, grace time.Duration, key []byte, setup func(*Group)) *member {
+	t.Helper()
+	g, err := New(n, "test", n.Metadata("group/test"), Options{Grace: grace, FetchTimeout: 20 * time.Second, Key: key})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(g)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -168,7 +186,7 @@ func TestGroupShardsAnImageAndServesItWithoutTheOrigin(t *testing.T) {
 	a, b, c := startMember(t, na, 2*time.Second), startMember(t, nb, 2*time.Second), startMember(t, nc, 2*time.Second)
 	waitFor(t, "three members", func() bool { return len(a.g.Members()) == 3 && len(c.g.Members()) == 3 })
 
-	if err := a.g.Shard(ctx, root, 1); err != nil {
+	if _, err := a.g.Shard(ctx, root, 1); err != nil {
 		t.Fatal(err)
 	}
 	st := waitStatus(t, c, root, "the image spread over three members", func(s Status) bool {
@@ -235,7 +253,7 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 func TestShardRecordsLastWriterWins(t *testing.T) {
 	ctx := context.Background()
 	n := testnode.Online(t, "/tcp/")
-	g, err := New(n, "lww", n.Metadata("group/lww"), Options{})
+	g, err := New(n, "lww", n.Metadata("group/lww"), Options{Key: testKey})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,11 +264,11 @@ func TestShardRecordsLastWriterWins(t *testing.T) {
 		{Root: root, Replicas: 3, Updated: t0},                  // older: ignored
 		{Root: root, Replicas: 1, Updated: t0.Add(time.Minute)}, // same instant, fewer: ignored
 	} {
-		if _, err := g.merge(ctx, []Shard{rec}); err != nil {
+		if _, _, err := g.merge(ctx, []Shard{rec}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	g2, err := New(n, "lww", n.Metadata("group/lww"), Options{})
+	g2, err := New(n, "lww", n.Metadata("group/lww"), Options{Key: testKey})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -110,6 +110,16 @@ type GroupConfig struct {
 	// Grace is how long a member that went away still counts as one, so
 	// that restarts and short partitions move no data.
 	Grace Duration `toml:"grace"`
+	// Key is the group key file (`shoal group key`; relative paths are
+	// under $SHOAL_HOME), the same on every member: members prove they
+	// hold it. It must be readable by its owner only.
+	Key string `toml:"key"`
+}
+
+// Paths returns c with its paths absolute, relative ones taken under home.
+func (c GroupConfig) Paths(home string) GroupConfig {
+	c.Key = underHome(home, c.Key)
+	return c
 }
 
 // MountConfig is what lazy mounts (`shoal mount`, the snapshotter) keep
@@ -199,7 +209,7 @@ func DefaultConfig() Config {
 		Daemon:     DaemonConfig{Socket: "shoal.sock"},
 		Registry:   RegistryConfig{Listen: "127.0.0.1:5050", FetchTimeout: Duration{30 * time.Second}},
 		Containerd: ContainerdConfig{Socket: "containerd.sock", Root: "snapshotter", FetchTimeout: Duration{30 * time.Second}},
-		Group:      GroupConfig{Grace: Duration{time.Minute}},
+		Group:      GroupConfig{Grace: Duration{time.Minute}, Key: "group.key"},
 		Mount:      MountConfig{FileCache: "filecache", FileCacheSize: 4 << 30},
 	}
 }

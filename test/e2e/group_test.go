@@ -27,7 +27,8 @@ type groupStatus struct {
 // picture: three daemons in a group, each behind a 100 Mbit/s link, shard
 // the Debian image with one replica, so each keeps about a third of it.
 // The origin that pushed it goes away, and a fourth host that reaches only
-// the three pulls the whole image, every blob verified.
+// the three pulls the whole image, every blob verified. The members share
+// a group key.
 func TestGroupShardsTheImageAndServesItWithoutTheOrigin(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -40,13 +41,22 @@ func TestGroupShardsTheImageAndServesItWithoutTheOrigin(t *testing.T) {
 		t.Errorf("shard on a daemon in no group: %v, %s", err, msg)
 	}
 
+	// Every member holds the same group key; the origin, which has none,
+	// is no member.
+	key := origin.run(t, "group", "key")
 	var members []*shoalDaemon
 	for _, h := range tb.Hosts[1:4] {
 		args := []string{"--group", "talk", "--peer", origin.Peer}
 		if len(members) > 0 {
 			args = append(args, "--peer", members[len(members)-1].Peer) // the third meets the first through the second
 		}
-		members = append(members, startShoalDaemonOn(t, h, args...))
+		d := newShoalHome(t, "/ip4/"+h.Addr+"/tcp/4051", args)
+		if err := os.WriteFile(filepath.Join(d.home, "group.key"), []byte(key), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		d.host = &h
+		d.start(t)
+		members = append(members, d)
 	}
 	members[0].run(t, "shard", root, "--replicas", "1")
 
