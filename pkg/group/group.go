@@ -606,10 +606,18 @@ func (g *Group) keep(ctx context.Context, rec Shard, members []peer.ID) error {
 		kept[l.CID] = true
 	}
 	start := time.Now()
-	if err := g.n.Fetch(ctx, keep); err != nil {
-		return err
-	}
-	if err := g.n.HoldBlocks(ctx, name, keep...); err != nil {
+	// The share is fetched and held under a lease, so that a collection in
+	// between takes neither what was fetched nor what was already here.
+	err = image.WithLease(ctx, g.n, func(l image.Lease) error {
+		if err := l.Keep(ctx, keep...); err != nil {
+			return err
+		}
+		if err := g.n.Fetch(ctx, keep); err != nil {
+			return err
+		}
+		return g.n.HoldBlocks(ctx, name, keep...)
+	})
+	if err != nil {
 		return err
 	}
 	g.mu.Lock()
