@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -129,8 +130,12 @@ func TestFaultCampaign(t *testing.T) {
 	var c campaign
 	defer c.report(t)
 
-	origin := startShoalDaemon(t)
-	node := startShoalDaemon(t)
+	// The origin and the node are members of a group; an outsider with a
+	// key of its own, connected to both, claims to be one.
+	key := startShoalDaemon(t).run(t, "group", "key")
+	origin := startGroupMember(t, "campaign", key)
+	node := startGroupMember(t, "campaign", key, "--peer", origin.Peer)
+	outsider := startGroupMember(t, "campaign", node.run(t, "group", "key"), "--peer", origin.Peer, "--peer", node.Peer)
 	// The image pulled again and again from the origin.
 	pulled := lastLine(origin.run(t, "push", "oci:"+testimage.IndexLayout(t, 101, 24<<20, 3<<20)+":v1"))
 	// The image whose pack is corrupted on the node; the origin holds it too,
@@ -153,6 +158,15 @@ func TestFaultCampaign(t *testing.T) {
 	f.WriteAt([]byte("sixteen bad byte"), 1<<20)
 	f.Close()
 	c.note("packs corrupted")
+
+	// The group keeps the pulled image on both members; the outsider
+	// shards it with one replica and shards content of its own, which no
+	// member may take on.
+	origin.run(t, "shard", pulled, "--replicas", "2")
+	junk := lastLine(outsider.run(t, "push", "oci:"+testimage.IndexLayout(t, 103, 4<<20)+":v1"))
+	outsider.command("shard", pulled, "--replicas", "1").Run()
+	outsider.run(t, "shard", junk, "--replicas", "2")
+	c.note("outsider shard records sent")
 
 	var done atomic.Bool
 	var wg sync.WaitGroup
@@ -269,6 +283,19 @@ func TestFaultCampaign(t *testing.T) {
 		}
 		c.note("registry images whole at the end")
 	}
+	// The members kept their own record and took none of the outsider's.
+	for _, m := range []*shoalDaemon{origin, node} {
+		var st groupStatus
+		out, err := m.command("status", pulled, "--json").Output()
+		if err != nil || json.Unmarshal(out, &st) != nil || st.Replicas != 2 || len(st.Members) != 2 {
+			c.fail("a member's record of the sharded image changed: %+v (%v)", st, err)
+		}
+		if out, err := m.command("status", junk).CombinedOutput(); err == nil {
+			c.fail("a member took on the outsider's image:\n%s", out)
+		} else {
+			c.note("outsider records ignored by a member")
+		}
+	}
 	out, err := node.command("verify", "--repair").CombinedOutput()
 	if err != nil {
 		c.fail("verify --repair at the end: %v\n%s", err, out)
@@ -276,6 +303,17 @@ func TestFaultCampaign(t *testing.T) {
 	if out := node.run(t, "verify"); !strings.Contains(out, "0 corrupt, 0 missing") {
 		c.fail("verify at the end: %s", out)
 	}
+}
+
+// startGroupMember starts a daemon in group name with the group key key.
+func startGroupMember(t *testing.T, group, key string, args ...string) *shoalDaemon {
+	t.Helper()
+	d := newShoalHome(t, "/ip4/127.0.0.1/tcp/0", append([]string{"--group", group}, args...))
+	if err := os.WriteFile(filepath.Join(d.home, "group.key"), []byte(key), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.start(t)
+	return d
 }
 
 // largestLayerOf is the largest layer's digest of testimage's image of
