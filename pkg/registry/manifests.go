@@ -196,11 +196,8 @@ func (rg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt route
 			return errManifestBlobUnknown.with("%s", b.Digest)
 		}
 	}
-	c, err := rg.store.Add(ctx, bytes.NewReader(data))
+	c, err := rg.addHeld(ctx, manifestHold(rt.name, d), bytes.NewReader(data))
 	if err != nil {
-		return fmt.Errorf("add manifest %s: %w", d, err)
-	}
-	if err := rg.store.Hold(ctx, manifestHold(rt.name, d), c); err != nil {
 		return fmt.Errorf("manifest %s: %w", d, err)
 	}
 	rec := manifestRecord{MediaType: mediaType, CID: c.String(), Size: int64(len(data)), ArtifactType: f.ArtifactType, Annotations: f.Annotations}

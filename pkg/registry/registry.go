@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -309,6 +310,20 @@ func writeJSON(w http.ResponseWriter, r *http.Request, contentType string, v any
 		_, _ = w.Write(data)
 	}
 	return nil
+}
+
+// addHeld adds r to the store and holds it under hold, under a lease so
+// that a collection between the two does not take what was added.
+func (rg *Registry) addHeld(ctx context.Context, hold string, r io.Reader) (cid.Cid, error) {
+	var c cid.Cid
+	err := image.WithLease(ctx, rg.store, func(image.Lease) error {
+		var err error
+		if c, err = rg.store.Add(ctx, r); err != nil {
+			return fmt.Errorf("add: %w", err)
+		}
+		return rg.store.Hold(ctx, hold, c)
+	})
+	return c, err
 }
 
 // newID names an upload: 32 hex digits.
