@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/shoal-ipfs/shoal/internal/testnode"
@@ -49,5 +53,160 @@ func TestRangesEndingPastAnyBlob(t *testing.T) {
 		if res.ContentLength != int64(len(c.want)) || res.Header.Get("Content-Range") != want {
 			t.Errorf("%s: Content-Length %d, Content-Range %q, want %d, %q", c.rng, res.ContentLength, res.Header.Get("Content-Range"), len(c.want), want)
 		}
+	}
+}
+
+// openFiles counts this process's open file descriptors.
+func openFiles(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	return len(fds)
+}
+
+// clientFrom is an HTTP client whose connections come from the loopback
+// address ip, so that a test can be several clients.
+func clientFrom(ip string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext}, Timeout: time.Minute}
+}
+
+// tooMany checks that res is the spec's 429 with a Retry-After.
+func tooMany(t *testing.T, what string, res *http.Response) {
+	t.Helper()
+	if res.StatusCode != http.StatusTooManyRequests || errorCode(t, res) != "TOOMANYREQUESTS" || res.Header.Get("Retry-After") == "" {
+		t.Errorf("%s: %d, Retry-After %q; want 429 TOOMANYREQUESTS with Retry-After", what, res.StatusCode, res.Header.Get("Retry-After"))
+	}
+}
+
+// TestUnfinishedUploadsHoldNoFiles: sessions started and left unfinished,
+// with bytes in them, keep no file open between requests.
+func TestUnfinishedUploadsHoldNoFiles(t *testing.T) {
+	n := testnode.Offline(t, t.TempDir())
+	defer n.Close()
+	host, _ := serve(t, n)
+	c := clientFrom("127.0.0.1")
+	send(t, c, http.MethodGet, "http://"+host+"/v2/", nil) // the connection, kept alive
+	before := openFiles(t)
+	const sessions = 64
+	for i := range sessions {
+		res := send(t, c, http.MethodPost, "http://"+host+"/v2/app/blobs/uploads/", nil)
+		if res.StatusCode != http.StatusAccepted {
+			t.Fatalf("session %d: %d", i, res.StatusCode)
+		}
+		io.Copy(io.Discard, res.Body)
+		res = send(t, c, http.MethodPatch, "http://"+host+res.Header.Get("Location"), strings.NewReader("some bytes"), "Content-Range", "0-9")
+		if res.StatusCode != http.StatusAccepted {
+			t.Fatalf("session %d: PATCH %d", i, res.StatusCode)
+		}
+		io.Copy(io.Discard, res.Body)
+	}
+	if grown := openFiles(t) - before; grown >= sessions/2 {
+		t.Errorf("%d unfinished uploads hold %d more open files", sessions, grown)
+	}
+}
+
+// TestUploadSessionsAreBounded: past the bounds on sessions, in all and
+// per client, a new upload gets 429 until one ends.
+func TestUploadSessionsAreBounded(t *testing.T) {
+	n := testnode.Offline(t, t.TempDir())
+	defer n.Close()
+	host, _ := serve(t, n, WithUploadLimits(UploadLimits{Sessions: 4, PerClient: 2}))
+	start := "http://" + host + "/v2/app/blobs/uploads/"
+	a, b, c := clientFrom("127.0.0.1"), clientFrom("127.0.0.2"), clientFrom("127.0.0.3")
+	var first string
+	for i := range 2 {
+		res := send(t, a, http.MethodPost, start, nil)
+		if res.StatusCode != http.StatusAccepted {
+			t.Fatalf("session %d of a client: %d", i, res.StatusCode)
+		}
+		if i == 0 {
+			first = res.Header.Get("Location")
+		}
+	}
+	tooMany(t, "a third session of one client", send(t, a, http.MethodPost, start, nil))
+	data := []byte("a whole blob in one request")
+	tooMany(t, "a third, monolithic, upload of one client", send(t, a, http.MethodPost, start+"?digest="+digest.FromBytes(data).String(), bytes.NewReader(data)))
+	for i := range 2 {
+		if res := send(t, b, http.MethodPost, start, nil); res.StatusCode != http.StatusAccepted {
+			t.Fatalf("session %d of another client: %d", i, res.StatusCode)
+		}
+	}
+	tooMany(t, "a fifth session in all", send(t, c, http.MethodPost, start, nil))
+	if res := send(t, a, http.MethodDelete, "http://"+host+first, nil); res.StatusCode != http.StatusNoContent {
+		t.Fatalf("cancel: %d", res.StatusCode)
+	}
+	if res := send(t, c, http.MethodPost, start, nil); res.StatusCode != http.StatusAccepted {
+		t.Errorf("a session after one ended: %d", res.StatusCode)
+	}
+}
+
+// TestUploadBytesAreBounded: the bytes of unfinished uploads together
+// stay under their bound; a part past it gets 429 and the upload stays
+// usable where it was.
+func TestUploadBytesAreBounded(t *testing.T) {
+	n := testnode.Offline(t, t.TempDir())
+	defer n.Close()
+	host, _ := serve(t, n, WithUploadLimits(UploadLimits{Bytes: 1000}))
+	u := "http://" + host
+	res := do(t, http.MethodPost, u+"/v2/app/blobs/uploads/", nil)
+	one := res.Header.Get("Location")
+	if res := do(t, http.MethodPatch, u+one, bytes.NewReader(make([]byte, 600)), "Content-Range", "0-599"); res.StatusCode != http.StatusAccepted {
+		t.Fatalf("600 bytes: %d", res.StatusCode)
+	}
+	res = do(t, http.MethodPost, u+"/v2/app/blobs/uploads/", nil)
+	two := res.Header.Get("Location")
+	tooMany(t, "600 bytes more", do(t, http.MethodPatch, u+two, bytes.NewReader(make([]byte, 600)), "Content-Range", "0-599"))
+	// Streamed, without a length: what fits is kept.
+	tooMany(t, "600 bytes more, streamed", do(t, http.MethodPatch, u+two, io.MultiReader(bytes.NewReader(make([]byte, 600)))))
+	res = do(t, http.MethodGet, u+two, nil)
+	if res.StatusCode != http.StatusNoContent || res.Header.Get("Range") != "0-399" {
+		t.Errorf("upload after a part past the bound: %d, Range %q, want 204 0-399", res.StatusCode, res.Header.Get("Range"))
+	}
+	big := make([]byte, 2000)
+	tooMany(t, "a monolithic upload past the bound", do(t, http.MethodPost, u+"/v2/app/blobs/uploads/?digest="+digest.FromBytes(big).String(), bytes.NewReader(big)))
+	if res := do(t, http.MethodDelete, u+one, nil); res.StatusCode != http.StatusNoContent {
+		t.Fatalf("cancel: %d", res.StatusCode)
+	}
+	d := pushBlob(t, host, "app", make([]byte, 500))
+	if res := do(t, http.MethodHead, u+"/v2/app/blobs/"+d.String(), nil); res.StatusCode != http.StatusOK {
+		t.Errorf("blob uploaded once room was made: %d", res.StatusCode)
+	}
+}
+
+// slowReader sends its bytes one at a time, a pause before each.
+type slowReader struct {
+	data  []byte
+	pause time.Duration
+}
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	if len(s.data) == 0 {
+		return 0, io.EOF
+	}
+	time.Sleep(s.pause)
+	p[0] = s.data[0]
+	s.data = s.data[1:]
+	return 1, nil
+}
+
+// TestUploadIdleCountsFromTheLastRequestsEnd: a part that takes longer
+// to arrive than the idle bound does not leave its upload to expire as
+// soon as it ends.
+func TestUploadIdleCountsFromTheLastRequestsEnd(t *testing.T) {
+	n := testnode.Offline(t, t.TempDir())
+	defer n.Close()
+	const idle = 300 * time.Millisecond
+	host, rg := serve(t, n, WithUploadLimits(UploadLimits{Idle: idle}))
+	u := "http://" + host
+	loc := do(t, http.MethodPost, u+"/v2/app/blobs/uploads/", nil).Header.Get("Location")
+	if res := do(t, http.MethodPatch, u+loc, &slowReader{data: []byte("0123456789"), pause: idle / 5}); res.StatusCode != http.StatusAccepted {
+		t.Fatalf("slow part: %d", res.StatusCode)
+	}
+	rg.uploads.expire(time.Now().Add(-idle))
+	if res := do(t, http.MethodGet, u+loc, nil); res.StatusCode != http.StatusNoContent {
+		t.Errorf("upload right after a slow part: %d", res.StatusCode)
 	}
 }

@@ -55,9 +55,11 @@ type Registry struct {
 	timeout time.Duration
 	maxDoc  int64
 	uploads *uploads
-	trees   *treeCache
-	metrics *metrics
-	auth    *auth // nil: no credentials needed
+	// uploadLimits are the options' bounds, defaults not yet applied.
+	uploadLimits UploadLimits
+	trees        *treeCache
+	metrics      *metrics
+	auth         *auth // nil: no credentials needed
 	// verified remembers blobs whose CID and digest are known to match.
 	verified *lru.Cache[string, struct{}]
 }
@@ -107,21 +109,23 @@ func New(store Store, meta ds.Batching, uploadDir string, opts ...Option) (*Regi
 	if err := os.MkdirAll(uploadDir, 0o700); err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	rg.uploads = newUploads(uploadDir)
+	rg.uploads = newUploads(uploadDir, rg.uploadLimits.withDefaults())
 	rg.verified, _ = lru.New[string, struct{}](1 << 16)
 	rg.trees = newTreeCache(rg)
 	return rg, nil
 }
 
 // Run expires idle uploads until ctx ends, then drops the rest. It runs
-// beside whatever serves the registry.
+// beside whatever serves the registry. An idle upload goes within a
+// tenth of the idle bound past it.
 func (rg *Registry) Run(ctx context.Context) {
-	janitor := time.NewTicker(time.Minute)
+	idle := rg.uploads.limits.Idle
+	janitor := time.NewTicker(min(max(idle/10, time.Second), time.Minute))
 	defer janitor.Stop()
 	for {
 		select {
 		case <-janitor.C:
-			rg.uploads.expire(time.Now().Add(-uploadIdle))
+			rg.uploads.expire(time.Now().Add(-idle))
 		case <-ctx.Done():
 			rg.uploads.expire(time.Now().Add(time.Hour))
 			return

@@ -53,6 +53,12 @@ func ref(t *testing.T, s string) name.Reference {
 
 func do(t *testing.T, method, url string, body io.Reader, hdr ...string) *http.Response {
 	t.Helper()
+	return send(t, http.DefaultClient, method, url, body, hdr...)
+}
+
+// send makes a request with client c; hdr are header names and values.
+func send(t *testing.T, c *http.Client, method, url string, body io.Reader, hdr ...string) *http.Response {
+	t.Helper()
 	req, err := http.NewRequest(method, url, body)
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +66,7 @@ func do(t *testing.T, method, url string, body io.Reader, hdr ...string) *http.R
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
