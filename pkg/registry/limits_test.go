@@ -2,14 +2,21 @@ package registry
 
 import (
 	"bytes"
+	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/ipfs/go-cid"
+	mh "github.com/multiformats/go-multihash"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/shoal-ipfs/shoal/internal/testnode"
@@ -209,4 +216,113 @@ func TestUploadIdleCountsFromTheLastRequestsEnd(t *testing.T) {
 	if res := do(t, http.MethodGet, u+loc, nil); res.StatusCode != http.StatusNoContent {
 		t.Errorf("upload right after a slow part: %d", res.StatusCode)
 	}
+}
+
+// randomCID names content that nobody has.
+func randomCID(t *testing.T) cid.Cid {
+	t.Helper()
+	b := make([]byte, 32)
+	rand.Read(b)
+	h, err := mh.Sum(b, mh.SHA2_256, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cid.NewCidV1(cid.Raw, h)
+}
+
+// TestRequestsForUnknownImagesStopWhenTheirClientsLeave: the work of a
+// request for an image nobody has, fetching its tree from peers, ends
+// when the client goes away, not when the fetch timeout does.
+func TestRequestsForUnknownImagesStopWhenTheirClientsLeave(t *testing.T) {
+	peer := testnode.Online(t, "/tcp/")
+	n := testnode.Online(t, "/tcp/", peer)
+	host, _ := serve(t, n, WithFetchTimeout(5*time.Minute))
+	c := &http.Client{Transport: &http.Transport{}}
+	defer c.Transport.(*http.Transport).CloseIdleConnections()
+	send(t, c, http.MethodGet, "http://"+host+"/v2/", nil)
+	baseline := runtime.NumGoroutine()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	const clients = 50
+	for i := range clients {
+		root := randomCID(t)
+		// Two clients ask for each image, so that fetches are shared.
+		for range 2 - i%2 {
+			wg.Go(func() {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+"/v2/ipfs/"+root.String()+"/manifests/latest", nil)
+				if res, err := c.Do(req); err == nil {
+					res.Body.Close()
+					t.Errorf("a request for an unknown image answered %d before its client left", res.StatusCode)
+				}
+			})
+		}
+	}
+	time.Sleep(time.Second)
+	cancel()
+	wg.Wait()
+	c.Transport.(*http.Transport).CloseIdleConnections()
+
+	deadline := time.Now().Add(20 * time.Second)
+	for runtime.NumGoroutine() > baseline+20 {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines 20s after %d clients left, %d before they came; still running:\n%s",
+				runtime.NumGoroutine(), clients, baseline, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestTreeFetchesAreBounded: past the bound on images fetched at once, a
+// request for another gets 429; one for an image already being fetched
+// joins its fetch.
+func TestTreeFetchesAreBounded(t *testing.T) {
+	n := testnode.Online(t, "/tcp/")
+	host, rg := serve(t, n, WithFetchTimeout(5*time.Minute))
+	rg.trees.maxFetches = 2
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	roots := []cid.Cid{randomCID(t), randomCID(t)}
+	for _, root := range roots {
+		wg.Go(func() {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+"/v2/ipfs/"+root.String()+"/manifests/latest", nil)
+			if res, err := http.DefaultClient.Do(req); err == nil {
+				res.Body.Close()
+			}
+		})
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		rg.trees.mu.Lock()
+		started := len(rg.trees.fetches)
+		rg.trees.mu.Unlock()
+		if started == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d fetches started, want 2", started)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	tooMany(t, "a third image at once", do(t, http.MethodGet, "http://"+host+"/v2/ipfs/"+randomCID(t).String()+"/manifests/latest", nil))
+	joined := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+"/v2/ipfs/"+roots[0].String()+"/manifests/latest", nil)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			joined <- 0
+			return
+		}
+		res.Body.Close()
+		joined <- res.StatusCode
+	}()
+	select {
+	case code := <-joined:
+		t.Errorf("a request for an image being fetched answered %d rather than wait", code)
+	case <-time.After(500 * time.Millisecond):
+	}
+	cancel()
 }
