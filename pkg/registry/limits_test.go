@@ -20,6 +20,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"github.com/shoal-ipfs/shoal/internal/testnode"
+	"github.com/shoal-ipfs/shoal/pkg/node"
 )
 
 // pushBlob uploads data to repository name in one request.
@@ -325,4 +326,81 @@ func TestTreeFetchesAreBounded(t *testing.T) {
 	case <-time.After(500 * time.Millisecond):
 	}
 	cancel()
+}
+
+// TestClientThatStopsReadingIsCutOff: a client that reads the start of a
+// large blob and then neither reads nor leaves is cut off, and the
+// request lets go of the store (GC, which waits for open readers, runs).
+func TestClientThatStopsReadingIsCutOff(t *testing.T) {
+	n := testnode.Offline(t, t.TempDir())
+	defer n.Close()
+	host, _ := serve(t, n, WithClientTimeout(500*time.Millisecond))
+	data := make([]byte, 32<<20)
+	rand.Read(data)
+	d := pushBlob(t, host, "app", data)
+
+	conn, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+	fmt.Fprintf(conn, "GET /v2/app/blobs/%s HTTP/1.1\r\nHost: %s\r\n\r\n", d, host)
+	if _, err := io.ReadFull(conn, make([]byte, 4096)); err != nil {
+		t.Fatal(err)
+	}
+	// The client stops reading here, and keeps its connection open.
+	gcRuns(t, n, "GC still waits for a download whose client stopped reading")
+}
+
+// gcRuns runs a GC of n, which waits for the store's open readers, and
+// fails with stuck if it has not ended within 30s.
+func gcRuns(t *testing.T, n *node.Node, stuck string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { _, err := n.GC(context.Background()); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal(stuck)
+	}
+}
+
+// TestClientThatStopsSendingIsCutOff: a part whose client stops sending
+// mid-body ends, keeping the bytes that came, and frees its upload for
+// the next request.
+func TestClientThatStopsSendingIsCutOff(t *testing.T) {
+	n := testnode.Offline(t, t.TempDir())
+	defer n.Close()
+	host, _ := serve(t, n, WithClientTimeout(500*time.Millisecond))
+	loc := do(t, http.MethodPost, "http://"+host+"/v2/app/blobs/uploads/", nil).Header.Get("Location")
+	conn, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "PATCH %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 1000\r\n\r\n0123456789", loc, host)
+	// The client sends no more, and keeps its connection open.
+	c := &http.Client{Timeout: 30 * time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := c.Get("http://" + host + loc)
+		if err != nil {
+			t.Fatalf("upload status while a part is stalled: %v", err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusNoContent {
+			t.Fatalf("upload status: %d", res.StatusCode)
+		}
+		if res.Header.Get("Range") == "0-9" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("upload status: Range %q, want the 10 bytes that came", res.Header.Get("Range"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -55,11 +55,15 @@ type Registry struct {
 	timeout time.Duration
 	maxDoc  int64
 	uploads *uploads
+
 	// uploadLimits are the options' bounds, defaults not yet applied.
 	uploadLimits UploadLimits
-	trees        *treeCache
-	metrics      *metrics
-	auth         *auth // nil: no credentials needed
+	// clientTimeout cuts off a client that stops sending or reading.
+	clientTimeout time.Duration
+
+	trees   *treeCache
+	metrics *metrics
+	auth    *auth // nil: no credentials needed
 	// verified remembers blobs whose CID and digest are known to match.
 	verified *lru.Cache[string, struct{}]
 }
@@ -96,6 +100,8 @@ func New(store Store, meta ds.Batching, uploadDir string, opts ...Option) (*Regi
 		log:     slog.New(slog.DiscardHandler),
 		timeout: DefaultFetchTimeout,
 		maxDoc:  4 << 20,
+
+		clientTimeout: DefaultClientTimeout,
 	}
 	for _, o := range opts {
 		o(rg)
@@ -136,7 +142,9 @@ func (rg *Registry) Run(ctx context.Context) {
 // ServeHTTP routes a request of the distribution API.
 func (rg *Registry) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	rt, err := parseRoute(r.URL.Path)
-	w := rg.metrics.track(rw, r, rt, err)
+	dl := rg.withDeadlines(rw, r)
+	defer dl.done()
+	w := rg.metrics.track(dl, r, rt, err)
 	defer w.done()
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	if err == nil && rg.auth != nil {
