@@ -58,7 +58,7 @@ func startRegistry(ctx context.Context, g *errgroup.Group, store registry.Store,
 	// registry moves a deadline with every read and write instead
 	// (registry.WithClientTimeout).
 	hs := &http.Server{
-		Handler:           registryHandler(rg, metrics),
+		Handler:           registryHandler(rg, metrics, cfg),
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
@@ -78,11 +78,18 @@ func startRegistry(ctx context.Context, g *errgroup.Group, store registry.Store,
 	return rg, addr, nil
 }
 
-// registryHandler serves the registry and /metrics.
-func registryHandler(rg *registry.Registry, metrics *prometheus.Registry) http.Handler {
+// registryHandler serves the registry and /metrics. On loopback only the
+// node's own processes reach /metrics; beyond it, what the metrics tell
+// (images pulled and pushed, peers, the process) is no one else's
+// business, so they need a registry user's credentials, as pushes do.
+func registryHandler(rg *registry.Registry, metrics *prometheus.Registry, cfg node.RegistryConfig) http.Handler {
+	var m http.Handler = promhttp.HandlerFor(metrics, promhttp.HandlerOpts{})
+	if !isLoopback(cfg.Listen) {
+		m = rg.RequireCredentials(m)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/", rg)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", m)
 	return mux
 }
 

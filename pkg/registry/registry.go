@@ -149,7 +149,7 @@ func (rg *Registry) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	if err == nil && rg.auth != nil {
 		if err = rg.auth.check(r); err != nil {
-			w.Header().Set("WWW-Authenticate", `Basic realm="shoal registry"`)
+			w.Header().Set("WWW-Authenticate", challenge)
 		}
 	}
 	if err != nil {
