@@ -425,20 +425,12 @@ func TestContentNoPeerHas(t *testing.T) {
 // addJSON adds v to n as a blob and returns its descriptor with its CID.
 func addJSON(t *testing.T, n *node.Node, mediaType string, v any) ocispec.Descriptor {
 	t.Helper()
-	data, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return addBlob(t, n, mediaType, data, digest.FromBytes(data))
+	return testimage.AddJSON(t, n, mediaType, v)
 }
 
 func addBlob(t *testing.T, n *node.Node, mediaType string, data []byte, d digest.Digest) ocispec.Descriptor {
 	t.Helper()
-	c, err := n.Add(context.Background(), bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return image.WithCID(ocispec.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(data))}, c)
+	return testimage.AddBlob(t, n, mediaType, data, d)
 }
 
 // TestBlobThatDoesNotMatchItsDigestIsCutOff: an image in IPFS whose layer
