@@ -91,6 +91,8 @@ func (tc *treeCache) get(ctx context.Context, root cid.Cid) (*image.Tree, error)
 			return nil, errManifestUnknown.with("%v", f.err)
 		case errors.Is(f.err, image.ErrNotImage), errors.Is(f.err, catalog.ErrNotFound):
 			return nil, errNameUnknown.with("%v", f.err)
+		case errors.Is(f.err, image.ErrOverBounds):
+			return nil, errManifestInvalid.with("%v", f.err)
 		}
 		return nil, f.err
 	}

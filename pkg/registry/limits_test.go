@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -19,7 +20,11 @@ import (
 	mh "github.com/multiformats/go-multihash"
 
 	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/internal/testimage"
 	"github.com/shoal-ipfs/shoal/internal/testnode"
+	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 )
 
@@ -402,5 +407,47 @@ func TestClientThatStopsSendingIsCutOff(t *testing.T) {
 			t.Fatalf("upload status: Range %q, want the 10 bytes that came", res.Header.Get("Range"))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestManifestsPastTheDocumentBounds: a pushed index or manifest that
+// names more than the bounds allow is MANIFEST_INVALID, and so is an
+// ipfs/CID image nested deeper than they allow.
+func TestManifestsPastTheDocumentBounds(t *testing.T) {
+	n := testnode.Offline(t, t.TempDir())
+	defer n.Close()
+	host, _ := serve(t, n)
+	u := "http://" + host
+	config := pushBlob(t, host, "app", []byte(`{"os":"linux","architecture":"amd64"}`))
+	layer := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: config, Size: 37}
+	m := ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
+		Config: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: config, Size: 37}}
+	for range image.MaxManifestLayers + 1 {
+		m.Layers = append(m.Layers, layer)
+	}
+	data, _ := json.Marshal(m)
+	res := do(t, http.MethodPut, u+"/v2/app/manifests/many-layers", bytes.NewReader(data), "Content-Type", ocispec.MediaTypeImageManifest)
+	if res.StatusCode != http.StatusBadRequest || errorCode(t, res) != "MANIFEST_INVALID" {
+		t.Errorf("a manifest of %d layers: %d", len(m.Layers), res.StatusCode)
+	}
+	idx := ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex}
+	for range image.MaxIndexManifests + 1 {
+		idx.Manifests = append(idx.Manifests, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: config, Size: 37})
+	}
+	data, _ = json.Marshal(idx)
+	res = do(t, http.MethodPut, u+"/v2/app/manifests/many-manifests", bytes.NewReader(data), "Content-Type", ocispec.MediaTypeImageIndex)
+	if res.StatusCode != http.StatusBadRequest || errorCode(t, res) != "MANIFEST_INVALID" {
+		t.Errorf("an index of %d manifests: %d", len(idx.Manifests), res.StatusCode)
+	}
+
+	d := addJSON(t, n, ocispec.MediaTypeImageManifest, ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
+		Config: addJSON(t, n, ocispec.MediaTypeImageConfig, map[string]string{"os": "linux"})})
+	for range image.MaxDepth {
+		d = addJSON(t, n, ocispec.MediaTypeImageIndex, ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{d}})
+	}
+	root := testimage.AddRoot(t, n, d)
+	res = do(t, http.MethodGet, u+"/v2/ipfs/"+root.String()+"/manifests/latest", nil)
+	if res.StatusCode != http.StatusBadRequest || errorCode(t, res) != "MANIFEST_INVALID" {
+		t.Errorf("an image nested %d deep: %d", image.MaxDepth+1, res.StatusCode)
 	}
 }

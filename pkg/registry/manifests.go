@@ -129,6 +129,10 @@ func parseManifest(contentType string, data []byte) (mediaType string, f manifes
 	if transport.IsManifest(mediaType) && f.Config == nil {
 		return "", f, errManifestInvalid.with("an image manifest needs a config")
 	}
+	if len(f.Manifests) > image.MaxIndexManifests || len(f.Layers) > image.MaxManifestLayers {
+		return "", f, errManifestInvalid.with("%d manifests and %d layers; an index may name %d manifests, a manifest %d layers",
+			len(f.Manifests), len(f.Layers), image.MaxIndexManifests, image.MaxManifestLayers)
+	}
 	all := append(append(append([]ocispec.Descriptor{}, f.Layers...), f.Manifests...), f.subject()...)
 	if f.Config != nil {
 		all = append(all, *f.Config)
