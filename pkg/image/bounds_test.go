@@ -2,6 +2,7 @@ package image_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 	"github.com/shoal-ipfs/shoal/internal/testnode"
 	"github.com/shoal-ipfs/shoal/pkg/image"
+	"github.com/shoal-ipfs/shoal/pkg/layerindex"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 )
 
@@ -171,4 +173,32 @@ func (s *handSource) Open(_ context.Context, d ocispec.Descriptor) (io.ReadClose
 		return nil, fmt.Errorf("%s: not hand-made", d.Digest)
 	}
 	return io.NopCloser(bytes.NewReader(data)), nil
+}
+
+// TestLayerPastTheInflateBoundIsPushedWithoutAnIndex: a gzip layer that
+// inflates past layerindex's bound is pushed, as it is a valid layer,
+// without an index; the push says which layer and why.
+func TestLayerPastTheInflateBoundIsPushedWithoutAnIndex(t *testing.T) {
+	ctx := context.Background()
+	n, h := newHandMade(t)
+	// Members of a MiB of zeros each, about a KiB compressed, to past
+	// the bound for their compressed size.
+	var member bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&member, gzip.BestCompression)
+	zw.Write(make([]byte, 1<<20))
+	zw.Close()
+	count := layerindex.MaxInflateBase/(1<<20-layerindex.MaxInflateRatio*int64(member.Len())) + 1
+	bomb := bytes.Repeat(member.Bytes(), int(count))
+	layer := testimage.AddBlob(t, n, ocispec.MediaTypeImageLayerGzip, bomb, digest.FromBytes(bomb))
+	h.blobs[layer.Digest] = bomb
+	h.manifest(0, "") // the config
+	h.layer = layer
+	top := h.manifest(1, "")
+	res, err := image.Push(ctx, n, &handSource{h: h, top: top}, image.PushOptions{Index: true})
+	if err != nil {
+		t.Fatalf("push of a layer that inflates %d-fold: %v", 1<<20/member.Len(), err)
+	}
+	if len(res.Unindexed) != 1 || res.Unindexed[0].Digest != layer.Digest || !errors.Is(res.Unindexed[0].Err, layerindex.ErrInflatesPastBound) {
+		t.Errorf("layers without an index: %+v, want %s for %v", res.Unindexed, layer.Digest, layerindex.ErrInflatesPastBound)
+	}
 }

@@ -114,6 +114,17 @@ type Result struct {
 	Image catalog.Image
 	// Descriptor is the image's top-level descriptor, with its urls.
 	Descriptor ocispec.Descriptor
+	// Unindexed are the layers a push meant to index (PushOptions.Index)
+	// and could not: a layer that is not a tar stream, or that inflates
+	// past layerindex's bound. The image is whole without their indexes;
+	// a lazy mount fetches those layers whole.
+	Unindexed []Unindexed
+}
+
+// Unindexed is a layer left without an index, and why.
+type Unindexed struct {
+	Digest digest.Digest
+	Err    error
 }
 
 // Push converts the image from src into the IPFS format, pins it and
@@ -154,7 +165,7 @@ func Push(ctx context.Context, store Store, src transport.Source, opts PushOptio
 	if err := store.PinImage(ctx, img); err != nil {
 		return Result{}, fmt.Errorf("push %s: %w", src.Reference(), err)
 	}
-	return Result{Root: root, Image: img, Descriptor: converted}, nil
+	return Result{Root: root, Image: img, Descriptor: converted, Unindexed: p.unindexed}, nil
 }
 
 type pusher struct {
@@ -174,6 +185,7 @@ type pusher struct {
 	// to it, of which nested indexes can make exponentially many.
 	converted map[convertedKey][]byte
 	bounds    bounds
+	unindexed []Unindexed
 }
 
 type convertedKey struct {
@@ -412,7 +424,12 @@ func (p *pusher) indexLayer(ctx context.Context, l *ocispec.Descriptor) error {
 	chunks, canSplit := p.store.(ChunkAdder)
 	built, err := layerindex.Build(file, l.MediaType, layerindex.BuildOptions{Inline: !canSplit})
 	if err != nil {
-		return nil // not a tar stream: no index, the image works without one
+		// Not a tar stream, or one past the bound: no index, and the
+		// image works without one. The push goes on, and says so.
+		p.mu.Lock()
+		p.unindexed = append(p.unindexed, Unindexed{Digest: l.Digest, Err: err})
+		p.mu.Unlock()
+		return nil
 	}
 	ic, err := p.store.Add(ctx, bytes.NewReader(built.Index))
 	if err != nil {

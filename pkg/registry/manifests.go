@@ -274,6 +274,9 @@ func (rg *Registry) convert(ctx context.Context, name, host string, tags []strin
 	if err != nil {
 		return cid.Undef, err
 	}
+	for _, u := range res.Unindexed {
+		rg.log.Info("registry: a layer of a pushed image has no index; a mount fetches it whole", "name", name, "layer", u.Digest, "reason", u.Err)
+	}
 	return res.Root, nil
 }
 
