@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -52,6 +53,7 @@ SOURCE is oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE or docker:/
 				if err != nil {
 					return err
 				}
+				warnUnindexed(cmd.ErrOrStderr(), res)
 				fmt.Fprintf(cmd.ErrOrStderr(), "pushed %s (%s, %s) in %s\n", args[0], strings.Join(res.Image.Platforms, ","), humanBytes(res.Image.Size), time.Since(start).Round(time.Millisecond))
 				fmt.Fprintln(cmd.OutOrStdout(), res.Root)
 				return nil
@@ -62,6 +64,13 @@ SOURCE is oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE or docker:/
 	c.Flags().BoolVar(&plainHTTP, "plain-http", false, "reach docker:// registries over plain HTTP (local test registries)")
 	c.Flags().BoolVar(&index, "index", true, "index every layer for lazy mounting (--index=false skips it)")
 	return c
+}
+
+// warnUnindexed says which layers a push left without an index, and why.
+func warnUnindexed(w io.Writer, res image.Result) {
+	for _, u := range res.Unindexed {
+		fmt.Fprintf(w, "layer %s has no index, so a mount fetches it whole: %v\n", u.Digest, u.Err)
+	}
 }
 
 func indexCmd(g *globals) *cobra.Command {
@@ -103,6 +112,7 @@ last line of stdout. Layer blobs are referenced, not copied.`,
 				if err != nil {
 					return err
 				}
+				warnUnindexed(cmd.ErrOrStderr(), res)
 				fmt.Fprintln(cmd.OutOrStdout(), res.Root)
 				return nil
 			})

@@ -283,9 +283,10 @@ func swarmCmd(g *globals) *cobra.Command {
 		`Print a new random swarm key (kubo's swarm.key format). Nodes that have the
 same key in $SHOAL_HOME/swarm.key ([swarm] key) form a private group: they
 connect only to each other, over TCP. Give it to members over a secure
-channel, as any secret:
+channel, as any secret, and keep it readable by its owner only (mode 0600):
+a node refuses a key that group or other users can read or write.
 
-  shoal swarm key > $SHOAL_HOME/swarm.key`, node.NewSwarmKey))
+  (umask 077; shoal swarm key > $SHOAL_HOME/swarm.key)`, node.NewSwarmKey))
 	return c
 }
 

@@ -51,10 +51,18 @@ func startRegistry(ctx context.Context, g *errgroup.Group, store registry.Store,
 		l.Close()
 		return nil, "", err
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/", rg)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	// A client that sends no request within ReadHeaderTimeout, or keeps a
+	// connection idle past IdleTimeout, is cut off. Bodies and responses
+	// get no whole-request bound (ReadTimeout, WriteTimeout), which would
+	// cut off a large blob at a slow client however well it moves: the
+	// registry moves a deadline with every read and write instead
+	// (registry.WithClientTimeout).
+	hs := &http.Server{
+		Handler:           registryHandler(rg, metrics, cfg),
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
 	if cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
@@ -68,6 +76,21 @@ func startRegistry(ctx context.Context, g *errgroup.Group, store registry.Store,
 	g.Go(func() error { rg.Run(ctx); return nil })
 	g.Go(func() error { return serveUntil(ctx, hs, l) })
 	return rg, addr, nil
+}
+
+// registryHandler serves the registry and /metrics. On loopback only the
+// node's own processes reach /metrics; beyond it, what the metrics tell
+// (images pulled and pushed, peers, the process) is no one else's
+// business, so they need a registry user's credentials, as pushes do.
+func registryHandler(rg *registry.Registry, metrics *prometheus.Registry, cfg node.RegistryConfig) http.Handler {
+	var m http.Handler = promhttp.HandlerFor(metrics, promhttp.HandlerOpts{})
+	if !isLoopback(cfg.Listen) {
+		m = rg.RequireCredentials(m)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", rg)
+	mux.Handle("GET /metrics", m)
+	return mux
 }
 
 // RunRegistry serves only the OCI registry and its /metrics over store

@@ -34,6 +34,62 @@ const (
 // ErrNotImage is returned for a CID or document that is not part of an image.
 var ErrNotImage = errors.New("not an image")
 
+// checkDepth checks document d, found depth documents down from the top.
+func checkDepth(d ocispec.Descriptor, depth int) error {
+	if depth > MaxDepth {
+		return fmt.Errorf("%w: %s is nested %d documents deep, more than %d", ErrOverBounds, d.Digest, depth, MaxDepth)
+	}
+	return nil
+}
+
+// Bounds on an image's documents. An image is read whole before any blob
+// of it moves, its indexes and manifests held in memory (and, for the
+// registry's ipfs/CID, rewritten and cached); the image is someone
+// else's, and without bounds a few small blocks could name millions of
+// documents, or nest them without end. Real images are far inside them:
+// a multi-platform index names tens of manifests, a manifest tens of
+// layers, and nesting stops at two.
+const (
+	// MaxIndexManifests bounds the entries of one index.
+	MaxIndexManifests = 1000
+	// MaxManifestLayers bounds the layers of one manifest.
+	MaxManifestLayers = 1000
+	// MaxDepth bounds the documents from the top of an image down to a
+	// manifest: index, index, index, manifest.
+	MaxDepth = 4
+	// MaxDocuments bounds the indexes and manifests of one image.
+	MaxDocuments = 2048
+	// MaxDocumentBytes bounds their bytes together.
+	MaxDocumentBytes = 32 << 20
+)
+
+// ErrOverBounds is the error of an image past one of the bounds above.
+var ErrOverBounds = errors.New("image past shoal's bounds")
+
+// bounds counts an image's documents as a walk down it reads them.
+type bounds struct {
+	docs  int
+	bytes int64
+}
+
+// add counts document d, of size bytes, found depth documents down from
+// the top. A document named again is counted once, where it is first
+// found, as a walk reads it once.
+func (b *bounds) add(d ocispec.Descriptor, size int64, depth int) error {
+	if err := checkDepth(d, depth); err != nil {
+		return err
+	}
+	b.docs++
+	b.bytes += size
+	switch {
+	case b.docs > MaxDocuments:
+		return fmt.Errorf("%w: more than %d indexes and manifests", ErrOverBounds, MaxDocuments)
+	case b.bytes > MaxDocumentBytes:
+		return fmt.Errorf("%w: indexes and manifests of more than %d bytes together", ErrOverBounds, MaxDocumentBytes)
+	}
+	return nil
+}
+
 // CIDOf returns the CID in a descriptor's first ipfs:// url.
 func CIDOf(d ocispec.Descriptor) (cid.Cid, error) {
 	for _, u := range d.URLs {
@@ -112,6 +168,12 @@ func ParseDocument(mediaType string, data []byte) (*document, error) {
 	}
 	if typed.MediaType != "" && typed.MediaType != mediaType {
 		return nil, fmt.Errorf("document says media type %q, its descriptor %q", typed.MediaType, mediaType)
+	}
+	if len(typed.Manifests) > MaxIndexManifests {
+		return nil, fmt.Errorf("%w: an index of %d manifests, more than %d", ErrOverBounds, len(typed.Manifests), MaxIndexManifests)
+	}
+	if len(typed.Layers) > MaxManifestLayers {
+		return nil, fmt.Errorf("%w: a manifest of %d layers, more than %d", ErrOverBounds, len(typed.Layers), MaxManifestLayers)
 	}
 	var all []ocispec.Descriptor
 	switch {

@@ -80,6 +80,7 @@ type puller struct {
 	size      int64
 	platforms []string
 	attached  []cid.Cid // layer indexes, prefetch lists
+	bounds    bounds
 }
 
 type docBlob struct {
@@ -97,7 +98,7 @@ func (p *puller) pull(ctx context.Context, root cid.Cid) (Result, error) {
 		return Result{}, fmt.Errorf("%s is %w; pass the CID that `shoal push` printed", root, err)
 	}
 	p.cids = append(p.cids, root.String())
-	if err := p.walk(ctx, top); err != nil {
+	if err := p.walk(ctx, top, 1); err != nil {
 		return Result{}, err
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -135,8 +136,9 @@ func (p *puller) pull(ctx context.Context, root cid.Cid) (Result, error) {
 	return Result{Root: root, Image: img, Descriptor: top}, nil
 }
 
-// walk reads the indexes and manifests under d and lists their blobs.
-func (p *puller) walk(ctx context.Context, d ocispec.Descriptor) error {
+// walk reads the indexes and manifests under d, depth documents down from
+// the top, and lists their blobs.
+func (p *puller) walk(ctx context.Context, d ocispec.Descriptor, depth int) error {
 	c, err := CIDOf(d)
 	if err != nil {
 		return err
@@ -153,6 +155,9 @@ func (p *puller) walk(ctx context.Context, d ocispec.Descriptor) error {
 	if err != nil {
 		return err
 	}
+	if err := p.bounds.add(d, int64(len(data)), depth); err != nil {
+		return err
+	}
 	p.docs = append(p.docs, docBlob{d, data})
 	doc, err := ParseDocument(d.MediaType, data)
 	if err != nil {
@@ -164,7 +169,7 @@ func (p *puller) walk(ctx context.Context, d ocispec.Descriptor) error {
 			if m.Platform != nil {
 				p.addPlatform(formatPlatform(*m.Platform))
 			}
-			if err := p.walk(ctx, m); err != nil {
+			if err := p.walk(ctx, m, depth+1); err != nil {
 				return err
 			}
 		}
@@ -182,7 +187,7 @@ func (p *puller) walk(ctx context.Context, d ocispec.Descriptor) error {
 		p.addPlatform(platformOf(cfg))
 	}
 	for _, b := range append([]ocispec.Descriptor{*doc.Config}, doc.Layers...) {
-		if err := p.walk(ctx, b); err != nil {
+		if err := p.walk(ctx, b, depth+1); err != nil {
 			return err
 		}
 	}

@@ -114,6 +114,17 @@ type Result struct {
 	Image catalog.Image
 	// Descriptor is the image's top-level descriptor, with its urls.
 	Descriptor ocispec.Descriptor
+	// Unindexed are the layers a push meant to index (PushOptions.Index)
+	// and could not: a layer that is not a tar stream, or that inflates
+	// past layerindex's bound. The image is whole without their indexes;
+	// a lazy mount fetches those layers whole.
+	Unindexed []Unindexed
+}
+
+// Unindexed is a layer left without an index, and why.
+type Unindexed struct {
+	Digest digest.Digest
+	Err    error
 }
 
 // Push converts the image from src into the IPFS format, pins it and
@@ -130,13 +141,13 @@ func Push(ctx context.Context, store Store, src transport.Source, opts PushOptio
 		return Result{}, fmt.Errorf("push %s: %w", src.Reference(), err)
 	}
 	defer lease.Release(context.WithoutCancel(ctx))
-	p := &pusher{store: store, lease: lease, src: src, opts: opts, done: map[digest.Digest]cid.Cid{}, spooled: map[digest.Digest]string{}}
+	p := &pusher{store: store, lease: lease, src: src, opts: opts, done: map[digest.Digest]cid.Cid{}, spooled: map[digest.Digest]string{}, converted: map[convertedKey][]byte{}}
 	defer p.removeSpooled()
 	top, err := src.Root(ctx)
 	if err != nil {
 		return Result{}, err
 	}
-	converted, err := p.convert(ctx, top)
+	converted, err := p.convert(ctx, top, 1)
 	if err != nil {
 		return Result{}, fmt.Errorf("push %s: %w", src.Reference(), err)
 	}
@@ -159,7 +170,7 @@ func Push(ctx context.Context, store Store, src transport.Source, opts PushOptio
 	if err := store.PinImage(ctx, img); err != nil {
 		return Result{}, fmt.Errorf("push %s: %w", src.Reference(), err)
 	}
-	return Result{Root: root, Image: img, Descriptor: converted}, nil
+	return Result{Root: root, Image: img, Descriptor: converted, Unindexed: p.unindexed}, nil
 }
 
 type pusher struct {
@@ -174,28 +185,69 @@ type pusher struct {
 	attached  []cid.Cid                // blobs the source's annotations attach
 	size      int64
 	platforms []string
+	// converted has each index and manifest converted so far, by its
+	// digest in the source and whether its descriptor had a platform:
+	// a document named many times is converted once, not once per path
+	// to it, of which nested indexes can make exponentially many.
+	converted map[convertedKey][]byte
+	bounds    bounds
+	unindexed []Unindexed
 }
 
-// convert adds the blob of d, and for an index or manifest first the blobs
-// it names, and returns d as it appears in the converted image.
-func (p *pusher) convert(ctx context.Context, d ocispec.Descriptor) (ocispec.Descriptor, error) {
+type convertedKey struct {
+	digest   digest.Digest
+	platform bool
+}
+
+// convert adds the blob of d, depth documents down from the top, and for
+// an index or manifest first the blobs it names, and returns d as it
+// appears in the converted image.
+func (p *pusher) convert(ctx context.Context, d ocispec.Descriptor, depth int) (ocispec.Descriptor, error) {
 	if a, changed := p.reachableAttachments(ctx, d.Annotations); changed {
 		d.Annotations = a
 	}
 	if !transport.IsIndex(d.MediaType) && !transport.IsManifest(d.MediaType) {
 		return p.addBlob(ctx, d, nil)
 	}
+	key := convertedKey{d.Digest, d.Platform != nil}
+	out, ok := p.converted[key]
+	if !ok {
+		var err error
+		if out, err = p.convertDoc(ctx, d, depth); err != nil {
+			return d, err
+		}
+		p.converted[key] = out
+	} else if err := checkDepth(d, depth); err != nil {
+		return d, err
+	}
+	nd := ocispec.Descriptor{
+		MediaType:    d.MediaType,
+		Digest:       digest.FromBytes(out),
+		Size:         int64(len(out)),
+		Platform:     d.Platform,
+		Annotations:  d.Annotations,
+		ArtifactType: d.ArtifactType,
+	}
+	return p.addBlob(ctx, nd, out)
+}
+
+// convertDoc converts index or manifest d, depth documents down from the
+// top, and returns it as it is in the converted image.
+func (p *pusher) convertDoc(ctx context.Context, d ocispec.Descriptor, depth int) ([]byte, error) {
 	data, err := p.readSmall(ctx, d, maxManifestSize)
 	if err != nil {
-		return d, err
+		return nil, err
+	}
+	if err := p.bounds.add(d, int64(len(data)), depth); err != nil {
+		return nil, err
 	}
 	doc, err := ParseDocument(d.MediaType, data)
 	if err != nil {
-		return d, fmt.Errorf("manifest %s: %w", d.Digest, err)
+		return nil, fmt.Errorf("manifest %s: %w", d.Digest, err)
 	}
 	if a, changed := p.reachableAttachments(ctx, doc.annotations()); changed {
 		if err := doc.setAnnotations(a); err != nil {
-			return d, fmt.Errorf("manifest %s: %w", d.Digest, err)
+			return nil, fmt.Errorf("manifest %s: %w", d.Digest, err)
 		}
 	}
 	if doc.Config == nil {
@@ -204,30 +256,30 @@ func (p *pusher) convert(ctx context.Context, d ocispec.Descriptor) (ocispec.Des
 			if !platformMatches(p.opts.Platforms, m.Platform) {
 				continue
 			}
-			nm, err := p.convert(ctx, m)
+			nm, err := p.convert(ctx, m, depth+1)
 			if err != nil {
-				return d, err
+				return nil, err
 			}
 			kept = append(kept, nm)
 		}
 		if len(kept) == 0 {
-			return d, fmt.Errorf("index %s: no manifest for the platforms asked for", d.Digest)
+			return nil, fmt.Errorf("index %s: no manifest for the platforms asked for", d.Digest)
 		}
 		doc.Manifests = kept
 	} else {
 		cfg, err := p.readSmall(ctx, *doc.Config, maxConfigSize)
 		if err != nil {
-			return d, err
+			return nil, err
 		}
 		p.addPlatform(platformOf(cfg))
 		if len(p.opts.Platforms) > 0 && d.Platform == nil {
 			if pl, err := ParsePlatform(platformOf(cfg)); err != nil || !platformMatches(p.opts.Platforms, &pl) {
-				return d, fmt.Errorf("image %s is %s, not a platform asked for", d.Digest, platformOf(cfg))
+				return nil, fmt.Errorf("image %s is %s, not a platform asked for", d.Digest, platformOf(cfg))
 			}
 		}
 		c, err := p.addBlob(ctx, *doc.Config, cfg)
 		if err != nil {
-			return d, err
+			return nil, err
 		}
 		doc.Config = &c
 		layers := make([]ocispec.Descriptor, len(doc.Layers))
@@ -248,7 +300,7 @@ func (p *pusher) convert(ctx context.Context, d ocispec.Descriptor) (ocispec.Des
 			})
 		}
 		if err := g.Wait(); err != nil {
-			return d, err
+			return nil, err
 		}
 		doc.Layers = layers
 		if len(p.opts.Attach) > 0 {
@@ -257,23 +309,11 @@ func (p *pusher) convert(ctx context.Context, d ocispec.Descriptor) (ocispec.Des
 				kv[k] = URLScheme + c.String()
 			}
 			if err := doc.annotate(kv); err != nil {
-				return d, fmt.Errorf("manifest %s: %w", d.Digest, err)
+				return nil, fmt.Errorf("manifest %s: %w", d.Digest, err)
 			}
 		}
 	}
-	out, err := doc.Marshal()
-	if err != nil {
-		return d, err
-	}
-	nd := ocispec.Descriptor{
-		MediaType:    d.MediaType,
-		Digest:       digest.FromBytes(out),
-		Size:         int64(len(out)),
-		Platform:     d.Platform,
-		Annotations:  d.Annotations,
-		ArtifactType: d.ArtifactType,
-	}
-	return p.addBlob(ctx, nd, out)
+	return doc.Marshal()
 }
 
 // readSmall reads a JSON document of the image whole, verified.
@@ -390,7 +430,12 @@ func (p *pusher) indexLayer(ctx context.Context, l *ocispec.Descriptor) error {
 	chunks, canSplit := p.store.(ChunkAdder)
 	built, err := layerindex.Build(file, l.MediaType, layerindex.BuildOptions{Inline: !canSplit})
 	if err != nil {
-		return nil // not a tar stream: no index, the image works without one
+		// Not a tar stream, or one past the bound: no index, and the
+		// image works without one. The push goes on, and says so.
+		p.mu.Lock()
+		p.unindexed = append(p.unindexed, Unindexed{Digest: l.Digest, Err: err})
+		p.mu.Unlock()
+		return nil
 	}
 	ic, err := p.store.Add(ctx, bytes.NewReader(built.Index))
 	if err != nil {

@@ -52,7 +52,7 @@ func ReadTree(ctx context.Context, store Store, root cid.Cid, timeout time.Durat
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %s is %w", root, root, err)
 	}
-	if err := p.walk(ctx, top); err != nil {
+	if err := p.walk(ctx, top, 1); err != nil {
 		return nil, fmt.Errorf("read %s: %w", root, explainTimeout(ctx, err, timeout))
 	}
 	t := &Tree{Root: root, Top: top, Docs: map[digest.Digest][]byte{}, Blobs: map[digest.Digest]ocispec.Descriptor{}, CIDs: []cid.Cid{root}}
@@ -70,15 +70,19 @@ func ReadTree(ctx context.Context, store Store, root cid.Cid, timeout time.Durat
 	for _, d := range p.blobs {
 		t.Blobs[d.Digest] = d
 	}
-	if t.Plain, err = t.plain(top); err != nil {
+	if t.Plain, err = t.plain(top, map[digest.Digest]ocispec.Descriptor{}); err != nil {
 		return nil, fmt.Errorf("read %s: %w", root, err)
 	}
 	return t, nil
 }
 
 // plain returns d without shoal's urls, and for an index or manifest adds
-// the rewritten document to the tree.
-func (t *Tree) plain(d ocispec.Descriptor) (ocispec.Descriptor, error) {
+// the rewritten document to the tree. A document is rewritten once
+// however many times the image names it: done has the digest and size
+// of each rewritten so far, by its digest as stored. Without it, indexes
+// naming the same index many times would be rewritten once per path,
+// exponentially many.
+func (t *Tree) plain(d ocispec.Descriptor, done map[digest.Digest]ocispec.Descriptor) (ocispec.Descriptor, error) {
 	var urls []string
 	for _, u := range d.URLs {
 		if !strings.HasPrefix(u, URLScheme) {
@@ -90,19 +94,24 @@ func (t *Tree) plain(d ocispec.Descriptor) (ocispec.Descriptor, error) {
 	if !ok {
 		return d, nil
 	}
+	if p, ok := done[d.Digest]; ok {
+		d.Digest, d.Size = p.Digest, p.Size
+		return d, nil
+	}
+	stored := d.Digest
 	doc, err := ParseDocument(d.MediaType, data)
 	if err != nil {
 		return d, err
 	}
 	for _, list := range [][]ocispec.Descriptor{doc.Manifests, doc.Layers} {
 		for i := range list {
-			if list[i], err = t.plain(list[i]); err != nil {
+			if list[i], err = t.plain(list[i], done); err != nil {
 				return d, err
 			}
 		}
 	}
 	if doc.Config != nil {
-		if *doc.Config, err = t.plain(*doc.Config); err != nil {
+		if *doc.Config, err = t.plain(*doc.Config, done); err != nil {
 			return d, err
 		}
 	}
@@ -111,6 +120,7 @@ func (t *Tree) plain(d ocispec.Descriptor) (ocispec.Descriptor, error) {
 		return d, err
 	}
 	d.Digest, d.Size = digest.FromBytes(out), int64(len(out))
+	done[stored] = ocispec.Descriptor{Digest: d.Digest, Size: d.Size}
 	t.Docs[d.Digest] = out
 	if _, ok := t.Blobs[d.Digest]; !ok {
 		t.Blobs[d.Digest] = d

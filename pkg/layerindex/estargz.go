@@ -45,8 +45,15 @@ type tocIndex struct {
 // what it inflates to: eStargz writes 4 MiB chunks by default.
 const maxChunkRegion = 64 << 20
 
+// tocDecompressor is a decompressor of layers with a TOC that gives the
+// TOC's JSON as it is, for parseTOC to bound.
+type tocDecompressor interface {
+	estargz.Decompressor
+	DecompressTOC(r io.Reader) (io.ReadCloser, error)
+}
+
 // decompressors of the layers with a TOC, by compression.
-var tocDecompressors = map[string][]estargz.Decompressor{
+var tocDecompressors = map[string][]tocDecompressor{
 	"gzip": {new(estargz.GzipDecompressor), new(estargz.LegacyGzipDecompressor)},
 	"zstd": {new(zstdchunked.Decompressor)},
 }
@@ -79,7 +86,7 @@ func buildFromTOC(file, algo string) ([]byte, error) {
 		if tocSize <= 0 {
 			tocSize = fi.Size() - tocOffset - d.FooterSize()
 		}
-		toc, tocDigest, err := d.ParseTOC(io.NewSectionReader(f, tocOffset, tocSize))
+		toc, tocDigest, err := parseTOC(d, io.NewSectionReader(f, tocOffset, tocSize))
 		if err != nil {
 			continue
 		}
@@ -102,6 +109,26 @@ func buildFromTOC(file, algo string) ([]byte, error) {
 }
 
 var errNoTOC = errors.New("not an eStargz or zstd:chunked layer")
+
+// parseTOC reads a layer's TOC as d's own ParseTOC does, but no more than
+// MaxIndexSize bytes of it inflated: the TOC is parsed whole in memory,
+// and a few compressed bytes of it can inflate a thousandfold. A TOC
+// past the bound is no TOC (an index could not hold it anyway), and the
+// layer is indexed as any other.
+func parseTOC(d tocDecompressor, r io.Reader) (*estargz.JTOC, digest.Digest, error) {
+	rc, err := d.DecompressTOC(r)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rc.Close()
+	dg := digest.Canonical.Digester()
+	toc := new(estargz.JTOC)
+	bounded := &inflateBound{r: rc, left: MaxIndexSize, max: MaxIndexSize}
+	if err := json.NewDecoder(io.TeeReader(bounded, dg.Hash())).Decode(toc); err != nil {
+		return nil, "", fmt.Errorf("layer TOC: %w", err)
+	}
+	return toc, dg.Digest(), nil
+}
 
 // tocReader reads a layer's files through its own TOC.
 type tocReader struct {

@@ -13,13 +13,16 @@ package layerindex
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -36,7 +39,6 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/internal/sha256x"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
-	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -131,6 +133,56 @@ func Compression(mediaType string) (string, error) {
 	return "", fmt.Errorf("%w: %s", ErrUnsupported, mediaType)
 }
 
+// Bounds on what a layer inflates to. Indexing a gzip layer, and reading
+// a layer without an index whole, inflate all of it; deflate can expand
+// its input 1032-fold, so a small crafted layer (a gzip bomb) would have
+// a push index terabytes, and keep an inflate window in memory for every
+// span of them. Real layers of files inflate a few times their size; a
+// layer holding mostly empty space (a large file of zeros) can go past
+// the bound, and is then used without an index.
+const (
+	MaxInflateRatio = 100
+	MaxInflateBase  = 1 << 30
+)
+
+// MaxTarSize is the bound on the tar stream of a layer of compressed
+// bytes unless BuildOptions say otherwise: MaxInflateRatio times the
+// compressed size plus MaxInflateBase.
+func MaxTarSize(compressed int64) int64 {
+	if compressed > (math.MaxInt64-MaxInflateBase)/MaxInflateRatio {
+		return math.MaxInt64
+	}
+	return MaxInflateBase + MaxInflateRatio*max(compressed, 0)
+}
+
+// ErrInflatesPastBound is the error of a layer whose tar stream is larger
+// than its bound.
+var ErrInflatesPastBound = errors.New("layer inflates past its bound")
+
+// inflateBound reads an inflated stream and fails once it has given more
+// than max bytes.
+type inflateBound struct {
+	r         io.Reader
+	left, max int64
+}
+
+func (b *inflateBound) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return 0, b.err()
+	}
+	n, err := b.r.Read(p)
+	if int64(n) > b.left {
+		b.left = -1
+		return 0, b.err()
+	}
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *inflateBound) err() error {
+	return fmt.Errorf("%w: over %d bytes inflated", ErrInflatesPastBound, b.max)
+}
+
 // BuildOptions change how a layer is indexed.
 type BuildOptions struct {
 	// SpanSize is the uncompressed distance between a zTOC's checkpoints;
@@ -140,6 +192,10 @@ type BuildOptions struct {
 	// (FormatZTOC) rather than apart, for a store that cannot add them as
 	// a blob of one block per window.
 	Inline bool
+	// MaxTarSize bounds the layer's tar stream, inflated; 0 is
+	// MaxTarSize of the layer's size. A layer past it gets
+	// ErrInflatesPastBound.
+	MaxTarSize int64
 }
 
 // Built is a layer's index.
@@ -152,23 +208,31 @@ type Built struct {
 }
 
 // Uncompress returns the tar stream of a layer of the given media type
-// read from r.
-func Uncompress(r io.Reader, mediaType string) (io.ReadCloser, error) {
+// read from r, which fails with ErrInflatesPastBound past maxTar bytes.
+func Uncompress(r io.Reader, mediaType string, maxTar int64) (io.ReadCloser, error) {
 	algo, err := Compression(mediaType)
 	if err != nil {
 		return nil, err
 	}
+	var rc io.ReadCloser
 	switch algo {
 	case compression.Gzip:
-		return kgzip.NewReader(r)
+		if rc, err = kgzip.NewReader(r); err != nil {
+			return nil, err
+		}
 	case compression.Zstd:
 		zr, err := zstd.NewReader(r)
 		if err != nil {
 			return nil, err
 		}
-		return zr.IOReadCloser(), nil
+		rc = zr.IOReadCloser()
+	default:
+		rc = io.NopCloser(r)
 	}
-	return io.NopCloser(r), nil
+	return struct {
+		io.Reader
+		io.Closer
+	}{&inflateBound{r: rc, left: maxTar, max: maxTar}, rc}, nil
 }
 
 // Build indexes the layer blob in file, of the given media type. An
@@ -201,36 +265,51 @@ func Build(file, mediaType string, o BuildOptions) (*Built, error) {
 			span = DefaultInlineSpanSize
 		}
 	}
-	return buildZTOC(file, algo, span, split)
+	return buildZTOC(file, algo, span, split, o.MaxTarSize)
 }
 
 // buildZTOC builds a zTOC of the layer in file, its windows apart if
-// split.
+// split, whose tar stream is at most maxTar bytes (0: MaxTarSize).
 //
 // The two passes a zTOC takes, the table of contents (Go's tar over a
 // fast inflater) and the checkpoints with their digests (zlib), run at
-// the same time.
-func buildZTOC(file, algo string, span int64, split bool) (*Built, error) {
+// the same time. The tar pass checks the bound; the checkpoint pass,
+// which zlib runs in C on a file it opens by name and nothing can stop,
+// reads a gzip layer through a pipe that the tar pass feeds with what it
+// has read (checkpointFeed), so that it ends when the tar pass does.
+func buildZTOC(file, algo string, span int64, split bool, maxTar int64) (*Built, error) {
 	fi, err := os.Stat(file)
 	if err != nil {
 		return nil, err
 	}
+	if maxTar <= 0 {
+		maxTar = MaxTarSize(fi.Size())
+	}
+	var feed *checkpointFeed
+	zinfoFrom := file
+	if algo == compression.Gzip {
+		if feed, err = newCheckpointFeed(); err != nil {
+			return nil, fmt.Errorf("index layer: %w", err)
+		}
+		zinfoFrom = feed.path()
+	}
 	var info ztoc.CompressionInfo
 	var toc ztoc.TOC
 	var tarSize compression.Offset
-	var g errgroup.Group
-	g.Go(func() (err error) {
-		info, err = checkpoints(file, algo, span, fi.Size())
-		return err
+	var tocErr, cpErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		info, cpErr = checkpoints(zinfoFrom, file, algo, span, fi.Size())
+		feed.closeReader()
 	})
-	g.Go(func() (err error) {
-		tb := ztoc.NewTocBuilder()
-		tb.RegisterTarProvider(compression.Gzip, func(f *os.File) (io.Reader, error) { return kgzip.NewReader(f) })
-		tb.RegisterTarProvider(compression.Uncompressed, ztoc.TarProviderTar)
-		toc, tarSize, err = tb.TocFromFile(algo, file)
-		return err
+	wg.Go(func() {
+		toc, tarSize, tocErr = tarPass(file, algo, maxTar, feed)
 	})
-	if err := g.Wait(); err != nil {
+	wg.Wait()
+	if errors.Is(tocErr, ErrInflatesPastBound) {
+		return nil, fmt.Errorf("index layer of %d bytes: its tar stream: %w (a gzip bomb, or mostly empty space)", fi.Size(), tocErr)
+	}
+	if err := cmp.Or(tocErr, cpErr); err != nil {
 		return nil, fmt.Errorf("index layer: %w", err)
 	}
 	built := &Built{Format: FormatZTOC}
@@ -273,10 +352,42 @@ func gzipIndex(r io.Reader) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-// checkpoints builds the zinfo part of a zTOC: the inflate state every
-// span bytes and the digest of each span's compressed bytes.
-func checkpoints(file, algo string, span, size int64) (ztoc.CompressionInfo, error) {
-	zi, err := compression.NewZinfoFromFile(algo, file, span)
+// tarPass reads the table of contents of the layer in file, whose tar
+// stream is at most maxTar bytes, and feeds a gzip layer's bytes to feed
+// as it reads them.
+func tarPass(file, algo string, maxTar int64, feed *checkpointFeed) (ztoc.TOC, compression.Offset, error) {
+	defer feed.done()
+	// The layer is read from a file of its own, not the one the TOC
+	// builder opens and closes: what follows the tar's end is read
+	// after it, since it inflates too, and the checkpoint pass reads it.
+	var bounded *inflateBound
+	f, err := os.Open(file)
+	if err != nil {
+		return ztoc.TOC{}, 0, err
+	}
+	defer f.Close()
+	tb := ztoc.NewTocBuilder()
+	tb.RegisterTarProvider(compression.Gzip, func(*os.File) (io.Reader, error) {
+		zr, err := kgzip.NewReader(bufio.NewReaderSize(feed.tee(f), 64<<10))
+		if err != nil {
+			return nil, err
+		}
+		bounded = &inflateBound{r: zr, left: maxTar, max: maxTar}
+		return bounded, nil
+	})
+	tb.RegisterTarProvider(compression.Uncompressed, ztoc.TarProviderTar)
+	toc, size, err := tb.TocFromFile(algo, file)
+	if err == nil && bounded != nil {
+		_, err = io.Copy(io.Discard, bounded)
+	}
+	return toc, size, err
+}
+
+// checkpoints builds the zinfo part of a zTOC, the inflate state every
+// span bytes, from the layer at zinfoFrom (file, or a pipe that feeds
+// it), and the digest of each span's compressed bytes from file.
+func checkpoints(zinfoFrom, file, algo string, span, size int64) (ztoc.CompressionInfo, error) {
+	zi, err := compression.NewZinfoFromFile(algo, zinfoFrom, span)
 	if err != nil {
 		return ztoc.CompressionInfo{}, err
 	}

@@ -37,7 +37,7 @@ func openWholeLayer(ctx context.Context, store Store, l ocispec.Descriptor, time
 	if err != nil {
 		return nil, err
 	}
-	tr, err := layerindex.Uncompress(blob, l.MediaType)
+	tr, err := layerindex.Uncompress(blob, l.MediaType, wholeTarBound(l.Size))
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
 	}
@@ -75,6 +75,11 @@ func openWholeLayer(ctx context.Context, store Store, l ocispec.Descriptor, time
 	il.ahead, il.stopAhead = context.WithCancel(context.WithoutCancel(ctx))
 	return il, nil
 }
+
+// wholeTarBound bounds the tar a layer fetched whole unpacks to, which
+// goes to a temporary file: layerindex's bound, the same as indexing the
+// layer has.
+var wholeTarBound = layerindex.MaxTarSize
 
 // kickReader calls kick after every read that returns bytes.
 type kickReader struct {

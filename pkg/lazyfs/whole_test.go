@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"runtime"
 	"testing"
@@ -14,6 +15,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 	"github.com/shoal-ipfs/shoal/internal/testnode"
@@ -93,5 +96,35 @@ func TestLayerWithoutIndexIsFetchedWhole(t *testing.T) {
 		if err != nil && err != io.EOF || string(p[:k]) != want {
 			t.Errorf("%s: %q (%v), want %q", name, p[:k], err, want)
 		}
+	}
+}
+
+// TestWholeLayerPastTheBoundIsRefused: a layer without an index whose
+// tar inflates past the bound is refused, not unpacked to a temporary
+// file of whatever size it inflates to.
+func TestWholeLayerPastTheBoundIsRefused(t *testing.T) {
+	ctx := t.Context()
+	var tarball bytes.Buffer
+	tw := tar.NewWriter(&tarball)
+	tw.WriteHeader(&tar.Header{Name: "zeros", Typeflag: tar.TypeReg, Mode: 0o644, Size: 4 << 20})
+	tw.Write(make([]byte, 4<<20))
+	tw.Close()
+	var blob bytes.Buffer
+	zw, _ := zstd.NewWriter(&blob)
+	zw.Write(tarball.Bytes())
+	zw.Close()
+	n := testnode.Offline(t, t.TempDir())
+	defer n.Close()
+	l := testimage.AddBlob(t, n, ocispec.MediaTypeImageLayerZstd, blob.Bytes(), digest.FromBytes(blob.Bytes()))
+
+	il, err := openWholeLayer(ctx, n, l, time.Minute)
+	if err != nil {
+		t.Fatalf("within the bound: %v", err)
+	}
+	il.close()
+	defer func(bound func(int64) int64) { wholeTarBound = bound }(wholeTarBound)
+	wholeTarBound = func(int64) int64 { return 1 << 20 }
+	if _, err := openWholeLayer(ctx, n, l, time.Minute); !errors.Is(err, layerindex.ErrInflatesPastBound) {
+		t.Errorf("a %d-byte layer of a %d-byte tar, bound at 1 MiB: %v", blob.Len(), tarball.Len(), err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strings"
@@ -41,17 +42,32 @@ func ParseSwarmKey(data []byte) (pnet.PSK, error) {
 	return psk, nil
 }
 
-// loadSwarmKey reads the swarm key at path, if there is one.
+// loadSwarmKey reads the swarm key at path, if there is one. A key that
+// other users can read is no longer a secret of the group, and one they
+// can write lets them move the node to their own group: either is
+// refused, rather than run a private group that is not.
 func loadSwarmKey(path string) (pnet.PSK, error) {
 	if path == "" {
 		return nil, nil
 	}
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if mode := fi.Mode().Perm(); mode&0o077 != 0 {
+		return nil, fmt.Errorf("swarm key %s has mode %04o: group or other users can read or write it; run chmod 600 %s", path, mode, path)
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("swarm key %s: %w", path, err)
 	}
 	psk, err := ParseSwarmKey(data)
 	if err != nil {

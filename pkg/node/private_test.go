@@ -3,9 +3,11 @@ package node
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -114,6 +116,35 @@ func TestBadSwarmKeyIsAClearError(t *testing.T) {
 	}
 	if _, err := ParseConfig([]byte("[swarm]\nallow = [\"nonsense\"]\n")); err == nil {
 		t.Fatal("accepted a garbage peer ID in swarm.allow")
+	}
+}
+
+// TestSwarmKeyOthersCanReadIsRefused: a swarm key readable or writable
+// by anyone but its owner is refused, with the chmod that fixes it.
+func TestSwarmKeyOthersCanReadIsRefused(t *testing.T) {
+	key, _ := NewSwarmKey()
+	path := filepath.Join(t.TempDir(), "swarm.key")
+	if err := os.WriteFile(path, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		mode os.FileMode
+		ok   bool
+	}{
+		{0o600, true}, {0o400, true}, {0o644, false}, {0o640, false}, {0o604, false}, {0o620, false}, {0o602, false},
+	} {
+		if err := os.Chmod(path, c.mode); err != nil {
+			t.Fatal(err)
+		}
+		psk, err := loadSwarmKey(path)
+		switch {
+		case c.ok && (err != nil || len(psk) != 32):
+			t.Errorf("mode %04o: %v", c.mode, err)
+		case !c.ok && err == nil:
+			t.Errorf("mode %04o: a swarm key others can reach was taken", c.mode)
+		case !c.ok && !(strings.Contains(err.Error(), path) && strings.Contains(err.Error(), fmt.Sprintf("%04o", c.mode)) && strings.Contains(err.Error(), "chmod 600 "+path)):
+			t.Errorf("mode %04o: the error names neither the file, its mode nor the fix: %v", c.mode, err)
+		}
 	}
 }
 

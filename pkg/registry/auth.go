@@ -61,6 +61,24 @@ func LoadHtpasswd(path string) (map[string][]byte, error) {
 	return users, nil
 }
 
+// challenge answers a request that needs credentials.
+const challenge = `Basic realm="shoal registry"`
+
+// RequireCredentials serves h only to requests that carry a registry
+// user's credentials, whether or not pulls need them; a registry with no
+// users serves it to no one.
+func (rg *Registry) RequireCredentials(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		user, pass, given := r.BasicAuth()
+		if rg.auth == nil || !given || !rg.auth.valid(user, pass) {
+			w.Header().Set("WWW-Authenticate", challenge)
+			http.Error(w, "authentication required: a registry user's credentials", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 // check returns nil when r may go ahead: it carries valid credentials, or
 // it needs none and carries none.
 func (a *auth) check(r *http.Request) error {

@@ -203,6 +203,9 @@ func (rg *Registry) unavailable(ctx context.Context, d ocispec.Descriptor, err e
 }
 
 // parseRange reads a single "bytes=" range; without one, the whole size.
+// A range it accepts is never empty: 0 <= start < end <= size. The
+// numbers are the client's, so they are compared with size before any
+// arithmetic on them (the last byte may be the largest int64).
 func parseRange(s string, size int64) (start, end int64, partial bool, err error) {
 	if s == "" {
 		return 0, size, false, nil
@@ -218,10 +221,10 @@ func parseRange(s string, size int64) (start, end int64, partial bool, err error
 	switch {
 	case first == "": // the last N bytes
 		n, perr := strconv.ParseInt(last, 10, 64)
-		if perr != nil || n <= 0 {
-			return 0, 0, false, errRangeInvalid.with("range %q", s)
+		if perr != nil || n <= 0 || size == 0 {
+			return 0, 0, false, errRangeInvalid.with("range %q of %d bytes", s, size)
 		}
-		return max(size-n, 0), size, true, nil
+		return size - min(n, size), size, true, nil
 	default:
 		start, perr := strconv.ParseInt(first, 10, 64)
 		if perr != nil || start < 0 || start >= size {
@@ -233,7 +236,9 @@ func parseRange(s string, size int64) (start, end int64, partial bool, err error
 			if perr != nil || l < start {
 				return 0, 0, false, errRangeInvalid.with("range %q", s)
 			}
-			end = min(l+1, size)
+			if l < size-1 {
+				end = l + 1
+			}
 		}
 		return start, end, true, nil
 	}

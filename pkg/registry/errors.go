@@ -47,6 +47,7 @@ var (
 	errUnsupported         = &apiError{Code: "UNSUPPORTED", Message: "the operation is unsupported", status: http.StatusMethodNotAllowed}
 	errRangeInvalid        = &apiError{Code: "BLOB_UPLOAD_INVALID", Message: "range not satisfiable", status: http.StatusRequestedRangeNotSatisfiable}
 	errNotFound            = &apiError{Code: "NOT_FOUND", Message: "no such route", status: http.StatusNotFound}
+	errTooManyRequests     = &apiError{Code: "TOOMANYREQUESTS", Message: "too many requests", status: http.StatusTooManyRequests}
 )
 
 // writeError sends err as the spec's error body; errors of no API kind are
@@ -59,6 +60,9 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Del("Content-Length")
 	w.Header().Del("Docker-Content-Digest")
+	if ae.status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", retryAfter)
+	}
 	w.WriteHeader(ae.status)
 	if r.Method == http.MethodHead {
 		return

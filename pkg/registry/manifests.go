@@ -129,6 +129,10 @@ func parseManifest(contentType string, data []byte) (mediaType string, f manifes
 	if transport.IsManifest(mediaType) && f.Config == nil {
 		return "", f, errManifestInvalid.with("an image manifest needs a config")
 	}
+	if len(f.Manifests) > image.MaxIndexManifests || len(f.Layers) > image.MaxManifestLayers {
+		return "", f, errManifestInvalid.with("%d manifests and %d layers; an index may name %d manifests, a manifest %d layers",
+			len(f.Manifests), len(f.Layers), image.MaxIndexManifests, image.MaxManifestLayers)
+	}
 	all := append(append(append([]ocispec.Descriptor{}, f.Layers...), f.Manifests...), f.subject()...)
 	if f.Config != nil {
 		all = append(all, *f.Config)
@@ -266,6 +270,9 @@ func (rg *Registry) convert(ctx context.Context, name, host string, tags []strin
 	res, err := image.Push(ctx, rg.store, &repoSource{rg: rg, name: name, ref: ref, top: top, topCID: topCID}, image.PushOptions{Index: true})
 	if err != nil {
 		return cid.Undef, err
+	}
+	for _, u := range res.Unindexed {
+		rg.log.Info("registry: a layer of a pushed image has no index; a mount fetches it whole", "name", name, "layer", u.Digest, "reason", u.Err)
 	}
 	return res.Root, nil
 }

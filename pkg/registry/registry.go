@@ -56,6 +56,12 @@ type Registry struct {
 	timeout time.Duration
 	maxDoc  int64
 	uploads *uploads
+
+	// uploadLimits are the options' bounds, defaults not yet applied.
+	uploadLimits UploadLimits
+	// clientTimeout cuts off a client that stops sending or reading.
+	clientTimeout time.Duration
+
 	trees   *treeCache
 	metrics *metrics
 	auth    *auth // nil: no credentials needed
@@ -95,6 +101,8 @@ func New(store Store, meta ds.Batching, uploadDir string, opts ...Option) (*Regi
 		log:     slog.New(slog.DiscardHandler),
 		timeout: DefaultFetchTimeout,
 		maxDoc:  4 << 20,
+
+		clientTimeout: DefaultClientTimeout,
 	}
 	for _, o := range opts {
 		o(rg)
@@ -108,21 +116,23 @@ func New(store Store, meta ds.Batching, uploadDir string, opts ...Option) (*Regi
 	if err := os.MkdirAll(uploadDir, 0o700); err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	rg.uploads = newUploads(uploadDir)
+	rg.uploads = newUploads(uploadDir, rg.uploadLimits.withDefaults())
 	rg.verified, _ = lru.New[string, struct{}](1 << 16)
 	rg.trees = newTreeCache(rg)
 	return rg, nil
 }
 
 // Run expires idle uploads until ctx ends, then drops the rest. It runs
-// beside whatever serves the registry.
+// beside whatever serves the registry. An idle upload goes within a
+// tenth of the idle bound past it.
 func (rg *Registry) Run(ctx context.Context) {
-	janitor := time.NewTicker(time.Minute)
+	idle := rg.uploads.limits.Idle
+	janitor := time.NewTicker(min(max(idle/10, time.Second), time.Minute))
 	defer janitor.Stop()
 	for {
 		select {
 		case <-janitor.C:
-			rg.uploads.expire(time.Now().Add(-uploadIdle))
+			rg.uploads.expire(time.Now().Add(-idle))
 		case <-ctx.Done():
 			rg.uploads.expire(time.Now().Add(time.Hour))
 			return
@@ -133,12 +143,14 @@ func (rg *Registry) Run(ctx context.Context) {
 // ServeHTTP routes a request of the distribution API.
 func (rg *Registry) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	rt, err := parseRoute(r.URL.Path)
-	w := rg.metrics.track(rw, r, rt, err)
+	dl := rg.withDeadlines(rw, r)
+	defer dl.done()
+	w := rg.metrics.track(dl, r, rt, err)
 	defer w.done()
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	if err == nil && rg.auth != nil {
 		if err = rg.auth.check(r); err != nil {
-			w.Header().Set("WWW-Authenticate", `Basic realm="shoal registry"`)
+			w.Header().Set("WWW-Authenticate", challenge)
 		}
 	}
 	if err != nil {

@@ -53,6 +53,12 @@ func ref(t *testing.T, s string) name.Reference {
 
 func do(t *testing.T, method, url string, body io.Reader, hdr ...string) *http.Response {
 	t.Helper()
+	return send(t, http.DefaultClient, method, url, body, hdr...)
+}
+
+// send makes a request with client c; hdr are header names and values.
+func send(t *testing.T, c *http.Client, method, url string, body io.Reader, hdr ...string) *http.Response {
+	t.Helper()
 	req, err := http.NewRequest(method, url, body)
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +66,7 @@ func do(t *testing.T, method, url string, body io.Reader, hdr ...string) *http.R
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +360,6 @@ func (f *failingReader) Read(p []byte) (int, error) {
 // TestClientsThatGoAway: an upload cut short keeps its bytes for a resume
 // until it expires; a download cut short releases the node, so GC runs.
 func TestClientsThatGoAway(t *testing.T) {
-	ctx := context.Background()
 	n := testnode.Offline(t, t.TempDir())
 	defer n.Close()
 	host, rg := serve(t, n)
@@ -393,16 +398,7 @@ func TestClientsThatGoAway(t *testing.T) {
 	fmt.Fprintf(conn, "GET /v2/app/blobs/%s HTTP/1.1\r\nHost: %s\r\n\r\n", d, host)
 	io.ReadFull(conn, make([]byte, 4096))
 	conn.Close()
-	done := make(chan error, 1)
-	go func() { _, err := n.GC(ctx); done <- err }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("GC still waits for a download whose client went away")
-	}
+	gcRuns(t, n, "GC still waits for a download whose client went away")
 	res = do(t, "GET", u+"/v2/app/blobs/"+d.String(), nil)
 	got, _ := io.ReadAll(res.Body)
 	if sha256.Sum256(got) != sha256.Sum256(data) {
@@ -429,20 +425,12 @@ func TestContentNoPeerHas(t *testing.T) {
 // addJSON adds v to n as a blob and returns its descriptor with its CID.
 func addJSON(t *testing.T, n *node.Node, mediaType string, v any) ocispec.Descriptor {
 	t.Helper()
-	data, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return addBlob(t, n, mediaType, data, digest.FromBytes(data))
+	return testimage.AddJSON(t, n, mediaType, v)
 }
 
 func addBlob(t *testing.T, n *node.Node, mediaType string, data []byte, d digest.Digest) ocispec.Descriptor {
 	t.Helper()
-	c, err := n.Add(context.Background(), bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return image.WithCID(ocispec.Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(data))}, c)
+	return testimage.AddBlob(t, n, mediaType, data, d)
 }
 
 // TestBlobThatDoesNotMatchItsDigestIsCutOff: an image in IPFS whose layer

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,20 +17,69 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/opencontainers/go-digest"
+	"github.com/shoal-ipfs/shoal/pkg/image"
 )
 
-// uploadIdle is how long an unfinished upload waits for its next request.
-const uploadIdle = time.Hour
+// UploadLimits bound what unfinished uploads may hold, so that clients
+// that start uploads and never finish them cannot take the daemon's
+// files, disk or memory. A zero field takes its default
+// (DefaultUploadLimits). Past a bound a client gets 429 TOOMANYREQUESTS
+// with a Retry-After.
+type UploadLimits struct {
+	// Sessions is how many uploads may be unfinished at once, in all.
+	Sessions int
+	// PerClient is how many of them one client (an IP address) may have.
+	PerClient int
+	// Bytes is how many bytes all unfinished uploads may hold together.
+	Bytes int64
+	// Idle is how long an upload waits for its next request before it
+	// is dropped, counted from the end of its last request.
+	Idle time.Duration
+}
 
-// upload is a blob being received. Its bytes go to a file and its sha256
-// is kept running, so that finishing needs no second pass; only the bytes
-// of a verified blob ever reach the block store.
+// DefaultUploadLimits are the bounds of a registry not given others: an
+// upload costs no open file between requests, a little memory and its
+// bytes on disk.
+var DefaultUploadLimits = UploadLimits{Sessions: 1024, PerClient: 128, Bytes: 32 << 30, Idle: 5 * time.Minute}
+
+// WithUploadLimits bounds unfinished uploads; zero fields keep their
+// defaults.
+func WithUploadLimits(l UploadLimits) Option {
+	return func(r *Registry) { r.uploadLimits = l }
+}
+
+func (l UploadLimits) withDefaults() UploadLimits {
+	d := DefaultUploadLimits
+	if l.Sessions > 0 {
+		d.Sessions = l.Sessions
+	}
+	if l.PerClient > 0 {
+		d.PerClient = l.PerClient
+	}
+	if l.Bytes > 0 {
+		d.Bytes = l.Bytes
+	}
+	if l.Idle > 0 {
+		d.Idle = l.Idle
+	}
+	return d
+}
+
+// retryAfter is what a client past a bound is told to wait, in seconds:
+// uploads in flight usually end within it.
+const retryAfter = "10"
+
+// upload is a blob being received. Its bytes go to a file, opened for
+// each request and closed at its end, and its sha256 is kept running in
+// memory, so that finishing needs no second pass and an upload waiting
+// for its next part holds no file open; only the bytes of a verified
+// blob ever reach the block store.
 type upload struct {
 	mu     sync.Mutex
 	id     string
 	name   string
+	client string
 	path   string
-	file   *os.File
 	sha    hash.Hash
 	size   int64
 	active time.Time
@@ -37,26 +87,44 @@ type upload struct {
 }
 
 type uploads struct {
-	dir string
-	mu  sync.Mutex
-	m   map[string]*upload
+	dir    string
+	limits UploadLimits
+	mu     sync.Mutex
+	m      map[string]*upload
+	per    map[string]int // unfinished uploads by client
+	bytes  int64          // held by all unfinished uploads
 }
 
-func newUploads(dir string) *uploads {
-	return &uploads{dir: dir, m: map[string]*upload{}}
+func newUploads(dir string, limits UploadLimits) *uploads {
+	return &uploads{dir: dir, limits: limits, m: map[string]*upload{}, per: map[string]int{}}
 }
 
-func (us *uploads) start(name string) (*upload, error) {
+// start begins an upload to repository name for client and returns it
+// locked, or TOOMANYREQUESTS past the bounds on sessions.
+func (us *uploads) start(name, client string) (*upload, error) {
 	id := newID()
-	p := filepath.Join(us.dir, id)
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	u := &upload{id: id, name: name, client: client, path: filepath.Join(us.dir, id), sha: sha256.New(), active: time.Now()}
+	u.mu.Lock()
+	us.mu.Lock()
+	switch {
+	case len(us.m) >= us.limits.Sessions:
+		us.mu.Unlock()
+		return nil, errTooManyRequests.with("%d unfinished uploads, the most this registry keeps", len(us.m))
+	case us.per[client] >= us.limits.PerClient:
+		us.mu.Unlock()
+		return nil, errTooManyRequests.with("%d unfinished uploads from %s, the most one client may have", us.per[client], client)
+	}
+	us.m[id] = u
+	us.per[client]++
+	us.mu.Unlock()
+	f, err := os.OpenFile(u.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		err = f.Close()
+	}
 	if err != nil {
+		us.drop(u)
 		return nil, fmt.Errorf("start upload: %w", err)
 	}
-	u := &upload{id: id, name: name, path: p, file: f, sha: sha256.New(), active: time.Now()}
-	us.mu.Lock()
-	us.m[id] = u
-	us.mu.Unlock()
 	return u, nil
 }
 
@@ -78,14 +146,49 @@ func (us *uploads) lock(name, id string) (*upload, error) {
 	return u, nil
 }
 
+// unlock ends a request on u. Its idle time starts now, not when the
+// request began: a part may take longer to arrive than the idle bound.
+func (u *upload) unlock() {
+	u.active = time.Now()
+	u.mu.Unlock()
+}
+
 // drop ends an upload, removing its file; the caller holds u.mu.
 func (us *uploads) drop(u *upload) {
+	if u.gone {
+		return
+	}
 	u.gone = true
-	u.file.Close()
 	os.Remove(u.path)
 	us.mu.Lock()
 	delete(us.m, u.id)
+	if us.per[u.client]--; us.per[u.client] <= 0 {
+		delete(us.per, u.client)
+	}
+	us.bytes -= u.size
 	us.mu.Unlock()
+}
+
+// reserve grants up to n more bytes to unfinished uploads, as many as
+// the bound on their bytes leaves.
+func (us *uploads) reserve(n int64) int64 {
+	us.mu.Lock()
+	defer us.mu.Unlock()
+	n = max(min(n, us.limits.Bytes-us.bytes), 0)
+	us.bytes += n
+	return n
+}
+
+func (us *uploads) release(n int64) {
+	us.mu.Lock()
+	us.bytes -= n
+	us.mu.Unlock()
+}
+
+// errBytesBound is a part past the bound on the bytes of unfinished
+// uploads.
+func (us *uploads) errBytesBound() error {
+	return errTooManyRequests.with("unfinished uploads hold %d bytes, the most this registry keeps", us.limits.Bytes)
 }
 
 // expire drops uploads idle since before cutoff.
@@ -107,15 +210,53 @@ func (us *uploads) expire(cutoff time.Time) {
 	}
 }
 
-// write appends r to the upload. Bytes of a request cut short stay: the
-// client learns the offset from the Range header and resumes there.
-func (u *upload) write(r io.Reader) error {
-	n, err := io.Copy(io.MultiWriter(u.file, u.sha), r)
-	u.size += n
-	if err != nil {
-		return errBlobUploadInvalid.with("reading the request body: %v", err)
+// write appends the request body r, of length bytes if that is not -1,
+// to upload u, whose file it opens for this request only. Bytes of a
+// request cut short stay: the client learns the offset from the Range
+// header and resumes there. A body past the bound on the bytes of
+// unfinished uploads is refused before it is read if its length says
+// so, else cut where the bound is.
+func (us *uploads) write(u *upload, r io.Reader, length int64) error {
+	if length > 0 && length > us.limits.Bytes-us.held() {
+		return us.errBytesBound()
 	}
-	return nil
+	f, err := os.OpenFile(u.path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return fmt.Errorf("upload %s: %w", u.id, err)
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			granted := us.reserve(int64(n))
+			if _, err := f.Write(buf[:granted]); err != nil {
+				// The file must hold what the hash has seen, no more.
+				us.release(granted)
+				if terr := f.Truncate(u.size); terr != nil {
+					return fmt.Errorf("upload %s: %w (and truncating it back: %v)", u.id, err, terr)
+				}
+				return fmt.Errorf("upload %s: %w", u.id, err)
+			}
+			u.sha.Write(buf[:granted])
+			u.size += granted
+			if granted < int64(n) {
+				return us.errBytesBound()
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return errBlobUploadInvalid.with("reading the request body: %v", rerr)
+		}
+	}
+}
+
+func (us *uploads) held() int64 {
+	us.mu.Lock()
+	defer us.mu.Unlock()
+	return us.bytes
 }
 
 // digest returns the upload's digest in the algorithm of want.
@@ -123,15 +264,12 @@ func (u *upload) digest(want digest.Digest) (digest.Digest, error) {
 	if want.Algorithm() == digest.SHA256 {
 		return digest.NewDigest(digest.SHA256, u.sha), nil
 	}
-	if _, err := u.file.Seek(0, io.SeekStart); err != nil {
-		return "", err
-	}
-	d, err := want.Algorithm().FromReader(u.file)
+	f, err := os.Open(u.path)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("upload %s: %w", u.id, err)
 	}
-	_, err = u.file.Seek(0, io.SeekEnd)
-	return d, err
+	defer f.Close()
+	return want.Algorithm().FromReader(f)
 }
 
 func (u *upload) setHeaders(w http.ResponseWriter) {
@@ -159,19 +297,18 @@ func (rg *Registry) startUpload(w http.ResponseWriter, r *http.Request, rt route
 			return blobCreated(w, rt.name, d)
 		}
 	}
-	u, err := rg.uploads.start(rt.name)
+	u, err := rg.uploads.start(rt.name, clientOf(r))
 	if err != nil {
 		return err
 	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
+	defer u.unlock()
 	if s := q.Get("digest"); s != "" {
 		d, err := parseDigest(s)
 		if err != nil {
 			rg.uploads.drop(u)
 			return err
 		}
-		if err := u.write(r.Body); err != nil {
+		if err := rg.uploads.write(u, r.Body, r.ContentLength); err != nil {
 			rg.uploads.drop(u)
 			return err
 		}
@@ -187,7 +324,7 @@ func (rg *Registry) uploadStatus(w http.ResponseWriter, _ *http.Request, rt rout
 	if err != nil {
 		return err
 	}
-	defer u.mu.Unlock()
+	defer u.unlock()
 	u.setHeaders(w)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -200,7 +337,7 @@ func (rg *Registry) patchUpload(w http.ResponseWriter, r *http.Request, rt route
 	if err != nil {
 		return err
 	}
-	defer u.mu.Unlock()
+	defer u.unlock()
 	if cr := r.Header.Get("Content-Range"); cr != "" {
 		start, end, ok := parseContentRange(cr)
 		if !ok || start != u.size || (r.ContentLength >= 0 && end-start+1 != r.ContentLength) {
@@ -208,7 +345,8 @@ func (rg *Registry) patchUpload(w http.ResponseWriter, r *http.Request, rt route
 			return errRangeInvalid.with("Content-Range %q; the upload has %d bytes", cr, u.size)
 		}
 	}
-	if err := u.write(r.Body); err != nil {
+	if err := rg.uploads.write(u, r.Body, r.ContentLength); err != nil {
+		u.setHeaders(w)
 		return err
 	}
 	u.setHeaders(w)
@@ -242,14 +380,15 @@ func (rg *Registry) finishUpload(w http.ResponseWriter, r *http.Request, rt rout
 	if err != nil {
 		return err
 	}
-	defer u.mu.Unlock()
+	defer u.unlock()
 	if cr := r.Header.Get("Content-Range"); cr != "" && r.ContentLength != 0 {
 		if start, _, ok := parseContentRange(cr); !ok || start != u.size {
 			u.setHeaders(w)
 			return errRangeInvalid.with("Content-Range %q; the upload has %d bytes", cr, u.size)
 		}
 	}
-	if err := u.write(r.Body); err != nil {
+	if err := rg.uploads.write(u, r.Body, r.ContentLength); err != nil {
+		u.setHeaders(w)
 		return err
 	}
 	return rg.commit(w, r, u, d)
@@ -260,7 +399,7 @@ func (rg *Registry) cancelUpload(w http.ResponseWriter, _ *http.Request, rt rout
 	if err != nil {
 		return err
 	}
-	defer u.mu.Unlock()
+	defer u.unlock()
 	rg.uploads.drop(u)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -279,14 +418,21 @@ func (rg *Registry) commit(w http.ResponseWriter, r *http.Request, u *upload, wa
 		rg.uploads.drop(u)
 		return errDigestInvalid.with("got %s for %d bytes, the client said %s", got, u.size, want)
 	}
-	if _, err := u.file.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	c, err := rg.store.Add(ctx, u.file)
+	f, err := os.Open(u.path)
 	if err != nil {
-		return fmt.Errorf("add blob %s: %w", want, err)
+		return fmt.Errorf("upload %s: %w", u.id, err)
 	}
-	if err := rg.link(ctx, u.name, want, blobRecord{CID: c.String(), Size: u.size}); err != nil {
+	defer f.Close()
+	// Under a lease: a collection between the add and the link's hold
+	// would take the blob.
+	err = image.WithLease(ctx, rg.store, func(image.Lease) error {
+		c, err := rg.store.Add(ctx, f)
+		if err != nil {
+			return fmt.Errorf("add blob %s: %w", want, err)
+		}
+		return rg.link(ctx, u.name, want, blobRecord{CID: c.String(), Size: u.size})
+	})
+	if err != nil {
 		return err
 	}
 	rg.uploads.drop(u)
@@ -338,6 +484,16 @@ func (rg *Registry) mount(ctx context.Context, name string, d digest.Digest, fro
 		return false, nil
 	}
 	return true, nil
+}
+
+// clientOf names the client of a request for the bounds per client: its
+// IP address. Behind a proxy every client is the proxy.
+func clientOf(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 func blobCreated(w http.ResponseWriter, name string, d digest.Digest) error {
