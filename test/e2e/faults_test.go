@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -118,10 +119,12 @@ func getBlob(ctx context.Context, url string, want v1.Hash) (complete, right boo
 }
 
 // TestFaultCampaign runs the fault classes a serving node meets together,
-// against real daemons: GC looping while clients push to the registry and
-// pulls come from a peer; clients that read a little of a blob and stall;
-// a store whose pack a disk corrupted, read through the registry the whole
-// time. It reports what it tried, and asserts that every healthy request
+// against real daemons: a group outsider forging shard records; a greedy
+// client holding upload sessions open; GC looping while clients push to
+// the registry and pulls come from a peer; clients that read a little of
+// a blob and stall; a store whose pack a disk corrupted, read through the
+// registry the whole time. (Crashes have tests of their own: crash_test.go.)
+// It reports what it tried, and asserts that every healthy request
 // finished, no response was complete with wrong bytes, and nothing pushed
 // or pinned was lost.
 func TestFaultCampaign(t *testing.T) {
@@ -203,6 +206,23 @@ func TestFaultCampaign(t *testing.T) {
 				time.Sleep(100 * time.Millisecond)
 			}
 		}()
+	}
+	// A greedy client, from an address of its own, opens upload sessions
+	// and never finishes them, until the registry says 429; the daemon
+	// keeps no file open for them, and other clients' pushes go on.
+	fdsBefore := openFiles(t, node)
+	greedy := greedyUploads(ctx, t, node.Registry, "127.0.0.2", 300)
+	if greedy.refused == 0 {
+		c.fail("a client opened %d upload sessions and was never refused", greedy.opened)
+	}
+	if grew := openFiles(t, node) - fdsBefore; grew > 50 {
+		c.fail("%d unfinished uploads raised the daemon's open files by %d", greedy.opened, grew)
+	}
+	for range greedy.opened {
+		c.note("greedy upload sessions opened")
+	}
+	for range greedy.refused {
+		c.note("greedy upload sessions refused (429)")
 	}
 	// Pushes to the registry, each read back whole.
 	pushed := make([]name.Reference, 10)
@@ -303,6 +323,45 @@ func TestFaultCampaign(t *testing.T) {
 	if out := node.run(t, "verify"); !strings.Contains(out, "0 corrupt, 0 missing") {
 		c.fail("verify at the end: %s", out)
 	}
+}
+
+// openFiles counts the daemon's open file descriptors.
+func openFiles(t *testing.T, d *shoalDaemon) int {
+	t.Helper()
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", d.proc.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(fds)
+}
+
+type greedyResult struct{ opened, refused int }
+
+// greedyUploads starts up to n upload sessions at registry from the local
+// address from, and finishes none.
+func greedyUploads(ctx context.Context, t *testing.T, registry, from string, n int) greedyResult {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)},
+	}).DialContext}}
+	var res greedyResult
+	for range n {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+registry+"/v2/greedy/blob/blobs/uploads/", nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("greedy client: %v", err)
+		}
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusAccepted:
+			res.opened++
+		case http.StatusTooManyRequests:
+			res.refused++
+		default:
+			t.Fatalf("greedy client: upload start answered %s", resp.Status)
+		}
+	}
+	return res
 }
 
 // startGroupMember starts a daemon in group name with the group key key.
