@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/shoal-ipfs/shoal/internal/testbed"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 )
 
@@ -100,12 +101,12 @@ func largestPack(t *testing.T, d *shoalDaemon) string {
 
 // getBlob reads a blob from a registry whole and reports whether all of
 // it came with a 200, and whether those bytes match the digest.
-func getBlob(ctx context.Context, url string, want v1.Hash) (complete, right bool, err error) {
+func getBlob(ctx context.Context, client *http.Client, url string, want v1.Hash) (complete, right bool, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return false, false, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return false, false, err
 	}
@@ -123,7 +124,8 @@ func getBlob(ctx context.Context, url string, want v1.Hash) (complete, right boo
 // client holding upload sessions open; GC looping while clients push to
 // the registry and pulls come from a peer; clients that read a little of
 // a blob and stall; a store whose pack a disk corrupted, read through the
-// registry the whole time. (Crashes have tests of their own: crash_test.go.)
+// registry the whole time; the daemons are hosts of the testbed.
+// (Crashes have tests of their own: crash_test.go.)
 // It reports what it tried, and asserts that every healthy request
 // finished, no response was complete with wrong bytes, and nothing pushed
 // or pinned was lost.
@@ -135,10 +137,14 @@ func TestFaultCampaign(t *testing.T) {
 
 	// The origin and the node are members of a group; an outsider with a
 	// key of its own, connected to both, claims to be one.
+	// Each daemon is a host of the testbed; the test's HTTP clients reach
+	// the node's registry from inside the node's host.
+	tb := testbed.ForTest(t, 3, testbed.Link{Rate: "1gbit"})
 	key := startShoalDaemon(t).run(t, "group", "key")
-	origin := startGroupMember(t, "campaign", key)
-	node := startGroupMember(t, "campaign", key, "--peer", origin.Peer)
-	outsider := startGroupMember(t, "campaign", node.run(t, "group", "key"), "--peer", origin.Peer, "--peer", node.Peer)
+	origin := startGroupMember(t, tb.Hosts[0], "campaign", key)
+	node := startGroupMember(t, tb.Hosts[1], "campaign", key, "--peer", origin.Peer)
+	outsider := startGroupMember(t, tb.Hosts[2], "campaign", node.run(t, "group", "key"), "--peer", origin.Peer, "--peer", node.Peer)
+	client := hostClient(*node.host, "")
 	// The image pulled again and again from the origin.
 	pulled := lastLine(origin.run(t, "push", "oci:"+testimage.IndexLayout(t, 101, 24<<20, 3<<20)+":v1"))
 	// The image whose pack is corrupted on the node; the origin holds it too,
@@ -194,7 +200,7 @@ func TestFaultCampaign(t *testing.T) {
 			defer wg.Done()
 			url := fmt.Sprintf("http://%s/v2/ipfs/%s/blobs/%s", node.Registry, pulled, largestLayerOf(t, 101))
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := hostClient(*node.host, "").Do(req)
 			if err != nil {
 				c.fail("stalling client: %v", err)
 				return
@@ -211,7 +217,7 @@ func TestFaultCampaign(t *testing.T) {
 	// and never finishes them, until the registry says 429; the daemon
 	// keeps no file open for them, and other clients' pushes go on.
 	fdsBefore := openFiles(t, node)
-	greedy := greedyUploads(ctx, t, node.Registry, "127.0.0.2", 300)
+	greedy := greedyUploads(ctx, t, hostClient(*node.host, "127.0.0.2"), node.Registry, 300)
 	if greedy.refused == 0 {
 		c.fail("a client opened %d upload sessions and was never refused", greedy.opened)
 	}
@@ -236,7 +242,7 @@ func TestFaultCampaign(t *testing.T) {
 				return
 			}
 			ref, _ := name.NewTag(fmt.Sprintf("%s/campaign/app-%d:v1", node.Registry, i), name.Insecure)
-			if err := remote.Write(ref, img, remote.WithContext(ctx)); err != nil {
+			if err := remote.Write(ref, img, remote.WithContext(ctx), remote.WithTransport(client.Transport)); err != nil {
 				c.fail("registry push %d: %v", i, err)
 				continue
 			}
@@ -270,7 +276,7 @@ func TestFaultCampaign(t *testing.T) {
 		defer workers.Done()
 		url := fmt.Sprintf("http://%s/v2/ipfs/%s/blobs/%s", node.Registry, corrupted, corruptDigest)
 		for range 20 {
-			complete, right, _ := getBlob(ctx, url, corruptDigest)
+			complete, right, _ := getBlob(ctx, client, url, corruptDigest)
 			switch {
 			case complete && !right:
 				c.fail("the registry served the corrupted blob complete with wrong bytes")
@@ -293,7 +299,7 @@ func TestFaultCampaign(t *testing.T) {
 		if ref == nil {
 			continue
 		}
-		img, err := remote.Image(ref, remote.WithContext(ctx))
+		img, err := remote.Image(ref, remote.WithContext(ctx), remote.WithTransport(client.Transport))
 		if err == nil {
 			err = readLayers(img)
 		}
@@ -337,13 +343,10 @@ func openFiles(t *testing.T, d *shoalDaemon) int {
 
 type greedyResult struct{ opened, refused int }
 
-// greedyUploads starts up to n upload sessions at registry from the local
-// address from, and finishes none.
-func greedyUploads(ctx context.Context, t *testing.T, registry, from string, n int) greedyResult {
+// greedyUploads starts up to n upload sessions at registry with client,
+// and finishes none.
+func greedyUploads(ctx context.Context, t *testing.T, client *http.Client, registry string, n int) greedyResult {
 	t.Helper()
-	client := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{
-		LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)},
-	}).DialContext}}
 	var res greedyResult
 	for range n {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+registry+"/v2/greedy/blob/blobs/uploads/", nil)
@@ -364,15 +367,37 @@ func greedyUploads(ctx context.Context, t *testing.T, registry, from string, n i
 	return res
 }
 
-// startGroupMember starts a daemon in group name with the group key key.
-func startGroupMember(t *testing.T, group, key string, args ...string) *shoalDaemon {
+// startGroupMember starts a daemon on host in group name with the group
+// key key.
+func startGroupMember(t *testing.T, host testbed.Host, group, key string, args ...string) *shoalDaemon {
 	t.Helper()
-	d := newShoalHome(t, "/ip4/127.0.0.1/tcp/0", append([]string{"--group", group}, args...))
+	d := newShoalHome(t, "/ip4/"+host.Addr+"/tcp/4051", append([]string{"--group", group}, args...))
 	if err := os.WriteFile(filepath.Join(d.home, "group.key"), []byte(key), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	d.host = &host
 	d.start(t)
 	return d
+}
+
+// hostClient is an HTTP client whose connections are made inside host's
+// network namespace, from the local address from if given.
+func hostClient(host testbed.Host, from string) *http.Client {
+	dialer := &net.Dialer{}
+	if from != "" {
+		dialer.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+	}
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var conn net.Conn
+			err := host.Do(func() error {
+				var err error
+				conn, err = dialer.DialContext(ctx, network, addr)
+				return err
+			})
+			return conn, err
+		},
+	}}
 }
 
 // largestLayerOf is the largest layer's digest of testimage's image of
