@@ -6,9 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
+
+	"github.com/shoal-ipfs/shoal/internal/secretfile"
 )
 
 // A group key is the secret every member of a group holds. Members prove
@@ -60,27 +60,12 @@ func LoadKey(path string) ([]byte, error) {
 	if path == "" {
 		return nil, fmt.Errorf("%w: [group] key names no file", ErrNoKey)
 	}
-	f, err := os.Open(path)
+	data, err := secretfile.Read("group key", path, 1024)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s does not exist. Every member of a group needs the same group key: make one with `shoal group key > group.key`, then `install -m 0600 group.key %s` on every member", ErrNoKey, path, path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("group key: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("group key: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("group key %s is not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("group key %s has mode %04o: others than its owner may read it; make it 0600 (chmod 600 %s)", path, perm, path)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, 1024))
-	if err != nil {
-		return nil, fmt.Errorf("group key %s: %w", path, err)
+		return nil, err
 	}
 	key, err := ParseKey(data)
 	if err != nil {

@@ -6,9 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
 	"strings"
 
 	"github.com/libp2p/go-libp2p/core/control"
@@ -16,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/shoal-ipfs/shoal/internal/secretfile"
 )
 
 // A private group is a set of nodes that share a swarm key (libp2p's
@@ -50,24 +49,12 @@ func loadSwarmKey(path string) (pnet.PSK, error) {
 	if path == "" {
 		return nil, nil
 	}
-	f, err := os.Open(path)
+	data, err := secretfile.Read("swarm key", path, 1024)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if mode := fi.Mode().Perm(); mode&0o077 != 0 {
-		return nil, fmt.Errorf("swarm key %s has mode %04o: group or other users can read or write it; run chmod 600 %s", path, mode, path)
-	}
-	data, err := io.ReadAll(f)
-	if err != nil {
-		return nil, fmt.Errorf("swarm key %s: %w", path, err)
 	}
 	psk, err := ParseSwarmKey(data)
 	if err != nil {

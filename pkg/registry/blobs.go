@@ -76,7 +76,7 @@ func (rg *Registry) blobDescriptor(ctx context.Context, name string, d digest.Di
 
 // The pairs of CID and digest known to match. Content addressing makes
 // the fact permanent: every block read under the CID is checked against
-// it (local blocks were when they were stored), so the same bytes come
+// it (local ones as they are read), so the same bytes come
 // back, and hashing them again for the digest would only cost time.
 func verifiedKey(d ocispec.Descriptor) (string, bool) {
 	c, err := image.CIDOf(d)
