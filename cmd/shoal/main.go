@@ -64,7 +64,7 @@ func newRoot() *cobra.Command {
 		pushCmd(g), pullCmd(g), inspectCmd(g), indexCmd(g),
 		mountCmd(g), unmountCmd(g),
 		imagesCmd(g), rmCmd(g), gcCmd(g), verifyCmd(g),
-		containerdCmd(g), swarmCmd(g), groupCmd(g), shardCmd(g), statusCmd(g),
+		containerdCmd(g), swarmCmd(g), groupCmd(g), shardCmd(g), statusCmd(g), mirrorCmd(g),
 	)
 	return root
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -10,6 +11,7 @@ import (
 	"github.com/shoal-ipfs/shoal/pkg/daemon"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
+	"github.com/shoal-ipfs/shoal/pkg/upstream"
 	"github.com/spf13/cobra"
 )
 
@@ -71,16 +73,29 @@ func idCmd(g *globals) *cobra.Command {
 }
 
 func daemonCmd(g *globals) *cobra.Command {
-	var listen []string
+	var listen, mirrors []string
 	var socket, registryListen, groupName string
 	var noMDNS bool
+	var tagTTL time.Duration
+	var cacheSize node.Size
 	c := &cobra.Command{
 		Use:   "daemon",
 		Short: "Run the node: serve blocks to peers and the API to other shoal commands",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if g.ipfsAPI != "" {
+				if len(mirrors) > 0 {
+					return usageError{errors.New("--mirror needs the embedded node: mirrored content is shared with peers over shoal's own protocol")}
+				}
 				return kuboDaemon(cmd, g, registryListen)
+			}
+			var endpoints []upstream.Endpoint
+			for _, spec := range mirrors {
+				ep, err := upstream.ParseMirror(spec)
+				if err != nil {
+					return usageError{fmt.Errorf("--mirror: %w", err)}
+				}
+				endpoints = append(endpoints, ep)
 			}
 			if err := g.ensureInit(); err != nil {
 				return err
@@ -112,13 +127,30 @@ func daemonCmd(g *globals) *cobra.Command {
 			if cmd.Flags().Changed("group") {
 				grp.Name = groupName
 			}
-			return daemon.Run(ctx, n, daemon.RunOptions{Socket: socket, Registry: reg, Containerd: n.Config().Containerd.Paths(g.home), Mount: n.Config().Mount.Paths(g.home), Group: grp, Log: log})
+			if cmd.Flags().Changed("mirror-tag-ttl") {
+				reg.MirrorTagTTL.Duration = tagTTL
+			}
+			if cmd.Flags().Changed("mirror-cache-size") {
+				reg.MirrorCacheSize = cacheSize
+			}
+			configured, err := daemon.MirrorEndpoints(g.home, n.Config().Mirror)
+			if err != nil {
+				return err
+			}
+			endpoints = append(configured, endpoints...)
+			if len(endpoints) > 0 && reg.Listen == "" {
+				return usageError{errors.New("--mirror needs the registry: give --registry-listen HOST:PORT")}
+			}
+			return daemon.Run(ctx, n, daemon.RunOptions{Socket: socket, Registry: reg, Containerd: n.Config().Containerd.Paths(g.home), Mount: n.Config().Mount.Paths(g.home), Group: grp, Mirrors: endpoints, Log: log})
 		},
 	}
 	c.Flags().StringArrayVar(&listen, "listen", nil, "swarm address, port 0 for a free port (repeatable; default from config)")
 	c.Flags().StringVar(&socket, "api-socket", "", "API unix socket (default $SHOAL_HOME/shoal.sock)")
 	c.Flags().BoolVar(&noMDNS, "no-mdns", false, "do not look for peers on the local network")
 	c.Flags().StringVar(&groupName, "group", "", "be a member of this group, which shards images among its members (default from config: [group] name)")
+	c.Flags().StringArrayVar(&mirrors, "mirror", nil, "mirror this registry for containerd: REGISTRY (docker.io, ghcr.io, HOST:PORT) or REGISTRY=URL (http://127.0.0.1:5000 for a plain-HTTP one), '*' for any registry over HTTPS (repeatable; also [[mirror]] in config.toml)")
+	c.Flags().Var(&cacheSize, "mirror-cache-size", "keep at most this much mirrored content (4GiB, 512MiB), the least recently served dropped first (default from config: [registry] mirror-cache-size; 0 keeps all)")
+	c.Flags().DurationVar(&tagTTL, "mirror-tag-ttl", 0, "serve a mirrored tag as last resolved for this long before asking its registry again (default from config: [registry] mirror-tag-ttl, 1m)")
 	c.Flags().StringVar(&registryListen, "registry-listen", "", "serve the OCI registry on this host:port, port 0 for a free one (default from config: 127.0.0.1:5050; empty turns it off)")
 	addPeerFlag(c, g)
 	return c

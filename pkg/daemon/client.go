@@ -198,3 +198,13 @@ func (c *Client) Status(ctx context.Context, root cid.Cid) (group.Status, error)
 	var st group.Status
 	return st, c.do(ctx, http.MethodGet, "/v0/status/"+root.String(), nil, &st)
 }
+
+// ForgetTag drops the mirror's record of image (REGISTRY/REPOSITORY:TAG)
+// on the daemon and, unless local, on its peers.
+func (c *Client) ForgetTag(ctx context.Context, image string, local bool) error {
+	body, err := json.Marshal(ForgetRequest{Image: image, Local: local})
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, http.MethodPost, "/v0/mirror/forget", bytes.NewReader(body), nil)
+}

@@ -26,8 +26,8 @@ import (
 // meta and its uploads under uploadDir, and metrics on /metrics, at
 // cfg.Listen; the servers run in g until ctx ends. It returns the registry
 // and the address it listens on.
-func startRegistry(ctx context.Context, g *errgroup.Group, store registry.Store, meta ds.Batching, uploadDir string, cfg node.RegistryConfig, metrics *prometheus.Registry, log *slog.Logger) (*registry.Registry, string, error) {
-	ropts := []registry.Option{registry.WithLogger(log), registry.WithFetchTimeout(cfg.FetchTimeout.Duration)}
+func startRegistry(ctx context.Context, g *errgroup.Group, store registry.Store, meta ds.Batching, uploadDir string, cfg node.RegistryConfig, metrics *prometheus.Registry, log *slog.Logger, extra ...registry.Option) (*registry.Registry, string, error) {
+	ropts := append([]registry.Option{registry.WithLogger(log), registry.WithFetchTimeout(cfg.FetchTimeout.Duration)}, extra...)
 	if cfg.Htpasswd != "" {
 		users, err := registry.LoadHtpasswd(cfg.Htpasswd)
 		if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/shoal-ipfs/shoal/pkg/group"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/shoal-ipfs/shoal/pkg/registry"
+	"github.com/shoal-ipfs/shoal/pkg/upstream"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -35,7 +36,9 @@ type RunOptions struct {
 	// Group makes the daemon a member of a group, its paths absolute; an
 	// empty Name is none.
 	Group node.GroupConfig
-	Log   *slog.Logger
+	// Mirrors are the registries the registry mirrors; none without it.
+	Mirrors []upstream.Endpoint
+	Log     *slog.Logger
 }
 
 // Run serves n on the API socket and, if asked, the OCI registry and its
@@ -66,7 +69,17 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 	// and, with the registry on, those pushed to it.
 	find := func(_ context.Context, name string, _ digest.Digest) (cid.Cid, bool) { return registry.IPFSRoot(name) }
 	if cfg := opts.Registry; cfg.Listen != "" {
-		rg, addr, err := startRegistry(ctx, g, n, n.Metadata("registry"), filepath.Join(n.Home(), "registry-uploads"), cfg, metrics, log)
+		var ropts []registry.Option
+		if len(opts.Mirrors) > 0 {
+			m, err := openMirror(n, opts.Mirrors, cfg, metrics, log)
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			ropts = append(ropts, registry.WithMirror(m))
+			srv.mirror = m
+		}
+		rg, addr, err := startRegistry(ctx, g, n, n.Metadata("registry"), filepath.Join(n.Home(), "registry-uploads"), cfg, metrics, log, ropts...)
 		if err != nil {
 			return err
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/shoal-ipfs/shoal/pkg/blob"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/group"
+	"github.com/shoal-ipfs/shoal/pkg/mirror"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 )
 
@@ -32,6 +33,8 @@ type Server struct {
 	containerd string
 	// group is the daemon's membership of a group, if any.
 	group *group.Group
+	// mirror is the registry's mirror, if it mirrors any registry.
+	mirror *mirror.Mirror
 	// leases are the leases commands hold (see lease.go).
 	leases leases
 }
@@ -59,6 +62,7 @@ func NewServer(n *node.Node, log *slog.Logger) *Server {
 	mux.HandleFunc("POST /v0/connect", s.connect)
 	mux.HandleFunc("POST /v0/shard", s.shard)
 	mux.HandleFunc("GET /v0/status/{cid}", s.status)
+	mux.HandleFunc("POST /v0/mirror/forget", s.forgetTag)
 	// Profiles, for whoever can reach the socket (its owner).
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -399,4 +403,34 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, st)
+}
+
+// ForgetRequest drops a mirrored tag's record.
+type ForgetRequest struct {
+	// Image is REGISTRY/REPOSITORY:TAG.
+	Image string `json:"image"`
+	// Local keeps the peers' records.
+	Local bool `json:"local,omitempty"`
+}
+
+func (s *Server) forgetTag(w http.ResponseWriter, r *http.Request) {
+	if s.mirror == nil {
+		writeError(w, fmt.Errorf("%w: this daemon mirrors no registry; start it with --mirror REGISTRY", errBadRequest))
+		return
+	}
+	var req ForgetRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4<<10)).Decode(&req); err != nil {
+		writeError(w, fmt.Errorf("%w: %v", errBadRequest, err))
+		return
+	}
+	ref, tag, err := mirror.ParseTagged(req.Image)
+	if err != nil {
+		writeError(w, fmt.Errorf("%w: %v", errBadRequest, err))
+		return
+	}
+	if err := s.mirror.Forget(r.Context(), ref, tag, !req.Local); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, struct{}{})
 }

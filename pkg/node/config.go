@@ -28,6 +28,23 @@ type Config struct {
 	Containerd ContainerdConfig `toml:"containerd"`
 	Group      GroupConfig      `toml:"group"`
 	Mount      MountConfig      `toml:"mount"`
+	// Mirror are the registries the daemon's registry mirrors ([[mirror]]).
+	Mirror []MirrorConfig `toml:"mirror"`
+}
+
+// MirrorConfig is a registry that `shoal daemon` mirrors: containerd's
+// requests for it (hosts.toml) are answered from the node, its peers, or
+// the registry itself (package mirror).
+type MirrorConfig struct {
+	// Registry is the name in image references ("docker.io",
+	// "ghcr.io", "127.0.0.1:5000"), or "*" for any registry over HTTPS.
+	Registry string `toml:"registry"`
+	// URL is where the registry is reached, when not https://REGISTRY.
+	URL string `toml:"url"`
+	// Username and PasswordFile are credentials for the registry; the
+	// file (relative paths under $SHOAL_HOME) must be its owner's only.
+	Username     string `toml:"username"`
+	PasswordFile string `toml:"password-file"`
 }
 
 // SwarmConfig is the libp2p side of the node.
@@ -85,6 +102,12 @@ type RegistryConfig struct {
 	// the clear.
 	TLSCert string `toml:"tls-cert"`
 	TLSKey  string `toml:"tls-key"`
+	// MirrorTagTTL is how long a mirrored registry's tag is served as
+	// last resolved before the registry is asked again.
+	MirrorTagTTL Duration `toml:"mirror-tag-ttl"`
+	// MirrorCacheSize bounds what the mirror keeps ("50GiB"); 0 keeps
+	// everything.
+	MirrorCacheSize Size `toml:"mirror-cache-size"`
 }
 
 // ContainerdConfig is how `shoal daemon` plugs into containerd.
@@ -176,6 +199,14 @@ func (s Size) MarshalText() ([]byte, error) {
 	return fmt.Appendf(nil, "%d", int64(s)), nil
 }
 
+// Set, String and Type make a Size a command-line flag value.
+func (s *Size) Set(v string) error { return s.UnmarshalText([]byte(v)) }
+func (s Size) String() string {
+	b, _ := s.MarshalText()
+	return string(b)
+}
+func (Size) Type() string { return "size" }
+
 // Duration is a time.Duration written as "30s" in the config file.
 type Duration struct{ time.Duration }
 
@@ -207,7 +238,7 @@ func DefaultConfig() Config {
 		Datastore:  DatastoreConfig{Blocks: "flatfs"},
 		Import:     ImportConfig{Layout: blob.Kubo.Name},
 		Daemon:     DaemonConfig{Socket: "shoal.sock"},
-		Registry:   RegistryConfig{Listen: "127.0.0.1:5050", FetchTimeout: Duration{30 * time.Second}},
+		Registry:   RegistryConfig{Listen: "127.0.0.1:5050", FetchTimeout: Duration{30 * time.Second}, MirrorTagTTL: Duration{time.Minute}},
 		Containerd: ContainerdConfig{Socket: "containerd.sock", Root: "snapshotter", FetchTimeout: Duration{30 * time.Second}},
 		Group:      GroupConfig{Grace: Duration{time.Minute}, Key: "group.key"},
 		Mount:      MountConfig{FileCache: "filecache", FileCacheSize: 4 << 30},

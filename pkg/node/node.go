@@ -98,6 +98,8 @@ type Node struct {
 	mdnsFound *mdnsNotifee
 	gw        *gatewayPeers
 	dht       *dhtNode
+	// private is whether the swarm is closed by a swarm key.
+	private bool
 	// reads fetches each block once however many reads of a blob want it
 	// at once (spans that share a block, read side by side).
 	reads singleflight.Group
@@ -169,6 +171,7 @@ func Open(ctx context.Context, home string, opts Options) (_ *Node, err error) {
 		libp2p.ConnectionGater(swarmGater{bad: n.gw, allow: allow}),
 		libp2p.Transport(tcp.NewTCPTransport),
 	}
+	n.private = psk != nil
 	if psk != nil {
 		hostOpts = append(hostOpts, libp2p.PrivateNetwork(psk))
 		if tcpOnly := withoutQUIC(listen); len(tcpOnly) < len(listen) {
@@ -338,6 +341,10 @@ func (n *Node) Home() string { return n.home }
 
 // Config is the node's configuration as loaded.
 func (n *Node) Config() Config { return n.cfg }
+
+// Private tells whether the node's swarm is closed by a swarm key: only
+// its holders connect.
+func (n *Node) Private() bool { return n.private }
 
 // Host is the libp2p host, nil when offline.
 func (n *Node) Host() host.Host { return n.host }

@@ -104,6 +104,34 @@ func (rg *Registry) isVerified(d ocispec.Descriptor) bool {
 // sending, is cut off rather than ended cleanly, so that no client takes
 // it for the blob. A Range request gets 206 and those bytes.
 func (rg *Registry) serveContent(w http.ResponseWriter, r *http.Request, d ocispec.Descriptor, contentType string) error {
+	return rg.serveBody(w, r, d, contentType, body{open: rg.catFrom(d)})
+}
+
+// body is where serveBody reads a blob.
+type body struct {
+	// open reads the blob from an offset.
+	open func(ctx context.Context, offset int64) (io.ReadCloser, error)
+	// verified says the reader checks the digest itself: it ends with
+	// io.EOF only once the whole blob has matched.
+	verified bool
+	// served, if set, is told that a response sent the whole blob;
+	// mismatch, that the bytes read did not match the digest.
+	served, mismatch func()
+}
+
+// catFrom reads blob d from the store under its CID.
+func (rg *Registry) catFrom(d ocispec.Descriptor) func(context.Context, int64) (io.ReadCloser, error) {
+	return func(ctx context.Context, start int64) (io.ReadCloser, error) {
+		c, err := image.CIDOf(d)
+		if err != nil {
+			return nil, err
+		}
+		return image.CatAt(ctx, rg.store, c, start)
+	}
+}
+
+// serveBody is serveContent reading from b.
+func (rg *Registry) serveBody(w http.ResponseWriter, r *http.Request, d ocispec.Descriptor, contentType string, b body) error {
 	h := w.Header()
 	if contentType == "" {
 		contentType = "application/octet-stream"
@@ -127,32 +155,18 @@ func (rg *Registry) serveContent(w http.ResponseWriter, r *http.Request, d ocisp
 		w.WriteHeader(status)
 		return nil
 	}
-	c, err := image.CIDOf(d)
-	if err != nil {
-		return err
-	}
 	ctx, kick, stop := image.IdleTimeout(r.Context(), rg.timeout)
 	defer stop()
-	rc, err := rg.store.Cat(ctx, c)
+	rc, err := b.open(ctx, start)
 	if err != nil {
 		return rg.unavailable(ctx, d, err)
 	}
 	defer rc.Close()
-	if start > 0 {
-		if s, ok := rc.(io.Seeker); ok {
-			_, err = s.Seek(start, io.SeekStart)
-		} else {
-			_, err = io.CopyN(io.Discard, rc, start)
-		}
-		if err != nil {
-			return rg.unavailable(ctx, d, err)
-		}
-	}
-	body := io.LimitReader(rc, end-start)
+	in := io.LimitReader(rc, end-start)
 	var verifier digest.Verifier
-	if !partial && !rg.isVerified(d) {
+	if !partial && !b.verified && !rg.isVerified(d) {
 		verifier = d.Digest.Verifier()
-		body = io.TeeReader(body, verifier)
+		in = io.TeeReader(in, verifier)
 	}
 	// Headers go out only once the first bytes are here, so that content
 	// no peer has gets an error response rather than a stalled 200. The
@@ -160,7 +174,7 @@ func (rg *Registry) serveContent(w http.ResponseWriter, r *http.Request, d ocisp
 	// cut short is one no client mistakes for the blob.
 	size := end - start
 	cur, next := make([]byte, 256<<10), make([]byte, 256<<10)
-	n, err := io.ReadFull(body, cur[:min(int64(len(cur)), size)])
+	n, err := io.ReadFull(in, cur[:min(int64(len(cur)), size)])
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
 		return rg.unavailable(ctx, d, err)
 	}
@@ -168,7 +182,7 @@ func (rg *Registry) serveContent(w http.ResponseWriter, r *http.Request, d ocisp
 	w.WriteHeader(status)
 	pending, read := cur[:n], int64(n)
 	for read < size {
-		m, err := io.ReadFull(body, next[:min(int64(len(next)), size-read)])
+		m, err := io.ReadFull(in, next[:min(int64(len(next)), size-read)])
 		if m > 0 {
 			kick()
 			if _, werr := w.Write(pending); werr != nil {
@@ -183,6 +197,9 @@ func (rg *Registry) serveContent(w http.ResponseWriter, r *http.Request, d ocisp
 	}
 	if read != size || (verifier != nil && !verifier.Verified()) {
 		rg.log.Warn("registry: cutting off a blob that did not verify", "digest", d.Digest, "read", read, "size", size, "err", context.Cause(ctx))
+		if read == size && b.mismatch != nil {
+			b.mismatch()
+		}
 		panic(http.ErrAbortHandler)
 	}
 	if _, err := w.Write(pending); err != nil {
@@ -190,6 +207,9 @@ func (rg *Registry) serveContent(w http.ResponseWriter, r *http.Request, d ocisp
 	}
 	if verifier != nil {
 		rg.noteVerified(d)
+	}
+	if b.served != nil && !partial {
+		b.served()
 	}
 	return nil
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/image"
+	"github.com/shoal-ipfs/shoal/pkg/mirror"
 )
 
 // Store is what the registry needs of a node.
@@ -65,6 +66,7 @@ type Registry struct {
 	trees   *treeCache
 	metrics *metrics
 	auth    *auth // nil: no credentials needed
+	mirror  *mirror.Mirror
 	// verified remembers blobs whose CID and digest are known to match.
 	verified *lru.Cache[string, struct{}]
 }
@@ -148,6 +150,12 @@ func (rg *Registry) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	w := rg.metrics.track(dl, r, rt, err)
 	defer w.done()
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	if ns := r.URL.Query().Get("ns"); err == nil && ns != "" && (rt.kind == kindManifest || rt.kind == kindBlob) {
+		if err := rg.serveMirror(w, r, rt, ns); err != nil {
+			writeError(w, r, err)
+		}
+		return
+	}
 	if err == nil && rg.auth != nil {
 		if err = rg.auth.check(r); err != nil {
 			w.Header().Set("WWW-Authenticate", challenge)

@@ -1,0 +1,126 @@
+package mirror_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/opencontainers/go-digest"
+	"github.com/shoal-ipfs/shoal/pkg/mirror"
+)
+
+// badPeer speaks the mirror protocol as a peer that is fetching every
+// blob, and serves what serve writes.
+func badPeer(t *testing.T, to *mirrorNode, size int, serve func(s network.Stream, d digest.Digest, offset int64)) host.Host {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	h.SetStreamHandler(mirror.Protocol, func(s network.Stream) {
+		defer s.Close()
+		line, err := bufio.NewReader(s).ReadBytes('\n')
+		if err != nil {
+			return
+		}
+		var req struct {
+			Op     string
+			Digest digest.Digest
+			Offset int64
+		}
+		_ = json.Unmarshal(line, &req)
+		switch req.Op {
+		case "has":
+			fmt.Fprintf(s, `{"mirrors":true,"state":"fetching","size":%d}`+"\n", size)
+		case "get":
+			fmt.Fprintf(s, `{"state":"fetching","size":%d}`+"\n", size)
+			serve(s, req.Digest, req.Offset)
+		}
+	})
+	if err := to.n.Host().Connect(context.Background(), peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// layerOf pushes an image of one layer to o and returns the layer's
+// digest and bytes.
+func layerOf(t *testing.T, o *origin, repoTag string) (digest.Digest, []byte) {
+	t.Helper()
+	img := testImage(t, 7, 3<<20)
+	o.push(t, repoTag, img)
+	layers, _ := img.Layers()
+	rc, err := layers[0].Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return digest.FromBytes(data), data
+}
+
+// A peer that sends bytes that do not match the digest: the response is
+// cut off, nothing is kept, and the next request, which leaves that peer
+// out, gets the blob from the upstream.
+func TestMirrorCutsOffAPeersWrongBytes(t *testing.T) {
+	o := newOrigin(t)
+	d, whole := layerOf(t, o, "library/app:v1")
+	a := newMirrorNode(t, o, time.Minute)
+	badPeer(t, a, len(whole), func(s network.Stream, _ digest.Digest, offset int64) {
+		_, _ = s.Write(make([]byte, int64(len(whole))-offset))
+	})
+	resp, err := http.Get(a.srv.URL + "/v2/library/app/blobs/" + d.String() + "?ns=" + o.host)
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if err == nil {
+		t.Fatalf("a blob of wrong bytes was served whole")
+	}
+	if got := o.blobGets()[d.String()]; got != 0 {
+		t.Fatalf("the upstream was asked %d times while a peer said it was fetching", got)
+	}
+	data, resp := a.get(t, o.host, "/v2/library/app/blobs/"+d.String())
+	if resp.StatusCode != http.StatusOK || digest.FromBytes(data) != d {
+		t.Fatalf("after the liar: %s, %d bytes", resp.Status, len(data))
+	}
+}
+
+// A peer that stops sending halfway: the download goes on from the byte
+// reached with the upstream, within the stall timeout, and the client
+// gets the whole blob in one response.
+func TestMirrorReplacesAStalledPeer(t *testing.T) {
+	o := newOrigin(t)
+	d, whole := layerOf(t, o, "library/app:v1")
+	a := newMirrorNode(t, o, time.Minute)
+	// The good first half, then nothing.
+	stalled := make(chan struct{})
+	t.Cleanup(func() { close(stalled) })
+	badPeer(t, a, len(whole), func(s network.Stream, _ digest.Digest, offset int64) {
+		_, _ = s.Write(whole[offset : len(whole)/2])
+		<-stalled
+	})
+	start := time.Now()
+	data, resp := a.get(t, o.host, "/v2/library/app/blobs/"+d.String())
+	if resp.StatusCode != http.StatusOK || digest.FromBytes(data) != d {
+		t.Fatalf("with a stalled peer: %s, %d bytes", resp.Status, len(data))
+	}
+	took := time.Since(start)
+	if took < mirror.StallTimeout {
+		t.Fatalf("took %s: the peer was not the first source", took)
+	}
+	t.Logf("served in %s with a peer stalled halfway", took)
+}

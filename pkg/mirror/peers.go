@@ -1,0 +1,576 @@
+package mirror
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/multiformats/go-multihash"
+	"github.com/opencontainers/go-digest"
+	"github.com/shoal-ipfs/shoal/pkg/image"
+)
+
+// Protocol is how mirrors ask one another for what they hold or are
+// fetching. A request is one line of JSON (request); the answer is one line
+// of JSON (answer), followed for "get" by the blob's bytes from the offset
+// asked for to its end.
+const Protocol = protocol.ID("/shoal/mirror/1.0.0")
+
+// Router announces and finds holders of content beyond the connected
+// peers (the node's DHT).
+type Router interface {
+	Provide(cids ...cid.Cid)
+	FindProviders(ctx context.Context, c cid.Cid, max int, wait time.Duration) ([]peer.ID, error)
+}
+
+const (
+	// askTimeout bounds how long a request waits for its peers' answers
+	// about a blob: on a LAN they answer in a millisecond or two.
+	askTimeout = 250 * time.Millisecond
+	// maxAsked bounds how many connected peers are asked.
+	maxAsked = 64
+	// chainFanout is how many peers read one download from one node at
+	// once; more are sent on to those readers, so that a rollout's nodes
+	// pass the blob along a chain, each sending it once, rather than all
+	// taking it from the first, which would send it to every one.
+	chainFanout = 1
+	// maxRedirects bounds how far a reader follows a chain.
+	maxRedirects = 8
+	maxRequest   = 4 << 10
+	maxAnswer    = 64 << 10
+)
+
+// Peers is the mirror's side of the swarm.
+type Peers struct {
+	host   host.Host
+	router Router // nil: connected peers only
+	// private is whether the swarm is private (a swarm key): only then do
+	// peers get private repositories' content.
+	private bool
+	m       *Mirror
+
+	mu sync.Mutex
+	// distrusted are peers that sent a blob that did not match its
+	// digest, and when: they are not asked again for distrustFor.
+	distrusted map[peer.ID]time.Time
+}
+
+// distrustFor is how long a peer that sent wrong bytes is left out.
+const distrustFor = 10 * time.Minute
+
+func (p *Peers) distrust(ids ...string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range ids {
+		if id, err := peer.Decode(s); err == nil {
+			p.distrusted[id] = time.Now()
+		}
+	}
+}
+
+func (p *Peers) trusted(id peer.ID) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t, ok := p.distrusted[id]
+	if ok && time.Since(t) > distrustFor {
+		delete(p.distrusted, id)
+		ok = false
+	}
+	return !ok
+}
+
+// NewPeers answers and asks the peers of h; router, if not nil, announces
+// digests and finds their holders beyond the connected peers.
+func NewPeers(h host.Host, router Router, private bool) *Peers {
+	return &Peers{host: h, router: router, private: private, distrusted: map[peer.ID]time.Time{}}
+}
+
+func (p *Peers) serve(m *Mirror) {
+	p.m = m
+	p.host.SetStreamHandler(Protocol, p.handle)
+}
+
+func (p *Peers) close() { p.host.RemoveStreamHandler(Protocol) }
+
+// DigestKey is the key under which holders of a blob are announced: the
+// CID of a raw block whose hash is the blob's sha256 digest.
+func DigestKey(d digest.Digest) (cid.Cid, error) {
+	raw, err := hex.DecodeString(d.Encoded())
+	if err != nil || d.Algorithm() != digest.SHA256 {
+		return cid.Undef, fmt.Errorf("digest %s: not sha256", d)
+	}
+	mh, err := multihash.Encode(raw, multihash.SHA2_256)
+	if err != nil {
+		return cid.Undef, err
+	}
+	return cid.NewCidV1(cid.Raw, mh), nil
+}
+
+func (p *Peers) announce(d digest.Digest) {
+	if p.router == nil {
+		return
+	}
+	if k, err := DigestKey(d); err == nil {
+		p.router.Provide(k)
+	}
+}
+
+type request struct {
+	Op       string        `json:"op"` // has, get, tag, forget
+	Registry string        `json:"registry"`
+	Repo     string        `json:"repo,omitempty"`
+	Digest   digest.Digest `json:"digest,omitempty"`
+	Tag      string        `json:"tag,omitempty"`
+	Offset   int64         `json:"offset,omitempty"`
+	// Fetch asks the peer to fetch the blob from the upstream if it is
+	// neither stored there nor on its way.
+	Fetch bool `json:"fetch,omitempty"`
+	// Stay asks the peer to serve rather than send the reader on.
+	Stay bool `json:"stay,omitempty"`
+}
+
+const (
+	stateStored   = "stored"
+	stateFetching = "fetching"
+)
+
+type answer struct {
+	Peer      peer.ID    `json:"-"`
+	Mirrors   bool       `json:"mirrors,omitempty"`
+	State     string     `json:"state,omitempty"`
+	CID       string     `json:"cid,omitempty"`
+	Size      int64      `json:"size,omitempty"`
+	MediaType string     `json:"mediaType,omitempty"`
+	Readers   int        `json:"readers,omitempty"`
+	Redirect  []peer.ID  `json:"redirect,omitempty"`
+	Tag       *tagRecord `json:"tag,omitempty"`
+	// Public is what the peer knows of the repository's access.
+	Public *bool  `json:"public,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// readLine reads one JSON line of at most max bytes into v.
+func readLine(r *bufio.Reader, max int, v any) error {
+	line, err := r.ReadSlice('\n')
+	if err != nil {
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return errors.New("line too long")
+		}
+		return err
+	}
+	if len(line) > max {
+		return errors.New("line too long")
+	}
+	return json.Unmarshal(line, v)
+}
+
+func writeLine(w io.Writer, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(data, '\n'))
+	return err
+}
+
+// handle answers one request of a peer.
+func (p *Peers) handle(s network.Stream) {
+	defer s.Close()
+	_ = s.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReaderSize(s, maxRequest)
+	var req request
+	if err := readLine(br, maxRequest, &req); err != nil {
+		s.Reset()
+		return
+	}
+	_ = s.SetReadDeadline(time.Time{})
+	if ParseNamespace(req.Registry) != nil || (req.Digest != "" && req.Digest.Validate() != nil) {
+		_ = writeLine(s, answer{Error: "bad request"})
+		return
+	}
+	ctx, cancel := context.WithCancel(p.m.ctx)
+	defer cancel()
+	// The mirror closing ends the request.
+	stop := context.AfterFunc(ctx, func() { s.Reset() })
+	defer stop()
+	r := Ref{Registry: req.Registry, Repo: req.Repo}
+	switch req.Op {
+	case "has":
+		_ = s.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		_ = writeLine(s, p.has(ctx, r, req.Digest))
+	case "get":
+		p.get(ctx, s, s.Conn().RemotePeer(), r, req)
+	case "tag":
+		_ = s.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		a := answer{Mirrors: p.m.Mirrors(r.Registry)}
+		if t, ok, err := p.m.tagRecord(ctx, r, req.Tag); err == nil && ok {
+			a.Tag = &t
+		}
+		_ = writeLine(s, a)
+	case "access":
+		_ = s.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		a := answer{}
+		if pub, ok := p.m.access.known(ctx, r); ok {
+			a.Public = &pub
+		}
+		_ = writeLine(s, a)
+	case "forget":
+		_ = p.m.Forget(ctx, r, req.Tag, false)
+		_ = writeLine(s, answer{})
+	default:
+		_ = writeLine(s, answer{Error: "unknown op"})
+	}
+}
+
+// has says what this node has of d.
+func (p *Peers) has(ctx context.Context, r Ref, d digest.Digest) answer {
+	a := answer{Mirrors: p.m.Mirrors(r.Registry)}
+	if rec, ok, err := p.m.lookup(ctx, d); err == nil && ok {
+		if rec.Private && !p.private {
+			return a
+		}
+		a.State, a.CID, a.Size, a.MediaType = stateStored, rec.CID, rec.Size, rec.MediaType
+		return a
+	}
+	if dl := p.m.joinDownload(d); dl != nil {
+		dl.mu.Lock()
+		if !dl.private || p.private {
+			a.State, a.Size, a.Readers = stateFetching, dl.size, len(dl.readers)
+		}
+		dl.mu.Unlock()
+	}
+	return a
+}
+
+// get streams blob d to a peer from req.Offset: from the store, from a
+// download running here, or from one started for it.
+func (p *Peers) get(ctx context.Context, s network.Stream, from peer.ID, r Ref, req request) {
+	fail := func(err error) { _ = writeLine(s, answer{Error: err.Error()}) }
+	d := req.Digest
+	if rec, ok, err := p.m.lookup(ctx, d); err == nil && ok && (!rec.Private || p.private) {
+		desc, err := rec.descriptor(d)
+		if err != nil {
+			fail(err)
+			return
+		}
+		if req.Offset < 0 || req.Offset > desc.Size {
+			fail(errors.New("offset out of range"))
+			return
+		}
+		c, _ := cid.Decode(rec.CID)
+		rc, err := image.CatAt(ctx, p.m.store, c, req.Offset)
+		if err != nil {
+			fail(err)
+			return
+		}
+		defer rc.Close()
+		if writeLine(s, answer{State: stateStored, Size: desc.Size, MediaType: rec.MediaType}) == nil {
+			n, _ := io.Copy(deadlineWriter{s}, rc)
+			p.m.metrics.served.WithLabelValues(r.Registry, "to-peer").Add(float64(n))
+		}
+		return
+	}
+	dl := p.m.joinDownload(d)
+	if dl == nil && req.Fetch && p.m.Mirrors(r.Registry) {
+		private := p.m.access.private(r)
+		if private && !p.private {
+			fail(errors.New("private content is not served to peers outside a private swarm"))
+			return
+		}
+		sources, err := p.m.sources(r, d, nil)
+		if err != nil {
+			fail(err)
+			return
+		}
+		if dl, err = p.m.startDownload(r, d, "", private, sources); err != nil {
+			fail(err)
+			return
+		}
+	}
+	if dl == nil || (dl.private && !p.private) {
+		fail(fmt.Errorf("%s is not here: %w", d, errdefs.ErrNotFound))
+		return
+	}
+	dl.mu.Lock()
+	if len(dl.readers) >= chainFanout && dl.readers[from.String()] == 0 && !req.Stay {
+		var on []peer.ID
+		for id := range dl.readers {
+			if pid, err := peer.Decode(id); err == nil {
+				on = append(on, pid)
+			}
+		}
+		dl.mu.Unlock()
+		_ = writeLine(s, answer{State: stateFetching, Redirect: on})
+		return
+	}
+	dl.readers[from.String()]++
+	dl.mu.Unlock()
+	defer func() {
+		dl.mu.Lock()
+		if dl.readers[from.String()]--; dl.readers[from.String()] <= 0 {
+			delete(dl.readers, from.String())
+		}
+		dl.mu.Unlock()
+	}()
+	size, err := dl.waitSize(ctx)
+	if err != nil {
+		fail(err)
+		return
+	}
+	if req.Offset < 0 || req.Offset > size {
+		fail(errors.New("offset out of range"))
+		return
+	}
+	rd, err := dl.follow(ctx, req.Offset, true)
+	if err != nil {
+		fail(err)
+		return
+	}
+	defer rd.Close()
+	if writeLine(s, answer{State: stateFetching, Size: size}) == nil {
+		n, err := io.Copy(deadlineWriter{s}, rd)
+		p.m.metrics.served.WithLabelValues(r.Registry, "to-peer").Add(float64(n))
+		if err != nil {
+			s.Reset()
+		}
+	}
+}
+
+// ask asks the connected peers, and those the router knows to hold d,
+// what they have of d, within askTimeout.
+func (p *Peers) ask(ctx context.Context, r Ref, d digest.Digest) []answer {
+	ctx, cancel := context.WithTimeout(ctx, askTimeout)
+	defer cancel()
+	peers := p.host.Network().Peers()
+	if len(peers) > maxAsked {
+		peers = peers[:maxAsked]
+	}
+	out := p.askAll(ctx, peers, request{Op: "has", Registry: r.Registry, Repo: r.Repo, Digest: d})
+	if p.router != nil && !slices.ContainsFunc(out, func(a answer) bool { return a.State != "" }) {
+		if k, err := DigestKey(d); err == nil {
+			found, _ := p.router.FindProviders(ctx, k, 8, askTimeout/2)
+			found = slices.DeleteFunc(found, func(id peer.ID) bool { return slices.Contains(peers, id) })
+			out = append(out, p.askAll(ctx, found, request{Op: "has", Registry: r.Registry, Repo: r.Repo, Digest: d})...)
+		}
+	}
+	return out
+}
+
+func (p *Peers) askAll(ctx context.Context, peers []peer.ID, req request) []answer {
+	var (
+		wg  sync.WaitGroup
+		mu  sync.Mutex
+		out []answer
+	)
+	for _, id := range peers {
+		if !p.trusted(id) {
+			continue
+		}
+		wg.Go(func() {
+			a, err := p.roundTrip(ctx, id, req)
+			if err != nil {
+				return
+			}
+			a.Peer = id
+			mu.Lock()
+			out = append(out, a)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// roundTrip sends one request and reads its answer line.
+func (p *Peers) roundTrip(ctx context.Context, id peer.ID, req request) (answer, error) {
+	s, err := p.host.NewStream(network.WithNoDial(ctx, "mirror"), id, Protocol)
+	if err != nil {
+		return answer{}, err
+	}
+	defer s.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = s.SetDeadline(dl)
+	}
+	if err := writeLine(s, req); err != nil {
+		s.Reset()
+		return answer{}, err
+	}
+	var a answer
+	if err := readLine(bufio.NewReaderSize(s, maxAnswer), maxAnswer, &a); err != nil {
+		s.Reset()
+		return answer{}, err
+	}
+	return a, nil
+}
+
+// askTag asks the connected peers for their newest record of tag.
+func (p *Peers) askTag(ctx context.Context, r Ref, tag string) (tagRecord, bool) {
+	ctx, cancel := context.WithTimeout(ctx, askTimeout)
+	defer cancel()
+	var best tagRecord
+	found := false
+	for _, a := range p.askAll(ctx, p.host.Network().Peers(), request{Op: "tag", Registry: r.Registry, Repo: r.Repo, Tag: tag}) {
+		if t := a.Tag; t != nil && t.Digest.Validate() == nil && (!found || t.Resolved.After(best.Resolved)) {
+			best, found = *t, true
+		}
+	}
+	return best, found
+}
+
+// askAccess asks the connected peers whether r is public: known is
+// false when none knows; any peer that knows it private makes it so.
+func (p *Peers) askAccess(ctx context.Context, r Ref) (public, known bool) {
+	ctx, cancel := context.WithTimeout(ctx, askTimeout)
+	defer cancel()
+	for _, a := range p.askAll(ctx, p.host.Network().Peers(), request{Op: "access", Registry: r.Registry, Repo: r.Repo}) {
+		if a.Public == nil {
+			continue
+		}
+		if !*a.Public {
+			return false, true
+		}
+		public, known = true, true
+	}
+	return public, known
+}
+
+// forget tells the connected peers to drop their record of tag.
+func (p *Peers) forget(ctx context.Context, r Ref, tag string) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	p.askAll(ctx, p.host.Network().Peers(), request{Op: "forget", Registry: r.Registry, Repo: r.Repo, Tag: tag})
+}
+
+// sources are the peers a download of d reads from: those fetching it,
+// the least read first; without any, the peer ranked first for d among
+// those that mirror the registry, asked to fetch it, unless this node
+// ranks first itself.
+func (p *Peers) sources(r Ref, d digest.Digest, answers []answer) []source {
+	var fetching []answer
+	for _, a := range answers {
+		if a.State == stateFetching {
+			fetching = append(fetching, a)
+		}
+	}
+	slices.SortFunc(fetching, func(a, b answer) int { return a.Readers - b.Readers })
+	var out []source
+	for _, a := range fetching {
+		out = append(out, p.source(r, d, a.Peer, false))
+	}
+	if len(out) > 0 {
+		return out
+	}
+	best, bestScore := p.host.ID(), rank(p.host.ID(), d)
+	for _, a := range answers {
+		if a.Mirrors && a.State == "" {
+			if s := rank(a.Peer, d); bytes.Compare(s[:], bestScore[:]) > 0 {
+				best, bestScore = a.Peer, s
+			}
+		}
+	}
+	if best != p.host.ID() {
+		out = append(out, p.source(r, d, best, true))
+	}
+	return out
+}
+
+// rank orders the peers for a digest: the same order on every node.
+func rank(id peer.ID, d digest.Digest) [sha256.Size]byte {
+	return sha256.Sum256(append([]byte(id), d.String()...))
+}
+
+// source reads d from peer id, following its redirects along a chain.
+func (p *Peers) source(r Ref, d digest.Digest, id peer.ID, fetch bool) source {
+	return source{name: "peer", from: id.String(), open: func(ctx context.Context, offset int64) (io.ReadCloser, int64, error) {
+		req := request{Op: "get", Registry: r.Registry, Repo: r.Repo, Digest: d, Offset: offset, Fetch: fetch}
+		at := id
+		for hop := 0; ; hop++ {
+			req.Stay = hop == maxRedirects
+			rc, a, err := p.open(ctx, at, req)
+			if err != nil {
+				return nil, 0, err
+			}
+			if rc != nil {
+				return rc, a.Size, nil
+			}
+			next := slices.DeleteFunc(a.Redirect, func(x peer.ID) bool { return x == p.host.ID() })
+			if len(next) == 0 {
+				// Only this node reads from there: read all the same.
+				req.Stay = true
+				next = []peer.ID{at}
+			}
+			at, req.Fetch = next[0], false
+		}
+	}}
+}
+
+// open sends a get: a reader of the bytes, or the answer's redirect.
+func (p *Peers) open(ctx context.Context, id peer.ID, req request) (io.ReadCloser, answer, error) {
+	s, err := p.host.NewStream(ctx, id, Protocol)
+	if err != nil {
+		return nil, answer{}, err
+	}
+	_ = s.SetDeadline(time.Now().Add(StallTimeout + 3*time.Second))
+	if err := writeLine(s, req); err != nil {
+		s.Reset()
+		return nil, answer{}, err
+	}
+	br := bufio.NewReaderSize(s, 256<<10)
+	var a answer
+	if err := readLine(br, maxAnswer, &a); err != nil {
+		s.Reset()
+		return nil, answer{}, err
+	}
+	if a.Error != "" {
+		s.Reset()
+		return nil, a, fmt.Errorf("peer %s: %s", id, a.Error)
+	}
+	if len(a.Redirect) > 0 {
+		s.Close()
+		return nil, a, nil
+	}
+	if a.State == "" {
+		s.Reset()
+		return nil, a, fmt.Errorf("peer %s: %s is not there: %w", id, req.Digest, errdefs.ErrNotFound)
+	}
+	_ = s.SetDeadline(time.Time{})
+	stop := context.AfterFunc(ctx, func() { s.Reset() })
+	return &peerStream{Reader: br, s: s, stop: stop}, a, nil
+}
+
+type peerStream struct {
+	io.Reader
+	s    network.Stream
+	stop func() bool
+}
+
+func (ps *peerStream) Close() error {
+	ps.stop()
+	return ps.s.Reset()
+}
+
+// peerWriteTimeout cuts off a peer that stops reading.
+const peerWriteTimeout = 30 * time.Second
+
+// deadlineWriter moves the stream's write deadline with every write.
+type deadlineWriter struct{ s network.Stream }
+
+func (w deadlineWriter) Write(p []byte) (int, error) {
+	_ = w.s.SetWriteDeadline(time.Now().Add(peerWriteTimeout))
+	return w.s.Write(p)
+}
