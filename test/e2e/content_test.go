@@ -23,23 +23,43 @@ import (
 // loopback port and returns its host:port.
 func startDistribution(t *testing.T) string {
 	t.Helper()
+	return startDistributionWith(t, "").host
+}
+
+// distribution is a docker-registry a test runs; its access log, in its
+// logs, tells every request it answered.
+type distribution struct {
+	host string
+	proc *exec.Cmd
+	logs *testproc.Logs
+}
+
+// startDistributionWith runs docker-registry with its own storage on a
+// free loopback port; with htpasswd (a file of bcrypt entries), every
+// request needs credentials.
+func startDistributionWith(t *testing.T, htpasswd string) *distribution {
+	t.Helper()
 	testenv.Tool(t, "docker-registry")
 	dir := t.TempDir()
 	host := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg := filepath.Join(dir, "config.yml")
 	conf := fmt.Sprintf("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), host)
+	if htpasswd != "" {
+		conf += fmt.Sprintf("auth:\n  htpasswd:\n    realm: private\n    path: %s\n", htpasswd)
+	}
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	testproc.Start(t, exec.Command("docker-registry", "serve", cfg), 30*time.Second, func(string) bool {
+	cmd := exec.Command("docker-registry", "serve", cfg)
+	logs := testproc.Start(t, cmd, 30*time.Second, func(string) bool {
 		resp, err := http.Get("http://" + host + "/v2/")
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		return resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized
 	})
-	return host
+	return &distribution{host: host, proc: cmd, logs: logs}
 }
 
 // layoutLayer is the first layer of the image tagged tag in the OCI layout

@@ -1,0 +1,209 @@
+package e2e
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/internal/testenv"
+	"github.com/shoal-ipfs/shoal/internal/testproc"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// blobGetRE matches a blob sent whole or in part in distribution's
+// access log.
+var blobGetRE = regexp.MustCompile(`"GET /v2/\S+/blobs/(sha256:[0-9a-f]{64}) HTTP/[0-9.]+" 20[06] `)
+
+// blobGets counts, per digest, the blobs the registry sent.
+func (d *distribution) blobGets() map[string]int {
+	out := map[string]int{}
+	for _, m := range blobGetRE.FindAllStringSubmatch(d.logs.String(), -1) {
+		out[m[1]]++
+	}
+	return out
+}
+
+func sumGets(m map[string]int) (n int) {
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// mirrorHosts writes a hosts directory that sends containerd's pulls of
+// each registry to the mirror at registry first, the registry itself
+// after, as `shoal containerd config --mirror` does.
+func mirrorHosts(t *testing.T, mirror string, upstreams ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, up := range upstreams {
+		if err := os.MkdirAll(filepath.Join(dir, up), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		conf := fmt.Sprintf("server = \"http://%s\"\n\n[host.\"http://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", up, mirror)
+		if err := os.WriteFile(filepath.Join(dir, up, "hosts.toml"), []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// TestMirrorThroughThreeNodes: three shoal daemons mirror a distribution
+// registry for containerd 2.x: a cold pull on one node takes each blob
+// from the registry once; the other two pull the same image with no blob
+// from the registry (one through CRI, one by digest); three nodes pulling
+// another image at once cold take each of its blobs from the registry
+// once; with the registry stopped, tags still resolve and images pull,
+// on a node that never saw them too.
+func TestMirrorThroughThreeNodes(t *testing.T) {
+	testenv.Root(t)
+	up := startDistributionWith(t, "")
+	runTool(t, "skopeo", "copy", "--dest-tls-verify=false", "oci:"+helloImage(t)+":v1", "docker://"+up.host+"/library/hello:v1")
+	runTool(t, "skopeo", "copy", "--dest-tls-verify=false", "oci:"+debianImage(t)+":bookworm", "docker://"+up.host+"/library/debian:bookworm")
+	base := sumGets(up.blobGets())
+	mirror := "--mirror=" + up.host + "=http://" + up.host
+	a := startShoalDaemon(t, mirror, "--mirror-tag-ttl=1s")
+	b := startShoalDaemon(t, mirror, "--mirror-tag-ttl=1s", "--peer", a.Peer)
+	c := startShoalDaemon(t, mirror, "--mirror-tag-ttl=1s", "--peer", a.Peer, "--peer", b.Peer)
+	ctrA := startContainerdFrom(t, containerd2Dir(t))
+	ctrC := startContainerdFrom(t, containerd2Dir(t))
+
+	hello := up.host + "/library/hello:v1"
+	ctrA.Ctr(t, "images", "pull", "--hosts-dir", mirrorHosts(t, a.Registry, up.host), hello)
+	first := up.blobGets()
+	if n := sumGets(first) - base; n != 2 {
+		t.Fatalf("cold pull of a two-blob image through node A: the registry sent %d blobs, want 2\n%v", n, first)
+	}
+	// B through CRI, as a kubelet pulls; C by digest with ctr.
+	ctrdB := startContainerdWith(t, containerd2Dir(t), func(root, state, sock string) string {
+		return fmt.Sprintf("version = 3\nroot = %q\nstate = %q\n[grpc]\n  address = %q\n[plugins.'io.containerd.cri.v1.images'.registry]\n  config_path = %q\n", root, state, sock, mirrorHosts(t, b.Registry, up.host))
+	})
+	criPull(t, ctrdB, hello)
+	out := ctrA.Ctr(t, "images", "ls", "name=="+hello)
+	dgst := regexp.MustCompile(`sha256:[0-9a-f]{64}`).FindString(out)
+	ctrC.Ctr(t, "images", "pull", "--hosts-dir", mirrorHosts(t, c.Registry, up.host), up.host+"/library/hello@"+dgst)
+	if got := up.blobGets(); sumGets(got) != sumGets(first) {
+		t.Fatalf("pulls through B and C: the registry sent more blobs: %v, was %v", got, first)
+	}
+
+	// Three nodes, cold, at once: the Debian image.
+	before := up.blobGets()
+	debian := up.host + "/library/debian:bookworm"
+	ctrB := startContainerdFrom(t, containerd2Dir(t))
+	var wg sync.WaitGroup
+	for i, pull := range []struct {
+		ctrd *Containerd
+		d    *shoalDaemon
+	}{{ctrA, a}, {ctrB, b}, {ctrC, c}} {
+		hosts := mirrorHosts(t, pull.d.Registry, up.host)
+		wg.Go(func() {
+			if out, err := pull.ctrd.ctrCommand("images", "pull", "--hosts-dir", hosts, debian).CombinedOutput(); err != nil {
+				t.Errorf("pull %d: %v\n%s", i, err, out)
+			}
+		})
+	}
+	wg.Wait()
+	after := up.blobGets()
+	for d, n := range after {
+		if n-before[d] > 1 {
+			t.Errorf("three cold pulls at once: the registry sent %s %d times", d, n-before[d])
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// The registry goes away: tags resolve as last known, on every node.
+	testproc.Stop(up.proc)
+	time.Sleep(1100 * time.Millisecond) // past the tag TTL
+	fresh := startContainerdFrom(t, containerd2Dir(t))
+	fresh.Ctr(t, "images", "pull", "--hosts-dir", mirrorHosts(t, c.Registry, up.host), debian)
+	d := startShoalDaemon(t, mirror, "--peer", a.Peer, "--peer", b.Peer, "--peer", c.Peer)
+	other := startContainerdFrom(t, containerd2Dir(t))
+	other.Ctr(t, "images", "pull", "--hosts-dir", mirrorHosts(t, d.Registry, up.host), hello)
+	start := time.Now()
+	resp, err := http.Get("http://" + d.Registry + "/v2/library/nothing/manifests/v1?ns=" + up.host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("a tag no node knows, the registry down: %s", resp.Status)
+	}
+	t.Logf("a miss with the registry down took %s", time.Since(start))
+}
+
+// TestMirrorKeepsPrivateRepositoriesPrivate: a registry that needs
+// credentials is mirrored; a client with them pulls through node A; a
+// client without them, or with wrong ones, gets 401 or 403 from every
+// node for the manifest and the blobs, though A holds them; with them,
+// B serves them too.
+func TestMirrorKeepsPrivateRepositoriesPrivate(t *testing.T) {
+	testenv.Root(t)
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	htpasswd := filepath.Join(t.TempDir(), "htpasswd")
+	if err := os.WriteFile(htpasswd, []byte("alice:"+string(hash)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	up := startDistributionWith(t, htpasswd)
+	runTool(t, "skopeo", "copy", "--dest-tls-verify=false", "--dest-creds=alice:s3cret", "oci:"+helloImage(t)+":v1", "docker://"+up.host+"/team/private:v1")
+	mirror := "--mirror=" + up.host + "=http://" + up.host
+	a := startShoalDaemon(t, mirror)
+	b := startShoalDaemon(t, mirror, "--peer", a.Peer)
+	ref := up.host + "/team/private:v1"
+	ctrd := startContainerdFrom(t, containerd2Dir(t))
+	ctrd.Ctr(t, "images", "pull", "--user", "alice:s3cret", "--hosts-dir", mirrorHosts(t, a.Registry, up.host), ref)
+	out := ctrd.Ctr(t, "images", "ls", "name=="+ref)
+	manifest := regexp.MustCompile(`sha256:[0-9a-f]{64}`).FindString(out)
+
+	good := "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:s3cret"))
+	bad := "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:guess"))
+	// The manifest names the blobs A holds now.
+	req, _ := http.NewRequest(http.MethodGet, "http://"+a.Registry+"/v2/team/private/manifests/"+manifest+"?ns="+up.host, nil)
+	req.Header.Set("Authorization", good)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m ocispec.Manifest
+	err = json.NewDecoder(resp.Body).Decode(&m)
+	resp.Body.Close()
+	if err != nil || len(m.Layers) == 0 {
+		t.Fatalf("the private manifest: %v", err)
+	}
+	paths := []string{"/v2/team/private/manifests/v1", "/v2/team/private/manifests/" + manifest, "/v2/team/private/blobs/" + m.Config.Digest.String()}
+	for _, l := range m.Layers {
+		paths = append(paths, "/v2/team/private/blobs/"+l.Digest.String())
+	}
+	for _, d := range []*shoalDaemon{a, b} {
+		for _, path := range paths {
+			for auth, want := range map[string]int{"": http.StatusUnauthorized, bad: http.StatusForbidden, good: http.StatusOK} {
+				req, _ := http.NewRequest(http.MethodGet, "http://"+d.Registry+path+"?ns="+up.host, nil)
+				req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
+				if auth != "" {
+					req.Header.Set("Authorization", auth)
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != want {
+					t.Errorf("%s%s with %q: %s, want %d", d.Registry, path, strings.Fields(auth + " none")[0], resp.Status, want)
+				}
+			}
+		}
+	}
+}
