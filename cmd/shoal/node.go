@@ -78,6 +78,7 @@ func daemonCmd(g *globals) *cobra.Command {
 	var noMDNS bool
 	var tagTTL time.Duration
 	var cacheSize node.Size
+	var wholeOnly bool
 	c := &cobra.Command{
 		Use:   "daemon",
 		Short: "Run the node: serve blocks to peers and the API to other shoal commands",
@@ -141,7 +142,7 @@ func daemonCmd(g *globals) *cobra.Command {
 			if len(endpoints) > 0 && reg.Listen == "" {
 				return usageError{errors.New("--mirror needs the registry: give --registry-listen HOST:PORT")}
 			}
-			return daemon.Run(ctx, n, daemon.RunOptions{Socket: socket, Registry: reg, Containerd: n.Config().Containerd.Paths(g.home), Mount: n.Config().Mount.Paths(g.home), Group: grp, Mirrors: endpoints, Log: log})
+			return daemon.Run(ctx, n, daemon.RunOptions{Socket: socket, Registry: reg, Containerd: n.Config().Containerd.Paths(g.home), Mount: n.Config().Mount.Paths(g.home), Group: grp, Mirrors: endpoints, MirrorWholeOnly: wholeOnly, Log: log})
 		},
 	}
 	c.Flags().StringArrayVar(&listen, "listen", nil, "swarm address, port 0 for a free port (repeatable; default from config)")
@@ -149,6 +150,8 @@ func daemonCmd(g *globals) *cobra.Command {
 	c.Flags().BoolVar(&noMDNS, "no-mdns", false, "do not look for peers on the local network")
 	c.Flags().StringVar(&groupName, "group", "", "be a member of this group, which shards images among its members (default from config: [group] name)")
 	c.Flags().StringArrayVar(&mirrors, "mirror", nil, "mirror this registry for containerd: REGISTRY (docker.io, ghcr.io, HOST:PORT) or REGISTRY=URL (http://127.0.0.1:5000 for a plain-HTTP one), '*' for any registry over HTTPS (repeatable; also [[mirror]] in config.toml)")
+	c.Flags().BoolVar(&wholeOnly, "mirror-whole-only", false, "peers serve mirrored blobs only once they hold them whole: no swarm while pulling (for comparison)")
+	_ = c.Flags().MarkHidden("mirror-whole-only")
 	c.Flags().Var(&cacheSize, "mirror-cache-size", "keep at most this much mirrored content (4GiB, 512MiB), the least recently served dropped first (default from config: [registry] mirror-cache-size; 0 keeps all)")
 	c.Flags().DurationVar(&tagTTL, "mirror-tag-ttl", 0, "serve a mirrored tag as last resolved for this long before asking its registry again (default from config: [registry] mirror-tag-ttl, 1m)")
 	c.Flags().StringVar(&registryListen, "registry-listen", "", "serve the OCI registry on this host:port, port 0 for a free one (default from config: 127.0.0.1:5050; empty turns it off)")

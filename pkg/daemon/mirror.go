@@ -47,11 +47,13 @@ func MirrorEndpoints(home string, cfgs []node.MirrorConfig) ([]upstream.Endpoint
 }
 
 // openMirror makes the node a mirror of endpoints.
-func openMirror(n *node.Node, endpoints []upstream.Endpoint, cfg node.RegistryConfig, metrics prometheus.Registerer, log *slog.Logger) (*mirror.Mirror, error) {
+func openMirror(n *node.Node, endpoints []upstream.Endpoint, wholeOnly bool, cfg node.RegistryConfig, metrics prometheus.Registerer, log *slog.Logger) (*mirror.Mirror, error) {
 	var router mirror.Router
 	if n.Routing() != nil {
 		router = n
 	}
+	peers := mirror.NewPeers(n.Host(), router, n.Private())
+	peers.WholeOnly = wholeOnly
 	m, err := mirror.New(n, n.Metadata("mirror"), mirror.Options{
 		Endpoints: endpoints,
 		TagTTL:    cfg.MirrorTagTTL.Duration,

@@ -38,7 +38,9 @@ type RunOptions struct {
 	Group node.GroupConfig
 	// Mirrors are the registries the registry mirrors; none without it.
 	Mirrors []upstream.Endpoint
-	Log     *slog.Logger
+	// MirrorWholeOnly turns off swarming while pulling (mirror.Peers).
+	MirrorWholeOnly bool
+	Log             *slog.Logger
 }
 
 // Run serves n on the API socket and, if asked, the OCI registry and its
@@ -71,7 +73,7 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 	if cfg := opts.Registry; cfg.Listen != "" {
 		var ropts []registry.Option
 		if len(opts.Mirrors) > 0 {
-			m, err := openMirror(n, opts.Mirrors, cfg, metrics, log)
+			m, err := openMirror(n, opts.Mirrors, opts.MirrorWholeOnly, cfg, metrics, log)
 			if err != nil {
 				return err
 			}

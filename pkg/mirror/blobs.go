@@ -60,7 +60,15 @@ func (m *Mirror) record(ctx context.Context, d digest.Digest, r record) error {
 	if err != nil {
 		return err
 	}
-	if err := m.store.Hold(ctx, holdName(d), c); err != nil {
+	// Read under its CID a moment ago, maybe from peers, and not yet
+	// held: a lease keeps it from a collection meanwhile.
+	err = image.WithLease(ctx, m.store, func(l image.Lease) error {
+		if err := l.Keep(ctx, c); err != nil {
+			return err
+		}
+		return m.store.Hold(ctx, holdName(d), c)
+	})
+	if err != nil {
 		return fmt.Errorf("keep %s: %w", d, err)
 	}
 	data, err := json.Marshal(r)
@@ -247,11 +255,14 @@ func (m *Mirror) manifestByDigest(ctx context.Context, r Ref, d digest.Digest) (
 	if desc.Digest != d {
 		return nil, ocispec.Descriptor{}, fmt.Errorf("upstream %s sent %s for manifest %s: %w", r.Registry, desc.Digest, d, errdefs.ErrDataLoss)
 	}
-	c, err := m.store.Add(ctx, bytes.NewReader(data))
+	err = image.WithLease(ctx, m.store, func(image.Lease) error {
+		c, err := m.store.Add(ctx, bytes.NewReader(data))
+		if err != nil {
+			return fmt.Errorf("store manifest %s: %w", d, err)
+		}
+		return m.record(ctx, d, record{CID: c.String(), Size: int64(len(data)), MediaType: desc.MediaType, Private: private})
+	})
 	if err != nil {
-		return nil, ocispec.Descriptor{}, fmt.Errorf("store manifest %s: %w", d, err)
-	}
-	if err := m.record(ctx, d, record{CID: c.String(), Size: int64(len(data)), MediaType: desc.MediaType, Private: private}); err != nil {
 		return nil, ocispec.Descriptor{}, err
 	}
 	m.served(r, "upstream", int64(len(data)))()

@@ -81,6 +81,15 @@ func (m *Mirror) startDownload(r Ref, d digest.Digest, mediaType string, private
 	return dl, nil
 }
 
+// forget drops dl from the downloads running.
+func (m *Mirror) forget(dl *download) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.downloads[dl.digest] == dl {
+		delete(m.downloads, dl.digest)
+	}
+}
+
 // joinDownload returns d's download if one is running here.
 func (m *Mirror) joinDownload(d digest.Digest) *download {
 	m.mu.Lock()
@@ -90,9 +99,18 @@ func (m *Mirror) joinDownload(d digest.Digest) *download {
 
 func (dl *download) run(ctx context.Context, sources []source) {
 	defer dl.release()
+	// What the download stores is spared by garbage collection until
+	// its record holds it.
+	lease, err := image.TakeLease(ctx, dl.m.store)
+	if err != nil {
+		dl.m.forget(dl)
+		dl.fail(fmt.Errorf("blob %s: %w", dl.digest, err))
+		return
+	}
+	defer lease.Release(context.WithoutCancel(ctx))
 	added := make(chan addResult, 1)
 	go func() { added <- dl.add(ctx) }()
-	err := dl.fetch(ctx, sources)
+	err = dl.fetch(ctx, sources)
 	if err != nil {
 		dl.fail(err)
 	}
@@ -109,9 +127,7 @@ func (dl *download) run(ctx context.Context, sources []source) {
 	if err == nil {
 		err = dl.m.record(context.WithoutCancel(ctx), dl.digest, record{CID: res.cid.String(), Size: dl.size, MediaType: dl.mediaType, Private: dl.private})
 	}
-	dl.m.mu.Lock()
-	delete(dl.m.downloads, dl.digest)
-	dl.m.mu.Unlock()
+	dl.m.forget(dl)
 	if err != nil {
 		dl.m.log.Warn("mirror: download failed", "digest", dl.digest, "registry", dl.ref.Registry, "repo", dl.ref.Repo, "err", err)
 		dl.fail(err)

@@ -62,7 +62,11 @@ type Peers struct {
 	// private is whether the swarm is private (a swarm key): only then do
 	// peers get private repositories' content.
 	private bool
-	m       *Mirror
+	// WholeOnly offers peers only blobs held whole, and never fetches
+	// for them: no swarm while pulling (Spegel's behaviour), for
+	// comparison.
+	WholeOnly bool
+	m         *Mirror
 
 	mu sync.Mutex
 	// distrusted are peers that sent a blob that did not match its
@@ -247,7 +251,7 @@ func (p *Peers) has(ctx context.Context, r Ref, d digest.Digest) answer {
 		a.State, a.CID, a.Size, a.MediaType = stateStored, rec.CID, rec.Size, rec.MediaType
 		return a
 	}
-	if dl := p.m.joinDownload(d); dl != nil {
+	if dl := p.m.joinDownload(d); dl != nil && !p.WholeOnly {
 		dl.mu.Lock()
 		if !dl.private || p.private {
 			a.State, a.Size, a.Readers = stateFetching, dl.size, len(dl.readers)
@@ -286,7 +290,10 @@ func (p *Peers) get(ctx context.Context, s network.Stream, from peer.ID, r Ref, 
 		return
 	}
 	dl := p.m.joinDownload(d)
-	if dl == nil && req.Fetch && p.m.Mirrors(r.Registry) {
+	if p.WholeOnly {
+		dl = nil
+	}
+	if dl == nil && req.Fetch && p.m.Mirrors(r.Registry) && !p.WholeOnly {
 		private := p.m.access.private(r)
 		if private && !p.private {
 			fail(errors.New("private content is not served to peers outside a private swarm"))
@@ -461,6 +468,9 @@ func (p *Peers) forget(ctx context.Context, r Ref, tag string) {
 // those that mirror the registry, asked to fetch it, unless this node
 // ranks first itself.
 func (p *Peers) sources(r Ref, d digest.Digest, answers []answer) []source {
+	if p.WholeOnly {
+		return nil
+	}
 	var fetching []answer
 	for _, a := range answers {
 		if a.State == stateFetching {
