@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -15,6 +16,7 @@ import (
 	"github.com/shoal-ipfs/shoal/pkg/daemon"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/node"
+	"github.com/shoal-ipfs/shoal/pkg/upstream"
 	"github.com/spf13/cobra"
 )
 
@@ -68,6 +70,9 @@ func containerdCmd(g *globals) *cobra.Command {
 func containerdConfigCmd(g *globals) *cobra.Command {
 	var version int
 	var withContent bool
+	var mirrors []string
+	var hostsDir string
+	var write, remove bool
 	c := &cobra.Command{
 		Use:   "config",
 		Short: "Print the containerd config that plugs in this node's daemon",
@@ -80,8 +85,17 @@ containerd pulls, from any registry, lands in IPFS for peers to fetch.
 Add it to /etc/containerd/config.toml and restart containerd.
 
 The values are the running daemon's; without one, those of the config.`,
+		Example: `  shoal containerd config >> /etc/containerd/config.toml
+  shoal containerd config --mirror docker.io --mirror ghcr.io --write
+  shoal containerd config --mirror docker.io --remove`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(mirrors) > 0 {
+				return mirrorHosts(cmd, g, mirrors, hostsDir, write, remove)
+			}
+			if write || remove {
+				return usageError{errors.New("--write and --remove go with --mirror REGISTRY")}
+			}
 			if version != 2 && version != 3 {
 				return usageError{fmt.Errorf("--version %d: containerd's config versions are 2 (containerd 1.x) and 3 (2.x)", version)}
 			}
@@ -95,7 +109,60 @@ The values are the running daemon's; without one, those of the config.`,
 	}
 	c.Flags().IntVar(&version, "version", 3, "containerd's config version: 3 for containerd 2.x, 2 for 1.6 and 1.7")
 	c.Flags().BoolVar(&withContent, "content", false, "also replace containerd's content store with shoal's (containerd then needs the shoal daemon running)")
+	c.Flags().StringArrayVar(&mirrors, "mirror", nil, "instead, the hosts.toml that sends containerd's pulls of REGISTRY[=URL] through the daemon's mirror first, the registry after ('*' for every registry; repeatable)")
+	c.Flags().StringVar(&hostsDir, "hosts-dir", containerd.DefaultHostsDir, "containerd's hosts directory (its registry config_path), for --mirror")
+	c.Flags().BoolVar(&write, "write", false, "with --mirror: write the files into --hosts-dir (a hosts.toml not written by shoal is kept as hosts.toml.shoal-backup)")
+	c.Flags().BoolVar(&remove, "remove", false, "with --mirror: remove the files shoal wrote, putting back what was there")
 	return c
+}
+
+// mirrorHosts prints, writes or removes the hosts.toml files of mirrored
+// registries.
+func mirrorHosts(cmd *cobra.Command, g *globals, specs []string, dir string, write, remove bool) error {
+	if write && remove {
+		return usageError{errors.New("--write or --remove, not both")}
+	}
+	var eps []upstream.Endpoint
+	for _, s := range specs {
+		ep, err := upstream.ParseMirror(s)
+		if err != nil {
+			return usageError{fmt.Errorf("--mirror: %w", err)}
+		}
+		eps = append(eps, ep)
+	}
+	if remove {
+		changed, err := containerd.RemoveMirrorHosts(dir, eps)
+		for _, p := range changed {
+			fmt.Fprintln(cmd.OutOrStdout(), "removed", p)
+		}
+		return err
+	}
+	cfg, err := node.LoadConfig(g.home)
+	if err != nil {
+		return err
+	}
+	addr := cfg.Registry.Listen
+	if api, err := daemon.Dial(cmd.Context(), cfg.SocketPath(g.home)); err == nil {
+		if id, err := api.ID(cmd.Context()); err == nil && id.Registry != "" {
+			addr = id.Registry
+		}
+		api.Close()
+	}
+	if addr == "" {
+		return fmt.Errorf("the daemon of %s serves no registry: set [registry] listen in its config.toml", g.home)
+	}
+	url := containerd.MirrorURL(addr, cfg.Registry.TLSCert != "")
+	if write {
+		written, err := containerd.WriteMirrorHosts(dir, url, eps)
+		for _, p := range written {
+			fmt.Fprintln(cmd.OutOrStdout(), "wrote", p)
+		}
+		return err
+	}
+	for _, ep := range eps {
+		fmt.Fprintf(cmd.OutOrStdout(), "# %s\n%s\n", containerd.HostsPath(dir, ep), containerd.MirrorHosts(ep, url))
+	}
+	return nil
 }
 
 // containerdValues are what the config fragment names.

@@ -39,21 +39,17 @@ func sumGets(m map[string]int) (n int) {
 	return n
 }
 
-// mirrorHosts writes a hosts directory that sends containerd's pulls of
-// each registry to the mirror at registry first, the registry itself
-// after, as `shoal containerd config --mirror` does.
-func mirrorHosts(t *testing.T, mirror string, upstreams ...string) string {
+// mirrorHosts is a hosts directory, written by `shoal containerd config
+// --mirror`, that sends containerd's pulls of each plain-HTTP registry to
+// d's mirror first, the registry itself after.
+func mirrorHosts(t *testing.T, d *shoalDaemon, upstreams ...string) string {
 	t.Helper()
 	dir := t.TempDir()
+	args := []string{"containerd", "config", "--hosts-dir", dir, "--write"}
 	for _, up := range upstreams {
-		if err := os.MkdirAll(filepath.Join(dir, up), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		conf := fmt.Sprintf("server = \"http://%s\"\n\n[host.\"http://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", up, mirror)
-		if err := os.WriteFile(filepath.Join(dir, up, "hosts.toml"), []byte(conf), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		args = append(args, "--mirror", up+"=http://"+up)
 	}
+	d.run(t, args...)
 	return dir
 }
 
@@ -78,19 +74,19 @@ func TestMirrorThroughThreeNodes(t *testing.T) {
 	ctrC := startContainerdFrom(t, containerd2Dir(t))
 
 	hello := up.host + "/library/hello:v1"
-	ctrA.Ctr(t, "images", "pull", "--hosts-dir", mirrorHosts(t, a.Registry, up.host), hello)
+	ctrA.Ctr(t, "images", "pull", "--hosts-dir", mirrorHosts(t, a, up.host), hello)
 	first := up.blobGets()
 	if n := sumGets(first) - base; n != 2 {
 		t.Fatalf("cold pull of a two-blob image through node A: the registry sent %d blobs, want 2\n%v", n, first)
 	}
 	// B through CRI, as a kubelet pulls; C by digest with ctr.
 	ctrdB := startContainerdWith(t, containerd2Dir(t), func(root, state, sock string) string {
-		return fmt.Sprintf("version = 3\nroot = %q\nstate = %q\n[grpc]\n  address = %q\n[plugins.'io.containerd.cri.v1.images'.registry]\n  config_path = %q\n", root, state, sock, mirrorHosts(t, b.Registry, up.host))
+		return fmt.Sprintf("version = 3\nroot = %q\nstate = %q\n[grpc]\n  address = %q\n[plugins.'io.containerd.cri.v1.images'.registry]\n  config_path = %q\n", root, state, sock, mirrorHosts(t, b, up.host))
 	})
 	criPull(t, ctrdB, hello)
 	out := ctrA.Ctr(t, "images", "ls", "name=="+hello)
 	dgst := regexp.MustCompile(`sha256:[0-9a-f]{64}`).FindString(out)
-	ctrC.Ctr(t, "images", "pull", "--hosts-dir", mirrorHosts(t, c.Registry, up.host), up.host+"/library/hello@"+dgst)
+	ctrC.Ctr(t, "images", "pull", "--hosts-dir", mirrorHosts(t, c, up.host), up.host+"/library/hello@"+dgst)
 	if got := up.blobGets(); sumGets(got) != sumGets(first) {
 		t.Fatalf("pulls through B and C: the registry sent more blobs: %v, was %v", got, first)
 	}
@@ -104,7 +100,7 @@ func TestMirrorThroughThreeNodes(t *testing.T) {
 		ctrd *Containerd
 		d    *shoalDaemon
 	}{{ctrA, a}, {ctrB, b}, {ctrC, c}} {
-		hosts := mirrorHosts(t, pull.d.Registry, up.host)
+		hosts := mirrorHosts(t, pull.d, up.host)
 		wg.Go(func() {
 			if out, err := pull.ctrd.ctrCommand("images", "pull", "--hosts-dir", hosts, debian).CombinedOutput(); err != nil {
 				t.Errorf("pull %d: %v\n%s", i, err, out)
@@ -126,10 +122,10 @@ func TestMirrorThroughThreeNodes(t *testing.T) {
 	testproc.Stop(up.proc)
 	time.Sleep(1100 * time.Millisecond) // past the tag TTL
 	fresh := startContainerdFrom(t, containerd2Dir(t))
-	fresh.Ctr(t, "images", "pull", "--hosts-dir", mirrorHosts(t, c.Registry, up.host), debian)
+	fresh.Ctr(t, "images", "pull", "--hosts-dir", mirrorHosts(t, c, up.host), debian)
 	d := startShoalDaemon(t, mirror, "--peer", a.Peer, "--peer", b.Peer, "--peer", c.Peer)
 	other := startContainerdFrom(t, containerd2Dir(t))
-	other.Ctr(t, "images", "pull", "--hosts-dir", mirrorHosts(t, d.Registry, up.host), hello)
+	other.Ctr(t, "images", "pull", "--hosts-dir", mirrorHosts(t, d, up.host), hello)
 	start := time.Now()
 	resp, err := http.Get("http://" + d.Registry + "/v2/library/nothing/manifests/v1?ns=" + up.host)
 	if err != nil {
@@ -164,7 +160,7 @@ func TestMirrorKeepsPrivateRepositoriesPrivate(t *testing.T) {
 	b := startShoalDaemon(t, mirror, "--peer", a.Peer)
 	ref := up.host + "/team/private:v1"
 	ctrd := startContainerdFrom(t, containerd2Dir(t))
-	ctrd.Ctr(t, "images", "pull", "--user", "alice:s3cret", "--hosts-dir", mirrorHosts(t, a.Registry, up.host), ref)
+	ctrd.Ctr(t, "images", "pull", "--user", "alice:s3cret", "--hosts-dir", mirrorHosts(t, a, up.host), ref)
 	out := ctrd.Ctr(t, "images", "ls", "name=="+ref)
 	manifest := regexp.MustCompile(`sha256:[0-9a-f]{64}`).FindString(out)
 
