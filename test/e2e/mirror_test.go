@@ -54,9 +54,10 @@ func mirrorHosts(t *testing.T, d *shoalDaemon, upstreams ...string) string {
 }
 
 // TestMirrorThroughThreeNodes: three shoal daemons mirror a distribution
-// registry for containerd 2.x: a cold pull on one node takes each blob
-// from the registry once; the other two pull the same image with no blob
-// from the registry (one through CRI, one by digest); three nodes pulling
+// registry for containerd: a cold pull on one node (containerd 2.x) takes
+// each blob from the registry once; the other two pull the same image with
+// no blob from the registry (one through 2.x's CRI, one by digest with
+// Debian's containerd 1.6); three nodes pulling
 // another image at once cold take each of its blobs from the registry
 // once; with the registry stopped, tags still resolve and images pull,
 // on a node that never saw them too.
@@ -71,7 +72,7 @@ func TestMirrorThroughThreeNodes(t *testing.T) {
 	b := startShoalDaemon(t, mirror, "--mirror-tag-ttl=1s", "--peer", a.Peer)
 	c := startShoalDaemon(t, mirror, "--mirror-tag-ttl=1s", "--peer", a.Peer, "--peer", b.Peer)
 	ctrA := startContainerdFrom(t, containerd2Dir(t))
-	ctrC := startContainerdFrom(t, containerd2Dir(t))
+	ctrC := startContainerdFrom(t, debianContainerdDir(t)) // 1.6
 
 	hello := up.host + "/library/hello:v1"
 	ctrA.Ctr(t, "images", "pull", "--hosts-dir", mirrorHosts(t, a, up.host), hello)
