@@ -17,9 +17,10 @@ import (
 	"github.com/shoal-ipfs/shoal/pkg/image"
 )
 
-// StallTimeout is how long a source may send nothing before the download
-// goes on from the byte reached with the next source.
-const StallTimeout = 2 * time.Second
+// DefaultStallTimeout is how long a source may send nothing before the
+// download goes on from the byte reached with the next source, unless
+// Options.StallTimeout says otherwise.
+const DefaultStallTimeout = 2 * time.Second
 
 // source is somewhere a download reads a blob from: a peer or the upstream.
 type source struct {
@@ -165,7 +166,8 @@ func (dl *download) fetch(ctx context.Context, sources []source) error {
 }
 
 func (dl *download) fetchFrom(ctx context.Context, src source, buf []byte) error {
-	ctx, kick, stop := image.IdleTimeout(ctx, StallTimeout)
+	stall := dl.m.opts.StallTimeout
+	ctx, kick, stop := image.IdleTimeout(ctx, stall)
 	defer stop()
 	dl.mu.Lock()
 	off := dl.written
@@ -218,7 +220,7 @@ func (dl *download) fetchFrom(ctx context.Context, src source, buf []byte) error
 				err = io.ErrUnexpectedEOF
 			}
 			if cause := context.Cause(ctx); errors.Is(cause, image.ErrTimeout) {
-				err = fmt.Errorf("sent nothing for %s", StallTimeout)
+				err = fmt.Errorf("sent nothing for %s", stall)
 			}
 			return err
 		}

@@ -119,7 +119,7 @@ func TestMirrorReplacesAStalledPeer(t *testing.T) {
 		t.Fatalf("with a stalled peer: %s, %d bytes", resp.Status, len(data))
 	}
 	took := time.Since(start)
-	if took < mirror.StallTimeout {
+	if took < mirror.DefaultStallTimeout {
 		t.Fatalf("took %s: the peer was not the first source", took)
 	}
 	t.Logf("served in %s with a peer stalled halfway", took)

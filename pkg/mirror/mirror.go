@@ -68,6 +68,9 @@ type Options struct {
 	// TagTTL is how long a tag resolved at the upstream is served without
 	// asking again (DefaultTagTTL if zero).
 	TagTTL time.Duration
+	// StallTimeout is how long a source may send nothing before the
+	// next one takes over (DefaultStallTimeout if zero).
+	StallTimeout time.Duration
 	// Spool is a directory for blobs on their way in.
 	Spool string
 	// Peers finds and asks other nodes; nil mirrors alone.
@@ -115,6 +118,9 @@ type Mirror struct {
 func New(store Store, meta ds.Batching, opts Options) (*Mirror, error) {
 	if opts.TagTTL <= 0 {
 		opts.TagTTL = DefaultTagTTL
+	}
+	if opts.StallTimeout <= 0 {
+		opts.StallTimeout = DefaultStallTimeout
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)

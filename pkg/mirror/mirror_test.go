@@ -222,9 +222,15 @@ func TestMirrorColdRolloutFetchesEachBlobOnce(t *testing.T) {
 	o := newOrigin(t)
 	img := testImage(t, 2, 8<<20, 2<<20)
 	o.push(t, "team/app:v2", img)
-	a := newMirrorNode(t, o, time.Minute)
-	b := newMirrorNode(t, o, time.Minute, a)
-	c := newMirrorNode(t, o, time.Minute, a, b)
+	// Timeouts that a loaded machine (the race detector, CI) does not run
+	// into: a slow answer or a stall would rightly send a node upstream.
+	patient := func(opts *mirror.Options) {
+		opts.StallTimeout = 20 * time.Second
+		opts.Peers.AskTimeout = 5 * time.Second
+	}
+	a := newMirrorNodeWith(t, o, patient)
+	b := newMirrorNodeWith(t, o, patient, a)
+	c := newMirrorNodeWith(t, o, patient, a, b)
 	var wg sync.WaitGroup
 	for _, mn := range []*mirrorNode{a, b, c} {
 		wg.Go(func() { mn.pull(t, o, "team/app", "v2", img) })

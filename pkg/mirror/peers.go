@@ -39,9 +39,9 @@ type Router interface {
 }
 
 const (
-	// askTimeout bounds how long a request waits for its peers' answers
-	// about a blob: on a LAN they answer in a millisecond or two.
-	askTimeout = 250 * time.Millisecond
+	// DefaultAskTimeout bounds how long a request waits for its peers'
+	// answers about a blob: on a LAN they answer in a millisecond or two.
+	DefaultAskTimeout = 250 * time.Millisecond
 	// maxAsked bounds how many connected peers are asked.
 	maxAsked = 64
 	// chainFanout is how many peers read one download from one node at
@@ -62,6 +62,9 @@ type Peers struct {
 	// private is whether the swarm is private (a swarm key): only then do
 	// peers get private repositories' content.
 	private bool
+	// AskTimeout bounds how long a request waits for the peers' answers
+	// (DefaultAskTimeout if zero).
+	AskTimeout time.Duration
 	// WholeOnly offers peers only blobs held whole, and never fetches
 	// for them: no swarm while pulling (Spegel's behaviour), for
 	// comparison.
@@ -102,6 +105,13 @@ func (p *Peers) trusted(id peer.ID) bool {
 // digests and finds their holders beyond the connected peers.
 func NewPeers(h host.Host, router Router, private bool) *Peers {
 	return &Peers{host: h, router: router, private: private, distrusted: map[peer.ID]time.Time{}}
+}
+
+func (p *Peers) askTimeout() time.Duration {
+	if p.AskTimeout > 0 {
+		return p.AskTimeout
+	}
+	return DefaultAskTimeout
 }
 
 func (p *Peers) serve(m *Mirror) {
@@ -359,9 +369,9 @@ func (p *Peers) get(ctx context.Context, s network.Stream, from peer.ID, r Ref, 
 }
 
 // ask asks the connected peers, and those the router knows to hold d,
-// what they have of d, within askTimeout.
+// what they have of d, within the ask timeout.
 func (p *Peers) ask(ctx context.Context, r Ref, d digest.Digest) []answer {
-	ctx, cancel := context.WithTimeout(ctx, askTimeout)
+	ctx, cancel := context.WithTimeout(ctx, p.askTimeout())
 	defer cancel()
 	peers := p.host.Network().Peers()
 	if len(peers) > maxAsked {
@@ -370,7 +380,7 @@ func (p *Peers) ask(ctx context.Context, r Ref, d digest.Digest) []answer {
 	out := p.askAll(ctx, peers, request{Op: "has", Registry: r.Registry, Repo: r.Repo, Digest: d})
 	if p.router != nil && !slices.ContainsFunc(out, func(a answer) bool { return a.State != "" }) {
 		if k, err := DigestKey(d); err == nil {
-			found, _ := p.router.FindProviders(ctx, k, 8, askTimeout/2)
+			found, _ := p.router.FindProviders(ctx, k, 8, p.askTimeout()/2)
 			found = slices.DeleteFunc(found, func(id peer.ID) bool { return slices.Contains(peers, id) })
 			out = append(out, p.askAll(ctx, found, request{Op: "has", Registry: r.Registry, Repo: r.Repo, Digest: d})...)
 		}
@@ -427,7 +437,7 @@ func (p *Peers) roundTrip(ctx context.Context, id peer.ID, req request) (answer,
 
 // askTag asks the connected peers for their newest record of tag.
 func (p *Peers) askTag(ctx context.Context, r Ref, tag string) (tagRecord, bool) {
-	ctx, cancel := context.WithTimeout(ctx, askTimeout)
+	ctx, cancel := context.WithTimeout(ctx, p.askTimeout())
 	defer cancel()
 	var best tagRecord
 	found := false
@@ -442,7 +452,7 @@ func (p *Peers) askTag(ctx context.Context, r Ref, tag string) (tagRecord, bool)
 // askAccess asks the connected peers whether r is public: known is
 // false when none knows; any peer that knows it private makes it so.
 func (p *Peers) askAccess(ctx context.Context, r Ref) (public, known bool) {
-	ctx, cancel := context.WithTimeout(ctx, askTimeout)
+	ctx, cancel := context.WithTimeout(ctx, p.askTimeout())
 	defer cancel()
 	for _, a := range p.askAll(ctx, p.host.Network().Peers(), request{Op: "access", Registry: r.Registry, Repo: r.Repo}) {
 		if a.Public == nil {
@@ -535,7 +545,7 @@ func (p *Peers) open(ctx context.Context, id peer.ID, req request) (io.ReadClose
 	if err != nil {
 		return nil, answer{}, err
 	}
-	_ = s.SetDeadline(time.Now().Add(StallTimeout + 3*time.Second))
+	_ = s.SetDeadline(time.Now().Add(p.m.opts.StallTimeout + 3*time.Second))
 	if err := writeLine(s, req); err != nil {
 		s.Reset()
 		return nil, answer{}, err
