@@ -1,4 +1,4 @@
-.PHONY: build demo test bench fuzz clean
+.PHONY: build demo test unit lint bench fuzz clean
 
 # Go's simd experiment compiles internal/sha256x's AVX-512 hashing; without
 # it shoal builds and works the same, hashing chunks one at a time.
@@ -16,6 +16,14 @@ demo:
 # The whole test suite; installs what it needs on a fresh Debian machine.
 test:
 	scripts/test.sh
+
+# The fast loop: unit and in-process tests (make unit), gofmt, vet and
+# staticcheck (make lint).
+unit:
+	go test -short ./...
+
+lint:
+	scripts/lint.sh
 
 # Benchmarks against kubo and a registry; results go in docs/benchmarks.md.
 bench:

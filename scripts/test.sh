@@ -22,12 +22,7 @@ echo "containerd 2: $("$CONTAINERD2/containerd" --version)"
 # without the experiment.
 export GOEXPERIMENT=simd
 echo "== gofmt, vet and staticcheck"
-unformatted=$(gofmt -l $(git ls-files '*.go'))
-[[ -z "$unformatted" ]] || { echo "gofmt: not formatted: $unformatted"; exit 1; }
-go vet ./...
-(cd test/e2e && go vet ./...)
-go run "honnef.co/go/tools/cmd/staticcheck@v0.8.2" ./...
-(cd test/e2e && go run "honnef.co/go/tools/cmd/staticcheck@v0.8.2" ./...)
+scripts/lint.sh
 
 echo "== unit and in-process tests (race detector)"
 go test -race -short -count=1 ./...

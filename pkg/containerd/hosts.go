@@ -93,10 +93,9 @@ func RemoveMirrorHosts(dir string, eps []upstream.Endpoint) ([]string, error) {
 		if !bytes.HasPrefix(data, []byte(hostsMarker)) {
 			return changed, fmt.Errorf("%s was not written by shoal: left as it is", path)
 		}
-		if _, err := os.Stat(path + backupSuffix); err == nil {
+		if _, serr := os.Stat(path + backupSuffix); serr == nil {
 			err = os.Rename(path+backupSuffix, path)
-		} else {
-			err = os.Remove(path)
+		} else if err = os.Remove(path); err == nil {
 			_ = os.Remove(filepath.Dir(path)) // only if empty
 		}
 		if err != nil {
