@@ -14,6 +14,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/internal/testbed"
 	"github.com/shoal-ipfs/shoal/internal/testenv"
 	"github.com/shoal-ipfs/shoal/internal/testproc"
 	"github.com/shoal-ipfs/shoal/pkg/node"
@@ -39,9 +40,19 @@ type distribution struct {
 // request needs credentials.
 func startDistributionWith(t *testing.T, htpasswd string) *distribution {
 	t.Helper()
+	return startDistributionAt(t, nil, fmt.Sprintf("127.0.0.1:%d", freePort(t)), htpasswd)
+}
+
+// startDistributionOn runs docker-registry on a testbed host, port 5000.
+func startDistributionOn(t *testing.T, h testbed.Host) *distribution {
+	t.Helper()
+	return startDistributionAt(t, &h, h.Addr+":5000", "")
+}
+
+func startDistributionAt(t *testing.T, h *testbed.Host, host, htpasswd string) *distribution {
+	t.Helper()
 	testenv.Tool(t, "docker-registry")
 	dir := t.TempDir()
-	host := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg := filepath.Join(dir, "config.yml")
 	conf := fmt.Sprintf("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), host)
 	if htpasswd != "" {
@@ -51,8 +62,13 @@ func startDistributionWith(t *testing.T, htpasswd string) *distribution {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("docker-registry", "serve", cfg)
+	client := http.DefaultClient
+	if h != nil {
+		cmd = h.Command(context.Background(), "docker-registry", "serve", cfg)
+		client = hostClient(*h, "")
+	}
 	logs := testproc.Start(t, cmd, 30*time.Second, func(string) bool {
-		resp, err := http.Get("http://" + host + "/v2/")
+		resp, err := client.Get("http://" + host + "/v2/")
 		if err != nil {
 			return false
 		}

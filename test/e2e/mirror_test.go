@@ -4,16 +4,20 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/internal/testbed"
 	"github.com/shoal-ipfs/shoal/internal/testenv"
 	"github.com/shoal-ipfs/shoal/internal/testproc"
 	"golang.org/x/crypto/bcrypt"
@@ -203,4 +207,78 @@ func TestMirrorKeepsPrivateRepositoriesPrivate(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestMirrorReplacesAKilledPeer: on a testbed of 100 Mbit/s links, node A
+// fetches the Debian image's layer from the registry for a client; node B,
+// asked for it a moment later, reads it from A as it arrives; A is killed
+// halfway. B goes on from the byte it reached with the registry (a Range
+// request) and its client gets the whole layer, checked.
+func TestMirrorReplacesAKilledPeer(t *testing.T) {
+	testenv.Root(t)
+	tb := testbed.ForTest(t, 3, testbed.Link{Rate: "100mbit", Delay: 5 * time.Millisecond})
+	up := startDistributionOn(t, tb.Hosts[0])
+	push := tb.Hosts[0].Argv("skopeo", "copy", "--dest-tls-verify=false", "oci:"+debianImage(t)+":bookworm", "docker://"+up.host+"/library/debian:bookworm")
+	runTool(t, push[0], push[1:]...)
+	layer, data := layoutLayer(t, debianImage(t))
+	mirror := "--mirror=" + up.host + "=http://" + up.host
+	a := startShoalDaemonOn(t, tb.Hosts[1], mirror)
+	b := startShoalDaemonOn(t, tb.Hosts[2], mirror, "--peer", a.Peer)
+	path := "/v2/library/debian/blobs/" + layer.Digest.String() + "?ns=" + up.host
+
+	go func() {
+		if resp, err := hostClient(tb.Hosts[1], "").Get("http://" + a.Registry + path); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	got := make(chan error, 1)
+	go func() {
+		resp, err := hostClient(tb.Hosts[2], "").Get("http://" + b.Registry + path)
+		if err != nil {
+			got <- err
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err == nil && (resp.StatusCode != http.StatusOK || digest.FromBytes(body) != layer.Digest) {
+			err = fmt.Errorf("%s, %d bytes of %d", resp.Status, len(body), len(data))
+		}
+		got <- err
+	}()
+	time.Sleep(2 * time.Second)
+	if err := a.proc.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("B's client, A killed mid-blob: %v\n%s", err, b.logs.String())
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("B's client still waiting two minutes after A was killed\n%s", b.logs.String())
+	}
+	// The registry sent the layer to A, then from where B had reached.
+	sent := sentBytes(up, layer.Digest.String())
+	if !strings.Contains(up.logs.String(), "/blobs/"+layer.Digest.String()+` HTTP/1.1" 206`) || sent >= 2*layer.Size {
+		t.Fatalf("the registry sent %d bytes of a %d-byte layer; B went on with a Range request: %v\n%s", sent, layer.Size, strings.Contains(up.logs.String(), `" 206`), b.logs.String())
+	}
+	t.Logf("the registry sent %.2fx the layer for A and B", float64(sent)/float64(layer.Size))
+}
+
+// sentBytesRE matches a response to a GET of a blob in the access log,
+// with the bytes sent.
+var sentBytesRE = regexp.MustCompile(`"GET /v2/\S+/blobs/(sha256:[0-9a-f]{64}) HTTP/[0-9.]+" 20[06] ([0-9]+) `)
+
+// sentBytes is how many bytes of blob d the registry sent.
+func sentBytes(d *distribution, blob string) int64 {
+	var n int64
+	for _, m := range sentBytesRE.FindAllStringSubmatch(d.logs.String(), -1) {
+		if m[1] == blob {
+			v, _ := strconv.ParseInt(m[2], 10, 64)
+			n += v
+		}
+	}
+	return n
 }
