@@ -203,6 +203,9 @@ func (s *Snapshotter) restore(ctx context.Context) {
 		ids, err = storage.IDMap(ctx)
 		return err
 	})
+	if errdefs.IsNotFound(err) {
+		return // no snapshot yet
+	}
 	if err != nil {
 		s.log.Error("snapshotter: listing snapshots to restore", "err", err)
 		return

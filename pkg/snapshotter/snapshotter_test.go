@@ -4,8 +4,10 @@ import (
 	"archive/tar"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -289,5 +291,22 @@ func TestResolverFindsTheImageByReference(t *testing.T) {
 	}
 	if asked != "ipfs/"+li.root.String() {
 		t.Errorf("asked for %q", asked)
+	}
+}
+
+// A snapshotter opened on a new root has nothing to restore, and says no
+// error about it.
+func TestNewRootLogsNoError(t *testing.T) {
+	testenv.Root(t)
+	n := testnode.Offline(t, t.TempDir())
+	t.Cleanup(func() { n.Close() })
+	var logs strings.Builder
+	s, err := New(context.Background(), t.TempDir(), n, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if strings.Contains(logs.String(), "level=ERROR") {
+		t.Fatalf("a new snapshotter logged an error:\n%s", logs.String())
 	}
 }
