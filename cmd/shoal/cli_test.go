@@ -401,3 +401,14 @@ func TestGroupMembersProveTheKey(t *testing.T) {
 		t.Errorf("status on the daemon with another key: exit %d, %s%s; want the image unknown to it", r.code, r.stdout, r.stderr)
 	}
 }
+
+// A second daemon on a home whose daemon runs is refused by asking that
+// daemon, not after waiting for the store's lock.
+func TestSecondDaemonOnAHomeIsRefusedAtOnce(t *testing.T) {
+	home := t.TempDir()
+	startDaemon(t, home)
+	r := run(t, home, "daemon", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0", "--registry-listen", "127.0.0.1:0")
+	if r.code == 0 || !strings.Contains(r.stderr, "running on this home already") {
+		t.Fatalf("second daemon: exit %d\n%s", r.code, r.stderr)
+	}
+}

@@ -102,6 +102,14 @@ func daemonCmd(g *globals) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
+			// A daemon that answers on the home's socket holds the store
+			// for good: say so now rather than wait for its lock.
+			if cfg, err := node.LoadConfig(g.home); err == nil {
+				if api, err := daemon.Dial(ctx, cfg.SocketPath(g.home)); err == nil {
+					api.Close()
+					return fmt.Errorf("%s: a shoal daemon is running on this home already (it answers on %s); stop it, or give this one another --home", g.home, cfg.SocketPath(g.home))
+				}
+			}
 			log := g.daemonLogger()
 			opts := node.Options{Online: true, Announce: true, Peers: g.peers, NoMDNS: noMDNS, Logger: log, LockWait: 15 * time.Second}
 			if len(listen) > 0 {
