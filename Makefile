@@ -6,7 +6,7 @@ export GOEXPERIMENT := simd
 
 # The binary.
 build:
-	go build -o bin/shoal ./cmd/shoal
+	go build -buildvcs=auto -o bin/shoal ./cmd/shoal
 
 # shoal's main job on embedded defaults: push an image on one node, pull it
 # by CID on another over loopback, verify it.

@@ -412,3 +412,26 @@ func TestSecondDaemonOnAHomeIsRefusedAtOnce(t *testing.T) {
 		t.Fatalf("second daemon: exit %d\n%s", r.code, r.stderr)
 	}
 }
+
+// shoal version and --version say the version, the commit, Go's version
+// and the hashing path.
+func TestVersion(t *testing.T) {
+	home := t.TempDir()
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		out := mustRun(t, home, args...)
+		for _, want := range []string{"shoal ", "commit:", "go:      go1.", "hashing:"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("shoal %v: no %q in\n%s", args, want, out)
+			}
+		}
+	}
+}
+
+// Flag usages render as written: pflag would take a backquoted word for
+// the argument's name.
+func TestHelpShowsFlagsAsWritten(t *testing.T) {
+	out := mustRun(t, t.TempDir(), "id", "--help")
+	if strings.Contains(out, "--json ipfs") {
+		t.Fatalf("shoal id --help:\n%s", out)
+	}
+}

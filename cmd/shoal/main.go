@@ -54,7 +54,9 @@ func newRoot() *cobra.Command {
 		Short:         "Container images distributed peer-to-peer over IPFS",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       versionText(),
 	}
+	root.SetVersionTemplate("{{.Version}}")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&g.home, "home", node.DefaultHome(), "state directory ($SHOAL_HOME)")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log what the node does to stderr")
@@ -64,7 +66,7 @@ func newRoot() *cobra.Command {
 		pushCmd(g), pullCmd(g), inspectCmd(g), indexCmd(g),
 		mountCmd(g), unmountCmd(g),
 		imagesCmd(g), rmCmd(g), gcCmd(g), verifyCmd(g),
-		containerdCmd(g), swarmCmd(g), groupCmd(g), shardCmd(g), statusCmd(g), mirrorCmd(g),
+		containerdCmd(g), swarmCmd(g), groupCmd(g), shardCmd(g), statusCmd(g), mirrorCmd(g), versionCmd(),
 	)
 	return root
 }

@@ -68,7 +68,7 @@ func idCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON (fields ID and Addresses, as `ipfs id`; Registry when a daemon serves one)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON (fields ID and Addresses, as ipfs id prints them; Registry when a daemon serves one)")
 	return c
 }
 
