@@ -435,3 +435,16 @@ func TestHelpShowsFlagsAsWritten(t *testing.T) {
 		t.Fatalf("shoal id --help:\n%s", out)
 	}
 }
+
+// init on a home made before refuses flags that would change it, and
+// takes those that agree with it.
+func TestInitAgainRefusesNewFlags(t *testing.T) {
+	home := t.TempDir()
+	mustRun(t, home, "pull", "--help") // any command; none initialises on --help
+	mustRun(t, home, "images")         // initialises with the defaults
+	r := run(t, home, "init", "--layout", "unixfs-v1-2025")
+	if r.code == 0 || !strings.Contains(r.stderr, "--layout unixfs-v1-2025 (the home has kubo)") {
+		t.Fatalf("init --layout on an initialised home: exit %d\n%s", r.code, r.stderr)
+	}
+	mustRun(t, home, "init", "--layout", "kubo")
+}

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -27,6 +29,9 @@ func initCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if !created {
+				if err := initFlagsHold(cmd, g.home, cfg); err != nil {
+					return err
+				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "%s is already initialised\n", g.home)
 			}
 			id, err := node.PeerID(g.home)
@@ -43,6 +48,34 @@ func initCmd(g *globals) *cobra.Command {
 	c.Flags().BoolVar(&cfg.Swarm.MDNS, "mdns", cfg.Swarm.MDNS, "find peers on the local network by mDNS (--mdns=false to keep quiet)")
 	c.Flags().StringVar(&cfg.Registry.Listen, "registry-listen", cfg.Registry.Listen, "the daemon's OCI registry address, port 0 for a free one (empty turns it off)")
 	return c
+}
+
+// initFlagsHold checks init's flags against a home initialised before:
+// flags that would change its config are refused, never dropped in
+// silence.
+func initFlagsHold(cmd *cobra.Command, home string, want node.Config) error {
+	have, err := node.LoadConfig(home)
+	if err != nil {
+		return err
+	}
+	var differ []string
+	for flag, v := range map[string][2]any{
+		"layout":          {want.Import.Layout, have.Import.Layout},
+		"blocks":          {want.Datastore.Blocks, have.Datastore.Blocks},
+		"listen":          {want.Swarm.Listen, have.Swarm.Listen},
+		"mdns":            {want.Swarm.MDNS, have.Swarm.MDNS},
+		"registry-listen": {want.Registry.Listen, have.Registry.Listen},
+	} {
+		if cmd.Flags().Changed(flag) && fmt.Sprint(v[0]) != fmt.Sprint(v[1]) {
+			differ = append(differ, fmt.Sprintf("--%s %v (the home has %v)", flag, v[0], v[1]))
+		}
+	}
+	if len(differ) == 0 {
+		return nil
+	}
+	slices.Sort(differ)
+	return fmt.Errorf("%s is initialised already, and init's flags shape only a new home: %s; edit %s instead (or give --home another directory)",
+		home, strings.Join(differ, ", "), filepath.Join(home, "config.toml"))
 }
 
 func idCmd(g *globals) *cobra.Command {
