@@ -448,3 +448,11 @@ func TestInitAgainRefusesNewFlags(t *testing.T) {
 	}
 	mustRun(t, home, "init", "--layout", "kubo")
 }
+
+// A malformed --peer is a usage error: exit 2.
+func TestMalformedPeerIsAUsageError(t *testing.T) {
+	r := run(t, t.TempDir(), "pull", "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", "--peer", "not-a-multiaddr", "--to", "oci:"+t.TempDir()+":v1")
+	if r.code != 2 || !strings.Contains(r.stderr, "--peer") {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/shoal-ipfs/shoal/pkg/daemon"
+	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/spf13/cobra"
 )
@@ -29,6 +30,10 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "shoal:", err)
+		// Through the daemon's socket the error is its text.
+		if errors.Is(err, image.ErrTimeout) || strings.Contains(err.Error(), image.ErrTimeout.Error()) {
+			fmt.Fprintln(os.Stderr, "shoal: check that a peer holding it is reachable: --peer MULTIADDR/p2p/ID, or a daemon connected to one")
+		}
 		var ue usageError
 		if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
 			os.Exit(2)
@@ -57,6 +62,13 @@ func newRoot() *cobra.Command {
 		Version:       versionText(),
 	}
 	root.SetVersionTemplate("{{.Version}}")
+	// A malformed --peer is a usage error, whichever command took it.
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if _, err := node.ParsePeers(g.peers); err != nil {
+			return usageError{fmt.Errorf("--peer: %w", err)}
+		}
+		return nil
+	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&g.home, "home", node.DefaultHome(), "state directory ($SHOAL_HOME)")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log what the node does to stderr")

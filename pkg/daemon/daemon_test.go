@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -142,5 +144,15 @@ func TestErrorsKeepTheirKind(t *testing.T) {
 func TestDialWithoutDaemon(t *testing.T) {
 	if _, err := Dial(context.Background(), filepath.Join(t.TempDir(), "none.sock")); !errors.Is(err, ErrNoDaemon) {
 		t.Fatalf("dial of a missing socket: %v", err)
+	}
+}
+
+// A client's mistake comes back as 400 with what was wrong, not the
+// marker's text.
+func TestBadRequestSaysWhatNotBadRequest(t *testing.T) {
+	rec := httptest.NewRecorder()
+	writeError(rec, fmt.Errorf("%w: CID %q: no", errBadRequest, "x"))
+	if rec.Code != http.StatusBadRequest || strings.Contains(rec.Body.String(), "bad request") || !strings.Contains(rec.Body.String(), `CID \"x\"`) {
+		t.Fatalf("%d %s", rec.Code, rec.Body.String())
 	}
 }

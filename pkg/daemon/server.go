@@ -122,9 +122,13 @@ func writeError(w http.ResponseWriter, err error) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(errorBody{Message: err.Error()})
+	// The status says it was the client's; the message says what.
+	msg := strings.TrimPrefix(err.Error(), errBadRequest.Error()+": ")
+	_ = json.NewEncoder(w).Encode(errorBody{Message: msg})
 }
 
+// errBadRequest marks an error as the client's (400); its own text does
+// not reach the client.
 var errBadRequest = errors.New("bad request")
 
 func pathCID(r *http.Request) (cid.Cid, error) {

@@ -57,10 +57,10 @@ func Pull(ctx context.Context, store Store, root cid.Cid, dst transport.Destinat
 }
 
 // explainTimeout turns the cancellation an idle timeout causes into an
-// error that says what happened and what to do.
+// error that says what happened, not what it cancelled on its way.
 func explainTimeout(ctx context.Context, err error, timeout time.Duration) error {
 	if errors.Is(context.Cause(ctx), ErrTimeout) {
-		return fmt.Errorf("%w after %s without a block: %v; check that a peer holding it is reachable (--peer)", ErrTimeout, timeout, err)
+		return fmt.Errorf("%w: nothing arrived for %s", ErrTimeout, timeout)
 	}
 	return err
 }
