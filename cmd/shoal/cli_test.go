@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -454,5 +456,24 @@ func TestMalformedPeerIsAUsageError(t *testing.T) {
 	r := run(t, t.TempDir(), "pull", "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", "--peer", "not-a-multiaddr", "--to", "oci:"+t.TempDir()+":v1")
 	if r.code != 2 || !strings.Contains(r.stderr, "--peer") {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+}
+
+// A daemon whose swarm port another daemon holds refuses to start, naming
+// the address, rather than share the port.
+func TestDaemonRefusesATakenSwarmPort(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	addr := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)
+	startDaemon(t, t.TempDir(), "--listen", addr)
+	other := t.TempDir()
+	mustRun(t, other, "init", "--mdns=false")
+	r := run(t, other, "daemon", "--no-mdns", "--listen", addr, "--registry-listen", "127.0.0.1:0")
+	if r.code != 1 || !strings.Contains(r.stderr, addr) {
+		t.Fatalf("a second daemon on %s: exit %d\n%s", addr, r.code, r.stderr)
 	}
 }

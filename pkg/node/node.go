@@ -41,6 +41,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/multiformats/go-multiaddr"
 	"github.com/shoal-ipfs/shoal/internal/sha256x"
@@ -169,7 +170,9 @@ func Open(ctx context.Context, home string, opts Options) (_ *Node, err error) {
 		libp2p.DisableMetrics(),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionGater(swarmGater{bad: n.gw, allow: allow}),
-		libp2p.Transport(tcp.NewTCPTransport),
+		// Without SO_REUSEPORT, a second node on a port in use fails to
+		// listen rather than share the port and take half its connections.
+		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
 	}
 	n.private = psk != nil
 	if psk != nil {
@@ -179,11 +182,14 @@ func Open(ctx context.Context, home string, opts Options) (_ *Node, err error) {
 			listen = tcpOnly
 		}
 	} else {
-		hostOpts = append(hostOpts, libp2p.Transport(quic.NewTransport))
+		hostOpts = append(hostOpts, libp2p.Transport(quic.NewTransport), libp2p.QUICReuse(quicreuse.NewConnManager, quicreuse.DisableReuseport()))
 	}
 	n.host, err = libp2p.New(append(hostOpts, libp2p.ListenAddrStrings(listen...))...)
 	if err != nil {
-		return nil, fmt.Errorf("start libp2p host on %v: %w", listen, err)
+		return nil, fmt.Errorf("start libp2p host on %v: %w (is another process, another shoal daemon say, on that port?)", listen, err)
+	}
+	if err := checkListening(listen, n.host.Network().ListenAddresses()); err != nil {
+		return nil, err
 	}
 	if err := n.startDHT(cfg.Swarm.DHT, opts.Announce); err != nil {
 		return nil, err
@@ -341,6 +347,55 @@ func (n *Node) Home() string { return n.home }
 
 // Config is the node's configuration as loaded.
 func (n *Node) Config() Config { return n.cfg }
+
+// checkListening finds each address asked for among those listening: libp2p
+// goes on with the others when one cannot listen (its port taken).
+func checkListening(asked []string, listening []multiaddr.Multiaddr) error {
+	for _, a := range asked {
+		want, err := multiaddr.NewMultiaddr(a)
+		if err != nil {
+			return err
+		}
+		found := false
+		for _, l := range listening {
+			if sameListener(want, l) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return fmt.Errorf("swarm address %s does not listen: its port is taken, by another shoal daemon perhaps (another home needs another port: shoal init --listen, or [swarm] listen in config.toml)", a)
+		}
+	}
+	return nil
+}
+
+// sameListener tells whether listening serves the address asked for: the
+// same protocols, IP and port (any port for port 0).
+func sameListener(asked, listening multiaddr.Multiaddr) bool {
+	ap, lp := asked.Protocols(), listening.Protocols()
+	if len(ap) != len(lp) {
+		return false
+	}
+	for i := range ap {
+		if ap[i].Code != lp[i].Code {
+			return false
+		}
+		av, _ := asked.ValueForProtocol(ap[i].Code)
+		lv, _ := listening.ValueForProtocol(ap[i].Code)
+		switch ap[i].Code {
+		case multiaddr.P_TCP, multiaddr.P_UDP:
+			if av != "0" && av != lv {
+				return false
+			}
+		case multiaddr.P_IP4, multiaddr.P_IP6:
+			if av != lv && av != "0.0.0.0" && av != "::" {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 // Private tells whether the node's swarm is closed by a swarm key: only
 // its holders connect.
