@@ -235,8 +235,8 @@ func TestParseMirror(t *testing.T) {
 			t.Errorf("%q accepted", bad)
 		}
 	}
-	any, _ := upstream.ParseMirror("*")
-	if got := any.ForRegistry("quay.io").BaseURL(); got != "https://quay.io" {
-		t.Errorf("* for quay.io: %s", got)
+	any := upstream.Endpoint{Registry: "*", Username: "u", Password: "p"}
+	if got := any.ForRegistry("quay.io"); got.BaseURL() != "https://quay.io" || got.Password != "" {
+		t.Errorf("* for quay.io: %+v", got)
 	}
 }

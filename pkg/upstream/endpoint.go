@@ -54,12 +54,13 @@ func ParseMirror(spec string) (Endpoint, error) {
 }
 
 // ForRegistry is the endpoint of registry name under a wildcard endpoint
-// ("*": https://name), or ep itself.
+// ("*": https://name), or ep itself. The wildcard's credentials stay
+// behind: one password sent to every registry would be everyone's.
 func (ep Endpoint) ForRegistry(name string) Endpoint {
 	if ep.Registry != "*" {
 		return ep
 	}
-	return Endpoint{Registry: name, Username: ep.Username, Password: ep.Password}
+	return Endpoint{Registry: name}
 }
 
 // BaseURL is the endpoint's URL with defaults applied.
