@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -60,7 +61,9 @@ func Pull(ctx context.Context, store Store, root cid.Cid, dst transport.Destinat
 // error that says what happened, not what it cancelled on its way.
 func explainTimeout(ctx context.Context, err error, timeout time.Duration) error {
 	if errors.Is(context.Cause(ctx), ErrTimeout) {
-		return fmt.Errorf("%w: nothing arrived for %s", ErrTimeout, timeout)
+		// What was waited for, without the cancellation that ended it.
+		what := strings.TrimSuffix(err.Error(), ": "+context.Canceled.Error())
+		return fmt.Errorf("%w: nothing arrived for %s (%s)", ErrTimeout, timeout, what)
 	}
 	return err
 }
