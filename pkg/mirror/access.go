@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -50,7 +49,7 @@ func newAccess(m *Mirror) *access {
 }
 
 func accessKey(r Ref) ds.Key {
-	return ds.NewKey("/access").ChildString(r.Registry).ChildString(strings.ReplaceAll(r.Repo, "/", "+"))
+	return refKey("/access", r)
 }
 
 // known is what this node last knew of r's access, even before a restart.

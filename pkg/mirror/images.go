@@ -50,7 +50,7 @@ type imageRecord struct {
 }
 
 func imageKey(r Ref, tag string) ds.Key {
-	return ds.NewKey("/image").ChildString(r.Registry).ChildString(strings.ReplaceAll(r.Repo, "/", "+")).ChildString(tag)
+	return refKey("/image", r).ChildString(tag)
 }
 
 func (m *Mirror) notePending(r Ref, tag string, top ocispec.Descriptor) {

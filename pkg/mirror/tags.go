@@ -26,10 +26,16 @@ func (t tagRecord) descriptor() ocispec.Descriptor {
 	return ocispec.Descriptor{MediaType: t.MediaType, Digest: t.Digest, Size: t.Size}
 }
 
-// tagKey is where a tag's record lives; repositories hold slashes, which
-// keys would take for levels, and no "+", which stands in for them.
+// refKey is where a record of repository r lives under prefix;
+// repositories hold slashes, which keys would take for levels, and no "+",
+// which stands in for them.
+func refKey(prefix string, r Ref) ds.Key {
+	return ds.NewKey(prefix).ChildString(r.Registry).ChildString(strings.ReplaceAll(r.Repo, "/", "+"))
+}
+
+// tagKey is where a tag's record lives.
 func tagKey(registry, repo, tag string) ds.Key {
-	return ds.NewKey("/tag").ChildString(registry).ChildString(strings.ReplaceAll(repo, "/", "+")).ChildString(tag)
+	return refKey("/tag", Ref{Registry: registry, Repo: repo}).ChildString(tag)
 }
 
 func (m *Mirror) tagRecord(ctx context.Context, r Ref, tag string) (tagRecord, bool, error) {
