@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -475,5 +476,48 @@ func TestDaemonRefusesATakenSwarmPort(t *testing.T) {
 	r := run(t, other, "daemon", "--no-mdns", "--listen", addr, "--registry-listen", "127.0.0.1:0")
 	if r.code != 1 || !strings.Contains(r.stderr, addr) {
 		t.Fatalf("a second daemon on %s: exit %d\n%s", addr, r.code, r.stderr)
+	}
+}
+
+// --log-format json writes one JSON object a line; a format or level it
+// does not know is a usage error.
+func TestLogFormat(t *testing.T) {
+	home := t.TempDir()
+	mustRun(t, home, "init", "--mdns=false")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, shoalBin, "--log-format", "json", "daemon", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0", "--registry-listen", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "SHOAL_HOME="+home)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}()
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		var rec map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			t.Fatalf("not JSON: %s", sc.Text())
+		}
+		if rec["level"] == nil || rec["msg"] == nil {
+			t.Fatalf("no level or msg: %s", sc.Text())
+		}
+		if rec["msg"] == "shoal daemon running" {
+			break
+		}
+	}
+	if sc.Err() != nil || ctx.Err() != nil {
+		t.Fatalf("the daemon did not say it runs: %v %v", sc.Err(), ctx.Err())
+	}
+	for _, args := range [][]string{{"--log-format", "yaml", "images"}, {"--log-level", "loud", "images"}} {
+		if r := run(t, home, args...); r.code != 2 {
+			t.Errorf("shoal %v: exit %d, want 2\n%s", args, r.code, r.stderr)
+		}
 	}
 }

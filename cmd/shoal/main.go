@@ -47,6 +47,10 @@ type globals struct {
 	home    string
 	peers   []string
 	verbose bool
+	// logFormat and logLevel shape what the logger writes (--log-format,
+	// --log-level); an empty level is the command's own default.
+	logFormat string
+	logLevel  string
 	// ipfsAPI, when set, runs commands against that kubo daemon instead
 	// of the embedded node (kubo.go).
 	ipfsAPI string
@@ -67,11 +71,22 @@ func newRoot() *cobra.Command {
 		if _, err := node.ParsePeers(g.peers); err != nil {
 			return usageError{fmt.Errorf("--peer: %w", err)}
 		}
+		if g.logFormat != "text" && g.logFormat != "json" {
+			return usageError{fmt.Errorf("--log-format %q: want text or json", g.logFormat)}
+		}
+		if g.logLevel != "" {
+			var l slog.Level
+			if err := l.UnmarshalText([]byte(g.logLevel)); err != nil {
+				return usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)}
+			}
+		}
 		return nil
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&g.home, "home", node.DefaultHome(), "state directory ($SHOAL_HOME)")
-	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log what the node does to stderr")
+	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log what the node does to stderr (--log-level debug)")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "how logs are written to stderr: text (key=value) or json (one object a line)")
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "", "least level logged: debug, info, warn or error (default: info for the daemon, warn for other commands)")
 	root.PersistentFlags().StringVar(&g.ipfsAPI, "ipfs-api", os.Getenv("SHOAL_IPFS_API"), "use the kubo daemon whose RPC API is at this MULTIADDR instead of the embedded node; \"auto\" reads $IPFS_PATH/api ($SHOAL_IPFS_API)")
 	root.AddCommand(
 		initCmd(g), idCmd(g), daemonCmd(g),
@@ -98,7 +113,15 @@ func (g *globals) loggerAt(level slog.Level) *slog.Logger {
 	if g.verbose {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if g.logLevel != "" {
+		// Checked by the root's PersistentPreRunE.
+		_ = level.UnmarshalText([]byte(g.logLevel))
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if g.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
 // api returns the running daemon's API, or opens the store here. Commands

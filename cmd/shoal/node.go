@@ -107,7 +107,7 @@ func idCmd(g *globals) *cobra.Command {
 
 func daemonCmd(g *globals) *cobra.Command {
 	var listen, mirrors []string
-	var socket, registryListen, groupName string
+	var socket, registryListen, metricsListen, cfgMetrics, groupName string
 	var noMDNS bool
 	var tagTTL time.Duration
 	var cacheSize node.Size
@@ -169,6 +169,11 @@ func daemonCmd(g *globals) *cobra.Command {
 			if cmd.Flags().Changed("group") {
 				grp.Name = groupName
 			}
+			if cmd.Flags().Changed("metrics-listen") {
+				cfgMetrics = metricsListen
+			} else {
+				cfgMetrics = n.Config().Daemon.MetricsListen
+			}
 			if cmd.Flags().Changed("mirror-tag-ttl") {
 				reg.MirrorTagTTL.Duration = tagTTL
 			}
@@ -183,7 +188,7 @@ func daemonCmd(g *globals) *cobra.Command {
 			if len(endpoints) > 0 && reg.Listen == "" {
 				return usageError{errors.New("--mirror needs the registry: give --registry-listen HOST:PORT")}
 			}
-			return daemon.Run(ctx, n, daemon.RunOptions{Socket: socket, Registry: reg, Containerd: n.Config().Containerd.Paths(g.home), Mount: n.Config().Mount.Paths(g.home), Group: grp, Mirrors: endpoints, MirrorWholeOnly: wholeOnly, Log: log})
+			return daemon.Run(ctx, n, daemon.RunOptions{Socket: socket, Registry: reg, Containerd: n.Config().Containerd.Paths(g.home), Mount: n.Config().Mount.Paths(g.home), Group: grp, Mirrors: endpoints, MirrorWholeOnly: wholeOnly, MetricsListen: cfgMetrics, Log: log})
 		},
 	}
 	c.Flags().StringArrayVar(&listen, "listen", nil, "swarm address, port 0 for a free port (repeatable; default from config)")
@@ -195,6 +200,7 @@ func daemonCmd(g *globals) *cobra.Command {
 	_ = c.Flags().MarkHidden("mirror-whole-only")
 	c.Flags().Var(&cacheSize, "mirror-cache-size", "keep at most this much mirrored content (4GiB, 512MiB), the least recently served dropped first (default from config: [registry] mirror-cache-size; 0 keeps all)")
 	c.Flags().DurationVar(&tagTTL, "mirror-tag-ttl", 0, "serve a mirrored tag as last resolved for this long before asking its registry again (default from config: [registry] mirror-tag-ttl, 1m)")
+	c.Flags().StringVar(&metricsListen, "metrics-listen", "", "serve /metrics, /healthz and /readyz on this host:port, apart from the registry (default from config: [daemon] metrics-listen; empty serves none)")
 	c.Flags().StringVar(&registryListen, "registry-listen", "", "serve the OCI registry on this host:port, port 0 for a free one (default from config: 127.0.0.1:5050; empty turns it off)")
 	addPeerFlag(c, g)
 	return c

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -36,6 +37,9 @@ type RunOptions struct {
 	// Group makes the daemon a member of a group, its paths absolute; an
 	// empty Name is none.
 	Group node.GroupConfig
+	// MetricsListen serves /metrics, /healthz and /readyz on a listener
+	// of their own (host:port); empty serves none.
+	MetricsListen string
 	// Mirrors are the registries the registry mirrors; none without it.
 	Mirrors []upstream.Endpoint
 	// MirrorWholeOnly turns off swarming while pulling (mirror.Peers).
@@ -66,10 +70,11 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 	defer cancel()
 	g, ctx := errgroup.WithContext(ctx)
 	metrics := prometheus.NewRegistry()
-	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), nodeCollector{n})
+	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newNodeCollector(n), buildInfoCollector{})
 	// Which images containerd pulls are on IPFS: those named ipfs/CID,
 	// and, with the registry on, those pushed to it.
 	find := func(_ context.Context, name string, _ digest.Digest) (cid.Cid, bool) { return registry.IPFSRoot(name) }
+	checks := []readyCheck{storeReady(n), swarmReady(n)}
 	if cfg := opts.Registry; cfg.Listen != "" {
 		var ropts []registry.Option
 		if len(opts.Mirrors) > 0 {
@@ -86,6 +91,7 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 			return err
 		}
 		find, srv.registry = rg.RootOf, addr
+		checks = append(checks, registryReady(addr, cfg.TLSCert != ""))
 	}
 	if cfg := opts.Containerd; cfg.Socket != "" {
 		p, err := openContainerd(ctx, n, cfg, opts.Mount, find, metrics, log)
@@ -95,6 +101,7 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 			return err
 		}
 		srv.containerd = cfg.Socket
+		checks = append(checks, socketReady("containerd-plugins", cfg.Socket))
 		log.Info("containerd plugins serving", "socket", cfg.Socket, "snapshotter", p.sn != nil, "snapshots", cfg.Root)
 		g.Go(func() error { return p.serve(ctx) })
 	}
@@ -103,6 +110,13 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 		metrics.MustRegister(groupCollector{grp})
 		log.Info("group member", "group", grp.Name(), "protocol", group.Protocol(grp.Name()), "key", opts.Group.Key)
 		g.Go(func() error { return grp.Run(ctx) })
+	}
+	if opts.MetricsListen != "" {
+		if _, err := startHealth(ctx, g, opts.MetricsListen, metrics, checks, log); err != nil {
+			cancel()
+			_ = g.Wait()
+			return err
+		}
 	}
 	g.Go(func() error { return srv.Serve(ctx, opts.Socket) })
 	return g.Wait()
@@ -129,8 +143,41 @@ func isLoopback(addr string) bool {
 	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
-// nodeCollector reports what the node fetched from peers and read locally.
-type nodeCollector struct{ n *node.Node }
+// nodeCollector reports what the node fetched from peers and read
+// locally, its swarm and what its stores take on disk.
+type nodeCollector struct {
+	n      *node.Node
+	stored *storedBytes
+}
+
+func newNodeCollector(n *node.Node) nodeCollector {
+	return nodeCollector{n: n, stored: &storedBytes{n: n}}
+}
+
+// storedBytes keeps the stores' size for a while: counting it walks their
+// directories, too much for every scrape.
+type storedBytes struct {
+	n     *node.Node
+	mu    sync.Mutex
+	at    time.Time
+	bytes int64
+}
+
+const storedBytesAge = 30 * time.Second
+
+func (s *storedBytes) get(ctx context.Context) (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.at.IsZero() && time.Since(s.at) < storedBytesAge {
+		return s.bytes, true
+	}
+	b, err := s.n.StoredBytes(ctx)
+	if err != nil {
+		return 0, false
+	}
+	s.bytes, s.at = b, time.Now()
+	return b, true
+}
 
 var (
 	fetchedBlocksDesc = prometheus.NewDesc("shoal_fetched_blocks_total", "Blocks received from peers, by protocol.", []string{"protocol"}, nil)
@@ -141,6 +188,10 @@ var (
 	dhtProvidedDesc   = prometheus.NewDesc("shoal_dht_provided_total", "CIDs announced on the DHT (image and blob roots, group rendezvous).", nil, nil)
 	dhtProvideDesc    = prometheus.NewDesc("shoal_dht_provide_seconds_total", "Time spent announcing on the DHT.", nil, nil)
 	dhtQueuedDesc     = prometheus.NewDesc("shoal_dht_provide_queue", "CIDs waiting to be announced.", nil, nil)
+	peersDesc         = prometheus.NewDesc("shoal_peers_connected", "Peers the swarm is connected to now.", nil, nil)
+	swarmInDesc       = prometheus.NewDesc("shoal_swarm_received_bytes_total", "Bytes received over the swarm, by protocol.", []string{"protocol"}, nil)
+	swarmOutDesc      = prometheus.NewDesc("shoal_swarm_sent_bytes_total", "Bytes sent over the swarm (served to peers), by protocol.", []string{"protocol"}, nil)
+	storedDesc        = prometheus.NewDesc("shoal_stored_bytes", "Disk space the node's stores take (blocks, packs, records), counted at most every 30 s.", nil, nil)
 )
 
 func (nodeCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -152,9 +203,23 @@ func (nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- dhtProvidedDesc
 	ch <- dhtProvideDesc
 	ch <- dhtQueuedDesc
+	ch <- peersDesc
+	ch <- swarmInDesc
+	ch <- swarmOutDesc
+	ch <- storedDesc
 }
 
 func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	if b, ok := c.stored.get(context.Background()); ok {
+		ch <- prometheus.MustNewConstMetric(storedDesc, prometheus.GaugeValue, float64(b))
+	}
+	if sw, err := c.n.SwarmStat(); err == nil {
+		ch <- prometheus.MustNewConstMetric(peersDesc, prometheus.GaugeValue, float64(sw.Peers))
+		for p, st := range sw.ByProtocol {
+			ch <- prometheus.MustNewConstMetric(swarmInDesc, prometheus.CounterValue, float64(st.Received), p)
+			ch <- prometheus.MustNewConstMetric(swarmOutDesc, prometheus.CounterValue, float64(st.Sent), p)
+		}
+	}
 	s, err := c.n.FetchStat()
 	if err != nil {
 		return // offline: nothing fetched

@@ -100,6 +100,7 @@ func (m *Mirror) joinDownload(d digest.Digest) *download {
 
 func (dl *download) run(ctx context.Context, sources []source) {
 	defer dl.release()
+	start := time.Now()
 	// What the download stores is spared by garbage collection until
 	// its record holds it.
 	lease, err := image.TakeLease(ctx, dl.m.store)
@@ -131,9 +132,11 @@ func (dl *download) run(ctx context.Context, sources []source) {
 	dl.m.forget(dl)
 	if err != nil {
 		dl.m.log.Warn("mirror: download failed", "digest", dl.digest, "registry", dl.ref.Registry, "repo", dl.ref.Repo, "err", err)
+		dl.m.metrics.downloads.WithLabelValues("failed").Observe(time.Since(start).Seconds())
 		dl.fail(err)
 		return
 	}
+	dl.m.metrics.downloads.WithLabelValues("ok").Observe(time.Since(start).Seconds())
 	dl.mu.Lock()
 	dl.cid = res.cid
 	dl.notify()

@@ -11,6 +11,7 @@ type metrics struct {
 	received         *prometheus.CounterVec
 	upstreamRequests *prometheus.CounterVec
 	firstByte        *prometheus.HistogramVec
+	downloads        *prometheus.HistogramVec
 	tags             *prometheus.CounterVec
 	cached           prometheus.Gauge
 }
@@ -34,6 +35,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time from asking a source for a blob to its answer, by source: peer or upstream.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
 		}, []string{"source"}),
+		downloads: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "shoal_mirror_download_duration_seconds",
+			Help:    "Time to bring a blob into the store, from the first request to its digest checked, by result: ok or failed.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 12),
+		}, []string{"result"}),
 		tags: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_mirror_tag_cache_total",
 			Help: "Tags asked for, by registry and whether the cache answered (hit) or the upstream was asked (miss).",
@@ -44,7 +50,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.served, m.received, m.upstreamRequests, m.firstByte, m.tags, m.cached)
+		reg.MustRegister(m.served, m.received, m.upstreamRequests, m.firstByte, m.downloads, m.tags, m.cached)
 	}
 	return m
 }

@@ -85,6 +85,9 @@ type ImportConfig struct {
 type DaemonConfig struct {
 	// Socket is the API socket; relative paths are under $SHOAL_HOME.
 	Socket string `toml:"socket"`
+	// MetricsListen is host:port of the listener of /metrics, /healthz
+	// and /readyz, apart from the registry; empty serves none.
+	MetricsListen string `toml:"metrics-listen"`
 }
 
 // RegistryConfig is the OCI distribution API that `shoal daemon` serves.

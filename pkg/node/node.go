@@ -35,6 +35,7 @@ import (
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
@@ -85,9 +86,11 @@ type Node struct {
 	packs      *packs.Store // whole blobs' leaves, over the loose blocks
 	bstore     blockstore.Blockstore
 	spare      *spare
-	pins       pinner.Pinner
-	bserv      blockservice.BlockService
-	dag        ipld.DAGService
+	// bandwidth counts the swarm's bytes in and out, by protocol.
+	bandwidth *metrics.BandwidthCounter
+	pins      pinner.Pinner
+	bserv     blockservice.BlockService
+	dag       ipld.DAGService
 	// offline reads the local store only: GC, the pinner and the haves
 	// a node tells its peers must never fetch.
 	offline ipld.DAGService
@@ -153,6 +156,7 @@ func Open(ctx context.Context, home string, opts Options) (_ *Node, err error) {
 		listen = opts.Listen
 	}
 	n.gw = &gatewayPeers{bad: map[peer.ID]bool{}}
+	n.bandwidth = metrics.NewBandwidthCounter()
 	allow, err := parseAllowlist(cfg.Swarm.Allow)
 	if err != nil {
 		return nil, err
@@ -168,6 +172,7 @@ func Open(ctx context.Context, home string, opts Options) (_ *Node, err error) {
 	hostOpts := []libp2p.Option{
 		libp2p.Identity(priv),
 		libp2p.DisableMetrics(),
+		libp2p.BandwidthReporter(n.bandwidth),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionGater(swarmGater{bad: n.gw, allow: allow}),
 		// Without SO_REUSEPORT, a second node on a port in use fails to
