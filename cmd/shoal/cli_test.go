@@ -165,8 +165,10 @@ func TestPullThroughTheDaemon(t *testing.T) {
 	_, addrA := startDaemon(t, a)
 	root := lastLine(mustRun(t, a, "push", "oci:"+writeImage(t)+":v1"))
 	startDaemon(t, b)
+	// A peer given by a name without its ID: the daemon learns who is there.
+	port := regexp.MustCompile(`/tcp/([0-9]+)`).FindStringSubmatch(tcpAddr(t, a, addrA))[1]
 	out := filepath.Join(t.TempDir(), "out")
-	mustRun(t, b, "pull", root, "--peer", addrA, "--to", "oci:"+out, "--timeout", "30s")
+	mustRun(t, b, "pull", root, "--peer", "/dns4/localhost/tcp/"+port, "--to", "oci:"+out, "--timeout", "30s")
 	if _, err := os.Stat(filepath.Join(out, "index.json")); err != nil {
 		t.Fatal(err)
 	}
@@ -185,6 +187,26 @@ func TestPullThroughTheDaemon(t *testing.T) {
 	if imgs := mustRun(t, b, "images"); !strings.Contains(imgs, root) {
 		t.Fatalf("B's daemon does not list %s:\n%s", root, imgs)
 	}
+}
+
+// tcpAddr is the TCP address among the swarm addresses of the daemon on
+// home; first is the one startDaemon returned.
+func tcpAddr(t *testing.T, home, first string) string {
+	t.Helper()
+	if strings.Contains(first, "/tcp/") {
+		return first
+	}
+	var id struct{ Addresses []string }
+	if err := json.Unmarshal([]byte(mustRun(t, home, "id", "--json")), &id); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range id.Addresses {
+		if strings.Contains(a, "/tcp/") {
+			return a
+		}
+	}
+	t.Fatalf("the daemon listens on no TCP address: %v", id.Addresses)
+	return ""
 }
 
 // TestDaemonServesTheRegistry: an OCI client pushes to A's registry and

@@ -68,7 +68,7 @@ func newRoot() *cobra.Command {
 	root.SetVersionTemplate("{{.Version}}")
 	// A malformed --peer is a usage error, whichever command took it.
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
-		if _, err := node.ParsePeers(g.peers); err != nil {
+		if _, err := node.ParsePeerAddrs(g.peers); err != nil {
 			return usageError{fmt.Errorf("--peer: %w", err)}
 		}
 		if g.logFormat != "text" && g.logFormat != "json" {
@@ -100,7 +100,7 @@ func newRoot() *cobra.Command {
 
 // addPeerFlag adds --peer to a command that goes online.
 func addPeerFlag(c *cobra.Command, g *globals) {
-	c.Flags().StringArrayVar(&g.peers, "peer", nil, "connect to this peer first (MULTIADDR ending in /p2p/ID; repeatable)")
+	c.Flags().StringArrayVar(&g.peers, "peer", nil, "connect to this peer first: MULTIADDR/p2p/ID, or a TCP address without an ID (/dns4/NAME/tcp/PORT) to find every peer it resolves to (repeatable)")
 }
 
 // logger writes warnings to stderr, and everything with --verbose.

@@ -88,12 +88,11 @@ func Open(ctx context.Context, home string, opts node.Options) (API, error) {
 	c, err := Dial(ctx, cfg.SocketPath(home))
 	if err == nil {
 		if len(opts.Peers) > 0 {
-			peers, err := node.ParsePeers(opts.Peers)
-			if err != nil {
+			if _, err := node.ParsePeerAddrs(opts.Peers); err != nil {
 				c.Close()
 				return nil, err
 			}
-			if err := c.Connect(ctx, peers...); err != nil {
+			if err := c.connect(ctx, opts.Peers); err != nil {
 				c.Close()
 				return nil, err
 			}

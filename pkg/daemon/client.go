@@ -159,17 +159,23 @@ func (c *Client) Verify(ctx context.Context, repair bool) (node.VerifyResult, er
 }
 
 func (c *Client) Connect(ctx context.Context, peers ...peer.AddrInfo) error {
-	var req connectRequest
+	var addrs []string
 	for _, p := range peers {
-		addrs, err := peer.AddrInfoToP2pAddrs(&p)
+		as, err := peer.AddrInfoToP2pAddrs(&p)
 		if err != nil {
 			return err
 		}
-		for _, a := range addrs {
-			req.Addrs = append(req.Addrs, a.String())
+		for _, a := range as {
+			addrs = append(addrs, a.String())
 		}
 	}
-	b, err := json.Marshal(req)
+	return c.connect(ctx, addrs)
+}
+
+// connect has the daemon connect to peers given with or without IDs
+// (node.ParsePeerAddrs) and keep them connected.
+func (c *Client) connect(ctx context.Context, addrs []string) error {
+	b, err := json.Marshal(connectRequest{Addrs: addrs})
 	if err != nil {
 		return err
 	}

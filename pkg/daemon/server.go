@@ -346,16 +346,13 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: %v", errBadRequest, err))
 		return
 	}
-	peers, err := node.ParsePeers(req.Addrs)
-	if err != nil {
+	if _, err := node.ParsePeerAddrs(req.Addrs); err != nil {
 		writeError(w, fmt.Errorf("%w: %v", errBadRequest, err))
 		return
 	}
-	for _, p := range peers {
-		if err := s.node.AddPeer(r.Context(), p); err != nil {
-			writeError(w, err)
-			return
-		}
+	if err := s.node.AddPeerAddrs(r.Context(), req.Addrs); err != nil {
+		writeError(w, err)
+		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

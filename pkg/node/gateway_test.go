@@ -48,7 +48,7 @@ func openOnline(t *testing.T, opts Options, configure func(home string, cfg *Con
 		}
 		addrs = append(addrs, id.Addresses[0])
 	}
-	opts.Online, opts.Peers = true, addrs
+	opts.Online, opts.Peers = true, append(opts.Peers, addrs...)
 	n, err := Open(context.Background(), home, opts)
 	if err != nil {
 		t.Fatal(err)

@@ -34,10 +34,12 @@ import (
 	pebbleds "github.com/ipfs/go-ds-pebble"
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
@@ -86,6 +88,12 @@ type Node struct {
 	packs      *packs.Store // whole blobs' leaves, over the loose blocks
 	bstore     blockstore.Blockstore
 	spare      *spare
+	// finder finds the peers behind addresses given without IDs.
+	finder *finder
+	// priv is the node's identity, psk its private network's key (nil
+	// in the public one): what finder needs to speak to peers.
+	priv crypto.PrivKey
+	psk  pnet.PSK
 	// bandwidth counts the swarm's bytes in and out, by protocol.
 	bandwidth *metrics.BandwidthCounter
 	pins      pinner.Pinner
@@ -165,6 +173,7 @@ func Open(ctx context.Context, home string, opts Options) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	n.priv, n.psk = priv, psk
 	rm, err := resourceManager()
 	if err != nil {
 		return nil, err
@@ -209,15 +218,20 @@ func Open(ctx context.Context, home string, opts Options) (_ *Node, err error) {
 
 	n.startGateway()
 	n.peering = peering.NewPeeringService(n.host)
-	peers, err := ParsePeers(append(append([]string{}, cfg.Swarm.Peers...), opts.Peers...))
+	given, err := ParsePeerAddrs(append(append([]string{}, cfg.Swarm.Peers...), opts.Peers...))
 	if err != nil {
 		return nil, err
 	}
+	peers := given.Known
 	for _, p := range peers {
 		n.peering.AddPeer(p)
 	}
 	if err := n.peering.Start(); err != nil {
 		return nil, err
+	}
+	if len(given.Find) > 0 {
+		n.finder = newFinder(n, given.Find)
+		n.finder.start(ctx)
 	}
 	if cfg.Swarm.MDNS && !opts.NoMDNS {
 		found := newMDNSNotifee(n)
@@ -322,6 +336,9 @@ func (n *Node) close() error {
 	if n.mdns != nil {
 		errs = append(errs, n.mdns.Close())
 		n.mdnsFound.close()
+	}
+	if n.finder != nil {
+		n.finder.close()
 	}
 	if n.peering != nil {
 		n.peering.Stop()
@@ -475,6 +492,33 @@ func (n *Node) AddPeer(ctx context.Context, p peer.AddrInfo) error {
 	}
 	n.peering.AddPeer(p)
 	return n.Connect(ctx, p)
+}
+
+// AddPeerAddrs connects to peers, given with or without IDs
+// (ParsePeerAddrs), and keeps them connected.
+func (n *Node) AddPeerAddrs(ctx context.Context, addrs []string) error {
+	given, err := ParsePeerAddrs(addrs)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range given.Known {
+		errs = append(errs, n.AddPeer(ctx, p))
+	}
+	if len(given.Find) > 0 {
+		if n.peering == nil {
+			return errors.New("node is offline")
+		}
+		f := newFinder(n, given.Find)
+		defer f.close()
+		// Found once: the daemon keeps what it found connected, but only
+		// its own configured names are resolved again.
+		f.round(ctx)
+		if f.count() == 0 {
+			errs = append(errs, fmt.Errorf("no peer found at %v", given.Find))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // ParsePeers parses peer multiaddrs that end in /p2p/ID.
