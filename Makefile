@@ -1,4 +1,4 @@
-.PHONY: build demo test unit lint bench fuzz clean
+.PHONY: build demo test unit lint bench fuzz image clean
 
 # Go's simd experiment compiles internal/sha256x's AVX-512 hashing; without
 # it shoal builds and works the same, hashing chunks one at a time.
@@ -31,6 +31,11 @@ bench:
 
 fuzz:
 	scripts/fuzz.sh 60s
+
+# shoal's own OCI image, as the layout bin/image (tag latest) and the
+# archive bin/image.tar, from a cached debootstrap root; reproducible.
+image:
+	scripts/image.sh
 
 clean:
 	rm -rf bin

@@ -19,14 +19,7 @@ if [[ -f "$out/index.json" ]]; then
   echo "$out"
   exit 0
 fi
-mirror=$(awk '
-  /^URIs:/ { uri = $2 }
-  /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == "bookworm") { print uri; exit } }
-' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-if [[ -z "$mirror" ]]; then
-  mirror=$(awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
-fi
-[[ -n "$mirror" ]] || { echo "debian-image: no bookworm mirror in the apt sources" >&2; exit 1; }
+mirror=$("$(dirname "$0")/apt-mirror.sh")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "debian-image: debootstrap minbase bookworm from $mirror" >&2

@@ -32,5 +32,8 @@ go test -count=1 -run 'TestKuboVectors' ./pkg/blob/
 echo "== fuzzing each parser briefly"
 scripts/fuzz.sh "${FUZZTIME:-10s}"
 
+echo "== the Helm chart: rendered by Helm's engine, decoded strictly into the Kubernetes API types"
+(cd deploy/helm/check && go vet ./... && go test -count=1 ./...)
+
 echo "== end-to-end tests (kubo, containerd, skopeo, the OCI conformance suite)"
 (cd test/e2e && go test -count=1 -timeout 20m -v ./...)
