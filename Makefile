@@ -1,4 +1,4 @@
-.PHONY: build demo test unit lint bench fuzz image clean
+.PHONY: build demo test unit lint bench fuzz image cluster-test clean
 
 # Go's simd experiment compiles internal/sha256x's AVX-512 hashing; without
 # it shoal builds and works the same, hashing chunks one at a time.
@@ -36,6 +36,12 @@ fuzz:
 # archive bin/image.tar, from a cached debootstrap root; reproducible.
 image:
 	scripts/image.sh
+
+# A real single-node Kubernetes, built from the module proxy, running the
+# chart with that image: probes, a pod by CID, a pod through the mirror,
+# helm uninstall.
+cluster-test:
+	scripts/cluster-test.sh
 
 clean:
 	rm -rf bin

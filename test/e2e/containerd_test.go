@@ -43,13 +43,21 @@ func helloImage(t *testing.T) string {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build hello: %v\n%s", err, out)
 	}
+	return programImage(t, bin)
+}
+
+// programImage writes an OCI layout (tag v1) of a one-layer image holding
+// the static program at bin as its entrypoint, /NAME.
+func programImage(t *testing.T, bin string) string {
+	t.Helper()
 	data, err := os.ReadFile(bin)
 	if err != nil {
 		t.Fatal(err)
 	}
+	name := filepath.Base(bin)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	if err := tw.WriteHeader(&tar.Header{Name: "hello", Mode: 0o755, Size: int64(len(data)), Typeflag: tar.TypeReg}); err != nil {
+	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o755, Size: int64(len(data)), Typeflag: tar.TypeReg}); err != nil {
 		t.Fatal(err)
 	}
 	tw.Write(data)
@@ -64,7 +72,7 @@ func helloImage(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err = mutate.Config(img, v1.Config{Entrypoint: []string{"/hello"}})
+	img, err = mutate.Config(img, v1.Config{Entrypoint: []string{"/" + name}})
 	if err != nil {
 		t.Fatal(err)
 	}
