@@ -32,10 +32,12 @@ const readyTimeout = 900 * time.Millisecond
 
 // startHealth serves, at addr, what a cluster's kubelet and Prometheus
 // ask a node: /metrics, /healthz (the process serves HTTP) and /readyz
-// (every check holds). It is apart from the registry so that it can be
-// reached from beyond loopback without opening the registry; it serves
-// nothing but what its paths say. It returns the address it listens on.
-func startHealth(ctx context.Context, g *errgroup.Group, addr string, metrics *prometheus.Registry, checks []readyCheck, log *slog.Logger) (string, error) {
+// (every check holds), and with status the status page at / for a person
+// with a browser. It is apart from the registry so that it can be reached
+// from beyond loopback without opening the registry; it serves nothing but
+// what its paths say, and takes no input. It returns the address it
+// listens on.
+func startHealth(ctx context.Context, g *errgroup.Group, addr string, metrics *prometheus.Registry, checks []readyCheck, status *statusPage, log *slog.Logger) (string, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", fmt.Errorf("metrics listener: %w; choose another address with --metrics-listen or [daemon] metrics-listen in config.toml (empty turns it off)", err)
@@ -54,9 +56,13 @@ func startHealth(ctx context.Context, g *errgroup.Group, addr string, metrics *p
 		}
 		fmt.Fprint(w, report)
 	})
+	if status != nil {
+		status.register(mux)
+		g.Go(func() error { status.run(ctx); return nil })
+	}
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	bound := l.Addr().String()
-	log.Info("metrics and health listening", "address", bound, "paths", "/metrics /healthz /readyz")
+	log.Info("metrics and health listening", "address", bound, "paths", "/ (status) /metrics /healthz /readyz")
 	g.Go(func() error { return serveUntil(ctx, hs, l) })
 	return bound, nil
 }

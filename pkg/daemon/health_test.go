@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -70,6 +71,17 @@ func TestHealthListener(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics: no %q", want)
 		}
+	}
+	if code, body := get("/"); code != http.StatusOK || !strings.Contains(body, "<title>shoal node</title>") {
+		t.Errorf("/: %d\n%.200s", code, body)
+	}
+	var status statusReport
+	_, body = get("/status.json")
+	if err := json.Unmarshal([]byte(body), &status); err != nil {
+		t.Fatalf("/status.json: %v\n%s", err, body)
+	}
+	if status.Node.ID == "" || len(status.Peers) != 1 || len(status.Samples) == 0 {
+		t.Errorf("/status.json: node %q, %d peers, %d samples", status.Node.ID, len(status.Peers), len(status.Samples))
 	}
 	if code, _ := get("/v2/"); code != http.StatusNotFound {
 		t.Errorf("the metrics listener serves the registry's /v2/: %d", code)

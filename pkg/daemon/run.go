@@ -112,7 +112,8 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 		g.Go(func() error { return grp.Run(ctx) })
 	}
 	if opts.MetricsListen != "" {
-		if _, err := startHealth(ctx, g, opts.MetricsListen, metrics, checks, log); err != nil {
+		status := &statusPage{n: n, mirror: srv.mirror, group: grp, metrics: metrics}
+		if _, err := startHealth(ctx, g, opts.MetricsListen, metrics, checks, status, log); err != nil {
 			cancel()
 			_ = g.Wait()
 			return err
