@@ -543,3 +543,59 @@ func TestLogFormat(t *testing.T) {
 		}
 	}
 }
+
+// push, pull, rm and gc print one JSON object with --json, its fields as
+// their help says.
+func TestJSONOutput(t *testing.T) {
+	home := t.TempDir()
+	mustRun(t, home, "init", "--mdns=false", "--listen", "/ip4/127.0.0.1/tcp/0")
+	decode := func(out string, v any) {
+		t.Helper()
+		dec := json.NewDecoder(strings.NewReader(out))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(v); err != nil {
+			t.Fatalf("%v in %q", err, out)
+		}
+		if dec.More() {
+			t.Fatalf("more than one object in %q", out)
+		}
+	}
+	var push struct {
+		Root, Source string
+		Platforms    []string
+		Size         int64
+		Seconds      float64
+	}
+	layout := writeImage(t)
+	decode(mustRun(t, home, "push", "--json", "oci:"+layout+":v1"), &push)
+	if push.Root == "" || push.Source != "oci:"+layout+":v1" || len(push.Platforms) == 0 || push.Size == 0 {
+		t.Errorf("push --json: %+v", push)
+	}
+	var pull struct {
+		Root, Destination, Digest string
+		Platforms                 []string
+		Size                      int64
+		Seconds                   float64
+	}
+	out := "oci:" + filepath.Join(t.TempDir(), "out") + ":v1"
+	decode(mustRun(t, home, "pull", "--json", push.Root, "--to", out), &pull)
+	if pull.Root != push.Root || pull.Destination != out || !strings.HasPrefix(pull.Digest, "sha256:") || pull.Size != push.Size {
+		t.Errorf("pull --json: %+v (push %+v)", pull, push)
+	}
+	var rm struct{ Removed []string }
+	decode(mustRun(t, home, "rm", "--json", push.Root), &rm)
+	if len(rm.Removed) != 1 || rm.Removed[0] != push.Root {
+		t.Errorf("rm --json: %+v", rm)
+	}
+	var gc struct {
+		Blocks  int
+		Bytes   int64
+		Kept    int
+		Damaged []struct{ Blob, Block, Err string }
+		Spared  bool
+	}
+	decode(mustRun(t, home, "gc", "--json"), &gc)
+	if gc.Blocks == 0 || gc.Bytes == 0 {
+		t.Errorf("gc --json: %+v", gc)
+	}
+}

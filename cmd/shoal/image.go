@@ -21,9 +21,28 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// pushReport is what push --json prints.
+type pushReport struct {
+	Root      string   // the image's root CID
+	Source    string   // SOURCE as given
+	Platforms []string // os/arch[/variant] of its manifests
+	Size      int64    // bytes of its blobs, each counted once
+	Seconds   float64  // how long the push took
+}
+
+// pullReport is what pull --json prints.
+type pullReport struct {
+	Root        string   // the image's root CID
+	Destination string   // DEST as given
+	Digest      string   // the digest of the index or manifest written
+	Platforms   []string // os/arch[/variant] of its manifests
+	Size        int64    // bytes of its blobs, each counted once
+	Seconds     float64  // how long the pull took
+}
+
 func pushCmd(g *globals) *cobra.Command {
 	var platforms []string
-	var plainHTTP, index bool
+	var plainHTTP, index, asJSON bool
 	c := &cobra.Command{
 		Use:   "push SOURCE",
 		Short: "Add an image to IPFS and pin it; prints its root CID",
@@ -54,7 +73,11 @@ SOURCE is oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE or docker:/
 					return err
 				}
 				warnUnindexed(cmd.ErrOrStderr(), res)
-				fmt.Fprintf(cmd.ErrOrStderr(), "pushed %s (%s, %s) in %s\n", args[0], strings.Join(res.Image.Platforms, ","), humanBytes(res.Image.Size), time.Since(start).Round(time.Millisecond))
+				took := time.Since(start)
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), pushReport{Root: res.Root.String(), Source: args[0], Platforms: res.Image.Platforms, Size: res.Image.Size, Seconds: took.Seconds()})
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "pushed %s (%s, %s) in %s\n", args[0], strings.Join(res.Image.Platforms, ","), humanBytes(res.Image.Size), took.Round(time.Millisecond))
 				fmt.Fprintln(cmd.OutOrStdout(), res.Root)
 				return nil
 			})
@@ -63,6 +86,7 @@ SOURCE is oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE or docker:/
 	c.Flags().StringArrayVar(&platforms, "platform", nil, "keep only this platform, os/arch[/variant] (repeatable; default all)")
 	c.Flags().BoolVar(&plainHTTP, "plain-http", false, "reach docker:// registries over plain HTTP (local test registries)")
 	c.Flags().BoolVar(&index, "index", true, "index every layer for lazy mounting (--index=false skips it)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object: Root, Source, Platforms, Size (bytes), Seconds")
 	return c
 }
 
@@ -126,6 +150,7 @@ last line of stdout. Layer blobs are referenced, not copied.`,
 
 func pullCmd(g *globals) *cobra.Command {
 	var to string
+	var asJSON bool
 	var timeout time.Duration
 	var ctrd containerdFlags
 	c := &cobra.Command{
@@ -150,6 +175,9 @@ shoal daemon (as root) plugged into containerd ("shoal containerd config").`,
 				return usageError{errors.New("pull needs --to DEST (oci:DIR[:TAG], oci-archive:FILE[:TAG] or containerd:REF)")}
 			}
 			if ref, ok := strings.CutPrefix(to, containerdPrefix); ok {
+				if asJSON {
+					return usageError{errors.New("--json goes with oci: and oci-archive: destinations")}
+				}
 				return g.withAPI(ctx, true, func(api daemon.API) error {
 					if _, ok := api.(*daemon.Client); !ok {
 						return fmt.Errorf("pull --to %s needs a running shoal daemon: its snapshotter serves the layers to containerd", to)
@@ -173,7 +201,11 @@ shoal daemon (as root) plugged into containerd ("shoal containerd config").`,
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "pulled %s (%s, %s) to %s in %s\n", root, strings.Join(res.Image.Platforms, ","), humanBytes(res.Image.Size), to, time.Since(start).Round(time.Millisecond))
+				took := time.Since(start)
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), pullReport{Root: root.String(), Destination: to, Digest: res.Descriptor.Digest.String(), Platforms: res.Image.Platforms, Size: res.Image.Size, Seconds: took.Seconds()})
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "pulled %s (%s, %s) to %s in %s\n", root, strings.Join(res.Image.Platforms, ","), humanBytes(res.Image.Size), to, took.Round(time.Millisecond))
 				fmt.Fprintln(cmd.OutOrStdout(), res.Descriptor.Digest)
 				return nil
 			})
@@ -181,6 +213,7 @@ shoal daemon (as root) plugged into containerd ("shoal containerd config").`,
 	}
 	c.Flags().StringVar(&to, "to", "", "destination: oci:DIR[:TAG], oci-archive:FILE[:TAG] or containerd:REF")
 	c.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up when no block has arrived for this long (0: never)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object: Root, Destination, Digest (of the index or manifest written), Platforms, Size (bytes), Seconds")
 	ctrd.add(c)
 	addPeerFlag(c, g)
 	return c

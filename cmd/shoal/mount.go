@@ -23,7 +23,7 @@ import (
 func mountCmd(g *globals) *cobra.Command {
 	var platform, metricsListen, record string
 	var timeout, statsEvery, readTimeout time.Duration
-	var background int64
+	var background node.Size
 	c := &cobra.Command{
 		Use:   "mount CID DIR",
 		Short: "Mount an image's root filesystem read-only; files are fetched as they are read",
@@ -128,7 +128,7 @@ read that copy.`,
 				fetching := make(chan struct{})
 				go func() {
 					defer close(fetching)
-					fetchAhead(bg, cmd.ErrOrStderr(), api, im, background)
+					fetchAhead(bg, cmd.ErrOrStderr(), api, im, int64(background))
 				}()
 				defer func() { stopBackground(); <-fetching }()
 				served := make(chan struct{})
@@ -151,7 +151,7 @@ read that copy.`,
 	c.Flags().DurationVar(&statsEvery, "stats", 0, "print what the mount read and fetched this often (it is printed at the end anyway)")
 	c.Flags().StringVar(&metricsListen, "metrics-listen", "", "serve the mount's Prometheus metrics on this host:port")
 	c.Flags().StringVar(&record, "record", "", "write the files read through the mount to this prefetch list at the end (for shoal index --prefetch)")
-	c.Flags().Int64Var(&background, "background-rate", 0, "after any prefetch, fetch the rest of the image at this many bytes a second (0: do not)")
+	c.Flags().Var(&background, "background-rate", "after any prefetch, fetch the rest of the image at this many bytes a second, as a size: 4MiB, 512KiB or a byte count (0: do not)")
 	addPeerFlag(c, g)
 	return c
 }

@@ -235,7 +235,8 @@ func imagesCmd(g *globals) *cobra.Command {
 }
 
 func rmCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	c := &cobra.Command{
 		Use:   "rm CID...",
 		Short: "Unpin images; `shoal gc` then frees their blocks",
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -246,6 +247,7 @@ func rmCmd(g *globals) *cobra.Command {
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withAPI(cmd.Context(), false, func(api daemon.API) error {
+				removed := []string{}
 				for _, a := range args {
 					c, err := transport.ParseCID(a)
 					if err != nil {
@@ -254,16 +256,25 @@ func rmCmd(g *globals) *cobra.Command {
 					if err := api.RemoveImage(cmd.Context(), c); err != nil {
 						return fmt.Errorf("rm %s: %w (see `shoal images`)", c, err)
 					}
-					fmt.Fprintln(cmd.OutOrStdout(), c)
+					if !asJSON {
+						fmt.Fprintln(cmd.OutOrStdout(), c)
+					}
+					removed = append(removed, c.String())
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), struct{ Removed []string }{removed})
 				}
 				return nil
 			})
 		},
 	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object: Removed, the root CIDs unpinned")
+	return c
 }
 
 func gcCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	c := &cobra.Command{
 		Use:   "gc",
 		Short: "Delete blocks that no pinned image uses",
 		Args:  exactArgs(0),
@@ -274,7 +285,13 @@ func gcCmd(g *globals) *cobra.Command {
 					return err
 				}
 				out := cmd.OutOrStdout()
-				fmt.Fprintf(out, "removed %d blocks (%s), kept %d\n", res.Blocks, humanBytes(res.Bytes), res.Kept)
+				if asJSON {
+					if err := printJSON(out, res); err != nil {
+						return err
+					}
+				} else {
+					fmt.Fprintf(out, "removed %d blocks (%s), kept %d\n", res.Blocks, humanBytes(res.Bytes), res.Kept)
+				}
 				for _, d := range res.Damaged {
 					fmt.Fprintf(cmd.ErrOrStderr(), "damaged: blob %s lacks block %s (%s)\n", d.Blob, d.Block, d.Err)
 				}
@@ -289,6 +306,8 @@ func gcCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object: Blocks and Bytes removed, Kept, Damaged (Blob, Block, Err), Spared")
+	return c
 }
 
 func verifyCmd(g *globals) *cobra.Command {

@@ -13,7 +13,7 @@ type Image struct {
 	CID       string    // root CID
 	Source    string    // where it came from: a transport reference, or ipfs://CID for a pull
 	Platforms []string  // os/arch[/variant] of its manifests
-	Size      int64     // bytes of all its blobs, each counted once
+	Size      int64     // bytes of the OCI image's blobs, each counted once; attachments (layer indexes) are pinned, not counted
 	Created   time.Time // when it was pinned here
 	// Blobs are the CIDs of every blob in the image, the root included;
 	// each is pinned recursively for as long as some image names it.

@@ -412,6 +412,17 @@ func (p *pusher) record(d ocispec.Descriptor, c cid.Cid) {
 	}
 }
 
+// recordAttached records a blob shoal attaches to the image (a layer's
+// index): pinned with it, but not part of the image's size, which is the
+// OCI image's alone, the same on push and on pull.
+func (p *pusher) recordAttached(d ocispec.Descriptor, c cid.Cid) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, seen := p.done[d.Digest]; !seen {
+		p.done[d.Digest] = c
+	}
+}
+
 // indexLayer adds the index of layer l, already in the store, and names
 // it in l's annotations. A layer that has one keeps it; one that is not a
 // tar stream gets none.
@@ -441,7 +452,7 @@ func (p *pusher) indexLayer(ctx context.Context, l *ocispec.Descriptor) error {
 	if err != nil {
 		return fmt.Errorf("add index of layer %s: %w", l.Digest, err)
 	}
-	p.record(ocispec.Descriptor{Digest: digest.FromBytes(built.Index), Size: int64(len(built.Index))}, ic)
+	p.recordAttached(ocispec.Descriptor{Digest: digest.FromBytes(built.Index), Size: int64(len(built.Index))}, ic)
 	l.Annotations = maps.Clone(l.Annotations)
 	if l.Annotations == nil {
 		l.Annotations = map[string]string{}
@@ -452,7 +463,7 @@ func (p *pusher) indexLayer(ctx context.Context, l *ocispec.Descriptor) error {
 			return fmt.Errorf("add index windows of layer %s: %w", l.Digest, err)
 		}
 		joined := bytes.Join(built.Windows, nil)
-		p.record(ocispec.Descriptor{Digest: digest.FromBytes(joined), Size: int64(len(joined))}, wc)
+		p.recordAttached(ocispec.Descriptor{Digest: digest.FromBytes(joined), Size: int64(len(joined))}, wc)
 		l.Annotations[layerindex.AnnotationWindows] = URLScheme + wc.String()
 	}
 	l.Annotations[layerindex.AnnotationIndex] = URLScheme + ic.String()
