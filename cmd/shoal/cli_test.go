@@ -544,8 +544,8 @@ func TestLogFormat(t *testing.T) {
 	}
 }
 
-// push, pull, rm and gc print one JSON object with --json, its fields as
-// their help says.
+// id, push, pull, rm and gc print one JSON object with --json, its fields
+// as their help says; id without a daemon says where one will listen.
 func TestJSONOutput(t *testing.T) {
 	home := t.TempDir()
 	mustRun(t, home, "init", "--mdns=false", "--listen", "/ip4/127.0.0.1/tcp/0")
@@ -559,6 +559,15 @@ func TestJSONOutput(t *testing.T) {
 		if dec.More() {
 			t.Fatalf("more than one object in %q", out)
 		}
+	}
+	var id struct {
+		ID        string
+		Addresses []string
+		Listen    []string
+	}
+	decode(mustRun(t, home, "id", "--json"), &id)
+	if len(id.Addresses) != 0 || len(id.Listen) != 1 || id.Listen[0] != "/ip4/127.0.0.1/tcp/0/p2p/"+id.ID {
+		t.Errorf("id --json without a daemon: %+v", id)
 	}
 	var push struct {
 		Root, Source string

@@ -97,11 +97,17 @@ func idCmd(g *globals) *cobra.Command {
 				for _, a := range id.Addresses {
 					fmt.Fprintln(cmd.OutOrStdout(), a)
 				}
+				if len(id.Listen) > 0 {
+					fmt.Fprintln(cmd.ErrOrStderr(), "no daemon runs; `shoal daemon` will listen on:")
+					for _, a := range id.Listen {
+						fmt.Fprintln(cmd.OutOrStdout(), a)
+					}
+				}
 				return nil
 			})
 		},
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON (fields ID and Addresses, as ipfs id prints them; Registry when a daemon serves one)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON (fields ID and Addresses, as ipfs id prints them; Registry when a daemon serves one; without a daemon, Listen: where one will listen)")
 	return c
 }
 

@@ -609,6 +609,10 @@ type Identity struct {
 	Containerd string `json:",omitempty"`
 	// Group is the group the daemon is a member of, if any.
 	Group string `json:",omitempty"`
+	// Listen, on a node that is not online (no daemon runs), are the swarm
+	// addresses `shoal daemon` would listen on ([swarm] listen), with
+	// /p2p/ID: what to give other nodes once it runs.
+	Listen []string `json:",omitempty"`
 }
 
 // ID returns the node's peer ID and, when online, its dialable addresses.
@@ -621,6 +625,10 @@ func (n *Node) ID(context.Context) (Identity, error) {
 	if n.host != nil {
 		for _, a := range n.host.Addrs() {
 			out.Addresses = append(out.Addresses, a.String()+"/p2p/"+id.String())
+		}
+	} else {
+		for _, a := range n.cfg.Swarm.Listen {
+			out.Listen = append(out.Listen, a+"/p2p/"+id.String())
 		}
 	}
 	return out, nil
