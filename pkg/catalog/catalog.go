@@ -5,6 +5,7 @@ package catalog
 
 import (
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -18,6 +19,31 @@ type Image struct {
 	// Blobs are the CIDs of every blob in the image, the root included;
 	// each is pinned recursively for as long as some image names it.
 	Blobs []string
+	// Also are the other sources the same image (the same root) was
+	// pinned from since, oldest first; Source stays where it first came
+	// from.
+	Also []string `json:",omitempty"`
+}
+
+// Merge is the record of an image pinned again: where and when it first
+// came stay, the new source joins Also once, and what describes the image
+// (its blobs, platforms, size) is the new record's.
+func Merge(old, img Image) Image {
+	if old.CID != img.CID || old.Source == "" {
+		return img
+	}
+	merged := img
+	merged.Source, merged.Created = old.Source, old.Created
+	merged.Also = append([]string{}, old.Also...)
+	for _, src := range append([]string{img.Source}, img.Also...) {
+		if src != "" && src != old.Source && !slices.Contains(merged.Also, src) {
+			merged.Also = append(merged.Also, src)
+		}
+	}
+	if len(merged.Also) == 0 {
+		merged.Also = nil
+	}
+	return merged
 }
 
 // ErrNotFound means no image with that root is pinned here.

@@ -247,14 +247,17 @@ func (c *Client) PinImage(ctx context.Context, img catalog.Image) error {
 	if err != nil {
 		return fmt.Errorf("pin image: root %q: %w", img.CID, err)
 	}
-	data, err := json.Marshal(img)
-	if err != nil {
-		return err
-	}
 	c.pinMu.Lock()
 	defer c.pinMu.Unlock()
 	if err := c.pin(ctx, pinPrefix+root.String(), img.Blobs); err != nil {
 		return fmt.Errorf("pin image %s: %w", root, err)
+	}
+	if old, err := c.Image(ctx, root); err == nil {
+		img = catalog.Merge(old, img)
+	}
+	data, err := json.Marshal(img)
+	if err != nil {
+		return err
 	}
 	if err := c.writeFile(ctx, imagePath(root), data); err != nil {
 		return fmt.Errorf("pin image %s: record: %w", root, err)

@@ -35,6 +35,9 @@ func (n *Node) PinImage(ctx context.Context, img catalog.Image) error {
 	if err := n.pinBlobs(ctx, "shoal:"+img.CID, blobs); err != nil {
 		return fmt.Errorf("pin image %s: %w", root, err)
 	}
+	if old, err := n.Image(ctx, root); err == nil {
+		img = catalog.Merge(old, img)
+	}
 	data, err := json.Marshal(img)
 	if err != nil {
 		return err

@@ -133,3 +133,30 @@ func TestPinImageRefusesMissingBlobs(t *testing.T) {
 		t.Fatalf("a failed pin listed %v", imgs)
 	}
 }
+
+// An image pinned again from another source keeps the record of where it
+// first came from, and names the new source beside it.
+func TestPinAgainKeepsTheFirstSource(t *testing.T) {
+	ctx := context.Background()
+	home := t.TempDir()
+	if _, err := Init(home, DefaultConfig()); err != nil {
+		t.Fatal(err)
+	}
+	n := openOffline(t, home)
+	defer n.Close()
+	c := addBytes(t, n, 1000, 'r')
+	first := catalog.Image{CID: c.String(), Source: "oci:/layout:v1", Created: time.Now().Add(-time.Hour).UTC(), Blobs: []string{c.String()}}
+	if err := n.PinImage(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.PinImage(ctx, catalog.Image{CID: c.String(), Source: "registry 127.0.0.1:5050/team/app:1", Created: time.Now().UTC(), Blobs: []string{c.String()}}); err != nil {
+		t.Fatal(err)
+	}
+	img, err := n.Image(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Source != first.Source || !img.Created.Equal(first.Created) || len(img.Also) != 1 || img.Also[0] != "registry 127.0.0.1:5050/team/app:1" {
+		t.Fatalf("record after a second pin: %+v", img)
+	}
+}
