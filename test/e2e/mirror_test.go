@@ -222,9 +222,13 @@ func TestMirrorReplacesAKilledPeer(t *testing.T) {
 	runTool(t, push[0], push[1:]...)
 	layer, data := layoutLayer(t, debianImage(t))
 	mirror := "--mirror=" + up.host + "=http://" + up.host
-	a := startShoalDaemonOn(t, tb.Hosts[1], mirror)
-	b := startShoalDaemonOn(t, tb.Hosts[2], mirror, "--peer", a.Peer)
+	a := startShoalDaemonOn(t, tb.Hosts[1], mirror, "--metrics-listen", "127.0.0.1:5052")
+	b := startShoalDaemonOn(t, tb.Hosts[2], mirror, "--peer", a.Peer, "--metrics-listen", "127.0.0.1:5052")
 	path := "/v2/library/debian/blobs/" + layer.Digest.String() + "?ns=" + up.host
+	// B must know A before asking, and A must be fetching: otherwise B
+	// rightly goes to the registry itself, and there is no peer to kill.
+	aID := a.Peer[strings.LastIndex(a.Peer, "/")+1:]
+	waitMetrics(t, tb.Hosts[2], "B connected to A", func(status, _ string) bool { return strings.Contains(status, aID) })
 
 	go func() {
 		if resp, err := hostClient(tb.Hosts[1], "").Get("http://" + a.Registry + path); err == nil {
@@ -232,7 +236,9 @@ func TestMirrorReplacesAKilledPeer(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	time.Sleep(1500 * time.Millisecond)
+	waitMetrics(t, tb.Hosts[1], "A fetching from the registry", func(_, metrics string) bool {
+		return regexp.MustCompile(`shoal_mirror_received_bytes_total\{registry="[^"]+",source="upstream"\} [1-9]`).MatchString(metrics)
+	})
 	got := make(chan error, 1)
 	go func() {
 		resp, err := hostClient(tb.Hosts[2], "").Get("http://" + b.Registry + path)
@@ -265,6 +271,33 @@ func TestMirrorReplacesAKilledPeer(t *testing.T) {
 		t.Fatalf("the registry sent %d bytes of a %d-byte layer; B went on with a Range request: %v\n%s", sent, layer.Size, strings.Contains(up.logs.String(), `" 206`), b.logs.String())
 	}
 	t.Logf("the registry sent %.2fx the layer for A and B", float64(sent)/float64(layer.Size))
+}
+
+// waitMetrics waits, for at most 20 s, until ok holds of the status and
+// the metrics of the daemon on host, served at 127.0.0.1:5052 there.
+func waitMetrics(t *testing.T, host testbed.Host, what string, ok func(status, metrics string) bool) {
+	t.Helper()
+	client := hostClient(host, "")
+	get := func(path string) string {
+		resp, err := client.Get("http://127.0.0.1:5052" + path)
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		status, metrics := get("/status.json"), get("/metrics")
+		if ok(status, metrics) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 20 s for %s on %s; status:\n%s", what, host.Name, status)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // sentBytesRE matches a response to a GET of a blob in the access log,
