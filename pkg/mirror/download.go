@@ -12,6 +12,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 	"github.com/shoal-ipfs/shoal/internal/sha256x"
 	"github.com/shoal-ipfs/shoal/pkg/image"
@@ -26,6 +27,10 @@ const DefaultStallTimeout = 2 * time.Second
 type source struct {
 	name string // for logs and metrics: "upstream" or "peer"
 	from string // the peer ID or the registry
+	// path is the peers the bytes pass through on their way here, nearest
+	// first: empty for the upstream. A node on it must not read from
+	// this download, or the bytes would go round in a circle.
+	path []peer.ID
 	open func(ctx context.Context, offset int64) (io.ReadCloser, int64, error)
 }
 
@@ -51,6 +56,7 @@ type download struct {
 	cid     cid.Cid // defined once verified and stored
 	refs    int     // the writer and open readers; the file goes at 0
 	readers map[string]int
+	via     []peer.ID // the current source's path
 	// senders are the peers that sent bytes: if the blob does not match
 	// its digest, they are not asked again for a while.
 	senders []string
@@ -73,6 +79,9 @@ func (m *Mirror) startDownload(r Ref, d digest.Digest, mediaType string, private
 		m: m, digest: d, ref: r, mediaType: mediaType, private: private,
 		path: path, file: f, changed: make(chan struct{}), size: -1, refs: 1,
 		readers: map[string]int{},
+	}
+	if len(sources) > 0 {
+		dl.via = sources[0].path
 	}
 	m.downloads[d] = dl
 	m.wg.Go(func() { dl.run(m.ctx, sources) })
@@ -174,6 +183,7 @@ func (dl *download) fetchFrom(ctx context.Context, src source, buf []byte) error
 	defer stop()
 	dl.mu.Lock()
 	off := dl.written
+	dl.via = src.path
 	dl.mu.Unlock()
 	start := time.Now()
 	rc, size, err := src.open(ctx, off)

@@ -22,6 +22,13 @@ import (
 // blob, and serves what serve writes.
 func badPeer(t *testing.T, to *mirrorNode, size int, serve func(s network.Stream, d digest.Digest, offset int64)) host.Host {
 	t.Helper()
+	return fetchingPeer(t, to, size, nil, serve)
+}
+
+// fetchingPeer is a badPeer whose downloads come through the peers of via.
+func fetchingPeer(t *testing.T, to *mirrorNode, size int, via []peer.ID, serve func(s network.Stream, d digest.Digest, offset int64)) host.Host {
+	t.Helper()
+	path, _ := json.Marshal(via)
 	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +48,7 @@ func badPeer(t *testing.T, to *mirrorNode, size int, serve func(s network.Stream
 		_ = json.Unmarshal(line, &req)
 		switch req.Op {
 		case "has":
-			fmt.Fprintf(s, `{"mirrors":true,"state":"fetching","size":%d}`+"\n", size)
+			fmt.Fprintf(s, `{"mirrors":true,"state":"fetching","size":%d,"path":%s}`+"\n", size, path)
 		case "get":
 			fmt.Fprintf(s, `{"state":"fetching","size":%d}`+"\n", size)
 			serve(s, req.Digest, req.Offset)
@@ -123,4 +130,64 @@ func TestMirrorReplacesAStalledPeer(t *testing.T) {
 		t.Fatalf("took %s: the peer was not the first source", took)
 	}
 	t.Logf("served in %s with a peer stalled halfway", took)
+}
+
+// A peer whose download comes through this node is not read from: the
+// bytes would go round in a circle until the stall timeout sent both
+// nodes to the upstream, one copy each.
+func TestMirrorDoesNotReadFromAPeerThatReadsFromIt(t *testing.T) {
+	o := newOrigin(t)
+	d, whole := layerOf(t, o, "library/app:v1")
+	a := newMirrorNode(t, o, time.Minute)
+	asked := make(chan struct{}, 1)
+	fetchingPeer(t, a, len(whole), []peer.ID{a.n.Host().ID()}, func(network.Stream, digest.Digest, int64) {
+		asked <- struct{}{}
+	})
+	start := time.Now()
+	data, resp := a.get(t, o.host, "/v2/library/app/blobs/"+d.String())
+	if resp.StatusCode != http.StatusOK || digest.FromBytes(data) != d {
+		t.Fatalf("%s, %d bytes", resp.Status, len(data))
+	}
+	select {
+	case <-asked:
+		t.Fatalf("read from a peer whose download comes through this node (took %s)", time.Since(start))
+	default:
+	}
+	if got := o.blobGets()[d.String()]; got != 1 {
+		t.Fatalf("the upstream was asked %d times, want once", got)
+	}
+}
+
+// A peer that asks for a blob that this node reads from it is told to
+// read it from elsewhere at once, rather than joining a circle.
+func TestMirrorRefusesAReaderItReadsFrom(t *testing.T) {
+	o := newOrigin(t)
+	d, whole := layerOf(t, o, "library/app:v1")
+	a := newMirrorNode(t, o, time.Minute)
+	answers := make(chan string, 1)
+	var h host.Host
+	h = badPeer(t, a, len(whole), func(s network.Stream, d digest.Digest, offset int64) {
+		// While a reads from this peer, this peer asks a for the blob.
+		back, err := h.NewStream(context.Background(), a.n.Host().ID(), mirror.Protocol)
+		if err != nil {
+			answers <- err.Error()
+			return
+		}
+		defer back.Reset()
+		fmt.Fprintf(back, `{"op":"get","registry":%q,"repo":"library/app","digest":%q,"fetch":true}`+"\n", o.host, d)
+		line, _ := bufio.NewReader(back).ReadString('\n')
+		answers <- line
+		_, _ = s.Write(whole[offset:])
+	})
+	data, resp := a.get(t, o.host, "/v2/library/app/blobs/"+d.String())
+	if resp.StatusCode != http.StatusOK || digest.FromBytes(data) != d {
+		t.Fatalf("%s, %d bytes", resp.Status, len(data))
+	}
+	var answer struct{ Error string }
+	if err := json.Unmarshal([]byte(<-answers), &answer); err != nil || answer.Error == "" {
+		t.Fatalf("a peer that a reads from was served a's download of its own bytes: %v %+v", err, answer)
+	}
+	if got := o.blobGets()[d.String()]; got != 0 {
+		t.Fatalf("the upstream was asked %d times, want none", got)
+	}
 }

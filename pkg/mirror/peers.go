@@ -164,15 +164,17 @@ const (
 )
 
 type answer struct {
-	Peer      peer.ID    `json:"-"`
-	Mirrors   bool       `json:"mirrors,omitempty"`
-	State     string     `json:"state,omitempty"`
-	CID       string     `json:"cid,omitempty"`
-	Size      int64      `json:"size,omitempty"`
-	MediaType string     `json:"mediaType,omitempty"`
-	Readers   int        `json:"readers,omitempty"`
-	Redirect  []peer.ID  `json:"redirect,omitempty"`
-	Tag       *tagRecord `json:"tag,omitempty"`
+	Peer      peer.ID   `json:"-"`
+	Mirrors   bool      `json:"mirrors,omitempty"`
+	State     string    `json:"state,omitempty"`
+	CID       string    `json:"cid,omitempty"`
+	Size      int64     `json:"size,omitempty"`
+	MediaType string    `json:"mediaType,omitempty"`
+	Readers   int       `json:"readers,omitempty"`
+	Redirect  []peer.ID `json:"redirect,omitempty"`
+	// Path is, for a blob being fetched, the peers it comes through.
+	Path []peer.ID  `json:"path,omitempty"`
+	Tag  *tagRecord `json:"tag,omitempty"`
 	// Public is what the peer knows of the repository's access.
 	Public *bool  `json:"public,omitempty"`
 	Error  string `json:"error,omitempty"`
@@ -264,7 +266,7 @@ func (p *Peers) has(ctx context.Context, r Ref, d digest.Digest) answer {
 	if dl := p.m.joinDownload(d); dl != nil && !p.WholeOnly {
 		dl.mu.Lock()
 		if !dl.private || p.private {
-			a.State, a.Size, a.Readers = stateFetching, dl.size, len(dl.readers)
+			a.State, a.Size, a.Readers, a.Path = stateFetching, dl.size, len(dl.readers), slices.Clone(dl.via)
 		}
 		dl.mu.Unlock()
 	}
@@ -324,6 +326,11 @@ func (p *Peers) get(ctx context.Context, s network.Stream, from peer.ID, r Ref, 
 		return
 	}
 	dl.mu.Lock()
+	if slices.Contains(dl.via, from) {
+		dl.mu.Unlock()
+		fail(fmt.Errorf("%s comes here through you: read it from elsewhere", d))
+		return
+	}
 	if len(dl.readers) >= chainFanout && dl.readers[from.String()] == 0 && !req.Stay {
 		var on []peer.ID
 		for id := range dl.readers {
@@ -483,14 +490,16 @@ func (p *Peers) sources(r Ref, d digest.Digest, answers []answer) []source {
 	}
 	var fetching []answer
 	for _, a := range answers {
-		if a.State == stateFetching {
+		// A peer whose bytes come through this node would send them
+		// back here, in a circle that stalls.
+		if a.State == stateFetching && !slices.Contains(a.Path, p.host.ID()) {
 			fetching = append(fetching, a)
 		}
 	}
 	slices.SortFunc(fetching, func(a, b answer) int { return a.Readers - b.Readers })
 	var out []source
 	for _, a := range fetching {
-		out = append(out, p.source(r, d, a.Peer, false))
+		out = append(out, p.source(r, d, a.Peer, false, a.Path))
 	}
 	if len(out) > 0 {
 		return out
@@ -504,7 +513,7 @@ func (p *Peers) sources(r Ref, d digest.Digest, answers []answer) []source {
 		}
 	}
 	if best != p.host.ID() {
-		out = append(out, p.source(r, d, best, true))
+		out = append(out, p.source(r, d, best, true, nil))
 	}
 	return out
 }
@@ -514,9 +523,10 @@ func rank(id peer.ID, d digest.Digest) [sha256.Size]byte {
 	return sha256.Sum256(append([]byte(id), d.String()...))
 }
 
-// source reads d from peer id, following its redirects along a chain.
-func (p *Peers) source(r Ref, d digest.Digest, id peer.ID, fetch bool) source {
-	return source{name: "peer", from: id.String(), open: func(ctx context.Context, offset int64) (io.ReadCloser, int64, error) {
+// source reads d from peer id, following its redirects along a chain;
+// via is the path of id's download.
+func (p *Peers) source(r Ref, d digest.Digest, id peer.ID, fetch bool, via []peer.ID) source {
+	return source{name: "peer", from: id.String(), path: append([]peer.ID{id}, via...), open: func(ctx context.Context, offset int64) (io.ReadCloser, int64, error) {
 		req := request{Op: "get", Registry: r.Registry, Repo: r.Repo, Digest: d, Offset: offset, Fetch: fetch}
 		at := id
 		for hop := 0; ; hop++ {

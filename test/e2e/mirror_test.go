@@ -209,10 +209,11 @@ func TestMirrorKeepsPrivateRepositoriesPrivate(t *testing.T) {
 	}
 }
 
-// TestMirrorReplacesAKilledPeer: on a testbed of 100 Mbit/s links, node A
-// fetches the Debian image's layer from the registry for a client; node B,
-// asked for it a moment later, reads it from A as it arrives; A is killed
-// halfway. B goes on from the byte it reached with the registry (a Range
+// TestMirrorReplacesAKilledPeer: on a testbed of 100 Mbit/s links, two
+// nodes are asked for the Debian image's layer; one of them (the one the
+// digest ranks first) fetches it from the registry, and the other reads it
+// from that one as it arrives. The fetching node is killed halfway. The
+// other goes on from the byte it reached with the registry (a Range
 // request) and its client gets the whole layer, checked.
 func TestMirrorReplacesAKilledPeer(t *testing.T) {
 	testenv.Root(t)
@@ -225,71 +226,92 @@ func TestMirrorReplacesAKilledPeer(t *testing.T) {
 	a := startShoalDaemonOn(t, tb.Hosts[1], mirror, "--metrics-listen", "127.0.0.1:5052")
 	b := startShoalDaemonOn(t, tb.Hosts[2], mirror, "--peer", a.Peer, "--metrics-listen", "127.0.0.1:5052")
 	path := "/v2/library/debian/blobs/" + layer.Digest.String() + "?ns=" + up.host
-	// B must know A before asking, and A must be fetching: otherwise B
-	// rightly goes to the registry itself, and there is no peer to kill.
-	aID := a.Peer[strings.LastIndex(a.Peer, "/")+1:]
-	waitMetrics(t, tb.Hosts[2], "B connected to A", func(status, _ string) bool { return strings.Contains(status, aID) })
+	// Each must know the other before asking: otherwise each rightly
+	// goes to the registry itself, and there is no peer to kill.
+	waitMetrics(t, tb.Hosts[1], "A connected to B", func(status, _ string) bool { return strings.Contains(status, peerID(b)) })
+	waitMetrics(t, tb.Hosts[2], "B connected to A", func(status, _ string) bool { return strings.Contains(status, peerID(a)) })
 
-	go func() {
-		if resp, err := hostClient(tb.Hosts[1], "").Get("http://" + a.Registry + path); err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-		}
-	}()
-	waitMetrics(t, tb.Hosts[1], "A fetching from the registry", func(_, metrics string) bool {
-		return regexp.MustCompile(`shoal_mirror_received_bytes_total\{registry="[^"]+",source="upstream"\} [1-9]`).MatchString(metrics)
-	})
-	got := make(chan error, 1)
-	go func() {
-		resp, err := hostClient(tb.Hosts[2], "").Get("http://" + b.Registry + path)
-		if err != nil {
+	pull := func(d *shoalDaemon) <-chan error {
+		got := make(chan error, 1)
+		go func() {
+			resp, err := hostClient(*d.host, "").Get("http://" + d.Registry + path)
+			if err != nil {
+				got <- err
+				return
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err == nil && (resp.StatusCode != http.StatusOK || digest.FromBytes(body) != layer.Digest) {
+				err = fmt.Errorf("%s, %d bytes of %d", resp.Status, len(body), len(data))
+			}
 			got <- err
-			return
+		}()
+		return got
+	}
+	gotA := pull(a)
+	fetching := regexp.MustCompile(`shoal_mirror_received_bytes_total\{registry="[^"]+",source="upstream"\} [1-9]`)
+	var fetcher, reader *shoalDaemon
+	deadline := time.Now().Add(20 * time.Second)
+	for fetcher == nil {
+		for _, d := range []*shoalDaemon{a, b} {
+			if fetching.MatchString(metricsOf(*d.host, "/metrics")) {
+				fetcher = d
+			}
 		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err == nil && (resp.StatusCode != http.StatusOK || digest.FromBytes(body) != layer.Digest) {
-			err = fmt.Errorf("%s, %d bytes of %d", resp.Status, len(body), len(data))
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 20 s for A or B fetching from the registry")
 		}
-		got <- err
-	}()
+		time.Sleep(50 * time.Millisecond)
+	}
+	got := gotA
+	if reader = b; fetcher == b {
+		reader = a
+	} else {
+		got = pull(b)
+	}
 	time.Sleep(2 * time.Second)
-	if err := a.proc.Process.Kill(); err != nil {
+	if err := fetcher.proc.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case err := <-got:
 		if err != nil {
-			t.Fatalf("B's client, A killed mid-blob: %v\n%s", err, b.logs.String())
+			t.Fatalf("the reader's client, the fetcher killed mid-blob: %v\n%s", err, reader.logs.String())
 		}
 	case <-time.After(2 * time.Minute):
-		t.Fatalf("B's client still waiting two minutes after A was killed\n%s", b.logs.String())
+		t.Fatalf("the reader's client still waiting two minutes after the fetcher was killed\n%s", reader.logs.String())
 	}
-	// The registry sent the layer to A, then from where B had reached.
+	// The registry sent the layer to the fetcher, then from where the
+	// reader had reached.
 	sent := sentBytes(up, layer.Digest.String())
 	if !strings.Contains(up.logs.String(), "/blobs/"+layer.Digest.String()+` HTTP/1.1" 206`) || sent >= 2*layer.Size {
-		t.Fatalf("the registry sent %d bytes of a %d-byte layer; B went on with a Range request: %v\n%s", sent, layer.Size, strings.Contains(up.logs.String(), `" 206`), b.logs.String())
+		t.Fatalf("the registry sent %d bytes of a %d-byte layer; the reader went on with a Range request: %v\n%s", sent, layer.Size, strings.Contains(up.logs.String(), `" 206`), reader.logs.String())
 	}
-	t.Logf("the registry sent %.2fx the layer for A and B", float64(sent)/float64(layer.Size))
+	t.Logf("the registry sent %.2fx the layer for both nodes; %s fetched, %s read", float64(sent)/float64(layer.Size), fetcher.host.Name, reader.host.Name)
+}
+
+// peerID is the libp2p ID at the end of d's swarm address.
+func peerID(d *shoalDaemon) string { return d.Peer[strings.LastIndex(d.Peer, "/")+1:] }
+
+// metricsOf gets path from the metrics listener of the daemon on host, at
+// 127.0.0.1:5052 there; "" if it does not answer.
+func metricsOf(host testbed.Host, path string) string {
+	resp, err := hostClient(host, "").Get("http://127.0.0.1:5052" + path)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
 }
 
 // waitMetrics waits, for at most 20 s, until ok holds of the status and
 // the metrics of the daemon on host, served at 127.0.0.1:5052 there.
 func waitMetrics(t *testing.T, host testbed.Host, what string, ok func(status, metrics string) bool) {
 	t.Helper()
-	client := hostClient(host, "")
-	get := func(path string) string {
-		resp, err := client.Get("http://127.0.0.1:5052" + path)
-		if err != nil {
-			return ""
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return string(body)
-	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		status, metrics := get("/status.json"), get("/metrics")
+		status, metrics := metricsOf(host, "/status.json"), metricsOf(host, "/metrics")
 		if ok(status, metrics) {
 			return
 		}
