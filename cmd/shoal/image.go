@@ -150,7 +150,7 @@ last line of stdout. Layer blobs are referenced, not copied.`,
 
 func pullCmd(g *globals) *cobra.Command {
 	var to string
-	var asJSON bool
+	var asJSON, ipfsURLs bool
 	var timeout time.Duration
 	var ctrd containerdFlags
 	c := &cobra.Command{
@@ -159,7 +159,9 @@ func pullCmd(g *globals) *cobra.Command {
 		Long: `Fetch an image by CID (bare or ipfs://CID) from the connected peers, verify
 every blob against its digest, write it to DEST and pin it.
 
-DEST is oci:DIR[:TAG] or oci-archive:FILE[:TAG], or containerd:REF, which
+DEST is oci:DIR[:TAG] or oci-archive:FILE[:TAG], written as registries serve
+the image (shoal's ipfs:// urls left out, so that every OCI tool copies it
+whole; --ipfs-urls keeps them), or containerd:REF, which
 creates image REF in containerd with its layers on shoal's snapshotter:
 nothing of them is fetched until a container reads it, and
 "ctr run --snapshotter shoal REF ..." starts at once. That needs a running
@@ -175,8 +177,8 @@ shoal daemon (as root) plugged into containerd ("shoal containerd config").`,
 				return usageError{errors.New("pull needs --to DEST (oci:DIR[:TAG], oci-archive:FILE[:TAG] or containerd:REF)")}
 			}
 			if ref, ok := strings.CutPrefix(to, containerdPrefix); ok {
-				if asJSON {
-					return usageError{errors.New("--json goes with oci: and oci-archive: destinations")}
+				if asJSON || ipfsURLs {
+					return usageError{errors.New("--json and --ipfs-urls go with oci: and oci-archive: destinations")}
 				}
 				return g.withAPI(ctx, true, func(api daemon.API) error {
 					if _, ok := api.(*daemon.Client); !ok {
@@ -196,7 +198,7 @@ shoal daemon (as root) plugged into containerd ("shoal containerd config").`,
 			return g.withAPI(ctx, true, func(api daemon.API) error {
 				start := time.Now()
 				bar := progress.New(cmd.ErrOrStderr(), "pull")
-				res, err := image.Pull(ctx, api, root, dst, image.PullOptions{Timeout: timeout, Progress: bar})
+				res, err := image.Pull(ctx, api, root, dst, image.PullOptions{Timeout: timeout, Progress: bar, IPFSURLs: ipfsURLs})
 				bar.Done()
 				if err != nil {
 					return err
@@ -214,6 +216,7 @@ shoal daemon (as root) plugged into containerd ("shoal containerd config").`,
 	c.Flags().StringVar(&to, "to", "", "destination: oci:DIR[:TAG], oci-archive:FILE[:TAG] or containerd:REF")
 	c.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up when no block has arrived for this long (0: never)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object: Root, Destination, Digest (of the index or manifest written), Platforms, Size (bytes), Seconds")
+	c.Flags().BoolVar(&ipfsURLs, "ipfs-urls", false, "write the image as stored in IPFS: descriptors keep their ipfs:// urls, documents the digests the root names (tools that copy layouts then leave the layers behind)")
 	ctrd.add(c)
 	addPeerFlag(c, g)
 	return c

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -65,21 +66,86 @@ func TestPushPullThreeNodes(t *testing.T) {
 		t.Fatalf("second push stored %d new blocks", after-before)
 	}
 
+	tree, err := image.ReadTree(ctx, a, res.Root, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, n := range []*node.Node{b, c} {
+		// b writes the image as registries serve it; c as it is stored.
+		ipfsURLs := n == c
 		dir := t.TempDir()
-		got, err := pullTo(ctx, n, res.Root, dir, 30*time.Second)
+		dst, err := transport.OpenDestination("oci:" + dir + ":pulled")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.Descriptor.Digest != res.Descriptor.Digest {
-			t.Fatalf("pulled %s, pushed %s", got.Descriptor.Digest, res.Descriptor.Digest)
+		got, err := image.Pull(ctx, n, res.Root, dst, image.PullOptions{Timeout: 30 * time.Second, IPFSURLs: ipfsURLs})
+		dst.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := tree.Plain.Digest
+		if ipfsURLs {
+			want = res.Descriptor.Digest
+		}
+		if got.Descriptor.Digest != want {
+			t.Fatalf("pulled %s (ipfs urls: %v), want %s", got.Descriptor.Digest, ipfsURLs, want)
 		}
 		testimage.Validate(t, dir)
+		if n := countIPFSURLs(t, dir); (n > 0) != ipfsURLs {
+			t.Fatalf("%d ipfs:// urls in the layout written with ipfs urls %v", n, ipfsURLs)
+		}
+		// Either form pushed again is the same image: the same root.
+		src, err := transport.OpenSource(ctx, "oci:"+dir+":pulled", transport.SourceOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := image.Push(ctx, n, src, image.PushOptions{})
+		src.Close()
+		if err != nil || again.Root != res.Root {
+			t.Fatalf("the layout pulled (ipfs urls %v) pushed again: %s %v, first pushed as %s", ipfsURLs, again.Root, err, res.Root)
+		}
 		imgs, err := n.Images(ctx)
 		if err != nil || len(imgs) != 1 || imgs[0].CID != res.Root.String() {
 			t.Fatalf("images after pull: %v %v", imgs, err)
 		}
 	}
+}
+
+// countIPFSURLs counts the descriptors of the layout at dir, index.json
+// and every index and manifest, that carry ipfs:// urls.
+func countIPFSURLs(t *testing.T, dir string) int {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "blobs", "sha256", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range append(files, filepath.Join(dir, "index.json")) {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc struct {
+			Config    *ocispec.Descriptor
+			Layers    []ocispec.Descriptor
+			Manifests []ocispec.Descriptor
+		}
+		if json.Unmarshal(data, &doc) != nil {
+			continue // a layer or a config
+		}
+		all := append(doc.Layers, doc.Manifests...)
+		if doc.Config != nil {
+			all = append(all, *doc.Config)
+		}
+		for _, d := range all {
+			for _, u := range d.URLs {
+				if strings.HasPrefix(u, image.URLScheme) {
+					n++
+				}
+			}
+		}
+	}
+	return n
 }
 
 func TestPullResumesFetchingOnlyWhatIsMissing(t *testing.T) {
@@ -526,5 +592,61 @@ func TestPullKeepsAttachedBlobsAndARepushRebuildsMissingOnes(t *testing.T) {
 	}
 	if again.Root != pushed.Root {
 		t.Errorf("the pushed-again image is %s, the original %s", again.Root, pushed.Root)
+	}
+}
+
+// progressLog records what a pull reports.
+type progressLog struct {
+	mu          sync.Mutex
+	total, done int64
+	adds        int
+	largestStep int64
+}
+
+func (p *progressLog) AddTotal(n int64) { p.mu.Lock(); p.total += n; p.mu.Unlock() }
+func (p *progressLog) Add(n int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done += n
+	p.adds++
+	p.largestStep = max(p.largestStep, n)
+}
+
+// A pull reports its bytes as they stream, in small steps, whichever way
+// the store reads them: a bar moves with the bytes rather than sitting and
+// then jumping to the end.
+func TestPullReportsProgressAsBytesArrive(t *testing.T) {
+	ctx := ctxT(t)
+	a := testnode.Online(t, "/tcp/")
+	res := testimage.Push(ctx, t, a, testimage.IndexLayout(t, 61, 24<<20), image.PushOptions{})
+	// A daemon's client reads blobs as a plain stream, without the
+	// embedded node's hashing read.
+	type plainStore struct {
+		image.Store
+		image.BlobFiles
+	}
+	for _, name := range []string{"embedded", "plain stream"} {
+		t.Run(name, func(t *testing.T) {
+			b := testnode.Online(t, "/tcp/", a)
+			var s image.Store = b
+			if name == "plain stream" {
+				s = plainStore{b, b}
+			}
+			dst, err := transport.OpenDestination("oci:" + t.TempDir() + ":v1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dst.Close()
+			p := &progressLog{}
+			if _, err := image.Pull(ctx, s, res.Root, dst, image.PullOptions{Progress: p}); err != nil {
+				t.Fatal(err)
+			}
+			if p.done != p.total || p.total < 24<<20 {
+				t.Fatalf("reported %d of %d bytes", p.done, p.total)
+			}
+			if p.largestStep > 1<<20 || p.adds < 24 {
+				t.Fatalf("%d bytes reported in %d steps, the largest %d: the bar would jump", p.done, p.adds, p.largestStep)
+			}
+		})
 	}
 }

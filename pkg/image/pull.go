@@ -28,6 +28,13 @@ type PullOptions struct {
 	// Parallel is how many blobs are fetched at once.
 	Parallel int
 	Progress Progress
+	// IPFSURLs writes the image as it is stored in IPFS: every descriptor
+	// keeps its ipfs:// urls, and the indexes and manifests have the
+	// digests the root names. By default the urls are left out (Tree's
+	// Plain form, which shoal's registry serves too), because tools that
+	// copy layouts (skopeo, crane) take a layer with urls for a foreign
+	// layer and leave it behind.
+	IPFSURLs bool
 }
 
 // ErrTimeout is the cause of a pull that saw no progress for its timeout.
@@ -116,12 +123,18 @@ func (p *puller) pull(ctx context.Context, root cid.Cid) (Result, error) {
 	if err := g.Wait(); err != nil {
 		return Result{}, err
 	}
-	for _, doc := range p.docs {
+	written, docs := top, p.docs
+	if !p.opts.IPFSURLs {
+		if written, docs, err = plainDocs(top, p.docs); err != nil {
+			return Result{}, err
+		}
+	}
+	for _, doc := range docs {
 		if err := p.dst.WriteBlob(ctx, doc.desc, bytes.NewReader(doc.data)); err != nil {
 			return Result{}, err
 		}
 	}
-	if err := p.dst.Commit(ctx, top); err != nil {
+	if err := p.dst.Commit(ctx, written); err != nil {
 		return Result{}, fmt.Errorf("write %s: %w", p.dst.Reference(), err)
 	}
 	sort.Strings(p.platforms)
@@ -136,7 +149,7 @@ func (p *puller) pull(ctx context.Context, root cid.Cid) (Result, error) {
 	if err := p.store.PinImage(ctx, img); err != nil {
 		return Result{}, err
 	}
-	return Result{Root: root, Image: img, Descriptor: top}, nil
+	return Result{Root: root, Image: img, Descriptor: written}, nil
 }
 
 // walk reads the indexes and manifests under d, depth documents down from

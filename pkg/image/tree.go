@@ -76,6 +76,30 @@ func ReadTree(ctx context.Context, store Store, root cid.Cid, timeout time.Durat
 	return t, nil
 }
 
+// plainDocs is the image under top without shoal's urls: its top-level
+// descriptor, and its indexes and manifests rewritten, one for each of
+// docs (which hold every document under top).
+func plainDocs(top ocispec.Descriptor, docs []docBlob) (ocispec.Descriptor, []docBlob, error) {
+	t := &Tree{Docs: map[digest.Digest][]byte{}, Blobs: map[digest.Digest]ocispec.Descriptor{}}
+	for _, d := range docs {
+		t.Docs[d.desc.Digest] = d.data
+	}
+	done := map[digest.Digest]ocispec.Descriptor{}
+	plainTop, err := t.plain(top, done)
+	if err != nil {
+		return top, nil, err
+	}
+	out := make([]docBlob, 0, len(docs))
+	for _, d := range docs {
+		p, ok := done[d.desc.Digest]
+		if !ok {
+			return top, nil, fmt.Errorf("document %s is not under %s", d.desc.Digest, top.Digest)
+		}
+		out = append(out, docBlob{desc: ocispec.Descriptor{MediaType: d.desc.MediaType, Digest: p.Digest, Size: p.Size}, data: t.Docs[p.Digest]})
+	}
+	return plainTop, out, nil
+}
+
 // plain returns d without shoal's urls, and for an index or manifest adds
 // the rewritten document to the tree. A document is rewritten once
 // however many times the image names it: done has the digest and size

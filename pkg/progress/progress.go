@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync/atomic"
 
+	"github.com/vbauerster/cupwriter"
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 	"golang.org/x/term"
@@ -26,7 +27,7 @@ func New(w io.Writer, name string) *Bar {
 	if !ok || !term.IsTerminal(int(f.Fd())) {
 		return nil
 	}
-	p := mpb.New(mpb.WithOutput(w), mpb.WithWidth(40))
+	p := mpb.New(mpb.WithConsoleWriter(sizedWriter{cupwriter.New(f, false)}), mpb.WithWidth(40))
 	bar := p.AddBar(0,
 		mpb.PrependDecorators(
 			decor.Name(name, decor.WC{W: len(name) + 1, C: decor.DindentRight}),
@@ -39,6 +40,20 @@ func New(w io.Writer, name string) *Bar {
 		),
 	)
 	return &Bar{p: p, bar: bar}
+}
+
+// sizedWriter writes frames to a terminal that may not know its size (a
+// new pseudo-terminal reports 0x0, as some CI runners' and serial
+// consoles do): the bar library draws nothing in no columns, so it gets
+// the classic 80x24 instead.
+type sizedWriter struct{ *cupwriter.Writer }
+
+func (w sizedWriter) GetTermSize() (width, height int, err error) {
+	width, height, err = w.Writer.GetTermSize()
+	if err != nil || width <= 0 || height <= 0 {
+		return 80, 24, nil
+	}
+	return width, height, nil
 }
 
 // AddTotal grows the total by n bytes.

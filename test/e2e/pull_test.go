@@ -55,7 +55,8 @@ func runTool(t *testing.T, name string, args ...string) {
 }
 
 // TestPulledImagesAreReadByUmociAndSkopeo: both destinations of a pull are
-// valid for the tools that read OCI layouts.
+// valid for the tools that read OCI layouts, and what they copy of them is
+// whole.
 func TestPulledImagesAreReadByUmociAndSkopeo(t *testing.T) {
 	testenv.Root(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -77,6 +78,13 @@ func TestPulledImagesAreReadByUmociAndSkopeo(t *testing.T) {
 		t.Fatal(err)
 	}
 	runTool(t, "skopeo", "copy", "--all", "oci:"+out+"/layout:pulled", "oci:"+out+"/copy:again")
+	// A copy of a pulled layout is whole: skopeo leaves behind a layer
+	// whose descriptor has urls, so none may have them.
+	runTool(t, "skopeo", "copy", "oci:"+out+"/layout:amd64", "oci:"+out+"/copy:amd64")
+	runTool(t, "umoci", "unpack", "--image", out+"/copy:amd64", out+"/bundle-of-copy")
+	if _, err := os.Stat(filepath.Join(out, "bundle-of-copy", "rootfs")); err != nil {
+		t.Fatal(err)
+	}
 
 	archive := filepath.Join(out, "image.tar")
 	if err := pull(ctx, b, res.Root, "oci-archive:"+archive+":pulled", 30*time.Second); err != nil {
