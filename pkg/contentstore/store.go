@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 	"io"
 	"strings"
 	"sync"
@@ -38,10 +39,9 @@ func GRPCOptions() []grpc.ServerOption {
 
 // Node is what the store needs of a shoal node.
 type Node interface {
-	Add(ctx context.Context, r io.Reader) (cid.Cid, error)
-	ReadBlobAt(ctx context.Context, c cid.Cid, p []byte, off int64) (int, error)
-	Hold(ctx context.Context, name string, blobs ...cid.Cid) error
-	Release(ctx context.Context, name string) error
+	store.Adder
+	store.ReaderAt
+	store.Holder
 }
 
 // Store implements containerd's content.Store.

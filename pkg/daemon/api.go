@@ -6,14 +6,13 @@ package daemon
 import (
 	"context"
 	"errors"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 	"io"
 	"net"
 	"net/http"
 	"time"
 
-	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 )
@@ -21,17 +20,12 @@ import (
 // API is what shoal commands do with a node.
 type API interface {
 	image.Store
-	ID(ctx context.Context) (node.Identity, error)
-	Images(ctx context.Context) ([]catalog.Image, error)
-	Image(ctx context.Context, root cid.Cid) (catalog.Image, error)
-	RemoveImage(ctx context.Context, root cid.Cid) error
-	GC(ctx context.Context) (node.GCResult, error)
-	// Verify checks the store's blocks against their CIDs and pinned
-	// images for missing blocks; repair drops and fetches again.
-	Verify(ctx context.Context, repair bool) (node.VerifyResult, error)
+	store.ReaderAt
+	store.Catalog
+	store.Collector
+	store.Verifier
+	store.Identifier
 	Connect(ctx context.Context, peers ...peer.AddrInfo) error
-	// ReadBlobAt reads part of a blob, fetching only the blocks it needs.
-	ReadBlobAt(ctx context.Context, c cid.Cid, p []byte, off int64) (int, error)
 	Close() error
 }
 

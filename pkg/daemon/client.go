@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 	"io"
 	"net/http"
 	"strconv"
@@ -15,10 +16,23 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/group"
-	"github.com/shoal-ipfs/shoal/pkg/node"
 )
 
 // Client talks to a running daemon.
+// A daemon's client is every role of package store that commands use;
+// holds are the daemon's own business (its registry's, mirror's and
+// snapshotter's), not its clients'.
+var (
+	_ store.Adder      = (*Client)(nil)
+	_ store.Reader     = (*Client)(nil)
+	_ store.ReaderAt   = (*Client)(nil)
+	_ store.Pinner     = (*Client)(nil)
+	_ store.Catalog    = (*Client)(nil)
+	_ store.Collector  = (*Client)(nil)
+	_ store.Verifier   = (*Client)(nil)
+	_ store.Identifier = (*Client)(nil)
+)
+
 type Client struct {
 	http *http.Client
 }
@@ -68,8 +82,8 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader) 
 	return nil, err
 }
 
-func (c *Client) ID(ctx context.Context) (node.Identity, error) {
-	var id node.Identity
+func (c *Client) ID(ctx context.Context) (store.Identity, error) {
+	var id store.Identity
 	return id, c.do(ctx, http.MethodGet, "/v0/id", nil, &id)
 }
 
@@ -147,14 +161,14 @@ func (c *Client) BlobFile(ctx context.Context, root cid.Cid) (string, int64, boo
 	return reply.Path, reply.Size, reply.OK, err
 }
 
-func (c *Client) GC(ctx context.Context) (node.GCResult, error) {
-	var res node.GCResult
+func (c *Client) GC(ctx context.Context) (store.GCResult, error) {
+	var res store.GCResult
 	return res, c.do(ctx, http.MethodPost, "/v0/gc", nil, &res)
 }
 
 // Verify checks the daemon's store (node.Node.Verify).
-func (c *Client) Verify(ctx context.Context, repair bool) (node.VerifyResult, error) {
-	var res node.VerifyResult
+func (c *Client) Verify(ctx context.Context, repair bool) (store.VerifyResult, error) {
+	var res store.VerifyResult
 	return res, c.do(ctx, http.MethodPost, "/v0/verify?repair="+strconv.FormatBool(repair), nil, &res)
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 	"io"
 	"maps"
 	"os"
@@ -23,14 +24,12 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// Store is what conversion needs of an IPFS node: the embedded node, or a
-// client of a running daemon.
+// Store is what conversion needs of a store (package store): the
+// embedded node, a client of a running daemon or of kubo.
 type Store interface {
-	Add(ctx context.Context, r io.Reader) (cid.Cid, error)
-	// Cat reads a blob, fetching from peers what is not stored yet and
-	// storing it, so that the blob can be pinned once read.
-	Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error)
-	PinImage(ctx context.Context, img catalog.Image) error
+	store.Adder
+	store.Reader
+	store.Pinner
 }
 
 // StoredSource is a source whose blobs may already be in the store, such
@@ -112,7 +111,8 @@ type PushOptions struct {
 type Result struct {
 	Root  cid.Cid
 	Image catalog.Image
-	// Descriptor is the image's top-level descriptor, with its urls.
+	// Descriptor is the image's top-level descriptor: for a push, as
+	// stored, with its urls; for a pull, as written to the destination.
 	Descriptor ocispec.Descriptor
 	// Unindexed are the layers a push meant to index (PushOptions.Index)
 	// and could not: a layer that is not a tar stream, or that inflates

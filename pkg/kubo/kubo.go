@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 	"io"
 	"mime/multipart"
 	"net/url"
@@ -34,10 +35,22 @@ import (
 	"github.com/ipld/go-car/v2/storage"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
-	"github.com/shoal-ipfs/shoal/pkg/node"
 )
 
 // Client is shoal's store in a kubo daemon.
+// A kubo node is a whole store: every role of package store.
+var (
+	_ store.Adder      = (*Client)(nil)
+	_ store.Reader     = (*Client)(nil)
+	_ store.ReaderAt   = (*Client)(nil)
+	_ store.Pinner     = (*Client)(nil)
+	_ store.Catalog    = (*Client)(nil)
+	_ store.Holder     = (*Client)(nil)
+	_ store.Collector  = (*Client)(nil)
+	_ store.Verifier   = (*Client)(nil)
+	_ store.Identifier = (*Client)(nil)
+)
+
 type Client struct {
 	rpc    *rpc
 	layout blob.Layout
@@ -72,18 +85,18 @@ func (c *Client) Close() error {
 }
 
 // ID is kubo's peer ID and addresses.
-func (c *Client) ID(ctx context.Context) (node.Identity, error) {
+func (c *Client) ID(ctx context.Context) (store.Identity, error) {
 	var out struct {
 		ID        string
 		Addresses []string
 	}
 	if err := one(ctx, c.rpc, "id", nil, &out); err != nil {
-		return node.Identity{}, err
+		return store.Identity{}, err
 	}
 	if out.Addresses == nil {
 		out.Addresses = []string{}
 	}
-	return node.Identity{ID: out.ID, Addresses: out.Addresses}, nil
+	return store.Identity{ID: out.ID, Addresses: out.Addresses}, nil
 }
 
 // addArgs are the parameters of `ipfs add` that give a blob the CID

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 	"io"
 	"mime/multipart"
 	"net/url"
@@ -14,7 +15,6 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
-	"github.com/shoal-ipfs/shoal/pkg/node"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -392,12 +392,12 @@ func (c *Client) holds(ctx context.Context) (map[string][]string, error) {
 // which frees every block no pin and no MFS file reaches: shoal's, and
 // whatever else of kubo's is unpinned. Bytes are as `ipfs repo stat`
 // counts them.
-func (c *Client) GC(ctx context.Context) (node.GCResult, error) {
+func (c *Client) GC(ctx context.Context) (store.GCResult, error) {
 	c.pinMu.Lock()
 	defer c.pinMu.Unlock()
 	pins, err := c.recursivePins(ctx)
 	if err != nil {
-		return node.GCResult{}, err
+		return store.GCResult{}, err
 	}
 	var ours []string
 	for p, name := range pins {
@@ -406,13 +406,13 @@ func (c *Client) GC(ctx context.Context) (node.GCResult, error) {
 		}
 	}
 	if err := c.unpinUnused(ctx, ours); err != nil {
-		return node.GCResult{}, err
+		return store.GCResult{}, err
 	}
 	before, err := c.repoStat(ctx)
 	if err != nil {
-		return node.GCResult{}, err
+		return store.GCResult{}, err
 	}
-	var res node.GCResult
+	var res store.GCResult
 	var gcErrs []error
 	err = stream(ctx, c.rpc, "repo/gc", url.Values{"stream-errors": {"true"}}, func(ev struct {
 		Key   map[string]string
@@ -456,6 +456,6 @@ var ErrVerifyInKubo = errors.New("verify: the blocks are kubo's; run `ipfs repo 
 
 // Verify is not done through kubo: its own `ipfs repo verify` checks its
 // blocks.
-func (c *Client) Verify(context.Context, bool) (node.VerifyResult, error) {
-	return node.VerifyResult{}, ErrVerifyInKubo
+func (c *Client) Verify(context.Context, bool) (store.VerifyResult, error) {
+	return store.VerifyResult{}, ErrVerifyInKubo
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 	"io"
 	"os"
 	"strings"
@@ -20,7 +21,7 @@ import (
 // documents and indexes, and parts of blobs for file contents.
 type Store interface {
 	image.Store
-	ReadBlobAt(ctx context.Context, c cid.Cid, p []byte, off int64) (int, error)
+	store.ReaderAt
 }
 
 // DefaultReadTimeout bounds one read of file contents from peers: a read

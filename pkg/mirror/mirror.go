@@ -25,6 +25,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 	"io"
 	"log/slog"
 	"os"
@@ -33,24 +34,20 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/upstream"
 )
 
-// Store is what the mirror keeps content in.
+// Store is what the mirror keeps content in: blobs held by digest, and
+// images pinned.
 type Store interface {
 	image.Store
-	// Hold pins blobs under a name until Release.
-	Hold(ctx context.Context, name string, blobs ...cid.Cid) error
-	Release(ctx context.Context, name string) error
-	Image(ctx context.Context, root cid.Cid) (catalog.Image, error)
-	RemoveImage(ctx context.Context, root cid.Cid) error
+	store.Catalog
+	store.Holder
 }
 
 // Upstream is a registry the mirror pulls through (upstream.Client).

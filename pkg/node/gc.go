@@ -3,31 +3,11 @@ package node
 import (
 	"context"
 	"fmt"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 )
-
-// GCResult says what a garbage collection freed.
-type GCResult struct {
-	Blocks int   // blocks removed
-	Bytes  int64 // their size
-	Kept   int   // blocks still referenced by a pin, a hold or a lease
-	// Damaged lists blocks of pinned blobs that are missing or were found
-	// corrupt (and dropped): those blobs are incomplete until fetched
-	// again (`shoal verify --repair`). Their other blocks are kept.
-	Damaged []Damage `json:",omitempty"`
-	// Spared is set when a damaged blob's blocks could not be told apart
-	// from garbage, so that this collection deleted no loose block.
-	Spared bool `json:",omitempty"`
-}
-
-// Damage is a block a pinned blob needs that the store cannot read.
-type Damage struct {
-	Blob  string // the pinned blob's CID
-	Block string // the block's CID
-	Err   string
-}
 
 // GC removes every block that no pinned image reaches, no hold names and
 // no lease spares. It runs beside reads and writes: a read of a block it
@@ -36,11 +16,11 @@ type Damage struct {
 // Pins and holds wait while it runs. A damaged pinned blob (a block
 // missing or corrupt) is reported, not fatal: its blocks are kept. It
 // stops when ctx ends.
-func (n *Node) GC(ctx context.Context) (GCResult, error) {
+func (n *Node) GC(ctx context.Context) (store.GCResult, error) {
 	n.pinMu.Lock()
 	defer n.pinMu.Unlock()
 	if err := n.dropOrphanPins(ctx); err != nil {
-		return GCResult{}, err
+		return store.GCResult{}, err
 	}
 	n.spare.beginGC()
 	defer n.spare.endGC()
@@ -48,7 +28,7 @@ func (n *Node) GC(ctx context.Context) (GCResult, error) {
 		defer n.gw.haves.forget()
 	}
 
-	var res GCResult
+	var res store.GCResult
 	// The blockstore is keyed by multihash: the keys it lists carry the raw
 	// codec whatever codec the pin's links use, so liveness is by multihash.
 	live := map[string]struct{}{}
@@ -128,8 +108,8 @@ func (n *Node) GC(ctx context.Context) (GCResult, error) {
 // the nodes that have links (raw leaves need no read). Blocks that are
 // missing, or corrupt and so dropped on reading, are returned as damage;
 // the walk goes on past them.
-func (n *Node) mark(ctx context.Context, root cid.Cid, live map[string]struct{}) ([]Damage, error) {
-	var damage []Damage
+func (n *Node) mark(ctx context.Context, root cid.Cid, live map[string]struct{}) ([]store.Damage, error) {
+	var damage []store.Damage
 	stack := []cid.Cid{root}
 	for len(stack) > 0 {
 		if err := ctx.Err(); err != nil {
@@ -145,7 +125,7 @@ func (n *Node) mark(ctx context.Context, root cid.Cid, live map[string]struct{})
 			if has, err := n.bstore.Has(ctx, c); err != nil {
 				return damage, err
 			} else if !has {
-				damage = append(damage, Damage{Blob: root.String(), Block: c.String(), Err: "missing"})
+				damage = append(damage, store.Damage{Blob: root.String(), Block: c.String(), Err: "missing"})
 			}
 			live[k] = struct{}{}
 			continue
@@ -158,7 +138,7 @@ func (n *Node) mark(ctx context.Context, root cid.Cid, live map[string]struct{})
 			if !ipld.IsNotFound(err) {
 				n.log.Warn("gc: reading a pinned block", "blob", root, "block", c, "err", err)
 			}
-			damage = append(damage, Damage{Blob: root.String(), Block: c.String(), Err: describeDamage(err)})
+			damage = append(damage, store.Damage{Blob: root.String(), Block: c.String(), Err: describeDamage(err)})
 			live[k] = struct{}{}
 			continue
 		}

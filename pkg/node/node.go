@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 	"golang.org/x/sync/singleflight"
 	"io"
 	"log/slog"
@@ -73,6 +74,19 @@ type Options struct {
 	// store before giving up.
 	LockWait time.Duration
 }
+
+// The embedded node is a whole store: every role of package store.
+var (
+	_ store.Adder      = (*Node)(nil)
+	_ store.Reader     = (*Node)(nil)
+	_ store.ReaderAt   = (*Node)(nil)
+	_ store.Pinner     = (*Node)(nil)
+	_ store.Catalog    = (*Node)(nil)
+	_ store.Holder     = (*Node)(nil)
+	_ store.Collector  = (*Node)(nil)
+	_ store.Verifier   = (*Node)(nil)
+	_ store.Identifier = (*Node)(nil)
+)
 
 // Node is an open shoal store, online or not.
 type Node struct {
@@ -598,30 +612,13 @@ func (m *mdnsNotifee) close() {
 	m.wg.Wait()
 }
 
-// Identity is what `shoal id` prints, with kubo's field names.
-type Identity struct {
-	ID        string
-	Addresses []string
-	// Registry is the address of the daemon's OCI registry, if it serves one.
-	Registry string `json:",omitempty"`
-	// Containerd is the socket of the daemon's containerd plugins (the
-	// snapshotter), if it serves them.
-	Containerd string `json:",omitempty"`
-	// Group is the group the daemon is a member of, if any.
-	Group string `json:",omitempty"`
-	// Listen, on a node that is not online (no daemon runs), are the swarm
-	// addresses `shoal daemon` would listen on ([swarm] listen), with
-	// /p2p/ID: what to give other nodes once it runs.
-	Listen []string `json:",omitempty"`
-}
-
 // ID returns the node's peer ID and, when online, its dialable addresses.
-func (n *Node) ID(context.Context) (Identity, error) {
+func (n *Node) ID(context.Context) (store.Identity, error) {
 	id, err := PeerID(n.home)
 	if err != nil {
-		return Identity{}, err
+		return store.Identity{}, err
 	}
-	out := Identity{ID: id.String(), Addresses: []string{}}
+	out := store.Identity{ID: id.String(), Addresses: []string{}}
 	if n.host != nil {
 		for _, a := range n.host.Addrs() {
 			out.Addresses = append(out.Addresses, a.String()+"/p2p/"+id.String())

@@ -4,27 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 
 	"github.com/ipfs/go-cid"
 	"github.com/shoal-ipfs/shoal/pkg/packs"
 )
-
-// VerifyResult says what a check of the store found.
-type VerifyResult struct {
-	Blocks int   // blocks checked
-	Bytes  int64 // their size
-	// Corrupt are blocks whose bytes do not hash to their CID. A repair
-	// drops them.
-	Corrupt []string `json:",omitempty"`
-	// Missing are blocks that pinned blobs need and the store lacks (after
-	// a repair, those no peer sent).
-	Missing []Damage `json:",omitempty"`
-	// Fetched counts the missing blocks a repair fetched again from peers.
-	Fetched int `json:",omitempty"`
-}
-
-// OK reports whether the store is whole and sound.
-func (r VerifyResult) OK() bool { return len(r.Corrupt) == 0 && len(r.Missing) == 0 }
 
 // repairRounds bounds how many times a repair fetches what is missing: a
 // fetched inner node may reveal further missing blocks below it.
@@ -34,8 +18,8 @@ const repairRounds = 8
 // walks every pinned blob for blocks it lacks. With repair, corrupt
 // blocks are dropped and what pinned blobs lack is fetched from peers
 // (online only; offline, a later read fetches it).
-func (n *Node) Verify(ctx context.Context, repair bool) (VerifyResult, error) {
-	var res VerifyResult
+func (n *Node) Verify(ctx context.Context, repair bool) (store.VerifyResult, error) {
+	var res store.VerifyResult
 	keys, err := n.bstore.AllKeysChan(ctx)
 	if err != nil {
 		return res, err
@@ -94,10 +78,10 @@ func (n *Node) Verify(ctx context.Context, repair bool) (VerifyResult, error) {
 }
 
 // missingFromPins lists the blocks pinned blobs reach and the store lacks.
-func (n *Node) missingFromPins(ctx context.Context) ([]Damage, error) {
+func (n *Node) missingFromPins(ctx context.Context) ([]store.Damage, error) {
 	n.pinMu.Lock()
 	defer n.pinMu.Unlock()
-	var all []Damage
+	var all []store.Damage
 	live := map[string]struct{}{}
 	for sp := range n.pins.RecursiveKeys(ctx, false) {
 		if sp.Err != nil {

@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 	"io"
 	"log/slog"
 	"net/http"
@@ -30,20 +31,16 @@ import (
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/mirror"
 )
 
-// Store is what the registry needs of a node.
+// Store is what the registry needs of a store: images converted and
+// pinned, and uploads held until a manifest names them.
 type Store interface {
 	image.Store
-	Image(ctx context.Context, root cid.Cid) (catalog.Image, error)
-	RemoveImage(ctx context.Context, root cid.Cid) error
-	// Hold pins blobs under a name until Release; holding a name again
-	// replaces what it held.
-	Hold(ctx context.Context, name string, blobs ...cid.Cid) error
-	Release(ctx context.Context, name string) error
+	store.Catalog
+	store.Holder
 }
 
 // RootHeader carries the root CID of the image a manifest was converted to.

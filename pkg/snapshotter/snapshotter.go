@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -25,7 +26,6 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots/storage"
 	"github.com/containerd/continuity/fs"
 	"github.com/containerd/errdefs"
-	"github.com/ipfs/go-cid"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/pkg/lazyfs"
 	"golang.org/x/sync/singleflight"
@@ -35,8 +35,7 @@ import (
 // indexes, and holds to keep the indexes of mounted layers.
 type Store interface {
 	lazyfs.Store
-	Hold(ctx context.Context, name string, blobs ...cid.Cid) error
-	Release(ctx context.Context, name string) error
+	store.Holder
 }
 
 // Resolver finds the layer that a snapshot's labels name: a descriptor
