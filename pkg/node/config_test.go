@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -83,5 +84,62 @@ func TestOpenUninitialized(t *testing.T) {
 	}
 	if _, err := os.Stat(home); err == nil {
 		t.Fatal("a failed open created the home")
+	}
+}
+
+// Commands started at once on a new home each initialise it: one of them
+// creates it, the others find it made, and every one of them sees the
+// identity that is on the disk.
+func TestConcurrentInitsMakeOneHome(t *testing.T) {
+	for round := 0; round < 20; round++ {
+		home := filepath.Join(t.TempDir(), "home")
+		const n = 6
+		created := make(chan bool, n)
+		errs := make(chan error, n)
+		ids := make(chan string, n)
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				c, err := Init(home, DefaultConfig())
+				if err != nil {
+					errs <- err
+					return
+				}
+				created <- c
+				id, err := PeerID(home)
+				if err != nil {
+					errs <- err
+					return
+				}
+				ids <- id.String()
+			})
+		}
+		wg.Wait()
+		close(errs)
+		close(created)
+		close(ids)
+		for err := range errs {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		made := 0
+		for c := range created {
+			if c {
+				made++
+			}
+		}
+		if made != 1 {
+			t.Fatalf("round %d: %d inits said they created the home", round, made)
+		}
+		first := ""
+		for id := range ids {
+			if first == "" {
+				first = id
+			} else if id != first {
+				t.Fatalf("round %d: identities %s and %s", round, first, id)
+			}
+		}
+		if left, _ := filepath.Glob(filepath.Join(home, "*.tmp")); len(left) > 0 {
+			t.Fatalf("round %d: left %v", round, left)
+		}
 	}
 }

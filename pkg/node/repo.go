@@ -43,6 +43,18 @@ func Init(home string, cfg Config) (created bool, err error) {
 	if _, err := os.Stat(keyPath); err == nil {
 		return false, nil
 	}
+	// Commands started at once on a new home (`shoal daemon &` and the
+	// next command) each initialise it: one at a time, or both would
+	// write an identity and one would run under a key that is not on
+	// disk.
+	unlock, err := lockInit(home)
+	if err != nil {
+		return false, fmt.Errorf("init %s: %w", home, err)
+	}
+	defer unlock()
+	if _, err := os.Stat(keyPath); err == nil {
+		return false, nil
+	}
 	priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
 	if err != nil {
 		return false, err
@@ -60,16 +72,36 @@ func Init(home string, cfg Config) (created bool, err error) {
 	return true, nil
 }
 
+// lockInit waits for an exclusive lock on home's initialisation; the
+// daemon's lock on the store (lockRepo) is another, held as long as it
+// runs.
+func lockInit(home string) (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(home, "init.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
+
 // writeFileDurably replaces path with data so that a crash or a power cut
 // leaves either the old file or the whole new one, on the disk: a home
 // whose identity was lost in the page cache could not start again.
 func writeFileDurably(path string, data []byte, perm os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	// A name of its own: two writers of path must not rename each
+	// other's half-written files.
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(data)
+	tmp := f.Name()
+	err = f.Chmod(perm)
+	if err == nil {
+		_, err = f.Write(data)
+	}
 	if err == nil {
 		err = f.Sync()
 	}
