@@ -16,6 +16,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/node"
+	"github.com/shoal-ipfs/shoal/pkg/store/storetest"
 )
 
 // serve starts a daemon on a socket in a temporary directory and returns a
@@ -155,4 +156,13 @@ func TestBadRequestSaysWhatNotBadRequest(t *testing.T) {
 	if rec.Code != http.StatusBadRequest || strings.Contains(rec.Body.String(), "bad request") || !strings.Contains(rec.Body.String(), `CID \"x\"`) {
 		t.Fatalf("%d %s", rec.Code, rec.Body.String())
 	}
+}
+
+// A daemon's client does what package store says a store does, for the
+// roles it has.
+func TestStoreConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storetest.Store {
+		_, c := serve(t)
+		return c
+	})
 }

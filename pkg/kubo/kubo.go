@@ -38,7 +38,8 @@ import (
 )
 
 // Client is shoal's store in a kubo daemon.
-// A kubo node is a whole store: every role of package store.
+// A kubo node is a whole store: every role of package store. Verify
+// says errdefs.ErrNotImplemented: kubo checks its own blocks.
 var (
 	_ store.Adder      = (*Client)(nil)
 	_ store.Reader     = (*Client)(nil)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/containerd/errdefs"
 	"github.com/shoal-ipfs/shoal/pkg/store"
 	"io"
 	"mime/multipart"
@@ -452,7 +453,7 @@ func (c *Client) repoStat(ctx context.Context) (repoStat, error) {
 }
 
 // ErrVerifyInKubo is Verify's answer: kubo's blocks are kubo's to check.
-var ErrVerifyInKubo = errors.New("verify: the blocks are kubo's; run `ipfs repo verify` on the kubo node")
+var ErrVerifyInKubo = fmt.Errorf("verify: the blocks are kubo's; run `ipfs repo verify` on the kubo node: %w", errdefs.ErrNotImplemented)
 
 // Verify is not done through kubo: its own `ipfs repo verify` checks its
 // blocks.

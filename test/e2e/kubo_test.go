@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -14,6 +15,9 @@ import (
 	"github.com/shoal-ipfs/shoal/internal/testenv"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 	"github.com/shoal-ipfs/shoal/internal/testproc"
+	"github.com/shoal-ipfs/shoal/pkg/blob"
+	"github.com/shoal-ipfs/shoal/pkg/kubo"
+	"github.com/shoal-ipfs/shoal/pkg/store/storetest"
 )
 
 // skopeoLayers is the layer digests skopeo sees in an image.
@@ -221,4 +225,26 @@ func TestKuboBackend(t *testing.T) {
 	if listed := sh.run(t, "images"); strings.Contains(listed, root) {
 		t.Errorf("images after rm: %s", listed)
 	}
+}
+
+// A kubo node, through shoal's client of its RPC API, does what package
+// store says a store does: a new kubo for each check, as each wants an
+// empty store.
+func TestKuboStoreConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storetest.Store {
+		k := startKubo(t)
+		api, err := os.ReadFile(filepath.Join(k.path, "api"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr, err := kubo.ParseAddress(strings.TrimSpace(string(api)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := kubo.Dial(context.Background(), addr, blob.Kubo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	})
 }
