@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/shoal-ipfs/shoal/pkg/store/memstore"
 	"io"
 	"strings"
 	"testing"
@@ -16,10 +17,8 @@ import (
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
-	"github.com/shoal-ipfs/shoal/internal/testnode"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/layerindex"
-	"github.com/shoal-ipfs/shoal/pkg/node"
 )
 
 // handMade adds the documents of images made by hand to a store, and
@@ -32,10 +31,9 @@ type handMade struct {
 	config, layer ocispec.Descriptor
 }
 
-// newHandMade makes documents in an offline node, closed when t ends.
-func newHandMade(t *testing.T) (*node.Node, *handMade) {
-	n := testnode.Offline(t, t.TempDir())
-	t.Cleanup(func() { n.Close() })
+// newHandMade makes documents in a store in memory.
+func newHandMade(t *testing.T) (*memstore.Store, *handMade) {
+	n := memstore.New()
 	return n, &handMade{t: t, store: n, blobs: map[digest.Digest][]byte{}}
 }
 

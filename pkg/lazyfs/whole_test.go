@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/shoal-ipfs/shoal/pkg/store/memstore"
 	"io"
 	"runtime"
 	"testing"
@@ -19,7 +20,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
-	"github.com/shoal-ipfs/shoal/internal/testnode"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/layerindex"
 )
@@ -67,8 +67,7 @@ func TestLayerWithoutIndexIsFetchedWhole(t *testing.T) {
 	if err := testimage.WriteLayout(dir, "v1", img); err != nil {
 		t.Fatal(err)
 	}
-	n := testnode.Offline(t, t.TempDir())
-	defer n.Close()
+	n := memstore.New()
 	res := testimage.Push(ctx, t, n, dir, image.PushOptions{Index: true})
 
 	im, err := OpenImage(ctx, n, res.Root, ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH}, time.Minute)
@@ -113,8 +112,7 @@ func TestWholeLayerPastTheBoundIsRefused(t *testing.T) {
 	zw, _ := zstd.NewWriter(&blob)
 	zw.Write(tarball.Bytes())
 	zw.Close()
-	n := testnode.Offline(t, t.TempDir())
-	defer n.Close()
+	n := memstore.New()
 	l := testimage.AddBlob(t, n, ocispec.MediaTypeImageLayerZstd, blob.Bytes(), digest.FromBytes(blob.Bytes()))
 
 	il, err := openWholeLayer(ctx, n, l, time.Minute)

@@ -2,12 +2,14 @@ package registry
 
 import (
 	"bytes"
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+	"github.com/shoal-ipfs/shoal/pkg/store/memstore"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
-	"github.com/shoal-ipfs/shoal/internal/testnode"
 )
 
 // FuzzRequest sends arbitrary requests to a registry: every one gets a
@@ -26,9 +28,7 @@ func FuzzRequest(f *testing.F) {
 	} {
 		f.Add(s.method, s.path, s.body)
 	}
-	n := testnode.Offline(f, f.TempDir())
-	f.Cleanup(func() { n.Close() })
-	rg, err := New(n, n.Metadata("registry"), f.TempDir(), WithFetchTimeout(1))
+	rg, err := New(memstore.New(), dssync.MutexWrap(ds.NewMapDatastore()), f.TempDir(), WithFetchTimeout(1))
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"context"
 	"errors"
+	"github.com/shoal-ipfs/shoal/pkg/store/memstore"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -34,8 +35,7 @@ import (
 // ordinary snapshots, under the name that gives overlayfs's expectations.
 func TestContainerdSuite(t *testing.T) {
 	testenv.Root(t)
-	n := testnode.Offline(t, t.TempDir())
-	t.Cleanup(func() { n.Close() })
+	n := memstore.New()
 	testsuite.SnapshotterSuite(t, "overlayfs", func(ctx context.Context, root string) (snapshots.Snapshotter, func() error, error) {
 		s, err := New(ctx, root, n)
 		if err != nil {
