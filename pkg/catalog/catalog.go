@@ -4,7 +4,6 @@
 package catalog
 
 import (
-	"errors"
 	"slices"
 	"time"
 )
@@ -45,6 +44,3 @@ func Merge(old, img Image) Image {
 	}
 	return merged
 }
-
-// ErrNotFound means no image with that root is pinned here.
-var ErrNotFound = errors.New("not found")

@@ -6,6 +6,8 @@ package daemon
 import (
 	"context"
 	"errors"
+	"github.com/containerd/errdefs"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"github.com/shoal-ipfs/shoal/pkg/store"
 	"io"
 	"net"
@@ -47,7 +49,7 @@ var _ image.BlobFiles = (*node.Node)(nil)
 var _ image.BlobFiles = (*Client)(nil)
 
 // ErrNoDaemon means no daemon answers on the socket.
-var ErrNoDaemon = errors.New("no daemon running")
+var ErrNoDaemon = errkind.New("no daemon running", errdefs.ErrUnavailable)
 
 // Dial returns a client of the daemon on socket, or ErrNoDaemon.
 func Dial(ctx context.Context, socket string) (*Client, error) {
@@ -101,6 +103,8 @@ func Open(ctx context.Context, home string, opts node.Options) (API, error) {
 
 type errorBody struct {
 	Message string `json:"Message"`
+	// Kind is the error's kind (errkind.Name), which the client restores.
+	Kind string `json:"Kind,omitempty"`
 }
 
 func closeBody(r io.ReadCloser) {

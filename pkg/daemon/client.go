@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/containerd/errdefs"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"github.com/shoal-ipfs/shoal/pkg/store"
 	"io"
 	"net/http"
@@ -75,11 +77,11 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader) 
 	if eb.Message == "" {
 		eb.Message = resp.Status
 	}
-	err = errors.New(eb.Message)
-	if resp.StatusCode == http.StatusNotFound {
-		err = fmt.Errorf("%w: %s", catalog.ErrNotFound, eb.Message)
+	kind := errkind.Parse(eb.Kind)
+	if kind == nil {
+		kind = errdefs.ErrUnknown
 	}
-	return nil, err
+	return nil, errkind.New(eb.Message, kind)
 }
 
 func (c *Client) ID(ctx context.Context) (store.Identity, error) {

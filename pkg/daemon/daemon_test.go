@@ -3,8 +3,11 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/containerd/errdefs"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -128,14 +131,26 @@ func TestErrorsKeepTheirKind(t *testing.T) {
 	ctx := context.Background()
 	_, c := serve(t)
 	missing := cid.MustParse("bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4")
-	if err := c.RemoveImage(ctx, missing); !errors.Is(err, catalog.ErrNotFound) {
+	if err := c.RemoveImage(ctx, missing); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("remove of an unknown image: %v, want ErrNotFound", err)
 	}
-	if _, err := c.Image(ctx, missing); !errors.Is(err, catalog.ErrNotFound) {
+	if _, err := c.Image(ctx, missing); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("image: %v, want ErrNotFound", err)
 	}
-	if err := c.PinImage(ctx, catalog.Image{CID: "nonsense"}); err == nil {
-		t.Fatal("pinned an image with a bad CID")
+	if err := c.PinImage(ctx, catalog.Image{CID: "nonsense"}); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("pin of an image with a bad CID: %v, want invalid argument", err)
+	}
+	if _, err := c.Shard(ctx, missing, 2); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "no group") {
+		t.Fatalf("shard on a daemon in no group: %v, want failed precondition", err)
+	}
+	// Each kind crosses the socket with its words.
+	for _, kind := range []error{errdefs.ErrUnavailable, errdefs.ErrDataLoss, context.DeadlineExceeded, errdefs.ErrAlreadyExists} {
+		rec := httptest.NewRecorder()
+		writeError(rec, fmt.Errorf("it went wrong: %w", kind))
+		var eb errorBody
+		if err := json.NewDecoder(rec.Body).Decode(&eb); err != nil || errkind.Parse(eb.Kind) != kind || eb.Message != "it went wrong: "+kind.Error() {
+			t.Fatalf("%v sent as %d %+v", kind, rec.Code, eb)
+		}
 	}
 	if err := c.Connect(ctx); err != nil {
 		t.Fatalf("connect to nobody: %v", err)
@@ -152,7 +167,7 @@ func TestDialWithoutDaemon(t *testing.T) {
 // marker's text.
 func TestBadRequestSaysWhatNotBadRequest(t *testing.T) {
 	rec := httptest.NewRecorder()
-	writeError(rec, fmt.Errorf("%w: CID %q: no", errBadRequest, "x"))
+	writeError(rec, invalid("CID %q: no", "x"))
 	if rec.Code != http.StatusBadRequest || strings.Contains(rec.Body.String(), "bad request") || !strings.Contains(rec.Body.String(), `CID \"x\"`) {
 		t.Fatalf("%d %s", rec.Code, rec.Body.String())
 	}

@@ -61,18 +61,18 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) {
 func (s *Server) keep(w http.ResponseWriter, r *http.Request) {
 	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
 	if err != nil {
-		writeError(w, fmt.Errorf("%w: lease %q", errBadRequest, r.PathValue("id")))
+		writeError(w, invalid("lease %q", r.PathValue("id")))
 		return
 	}
 	var roots []string
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&roots); err != nil {
-		writeError(w, fmt.Errorf("%w: %v", errBadRequest, err))
+		writeError(w, invalid("%v", err))
 		return
 	}
 	cs := make([]cid.Cid, len(roots))
 	for i, s := range roots {
 		if cs[i], err = cid.Decode(s); err != nil {
-			writeError(w, fmt.Errorf("%w: %v", errBadRequest, err))
+			writeError(w, invalid("%v", err))
 			return
 		}
 	}
@@ -80,7 +80,7 @@ func (s *Server) keep(w http.ResponseWriter, r *http.Request) {
 	l := s.leases.m[id]
 	s.leases.mu.Unlock()
 	if l == nil {
-		writeError(w, fmt.Errorf("%w: lease %d is not held", errBadRequest, id))
+		writeError(w, invalid("lease %d is not held", id))
 		return
 	}
 	if err := l.Keep(r.Context(), cs...); err != nil {

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/containerd/errdefs"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"io"
 	"log/slog"
 	"net"
@@ -113,28 +115,20 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 func writeError(w http.ResponseWriter, err error) {
-	code := http.StatusInternalServerError
-	switch {
-	case errors.Is(err, catalog.ErrNotFound):
-		code = http.StatusNotFound
-	case errors.Is(err, errBadRequest):
-		code = http.StatusBadRequest
-	}
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	// The status says it was the client's; the message says what.
-	msg := strings.TrimPrefix(err.Error(), errBadRequest.Error()+": ")
-	_ = json.NewEncoder(w).Encode(errorBody{Message: msg})
+	w.WriteHeader(errkind.HTTPStatus(err))
+	_ = json.NewEncoder(w).Encode(errorBody{Message: err.Error(), Kind: errkind.Name(err)})
 }
 
-// errBadRequest marks an error as the client's (400); its own text does
-// not reach the client.
-var errBadRequest = errors.New("bad request")
+// invalid is an error of the client's request (400), in its own words.
+func invalid(format string, args ...any) error {
+	return errkind.New(fmt.Sprintf(format, args...), errdefs.ErrInvalidArgument)
+}
 
 func pathCID(r *http.Request) (cid.Cid, error) {
 	c, err := cid.Decode(r.PathValue("cid"))
 	if err != nil {
-		return cid.Undef, fmt.Errorf("%w: CID %q: %v", errBadRequest, r.PathValue("cid"), err)
+		return cid.Undef, invalid("CID %q: %v", r.PathValue("cid"), err)
 	}
 	return c, nil
 }
@@ -165,7 +159,7 @@ func (s *Server) add(w http.ResponseWriter, r *http.Request) {
 	if sizes := r.URL.Query().Get("chunks"); sizes != "" {
 		var chunks [][]byte
 		if chunks, err = readChunks(r.Body, sizes); err != nil {
-			writeError(w, fmt.Errorf("%w: %w", errBadRequest, err))
+			writeError(w, invalid("%v", err))
 			return
 		}
 		c, err = s.node.AddChunks(r.Context(), chunks)
@@ -210,7 +204,7 @@ func (s *Server) readAt(w http.ResponseWriter, r *http.Request) {
 	off, err1 := strconv.ParseInt(r.URL.Query().Get("offset"), 10, 64)
 	n, err2 := strconv.Atoi(r.URL.Query().Get("length"))
 	if err1 != nil || err2 != nil || off < 0 || n < 0 || n > 16<<20 {
-		writeError(w, fmt.Errorf("%w: want offset >= 0 and length up to 16 MiB", errBadRequest))
+		writeError(w, invalid("want offset >= 0 and length up to 16 MiB"))
 		return
 	}
 	buf := make([]byte, n)
@@ -270,7 +264,7 @@ func (s *Server) image(w http.ResponseWriter, r *http.Request) {
 func (s *Server) pinImage(w http.ResponseWriter, r *http.Request) {
 	var img catalog.Image
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<20)).Decode(&img); err != nil {
-		writeError(w, fmt.Errorf("%w: image record: %v", errBadRequest, err))
+		writeError(w, invalid("image record: %v", err))
 		return
 	}
 	if err := s.node.PinImage(r.Context(), img); err != nil {
@@ -343,11 +337,11 @@ type connectRequest struct {
 func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 	var req connectRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
-		writeError(w, fmt.Errorf("%w: %v", errBadRequest, err))
+		writeError(w, invalid("%v", err))
 		return
 	}
 	if _, err := node.ParsePeerAddrs(req.Addrs); err != nil {
-		writeError(w, fmt.Errorf("%w: %v", errBadRequest, err))
+		writeError(w, invalid("%v", err))
 		return
 	}
 	if err := s.node.AddPeerAddrs(r.Context(), req.Addrs); err != nil {
@@ -363,7 +357,7 @@ type ShardRequest struct {
 	Replicas int    `json:"Replicas"`
 }
 
-var errNoGroup = fmt.Errorf("%w: this daemon is in no group; start it with --group NAME (or [group] name in config.toml)", errBadRequest)
+var errNoGroup = errkind.New("this daemon is in no group; start it with --group NAME (or [group] name in config.toml)", errdefs.ErrFailedPrecondition)
 
 func (s *Server) shard(w http.ResponseWriter, r *http.Request) {
 	if s.group == nil {
@@ -372,12 +366,12 @@ func (s *Server) shard(w http.ResponseWriter, r *http.Request) {
 	}
 	var req ShardRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
-		writeError(w, fmt.Errorf("%w: %v", errBadRequest, err))
+		writeError(w, invalid("%v", err))
 		return
 	}
 	root, err := cid.Decode(req.Root)
 	if err != nil {
-		writeError(w, fmt.Errorf("%w: CID %q: %v", errBadRequest, req.Root, err))
+		writeError(w, invalid("CID %q: %v", req.Root, err))
 		return
 	}
 	res, err := s.group.Shard(r.Context(), root, req.Replicas)
@@ -416,17 +410,17 @@ type ForgetRequest struct {
 
 func (s *Server) forgetTag(w http.ResponseWriter, r *http.Request) {
 	if s.mirror == nil {
-		writeError(w, fmt.Errorf("%w: this daemon mirrors no registry; start it with --mirror REGISTRY", errBadRequest))
+		writeError(w, errkind.New("this daemon mirrors no registry; start it with --mirror REGISTRY", errdefs.ErrFailedPrecondition))
 		return
 	}
 	var req ForgetRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 4<<10)).Decode(&req); err != nil {
-		writeError(w, fmt.Errorf("%w: %v", errBadRequest, err))
+		writeError(w, invalid("%v", err))
 		return
 	}
 	ref, tag, err := mirror.ParseTagged(req.Image)
 	if err != nil {
-		writeError(w, fmt.Errorf("%w: %v", errBadRequest, err))
+		writeError(w, invalid("%v", err))
 		return
 	}
 	if err := s.mirror.Forget(r.Context(), ref, tag, !req.Local); err != nil {

@@ -21,6 +21,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/containerd/errdefs"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"log/slog"
 	"regexp"
 	"slices"
@@ -163,7 +165,7 @@ func New(n Node, name string, meta ds.Batching, opts Options) (*Group, error) {
 		return nil, fmt.Errorf("group %s: %w: every member needs the same group key of %d bytes", name, ErrNoKey, KeySize)
 	}
 	if n.Host() == nil {
-		return nil, errors.New("group: node is offline")
+		return nil, errkind.New("group: node is offline", errdefs.ErrUnavailable)
 	}
 	if opts.Grace <= 0 {
 		opts.Grace = DefaultGrace

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/containerd/errdefs"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"io/fs"
 
 	"github.com/shoal-ipfs/shoal/internal/secretfile"
@@ -26,7 +28,7 @@ const KeySize = 32
 const keyHeader = "/key/shoal/group/1.0.0/\n/base16/\n"
 
 // ErrNoKey is returned by LoadKey when there is no key file.
-var ErrNoKey = errors.New("no group key")
+var ErrNoKey = errkind.New("no group key", errdefs.ErrFailedPrecondition)
 
 // NewKey returns a new random group key in the file format LoadKey reads.
 func NewKey() ([]byte, error) {

@@ -11,8 +11,9 @@ package image
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"github.com/containerd/errdefs"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"slices"
 	"strings"
 
@@ -32,7 +33,7 @@ const (
 )
 
 // ErrNotImage is returned for a CID or document that is not part of an image.
-var ErrNotImage = errors.New("not an image")
+var ErrNotImage = errkind.New("not an image", errdefs.ErrInvalidArgument)
 
 // checkDepth checks document d, found depth documents down from the top.
 func checkDepth(d ocispec.Descriptor, depth int) error {
@@ -64,7 +65,7 @@ const (
 )
 
 // ErrOverBounds is the error of an image past one of the bounds above.
-var ErrOverBounds = errors.New("image past shoal's bounds")
+var ErrOverBounds = errkind.New("image past shoal's bounds", errdefs.ErrOutOfRange)
 
 // bounds counts an image's documents as a walk down it reads them.
 type bounds struct {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"io"
 	"slices"
 	"sort"
@@ -38,7 +39,7 @@ type PullOptions struct {
 }
 
 // ErrTimeout is the cause of a pull that saw no progress for its timeout.
-var ErrTimeout = errors.New("no peer sent the content in time")
+var ErrTimeout = errkind.New("no peer sent the content in time", context.DeadlineExceeded)
 
 // Pull fetches the image at root from the store's peers, verifies every
 // blob against its digest, writes the image to dst and pins it.

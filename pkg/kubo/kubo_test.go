@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/containerd/errdefs"
 	"io"
 	"net"
 	"net/http"
@@ -154,11 +155,11 @@ func TestKuboErrorsCarryItsMessage(t *testing.T) {
 	if _, err := c.ReadBlobAt(ctx, someCID, make([]byte, 10), 0); !errors.As(err, &ke) || ke.Command != "cat" {
 		t.Fatalf("read: %v", err)
 	}
-	if _, err := c.Image(ctx, someCID); !errors.Is(err, catalog.ErrNotFound) {
-		t.Fatalf("image without a record: %v, want catalog.ErrNotFound", err)
+	if _, err := c.Image(ctx, someCID); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("image without a record: %v, want errdefs.ErrNotFound", err)
 	}
-	if err := c.RemoveImage(ctx, someCID); !errors.Is(err, catalog.ErrNotFound) {
-		t.Fatalf("remove an unknown image: %v, want catalog.ErrNotFound", err)
+	if err := c.RemoveImage(ctx, someCID); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("remove an unknown image: %v, want errdefs.ErrNotFound", err)
 	}
 	err = c.PinImage(ctx, catalog.Image{CID: someCID.String(), Blobs: []string{someCID.String()}})
 	if !errors.As(err, &ke) || !strings.Contains(err.Error(), someCID.String()) || !strings.Contains(err.Error(), "pin: context canceled") {

@@ -291,7 +291,7 @@ func (c *Client) Image(ctx context.Context, root cid.Cid) (catalog.Image, error)
 	var img catalog.Image
 	err := c.readJSON(ctx, imagePath(root), &img)
 	if notExist(err) {
-		return catalog.Image{}, fmt.Errorf("image %s: %w", root, catalog.ErrNotFound)
+		return catalog.Image{}, fmt.Errorf("image %s: %w", root, errdefs.ErrNotFound)
 	}
 	return img, err
 }

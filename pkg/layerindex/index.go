@@ -20,6 +20,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/containerd/errdefs"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"io"
 	"maps"
 	"math"
@@ -118,7 +120,7 @@ const (
 const MaxIndexSize = 64 << 20
 
 // ErrUnsupported is returned for layers whose compression has no index.
-var ErrUnsupported = errors.New("layer compression not supported by the index")
+var ErrUnsupported = errkind.New("layer compression not supported by the index", errdefs.ErrNotImplemented)
 
 // Compression returns the zTOC compression algorithm of a layer media type.
 func Compression(mediaType string) (string, error) {
@@ -157,7 +159,7 @@ func MaxTarSize(compressed int64) int64 {
 
 // ErrInflatesPastBound is the error of a layer whose tar stream is larger
 // than its bound.
-var ErrInflatesPastBound = errors.New("layer inflates past its bound")
+var ErrInflatesPastBound = errkind.New("layer inflates past its bound", errdefs.ErrOutOfRange)
 
 // inflateBound reads an inflated stream and fails once it has given more
 // than max bytes.

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/containerd/errdefs"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"io"
 	"net/http"
 	"strings"
@@ -36,7 +38,7 @@ const carAccept = "application/vnd.ipld.car; version=1; order=dfs; dups=n"
 
 // ErrBadBlock is returned when a peer sends a block that does not hash to
 // its CID or that no verified parent links to.
-var ErrBadBlock = errors.New("peer sent a block that does not verify")
+var ErrBadBlock = errkind.New("peer sent a block that does not verify", errdefs.ErrDataLoss)
 
 type gatewayPeers struct {
 	http *libp2phttp.Host

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/containerd/errdefs"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"sort"
 
 	pinner "github.com/ipfs/boxo/pinning/pinner"
@@ -24,11 +26,11 @@ func imageKey(root cid.Cid) ds.Key { return imagesPrefix.ChildString(root.String
 func (n *Node) PinImage(ctx context.Context, img catalog.Image) error {
 	root, err := cid.Decode(img.CID)
 	if err != nil {
-		return fmt.Errorf("pin image: root %q: %w", img.CID, err)
+		return errkind.New(fmt.Sprintf("pin image: root %q: %v", img.CID, err), errdefs.ErrInvalidArgument)
 	}
 	blobs, err := decodeCIDs(img.Blobs)
 	if err != nil {
-		return fmt.Errorf("pin image %s: %w", root, err)
+		return errkind.New(fmt.Sprintf("pin image %s: %v", root, err), errdefs.ErrInvalidArgument)
 	}
 	n.pinMu.Lock()
 	defer n.pinMu.Unlock()
@@ -78,7 +80,7 @@ func (n *Node) Images(ctx context.Context) ([]catalog.Image, error) {
 func (n *Node) Image(ctx context.Context, root cid.Cid) (catalog.Image, error) {
 	data, err := n.meta.Get(ctx, imageKey(root))
 	if errors.Is(err, ds.ErrNotFound) {
-		return catalog.Image{}, fmt.Errorf("image %s: %w", root, catalog.ErrNotFound)
+		return catalog.Image{}, fmt.Errorf("image %s: %w", root, errdefs.ErrNotFound)
 	}
 	if err != nil {
 		return catalog.Image{}, err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/containerd/errdefs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -96,8 +97,8 @@ func testPinsAndGC(t *testing.T, store string) {
 	if has(onlyA) || !has(shared) || !has(onlyB) {
 		t.Fatal("after removing A: its own blob must go, the shared one stay")
 	}
-	if err := n.RemoveImage(ctx, onlyA); !errors.Is(err, catalog.ErrNotFound) {
-		t.Fatalf("second remove: %v, want catalog.ErrNotFound", err)
+	if err := n.RemoveImage(ctx, onlyA); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("second remove: %v, want errdefs.ErrNotFound", err)
 	}
 	if err := n.RemoveImage(ctx, onlyB); err != nil {
 		t.Fatal(err)

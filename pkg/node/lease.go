@@ -2,7 +2,8 @@ package node
 
 import (
 	"context"
-	"errors"
+	"github.com/containerd/errdefs"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"sync"
 
 	"github.com/ipfs/go-cid"
@@ -140,7 +141,7 @@ func (s *spare) lease() *Lease {
 }
 
 // ErrLeaseReleased is the error of keeping blobs with a released lease.
-var ErrLeaseReleased = errors.New("lease released")
+var ErrLeaseReleased = errkind.New("lease released", errdefs.ErrFailedPrecondition)
 
 // Keep spares the blobs under roots, and every block below them that is
 // stored, until the lease is released.

@@ -469,7 +469,7 @@ type FetchStat struct {
 // FetchStat reports the blocks received from peers; the node must be online.
 func (n *Node) FetchStat() (FetchStat, error) {
 	if n.bswap == nil {
-		return FetchStat{}, errors.New("node is offline")
+		return FetchStat{}, ErrOffline
 	}
 	bs, err := n.bswap.Stat()
 	if err != nil {
@@ -486,7 +486,7 @@ func (n *Node) FetchStat() (FetchStat, error) {
 // Connect dials peers; a failure to reach one does not stop the others.
 func (n *Node) Connect(ctx context.Context, peers ...peer.AddrInfo) error {
 	if n.host == nil {
-		return errors.New("node is offline")
+		return ErrOffline
 	}
 	var errs []error
 	for _, p := range peers {
@@ -502,7 +502,7 @@ func (n *Node) Connect(ctx context.Context, peers ...peer.AddrInfo) error {
 // AddPeer connects to a peer and keeps it connected.
 func (n *Node) AddPeer(ctx context.Context, p peer.AddrInfo) error {
 	if n.peering == nil {
-		return errors.New("node is offline")
+		return ErrOffline
 	}
 	n.peering.AddPeer(p)
 	return n.Connect(ctx, p)
@@ -521,7 +521,7 @@ func (n *Node) AddPeerAddrs(ctx context.Context, addrs []string) error {
 	}
 	if len(given.Find) > 0 {
 		if n.peering == nil {
-			return errors.New("node is offline")
+			return ErrOffline
 		}
 		f := newFinder(n, given.Find)
 		defer f.close()

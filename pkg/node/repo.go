@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"github.com/containerd/errdefs"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -28,7 +30,7 @@ func DefaultHome() string {
 }
 
 // ErrNotInitialized is returned when home holds no shoal state.
-var ErrNotInitialized = errors.New("not initialized")
+var ErrNotInitialized = errkind.New("not initialized", errdefs.ErrFailedPrecondition)
 
 // Init creates the state directory with a new identity and default config.
 // It is idempotent: an existing home is left as it is.
@@ -144,7 +146,11 @@ func loadIdentity(home string) (crypto.PrivKey, error) {
 }
 
 // ErrLocked is returned when another process owns the store.
-var ErrLocked = errors.New("store is in use by another shoal process")
+var ErrLocked = errkind.New("store is in use by another shoal process", errdefs.ErrUnavailable)
+
+// ErrOffline is the error of what needs the network on a node opened
+// without it.
+var ErrOffline = errkind.New("node is offline", errdefs.ErrUnavailable)
 
 // lockRepo takes an exclusive advisory lock on home, waiting up to wait for
 // a short-lived holder (a command that opened the store) to let go. The

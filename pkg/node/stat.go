@@ -27,7 +27,7 @@ type ProtocolStat struct{ Received, Sent int64 }
 // SwarmStat reports the swarm; the node must be online.
 func (n *Node) SwarmStat() (SwarmStat, error) {
 	if n.host == nil {
-		return SwarmStat{}, errors.New("node is offline")
+		return SwarmStat{}, ErrOffline
 	}
 	total := n.bandwidth.GetBandwidthTotals()
 	s := SwarmStat{

@@ -380,7 +380,7 @@ func (n *Node) missing(ctx context.Context, blocks []cid.Cid) ([]cid.Cid, error)
 // above, else over bitswap. Blocks already here are not asked for.
 func (n *Node) Fetch(ctx context.Context, blocks []cid.Cid) error {
 	if n.host == nil {
-		return errors.New("fetch blocks: node is offline")
+		return fmt.Errorf("fetch blocks: %w", ErrOffline)
 	}
 	missing, err := n.missing(ctx, blocks)
 	if err != nil || len(missing) == 0 {

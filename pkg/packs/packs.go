@@ -20,6 +20,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/containerd/errdefs"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"io"
 	"io/fs"
 	"maps"
@@ -188,7 +190,7 @@ func (s *Store) GetSize(ctx context.Context, c cid.Cid) (int, error) {
 
 // ErrCorrupt is a stored block whose bytes do not hash to its CID: a
 // disk, a crash or a hand changed it after it was checked on the way in.
-var ErrCorrupt = errors.New("stored block does not match its CID")
+var ErrCorrupt = errkind.New("stored block does not match its CID", errdefs.ErrDataLoss)
 
 // Get reads a block and checks it against its CID, so that no bytes the
 // disk changed are ever handed out. A corrupt block is dropped, so that

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"net/http"
 )
 
@@ -50,17 +51,18 @@ var (
 	errTooManyRequests     = &apiError{Code: "TOOMANYREQUESTS", Message: "too many requests", status: http.StatusTooManyRequests}
 )
 
-// writeError sends err as the spec's error body; errors of no API kind are
-// internal.
+// writeError sends err as the spec's error body; an error of no API code
+// is UNKNOWN, with the status of its kind (errkind): a store that is
+// unavailable is 503, a fetch that timed out 504, anything else 500.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apiError
 	if !errors.As(err, &ae) {
-		ae = &apiError{Code: "UNKNOWN", Message: err.Error(), status: http.StatusInternalServerError}
+		ae = &apiError{Code: "UNKNOWN", Message: err.Error(), status: errkind.HTTPStatus(err)}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Del("Content-Length")
 	w.Header().Del("Docker-Content-Digest")
-	if ae.status == http.StatusTooManyRequests {
+	if ae.status == http.StatusTooManyRequests || ae.status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", retryAfter)
 	}
 	w.WriteHeader(ae.status)

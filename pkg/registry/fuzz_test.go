@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-
 )
 
 // FuzzRequest sends arbitrary requests to a registry: every one gets a

@@ -3,12 +3,12 @@ package registry
 import (
 	"context"
 	"errors"
+	"github.com/containerd/errdefs"
 	"strings"
 	"sync"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/ipfs/go-cid"
-	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 )
 
@@ -89,7 +89,7 @@ func (tc *treeCache) get(ctx context.Context, root cid.Cid) (*image.Tree, error)
 		switch {
 		case errors.Is(f.err, image.ErrTimeout):
 			return nil, errManifestUnknown.with("%v", f.err)
-		case errors.Is(f.err, image.ErrNotImage), errors.Is(f.err, catalog.ErrNotFound):
+		case errors.Is(f.err, image.ErrNotImage), errors.Is(f.err, errdefs.ErrNotFound):
 			return nil, errNameUnknown.with("%v", f.err)
 		case errors.Is(f.err, image.ErrOverBounds):
 			return nil, errManifestInvalid.with("%v", f.err)

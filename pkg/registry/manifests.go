@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/containerd/errdefs"
 	"io"
 	"mime"
 	"net/http"
@@ -16,7 +17,6 @@ import (
 	ds "github.com/ipfs/go-datastore"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
 )
@@ -402,7 +402,7 @@ func (rg *Registry) dropRoot(ctx context.Context, root, name string, d digest.Di
 	if err != nil {
 		return err
 	}
-	if err := rg.store.RemoveImage(ctx, c); err != nil && !errors.Is(err, catalog.ErrNotFound) {
+	if err := rg.store.RemoveImage(ctx, c); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return err
 	}
 	return nil

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/containerd/errdefs"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"io"
 	"io/fs"
 	"os"
@@ -19,7 +21,7 @@ import (
 const maxIndexSize = 4 << 20
 
 // ErrInvalidLayout is returned for a directory that is not an OCI layout.
-var ErrInvalidLayout = errors.New("not a valid OCI image layout")
+var ErrInvalidLayout = errkind.New("not a valid OCI image layout", errdefs.ErrInvalidArgument)
 
 type layoutSource struct {
 	ref, dir, tag string

@@ -5,8 +5,9 @@ package transport
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"github.com/containerd/errdefs"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"io"
 	"strings"
 
@@ -49,7 +50,7 @@ type Linker interface {
 
 // ErrUnknownTransport is returned for a reference whose transport shoal
 // does not know.
-var ErrUnknownTransport = errors.New("unknown transport")
+var ErrUnknownTransport = errkind.New("unknown transport", errdefs.ErrInvalidArgument)
 
 // SourceOptions change how sources are opened.
 type SourceOptions struct {

@@ -3,6 +3,8 @@ package transport
 import (
 	"errors"
 	"fmt"
+	"github.com/containerd/errdefs"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"io"
 
 	"github.com/opencontainers/go-digest"
@@ -10,7 +12,7 @@ import (
 )
 
 // ErrDigestMismatch is returned when bytes do not match their descriptor.
-var ErrDigestMismatch = errors.New("content does not match its descriptor")
+var ErrDigestMismatch = errkind.New("content does not match its descriptor", errdefs.ErrDataLoss)
 
 // VerifyReader reads r to the end and checks it against d's size and digest.
 func VerifyReader(r io.Reader, d ocispec.Descriptor) error {

@@ -142,7 +142,7 @@ func (s *Store) Image(_ context.Context, root cid.Cid) (catalog.Image, error) {
 	defer s.mu.Unlock()
 	img, ok := s.images[root.String()]
 	if !ok {
-		return catalog.Image{}, fmt.Errorf("image %s: %w", root, catalog.ErrNotFound)
+		return catalog.Image{}, fmt.Errorf("image %s: %w", root, errdefs.ErrNotFound)
 	}
 	return img, nil
 }
@@ -151,7 +151,7 @@ func (s *Store) RemoveImage(_ context.Context, root cid.Cid) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.images[root.String()]; !ok {
-		return fmt.Errorf("image %s: %w", root, catalog.ErrNotFound)
+		return fmt.Errorf("image %s: %w", root, errdefs.ErrNotFound)
 	}
 	delete(s.images, root.String())
 	return nil

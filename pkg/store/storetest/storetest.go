@@ -169,12 +169,12 @@ func image(t *testing.T, s Store, seed int64, source string) (catalog.Image, cid
 }
 
 // Images are listed once pinned; a second pin keeps where the image first
-// came from; an image removed, or never pinned, is catalog.ErrNotFound.
+// came from; an image removed, or never pinned, is errdefs.ErrNotFound.
 func catalogOf(t *testing.T, s Store) {
 	ctx := ctxFor(t)
 	_, never := image(t, s, 100, "oci:never")
-	if _, err := s.Image(ctx, never); !errors.Is(err, catalog.ErrNotFound) {
-		t.Fatalf("Image of an image never pinned: %v, want catalog.ErrNotFound", err)
+	if _, err := s.Image(ctx, never); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("Image of an image never pinned: %v, want errdefs.ErrNotFound", err)
 	}
 	img, root := image(t, s, 200, "oci:first")
 	if err := s.PinImage(ctx, img); err != nil {
@@ -200,11 +200,11 @@ func catalogOf(t *testing.T, s Store) {
 	if err := s.RemoveImage(ctx, root); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Image(ctx, root); !errors.Is(err, catalog.ErrNotFound) {
-		t.Fatalf("Image of an image removed: %v, want catalog.ErrNotFound", err)
+	if _, err := s.Image(ctx, root); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("Image of an image removed: %v, want errdefs.ErrNotFound", err)
 	}
-	if err := s.RemoveImage(ctx, root); !errors.Is(err, catalog.ErrNotFound) {
-		t.Fatalf("RemoveImage of an image removed: %v, want catalog.ErrNotFound", err)
+	if err := s.RemoveImage(ctx, root); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("RemoveImage of an image removed: %v, want errdefs.ErrNotFound", err)
 	}
 	if imgs, err := s.Images(ctx); err != nil || len(imgs) != 0 {
 		t.Fatalf("Images after the removal: %+v, %v", imgs, err)
