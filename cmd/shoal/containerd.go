@@ -12,10 +12,10 @@ import (
 
 	"github.com/ipfs/go-cid"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/containerd"
 	"github.com/shoal-ipfs/shoal/pkg/daemon"
 	"github.com/shoal-ipfs/shoal/pkg/image"
-	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/shoal-ipfs/shoal/pkg/upstream"
 	"github.com/spf13/cobra"
 )
@@ -137,7 +137,7 @@ func mirrorHosts(cmd *cobra.Command, g *globals, specs []string, dir string, wri
 		}
 		return err
 	}
-	cfg, err := node.LoadConfig(g.home)
+	cfg, err := config.LoadConfig(g.home)
 	if err != nil {
 		return err
 	}
@@ -177,7 +177,7 @@ type containerdValues struct {
 }
 
 func (g *globals) containerdValues(ctx context.Context) (containerdValues, error) {
-	cfg, err := node.LoadConfig(g.home)
+	cfg, err := config.LoadConfig(g.home)
 	if err != nil {
 		return containerdValues{}, err
 	}

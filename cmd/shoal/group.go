@@ -7,9 +7,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/daemon"
 	"github.com/shoal-ipfs/shoal/pkg/group"
-	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
 	"github.com/spf13/cobra"
 )
@@ -20,7 +20,7 @@ func (g *globals) groupDaemon(ctx context.Context, what string) (*daemon.Client,
 	if err := g.ensureInit(); err != nil {
 		return nil, err
 	}
-	cfg, err := node.LoadConfig(g.home)
+	cfg, err := config.LoadConfig(g.home)
 	if err != nil {
 		return nil, err
 	}

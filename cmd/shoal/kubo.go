@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/shoal-ipfs/shoal/pkg/blob"
+	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/daemon"
 	"github.com/shoal-ipfs/shoal/pkg/kubo"
 	"github.com/shoal-ipfs/shoal/pkg/node"
@@ -24,7 +25,7 @@ func (g *globals) kubo(ctx context.Context) (*kubo.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := node.LoadConfig(g.home)
+	cfg, err := config.LoadConfig(g.home)
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +70,7 @@ func kuboDaemon(cmd *cobra.Command, g *globals, registryListen string) error {
 		return err
 	}
 	defer c.Close()
-	cfg, err := node.LoadConfig(g.home)
+	cfg, err := config.LoadConfig(g.home)
 	if err != nil {
 		return err
 	}

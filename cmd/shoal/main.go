@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/daemon"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/node"
@@ -83,7 +84,7 @@ func newRoot() *cobra.Command {
 		return nil
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.PersistentFlags().StringVar(&g.home, "home", node.DefaultHome(), "state directory ($SHOAL_HOME)")
+	root.PersistentFlags().StringVar(&g.home, "home", config.DefaultHome(), "state directory ($SHOAL_HOME)")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log what the node does to stderr (--log-level debug)")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "how logs are written to stderr: text (key=value) or json (one object a line)")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "", "least level logged: debug, info, warn or error (default: info for the daemon, warn for other commands)")
@@ -136,7 +137,7 @@ func (g *globals) api(ctx context.Context, online bool) (daemon.API, error) {
 	}
 	opts := node.Options{Online: online, Peers: g.peers, Logger: g.logger(), LockWait: 3 * time.Second}
 	if online {
-		cfg, err := node.LoadConfig(g.home)
+		cfg, err := config.LoadConfig(g.home)
 		if err != nil {
 			return nil, err
 		}
@@ -162,7 +163,7 @@ func (g *globals) withAPI(ctx context.Context, online bool, f func(daemon.API) e
 // ensureInit initialises the home on first use, as kubo's commands do not
 // but every shoal user would expect.
 func (g *globals) ensureInit() error {
-	_, err := node.Init(g.home, node.DefaultConfig())
+	_, err := config.Init(g.home, config.DefaultConfig())
 	return err
 }
 

@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/daemon"
-	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/spf13/cobra"
 )
 
@@ -34,7 +34,7 @@ see it before the tag TTL (--mirror-tag-ttl) runs out.`,
 			if err := g.ensureInit(); err != nil {
 				return err
 			}
-			cfg, err := node.LoadConfig(g.home)
+			cfg, err := config.LoadConfig(g.home)
 			if err != nil {
 				return err
 			}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/daemon"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/lazyfs"
@@ -23,7 +24,7 @@ import (
 func mountCmd(g *globals) *cobra.Command {
 	var platform, metricsListen, record string
 	var timeout, statsEvery, readTimeout time.Duration
-	var background node.Size
+	var background config.Size
 	c := &cobra.Command{
 		Use:   "mount CID DIR",
 		Short: "Mount an image's root filesystem read-only; files are fetched as they are read",
@@ -73,7 +74,7 @@ read that copy.`,
 						}
 					}()
 				}
-				cfg, err := node.LoadConfig(g.home)
+				cfg, err := config.LoadConfig(g.home)
 				if err != nil {
 					return err
 				}

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/daemon"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
@@ -18,13 +19,13 @@ import (
 )
 
 func initCmd(g *globals) *cobra.Command {
-	cfg := node.DefaultConfig()
+	cfg := config.DefaultConfig()
 	c := &cobra.Command{
 		Use:   "init",
 		Short: "Create the node's identity and config under $SHOAL_HOME",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			created, err := node.Init(g.home, cfg)
+			created, err := config.Init(g.home, cfg)
 			if err != nil {
 				return err
 			}
@@ -34,7 +35,7 @@ func initCmd(g *globals) *cobra.Command {
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "%s is already initialised\n", g.home)
 			}
-			id, err := node.PeerID(g.home)
+			id, err := config.PeerID(g.home)
 			if err != nil {
 				return err
 			}
@@ -53,8 +54,8 @@ func initCmd(g *globals) *cobra.Command {
 // initFlagsHold checks init's flags against a home initialised before:
 // flags that would change its config are refused, never dropped in
 // silence.
-func initFlagsHold(cmd *cobra.Command, home string, want node.Config) error {
-	have, err := node.LoadConfig(home)
+func initFlagsHold(cmd *cobra.Command, home string, want config.Config) error {
+	have, err := config.LoadConfig(home)
 	if err != nil {
 		return err
 	}
@@ -116,7 +117,7 @@ func daemonCmd(g *globals) *cobra.Command {
 	var socket, registryListen, metricsListen, cfgMetrics, groupName string
 	var noMDNS bool
 	var tagTTL time.Duration
-	var cacheSize node.Size
+	var cacheSize config.Size
 	var wholeOnly bool
 	c := &cobra.Command{
 		Use:   "daemon",
@@ -143,7 +144,7 @@ func daemonCmd(g *globals) *cobra.Command {
 			ctx := cmd.Context()
 			// A daemon that answers on the home's socket holds the store
 			// for good: say so now rather than wait for its lock.
-			if cfg, err := node.LoadConfig(g.home); err == nil {
+			if cfg, err := config.LoadConfig(g.home); err == nil {
 				if api, err := daemon.Dial(ctx, cfg.SocketPath(g.home)); err == nil {
 					api.Close()
 					return fmt.Errorf("%s: a shoal daemon is running on this home already (it answers on %s); stop it, or give this one another --home", g.home, cfg.SocketPath(g.home))

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 )
 
@@ -20,14 +21,14 @@ func Online(tb testing.TB, proto string, peers ...*node.Node) *node.Node {
 
 // OnlineWith is Online with configure changing the node's config (in its
 // home, where it may also write files) before the node opens.
-func OnlineWith(tb testing.TB, configure func(home string, cfg *node.Config), proto string, peers ...*node.Node) *node.Node {
+func OnlineWith(tb testing.TB, configure func(home string, cfg *config.Config), proto string, peers ...*node.Node) *node.Node {
 	tb.Helper()
 	return OnlineWithOptions(tb, node.Options{}, configure, proto, peers...)
 }
 
 // OnlineWithOptions is OnlineWith opening the node with opts (Online and
 // Peers set here): Announce, to be a daemon on the DHT, say.
-func OnlineWithOptions(tb testing.TB, opts node.Options, configure func(home string, cfg *node.Config), proto string, peers ...*node.Node) *node.Node {
+func OnlineWithOptions(tb testing.TB, opts node.Options, configure func(home string, cfg *config.Config), proto string, peers ...*node.Node) *node.Node {
 	tb.Helper()
 	home := tb.TempDir()
 	initHomeWith(tb, home, configure)
@@ -70,15 +71,15 @@ func Offline(tb testing.TB, home string) *node.Node {
 
 func initHome(tb testing.TB, home string) { initHomeWith(tb, home, nil) }
 
-func initHomeWith(tb testing.TB, home string, configure func(home string, cfg *node.Config)) {
+func initHomeWith(tb testing.TB, home string, configure func(home string, cfg *config.Config)) {
 	tb.Helper()
-	cfg := node.DefaultConfig()
+	cfg := config.DefaultConfig()
 	cfg.Swarm.Listen = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
 	cfg.Swarm.MDNS = false
 	if configure != nil {
 		configure(home, &cfg)
 	}
-	if _, err := node.Init(home, cfg); err != nil {
+	if _, err := config.Init(home, cfg); err != nil {
 		tb.Fatal(err)
 	}
 }

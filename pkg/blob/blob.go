@@ -7,8 +7,6 @@ package blob
 import (
 	"context"
 	"fmt"
-	"github.com/shoal-ipfs/shoal/internal/batch"
-	"github.com/shoal-ipfs/shoal/internal/sha256x"
 	"io"
 
 	chunk "github.com/ipfs/boxo/chunker"
@@ -20,6 +18,8 @@ import (
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 	mh "github.com/multiformats/go-multihash"
+	"github.com/shoal-ipfs/shoal/internal/batch"
+	"github.com/shoal-ipfs/shoal/internal/sha256x"
 )
 
 // Layout is the set of UnixFS importer parameters that decide a blob's DAG.

@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/shoal-ipfs/shoal/pkg/store"
 	"io"
 	"strings"
 	"sync"
@@ -27,6 +26,7 @@ import (
 	"github.com/ipfs/go-datastore/query"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 	"google.golang.org/grpc"
 )
 

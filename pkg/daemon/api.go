@@ -6,17 +6,18 @@ package daemon
 import (
 	"context"
 	"errors"
-	"github.com/containerd/errdefs"
-	"github.com/shoal-ipfs/shoal/internal/errkind"
-	"github.com/shoal-ipfs/shoal/pkg/store"
 	"io"
 	"net"
 	"net/http"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
+	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/node"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 )
 
 // API is what shoal commands do with a node.
@@ -77,7 +78,7 @@ func Dial(ctx context.Context, socket string) (*Client, error) {
 // Open returns the API of the daemon on the home's socket if one runs,
 // else opens the node in this process.
 func Open(ctx context.Context, home string, opts node.Options) (API, error) {
-	cfg, err := node.LoadConfig(home)
+	cfg, err := config.LoadConfig(home)
 	if err != nil {
 		return nil, err
 	}

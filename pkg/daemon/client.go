@@ -6,18 +6,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/containerd/errdefs"
-	"github.com/shoal-ipfs/shoal/internal/errkind"
-	"github.com/shoal-ipfs/shoal/pkg/store"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/group"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 )
 
 // Client talks to a running daemon.

@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/containerd/v2/contrib/snapshotservice"
 	"github.com/containerd/containerd/v2/plugins/services/content/contentserver"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/contentstore"
 	"github.com/shoal-ipfs/shoal/pkg/lazyfs"
 	"github.com/shoal-ipfs/shoal/pkg/node"
@@ -34,7 +35,7 @@ type containerdPlugins struct {
 
 // OpenFileCache opens the file cache of lazy mounts that cfg (its paths
 // absolute) describes; nil when it is turned off.
-func OpenFileCache(cfg node.MountConfig) (*lazyfs.FileCache, error) {
+func OpenFileCache(cfg config.MountConfig) (*lazyfs.FileCache, error) {
 	if cfg.FileCache == "" || cfg.FileCacheSize <= 0 {
 		return nil, nil
 	}
@@ -47,7 +48,7 @@ func OpenFileCache(cfg node.MountConfig) (*lazyfs.FileCache, error) {
 
 // openContainerd opens the plugins and listens on cfg.Socket; find tells
 // the snapshotter which images containerd pulled are on IPFS.
-func openContainerd(ctx context.Context, n *node.Node, cfg node.ContainerdConfig, mount node.MountConfig, find snapshotter.RootFinder, metrics prometheus.Registerer, log *slog.Logger) (_ *containerdPlugins, err error) {
+func openContainerd(ctx context.Context, n *node.Node, cfg config.ContainerdConfig, mount config.MountConfig, find snapshotter.RootFinder, metrics prometheus.Registerer, log *slog.Logger) (_ *containerdPlugins, err error) {
 	p := &containerdPlugins{srv: grpc.NewServer(contentstore.GRPCOptions()...)}
 	defer func() {
 		if err != nil {

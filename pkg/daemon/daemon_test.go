@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/containerd/errdefs"
-	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -16,8 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/ipfs/go-cid"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
+	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/shoal-ipfs/shoal/pkg/store/storetest"
 )
@@ -27,10 +28,10 @@ import (
 func serve(t *testing.T) (*node.Node, *Client) {
 	t.Helper()
 	home := t.TempDir()
-	cfg := node.DefaultConfig()
+	cfg := config.DefaultConfig()
 	cfg.Swarm.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 	cfg.Swarm.MDNS = false
-	if _, err := node.Init(home, cfg); err != nil {
+	if _, err := config.Init(home, cfg); err != nil {
 		t.Fatal(err)
 	}
 	n, err := node.Open(context.Background(), home, node.Options{Online: true})

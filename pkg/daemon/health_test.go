@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/shoal-ipfs/shoal/internal/testnode"
-	"github.com/shoal-ipfs/shoal/pkg/node"
+	"github.com/shoal-ipfs/shoal/pkg/config"
 )
 
 // The metrics listener answers kubelet's probes and Prometheus: /healthz
@@ -28,7 +28,7 @@ func TestHealthListener(t *testing.T) {
 	go func() {
 		done <- Run(ctx, n, RunOptions{
 			Socket:        filepath.Join(t.TempDir(), "api.sock"),
-			Registry:      node.RegistryConfig{Listen: "127.0.0.1:0"},
+			Registry:      config.RegistryConfig{Listen: "127.0.0.1:0"},
 			MetricsListen: addr,
 		})
 	}()

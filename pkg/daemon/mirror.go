@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/shoal-ipfs/shoal/internal/secretfile"
+	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/mirror"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/shoal-ipfs/shoal/pkg/upstream"
@@ -16,7 +17,7 @@ import (
 
 // MirrorEndpoints reads the [[mirror]] entries of a config, password
 // files under home, into the endpoints the mirror pulls through.
-func MirrorEndpoints(home string, cfgs []node.MirrorConfig) ([]upstream.Endpoint, error) {
+func MirrorEndpoints(home string, cfgs []config.MirrorConfig) ([]upstream.Endpoint, error) {
 	var out []upstream.Endpoint
 	for _, c := range cfgs {
 		spec := c.Registry
@@ -47,7 +48,7 @@ func MirrorEndpoints(home string, cfgs []node.MirrorConfig) ([]upstream.Endpoint
 }
 
 // openMirror makes the node a mirror of endpoints.
-func openMirror(n *node.Node, endpoints []upstream.Endpoint, wholeOnly bool, cfg node.RegistryConfig, metrics prometheus.Registerer, log *slog.Logger) (*mirror.Mirror, error) {
+func openMirror(n *node.Node, endpoints []upstream.Endpoint, wholeOnly bool, cfg config.RegistryConfig, metrics prometheus.Registerer, log *slog.Logger) (*mirror.Mirror, error) {
 	var router mirror.Router
 	if n.Routing() != nil {
 		router = n

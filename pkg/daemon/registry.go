@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/shoal-ipfs/shoal/pkg/node"
+	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/registry"
 	"golang.org/x/sync/errgroup"
 )
@@ -26,7 +26,7 @@ import (
 // meta and its uploads under uploadDir, and metrics on /metrics, at
 // cfg.Listen; the servers run in g until ctx ends. It returns the registry
 // and the address it listens on.
-func startRegistry(ctx context.Context, g *errgroup.Group, store registry.Store, meta ds.Batching, uploadDir string, cfg node.RegistryConfig, metrics *prometheus.Registry, log *slog.Logger, extra ...registry.Option) (*registry.Registry, string, error) {
+func startRegistry(ctx context.Context, g *errgroup.Group, store registry.Store, meta ds.Batching, uploadDir string, cfg config.RegistryConfig, metrics *prometheus.Registry, log *slog.Logger, extra ...registry.Option) (*registry.Registry, string, error) {
 	ropts := append([]registry.Option{registry.WithLogger(log), registry.WithFetchTimeout(cfg.FetchTimeout.Duration)}, extra...)
 	if cfg.Htpasswd != "" {
 		users, err := registry.LoadHtpasswd(cfg.Htpasswd)
@@ -82,7 +82,7 @@ func startRegistry(ctx context.Context, g *errgroup.Group, store registry.Store,
 // node's own processes reach /metrics; beyond it, what the metrics tell
 // (images pulled and pushed, peers, the process) is no one else's
 // business, so they need a registry user's credentials, as pushes do.
-func registryHandler(rg *registry.Registry, metrics *prometheus.Registry, cfg node.RegistryConfig) http.Handler {
+func registryHandler(rg *registry.Registry, metrics *prometheus.Registry, cfg config.RegistryConfig) http.Handler {
 	var m http.Handler = promhttp.HandlerFor(metrics, promhttp.HandlerOpts{})
 	if !isLoopback(cfg.Listen) {
 		m = rg.RequireCredentials(m)
@@ -97,7 +97,7 @@ func registryHandler(rg *registry.Registry, metrics *prometheus.Registry, cfg no
 // (an external kubo daemon, say) until ctx ends. The registry's records
 // (tags, repositories) live in a datastore under dir, its unfinished
 // uploads in dir/registry-uploads.
-func RunRegistry(ctx context.Context, store registry.Store, dir string, cfg node.RegistryConfig, log *slog.Logger) error {
+func RunRegistry(ctx context.Context, store registry.Store, dir string, cfg config.RegistryConfig, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

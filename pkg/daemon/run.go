@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/group"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/shoal-ipfs/shoal/pkg/registry"
@@ -28,15 +29,15 @@ type RunOptions struct {
 	Socket string
 	// Registry is the OCI registry, which also serves /metrics; an empty
 	// Listen turns both off.
-	Registry node.RegistryConfig
+	Registry config.RegistryConfig
 	// Containerd is the containerd plugins' config, its paths absolute;
 	// an empty Socket turns them off.
-	Containerd node.ContainerdConfig
+	Containerd config.ContainerdConfig
 	// Mount is how lazy layers keep what they read, its paths absolute.
-	Mount node.MountConfig
+	Mount config.MountConfig
 	// Group makes the daemon a member of a group, its paths absolute; an
 	// empty Name is none.
-	Group node.GroupConfig
+	Group config.GroupConfig
 	// MetricsListen serves /metrics, /healthz and /readyz on a listener
 	// of their own (host:port); empty serves none.
 	MetricsListen string
@@ -125,7 +126,7 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 
 // checkExposure refuses a registry that anyone on the network could push
 // to: beyond loopback, credentials are required.
-func checkExposure(cfg node.RegistryConfig) error {
+func checkExposure(cfg config.RegistryConfig) error {
 	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
 		return fmt.Errorf("registry address %q: %w", cfg.Listen, err)
 	}
@@ -235,7 +236,7 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(blobReadsDesc, s.LocalReads, "local")
 	counter(blobReadsDesc, s.PeerReads, "peers")
 	ch <- prometheus.MustNewConstMetric(servedBlocksDesc, prometheus.CounterValue, float64(s.GatewayServed))
-	if d := c.n.DHTStat(); d.Mode != node.DHTOff {
+	if d := c.n.DHTStat(); d.Mode != config.DHTOff {
 		ch <- prometheus.MustNewConstMetric(dhtPeersDesc, prometheus.GaugeValue, float64(d.Peers))
 		ch <- prometheus.MustNewConstMetric(dhtProvidedDesc, prometheus.CounterValue, float64(d.Provided))
 		ch <- prometheus.MustNewConstMetric(dhtProvideDesc, prometheus.CounterValue, d.ProvideTime.Seconds())

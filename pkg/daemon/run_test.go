@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/shoal-ipfs/shoal/internal/testnode"
-	"github.com/shoal-ipfs/shoal/pkg/node"
+	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/registry"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -28,7 +28,7 @@ func TestRegistryBeyondLoopbackNeedsCredentials(t *testing.T) {
 		{"0.0.0.0:5050", "/etc/shoal/htpasswd", true},
 		{"no-port", "", false},
 	} {
-		err := checkExposure(node.RegistryConfig{Listen: c.listen, Htpasswd: c.htpasswd})
+		err := checkExposure(config.RegistryConfig{Listen: c.listen, Htpasswd: c.htpasswd})
 		if (err == nil) != c.ok {
 			t.Errorf("listen %q with htpasswd %q: %v", c.listen, c.htpasswd, err)
 		}
@@ -62,7 +62,7 @@ func TestMetricsBeyondLoopbackNeedCredentials(t *testing.T) {
 		{"0.0.0.0:5050", "ci", "s3cret", http.StatusOK},
 		{"10.1.2.3:5050", "", "", http.StatusUnauthorized},
 	} {
-		h := registryHandler(rg, metrics, node.RegistryConfig{Listen: c.listen, Htpasswd: "htpasswd"})
+		h := registryHandler(rg, metrics, config.RegistryConfig{Listen: c.listen, Htpasswd: "htpasswd"})
 		req := httptest.NewRequest(http.MethodGet, "http://registry/metrics", nil)
 		if c.user != "" {
 			req.SetBasicAuth(c.user, c.pass)

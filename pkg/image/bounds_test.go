@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/shoal-ipfs/shoal/pkg/store/memstore"
 	"io"
 	"strings"
 	"testing"
@@ -19,6 +18,7 @@ import (
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/layerindex"
+	"github.com/shoal-ipfs/shoal/pkg/store/memstore"
 )
 
 // handMade adds the documents of images made by hand to a store, and

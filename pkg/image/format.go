@@ -12,13 +12,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"github.com/containerd/errdefs"
-	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"slices"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	"github.com/ipfs/go-cid"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
 )
 

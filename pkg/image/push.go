@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/shoal-ipfs/shoal/pkg/store"
 	"io"
 	"maps"
 	"os"
@@ -20,6 +19,7 @@ import (
 	"github.com/shoal-ipfs/shoal/internal/sha256x"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/layerindex"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
 	"golang.org/x/sync/errgroup"
 )

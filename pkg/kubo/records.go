@@ -6,16 +6,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/containerd/errdefs"
-	"github.com/shoal-ipfs/shoal/pkg/store"
 	"io"
 	"mime/multipart"
 	"net/url"
 	"sort"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	"github.com/ipfs/go-cid"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 	"golang.org/x/sync/errgroup"
 )
 

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/shoal-ipfs/shoal/pkg/store/memstore"
 	"io"
 	"runtime"
 	"testing"
@@ -22,6 +21,7 @@ import (
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/layerindex"
+	"github.com/shoal-ipfs/shoal/pkg/store/memstore"
 )
 
 // TestLayerWithoutIndexIsFetchedWhole: an image whose top layer is plain

@@ -25,7 +25,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/shoal-ipfs/shoal/pkg/store"
 	"io"
 	"log/slog"
 	"os"
@@ -39,6 +38,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/shoal-ipfs/shoal/pkg/image"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 	"github.com/shoal-ipfs/shoal/pkg/upstream"
 )
 

@@ -2,12 +2,12 @@ package mirror
 
 import (
 	"fmt"
-
-	"github.com/distribution/reference"
 	"net"
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/distribution/reference"
 )
 
 // hostRE is a registry's host name as image references spell it.

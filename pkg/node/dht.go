@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
+	"github.com/shoal-ipfs/shoal/pkg/config"
 )
 
 // The DHT finds peers that hold content when no connected peer does, and
@@ -22,29 +23,12 @@ import (
 // only what another node asks for first: image roots and the roots of
 // their blobs, never every block (a blob's blocks come from whoever
 // provided its root; docs/benchmarks.md measures the difference).
-const (
-	DHTOff = "off"
-	// DHTLAN is kubo's LAN DHT (protocol /ipfs/lan/kad/1.0.0): peers on
-	// private and loopback addresses only.
-	DHTLAN = "lan"
-	// DHTWAN is the public Amino DHT protocol (/ipfs/kad/1.0.0) over the
-	// configured peers; shoal adds no bootstrap peers of its own.
-	DHTWAN = "wan"
-)
 
 // reprovideInterval renews provider records before they expire (48 h).
 const reprovideInterval = 12 * time.Hour
 
 // provideTimeout bounds one announcement.
 const provideTimeout = time.Minute
-
-func checkDHTMode(mode string) error {
-	switch mode {
-	case DHTOff, DHTLAN, DHTWAN:
-		return nil
-	}
-	return fmt.Errorf("config: swarm.dht %q: want \"lan\", \"wan\" or \"off\"", mode)
-}
 
 // dhtNode is the node's DHT and what it announces.
 type dhtNode struct {
@@ -66,7 +50,7 @@ type dhtNode struct {
 // startDHT joins the DHT of mode. A daemon (announce) is a DHT server and
 // announces what it holds; other commands only query.
 func (n *Node) startDHT(mode string, announce bool) error {
-	if mode == DHTOff {
+	if mode == config.DHTOff {
 		return nil
 	}
 	opts := []dht.Option{
@@ -76,7 +60,7 @@ func (n *Node) startDHT(mode string, announce bool) error {
 	if announce {
 		opts[1] = dht.Mode(dht.ModeServer)
 	}
-	if mode == DHTLAN {
+	if mode == config.DHTLAN {
 		opts = append(opts,
 			dht.ProtocolExtension("/lan"),
 			dht.QueryFilter(dht.PrivateQueryFilter),
@@ -213,7 +197,7 @@ type DHTStat struct {
 func (n *Node) DHTStat() DHTStat {
 	d := n.dht
 	if d == nil {
-		return DHTStat{Mode: DHTOff}
+		return DHTStat{Mode: config.DHTOff}
 	}
 	d.mu.Lock()
 	queued := len(d.queue)

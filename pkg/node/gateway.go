@@ -5,14 +5,13 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"github.com/containerd/errdefs"
-	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 
+	"github.com/containerd/errdefs"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
@@ -22,6 +21,7 @@ import (
 	libp2phttp "github.com/libp2p/go-libp2p/p2p/http"
 	mh "github.com/multiformats/go-multihash"
 	"github.com/shoal-ipfs/shoal/internal/batch"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
 	"github.com/shoal-ipfs/shoal/pkg/packs"
 )

@@ -12,6 +12,7 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	"github.com/shoal-ipfs/shoal/internal/sha256x"
+	"github.com/shoal-ipfs/shoal/pkg/config"
 )
 
 func onlineNode(t *testing.T, peers ...*Node) *Node {
@@ -21,23 +22,23 @@ func onlineNode(t *testing.T, peers ...*Node) *Node {
 
 // onlineNodeWith is onlineNode with configure changing its config (and
 // writing files in its home) first.
-func onlineNodeWith(t *testing.T, configure func(home string, cfg *Config), peers ...*Node) *Node {
+func onlineNodeWith(t *testing.T, configure func(home string, cfg *config.Config), peers ...*Node) *Node {
 	t.Helper()
 	return openOnline(t, Options{}, configure, peers...)
 }
 
 // openOnline opens an online node with opts, its config changed by
 // configure, connected to peers.
-func openOnline(t *testing.T, opts Options, configure func(home string, cfg *Config), peers ...*Node) *Node {
+func openOnline(t *testing.T, opts Options, configure func(home string, cfg *config.Config), peers ...*Node) *Node {
 	t.Helper()
 	home := t.TempDir()
-	cfg := DefaultConfig()
+	cfg := config.DefaultConfig()
 	cfg.Swarm.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 	cfg.Swarm.MDNS = false
 	if configure != nil {
 		configure(home, &cfg)
 	}
-	if _, err := Init(home, cfg); err != nil {
+	if _, err := config.Init(home, cfg); err != nil {
 		t.Fatal(err)
 	}
 	var addrs []string

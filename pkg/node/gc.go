@@ -3,10 +3,10 @@ package node
 import (
 	"context"
 	"fmt"
-	"github.com/shoal-ipfs/shoal/pkg/store"
 
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 )
 
 // GC removes every block that no pinned image reaches, no hold names and

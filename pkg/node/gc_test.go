@@ -16,6 +16,7 @@ import (
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
+	"github.com/shoal-ipfs/shoal/pkg/config"
 )
 
 func randomData(size int, seed int64) []byte {
@@ -27,7 +28,7 @@ func randomData(size int, seed int64) []byte {
 func newOffline(t *testing.T) *Node {
 	t.Helper()
 	home := t.TempDir()
-	if _, err := Init(home, DefaultConfig()); err != nil {
+	if _, err := config.Init(home, config.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
 	n := openOffline(t, home)
@@ -374,7 +375,7 @@ func TestVerifyFindsCorruptBlocksAndRepairFetchesThem(t *testing.T) {
 // power cut left empty opens again.
 func TestEmptyShardingFileIsRewritten(t *testing.T) {
 	home := t.TempDir()
-	if _, err := Init(home, DefaultConfig()); err != nil {
+	if _, err := config.Init(home, config.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
 	openOffline(t, home).Close()

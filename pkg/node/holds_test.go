@@ -8,12 +8,13 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/multiformats/go-multihash"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
+	"github.com/shoal-ipfs/shoal/pkg/config"
 )
 
 func TestHoldsKeepBlobsUntilReleasedAndSurviveRestart(t *testing.T) {
 	ctx := context.Background()
 	home := t.TempDir()
-	if _, err := Init(home, DefaultConfig()); err != nil {
+	if _, err := config.Init(home, config.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
 	n := openOffline(t, home)
@@ -67,7 +68,7 @@ func TestHoldsKeepBlobsUntilReleasedAndSurviveRestart(t *testing.T) {
 func TestBlockHoldsKeepSingleBlocks(t *testing.T) {
 	ctx := context.Background()
 	home := t.TempDir()
-	if _, err := Init(home, DefaultConfig()); err != nil {
+	if _, err := config.Init(home, config.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
 	n := openOffline(t, home)

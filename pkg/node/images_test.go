@@ -4,14 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/containerd/errdefs"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/ipfs/go-cid"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
+	"github.com/shoal-ipfs/shoal/pkg/config"
 )
 
 func openOffline(t *testing.T, home string) *Node {
@@ -43,9 +44,9 @@ func TestPinsSurviveRestartAndGCFreesOnlyUnpinned(t *testing.T) {
 func testPinsAndGC(t *testing.T, store string) {
 	ctx := context.Background()
 	home := t.TempDir()
-	cfg := DefaultConfig()
+	cfg := config.DefaultConfig()
 	cfg.Datastore.Blocks = store
-	if _, err := Init(home, cfg); err != nil {
+	if _, err := config.Init(home, cfg); err != nil {
 		t.Fatal(err)
 	}
 	n := openOffline(t, home)
@@ -120,7 +121,7 @@ func testPinsAndGC(t *testing.T, store string) {
 func TestPinImageRefusesMissingBlobs(t *testing.T) {
 	ctx := context.Background()
 	home := t.TempDir()
-	if _, err := Init(home, DefaultConfig()); err != nil {
+	if _, err := config.Init(home, config.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
 	n := openOffline(t, home)
@@ -140,7 +141,7 @@ func TestPinImageRefusesMissingBlobs(t *testing.T) {
 func TestPinAgainKeepsTheFirstSource(t *testing.T) {
 	ctx := context.Background()
 	home := t.TempDir()
-	if _, err := Init(home, DefaultConfig()); err != nil {
+	if _, err := config.Init(home, config.DefaultConfig()); err != nil {
 		t.Fatal(err)
 	}
 	n := openOffline(t, home)

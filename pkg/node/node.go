@@ -8,8 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/shoal-ipfs/shoal/pkg/store"
-	"golang.org/x/sync/singleflight"
 	"io"
 	"log/slog"
 	"os"
@@ -50,7 +48,10 @@ import (
 	"github.com/multiformats/go-multiaddr"
 	"github.com/shoal-ipfs/shoal/internal/sha256x"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
+	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/packs"
+	"github.com/shoal-ipfs/shoal/pkg/store"
+	"golang.org/x/sync/singleflight"
 )
 
 // Options change how a node opens; the zero value opens offline with the
@@ -91,7 +92,7 @@ var (
 // Node is an open shoal store, online or not.
 type Node struct {
 	home   string
-	cfg    Config
+	cfg    config.Config
 	layout blob.Layout
 	log    *slog.Logger
 
@@ -141,11 +142,11 @@ type Node struct {
 
 // Open opens the store under home, taking its lock, and goes online if asked.
 func Open(ctx context.Context, home string, opts Options) (_ *Node, err error) {
-	priv, err := loadIdentity(home)
+	priv, err := config.LoadIdentity(home)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := LoadConfig(home)
+	cfg, err := config.LoadConfig(home)
 	if err != nil {
 		return nil, err
 	}
@@ -179,11 +180,11 @@ func Open(ctx context.Context, home string, opts Options) (_ *Node, err error) {
 	}
 	n.gw = &gatewayPeers{bad: map[peer.ID]bool{}}
 	n.bandwidth = metrics.NewBandwidthCounter()
-	allow, err := parseAllowlist(cfg.Swarm.Allow)
+	allow, err := config.ParseAllowlist(cfg.Swarm.Allow)
 	if err != nil {
 		return nil, err
 	}
-	psk, err := loadSwarmKey(underHome(home, cfg.Swarm.Key))
+	psk, err := loadSwarmKey(config.UnderHome(home, cfg.Swarm.Key))
 	if err != nil {
 		return nil, err
 	}
@@ -381,8 +382,8 @@ func (n *Node) close() error {
 // Home is the node's state directory.
 func (n *Node) Home() string { return n.home }
 
-// Config is the node's configuration as loaded.
-func (n *Node) Config() Config { return n.cfg }
+// config.Config is the node's configuration as loaded.
+func (n *Node) Config() config.Config { return n.cfg }
 
 // checkListening finds each address asked for among those listening: libp2p
 // goes on with the others when one cannot listen (its port taken).
@@ -614,7 +615,7 @@ func (m *mdnsNotifee) close() {
 
 // ID returns the node's peer ID and, when online, its dialable addresses.
 func (n *Node) ID(context.Context) (store.Identity, error) {
-	id, err := PeerID(n.home)
+	id, err := config.PeerID(n.home)
 	if err != nil {
 		return store.Identity{}, err
 	}
@@ -724,7 +725,7 @@ func repairSharding(dir string, log *slog.Logger) error {
 		return nil // a new store, or a sound one
 	}
 	log.Warn("store: rewriting an empty flatfs SHARDING file, lost in a crash", "path", p)
-	return writeFileDurably(p, []byte(flatfs.NextToLast(2).String()+"\n"), 0o644)
+	return config.WriteFileDurably(p, []byte(flatfs.NextToLast(2).String()+"\n"), 0o644)
 }
 
 // noteCorrupt logs a block found corrupt on reading, which the store

@@ -75,22 +75,6 @@ func withoutQUIC(addrs []string) []string {
 	return out
 }
 
-// parseAllowlist reads peer IDs; an empty list allows every peer.
-func parseAllowlist(ids []string) (map[peer.ID]bool, error) {
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	allow := make(map[peer.ID]bool, len(ids))
-	for _, s := range ids {
-		id, err := peer.Decode(s)
-		if err != nil {
-			return nil, fmt.Errorf("config: swarm.allow %q: %w", s, err)
-		}
-		allow[id] = true
-	}
-	return allow, nil
-}
-
 // swarmGater keeps off this node's swarm the peers caught sending bad
 // blocks, so that neither the gateway nor bitswap asks them again, and,
 // with an allowlist, every peer not on it.

@@ -13,12 +13,13 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/shoal-ipfs/shoal/pkg/config"
 )
 
 // inGroup configures a node holding key (none if nil) and allowing only
 // allow (anyone if empty).
-func inGroup(key []byte, allow ...string) func(string, *Config) {
-	return func(home string, cfg *Config) {
+func inGroup(key []byte, allow ...string) func(string, *config.Config) {
+	return func(home string, cfg *config.Config) {
 		if key != nil {
 			if err := os.WriteFile(filepath.Join(home, "swarm.key"), key, 0o600); err != nil {
 				panic(err)
@@ -104,17 +105,17 @@ func TestAllowlistAdmitsOnlyItsPeers(t *testing.T) {
 
 func TestBadSwarmKeyIsAClearError(t *testing.T) {
 	home := t.TempDir()
-	cfg := DefaultConfig()
+	cfg := config.DefaultConfig()
 	cfg.Swarm.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 	cfg.Swarm.MDNS = false
-	if _, err := Init(home, cfg); err != nil {
+	if _, err := config.Init(home, cfg); err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(home, "swarm.key"), []byte("not a key"), 0o600)
 	if _, err := Open(context.Background(), home, Options{Online: true}); err == nil {
 		t.Fatal("opened with a garbage swarm key")
 	}
-	if _, err := ParseConfig([]byte("[swarm]\nallow = [\"nonsense\"]\n")); err == nil {
+	if _, err := config.ParseConfig([]byte("[swarm]\nallow = [\"nonsense\"]\n")); err == nil {
 		t.Fatal("accepted a garbage peer ID in swarm.allow")
 	}
 }

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/shoal-ipfs/shoal/pkg/store"
 
 	"github.com/ipfs/go-cid"
 	"github.com/shoal-ipfs/shoal/pkg/packs"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 )
 
 // repairRounds bounds how many times a repair fetches what is missing: a

@@ -4,8 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"net/http"
+
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 )
 
 // apiError is an error of the distribution spec: a code, an HTTP status and

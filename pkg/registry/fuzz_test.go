@@ -2,13 +2,14 @@ package registry
 
 import (
 	"bytes"
-	ds "github.com/ipfs/go-datastore"
-	dssync "github.com/ipfs/go-datastore/sync"
-	"github.com/shoal-ipfs/shoal/pkg/store/memstore"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+	"github.com/shoal-ipfs/shoal/pkg/store/memstore"
 )
 
 // FuzzRequest sends arbitrary requests to a registry: every one gets a

@@ -3,10 +3,10 @@ package registry
 import (
 	"context"
 	"errors"
-	"github.com/containerd/errdefs"
 	"strings"
 	"sync"
 
+	"github.com/containerd/errdefs"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/ipfs/go-cid"
 	"github.com/shoal-ipfs/shoal/pkg/image"

@@ -18,7 +18,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/shoal-ipfs/shoal/pkg/store"
 	"io"
 	"log/slog"
 	"net/http"
@@ -33,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/mirror"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 )
 
 // Store is what the registry needs of a store: images converted and

@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/shoal-ipfs/shoal/pkg/store"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -28,6 +27,7 @@ import (
 	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/pkg/lazyfs"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 	"golang.org/x/sync/singleflight"
 )
 

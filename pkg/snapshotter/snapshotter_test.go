@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"context"
 	"errors"
-	"github.com/shoal-ipfs/shoal/pkg/store/memstore"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -29,6 +28,7 @@ import (
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/shoal-ipfs/shoal/pkg/registry"
+	"github.com/shoal-ipfs/shoal/pkg/store/memstore"
 )
 
 // TestContainerdSuite runs containerd's own snapshotter tests on the

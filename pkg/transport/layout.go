@@ -5,16 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/containerd/errdefs"
-	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 
+	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 )
 
 // maxIndexSize bounds index.json; real ones are a few KiB.

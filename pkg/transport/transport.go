@@ -6,13 +6,13 @@ package transport
 import (
 	"context"
 	"fmt"
-	"github.com/containerd/errdefs"
-	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"io"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	"github.com/ipfs/go-cid"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 )
 
 // Source is an image to read: a top-level descriptor (an index or a

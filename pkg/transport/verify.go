@@ -3,12 +3,12 @@ package transport
 import (
 	"errors"
 	"fmt"
-	"github.com/containerd/errdefs"
-	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"io"
 
+	"github.com/containerd/errdefs"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 )
 
 // ErrDigestMismatch is returned when bytes do not match their descriptor.

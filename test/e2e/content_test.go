@@ -17,6 +17,7 @@ import (
 	"github.com/shoal-ipfs/shoal/internal/testbed"
 	"github.com/shoal-ipfs/shoal/internal/testenv"
 	"github.com/shoal-ipfs/shoal/internal/testproc"
+	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 )
 
@@ -126,7 +127,7 @@ func TestContainerdStoresContentInIPFS(t *testing.T) {
 			// The layer's CID is what its bytes give anywhere in shoal.
 			layer, data := layoutLayer(t, hello)
 			scratch := filepath.Join(t.TempDir(), "scratch")
-			if _, err := node.Init(scratch, node.DefaultConfig()); err != nil {
+			if _, err := config.Init(scratch, config.DefaultConfig()); err != nil {
 				t.Fatal(err)
 			}
 			offline, err := node.Open(context.Background(), scratch, node.Options{})

@@ -19,6 +19,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/shoal-ipfs/shoal/internal/testenv"
 	"github.com/shoal-ipfs/shoal/internal/testproc"
+	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 )
 
@@ -205,10 +206,10 @@ func containerd2Dir(t *testing.T) string {
 func shoalNode(t *testing.T, peers ...string) *node.Node {
 	t.Helper()
 	home := t.TempDir()
-	cfg := node.DefaultConfig()
+	cfg := config.DefaultConfig()
 	cfg.Swarm.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 	cfg.Swarm.MDNS = false
-	if _, err := node.Init(home, cfg); err != nil {
+	if _, err := config.Init(home, cfg); err != nil {
 		t.Fatal(err)
 	}
 	n, err := node.Open(context.Background(), home, node.Options{Online: true, Peers: peers})

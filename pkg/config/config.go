@@ -1,4 +1,4 @@
-package node
+package config
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
 )
@@ -144,7 +145,7 @@ type GroupConfig struct {
 
 // Paths returns c with its paths absolute, relative ones taken under home.
 func (c GroupConfig) Paths(home string) GroupConfig {
-	c.Key = underHome(home, c.Key)
+	c.Key = UnderHome(home, c.Key)
 	return c
 }
 
@@ -161,7 +162,7 @@ type MountConfig struct {
 
 // Paths returns c with its paths absolute, relative ones taken under home.
 func (c MountConfig) Paths(home string) MountConfig {
-	c.FileCache = underHome(home, c.FileCache)
+	c.FileCache = UnderHome(home, c.FileCache)
 	return c
 }
 
@@ -255,7 +256,7 @@ func (c Config) Validate() error {
 			return fmt.Errorf("config: multiaddr %q: %w", a, err)
 		}
 	}
-	if _, err := parseAllowlist(c.Swarm.Allow); err != nil {
+	if _, err := ParseAllowlist(c.Swarm.Allow); err != nil {
 		return err
 	}
 	if err := checkDHTMode(c.Swarm.DHT); err != nil {
@@ -324,14 +325,14 @@ func writeConfig(home string, c Config) error {
 	if err := toml.NewEncoder(&buf).Encode(c); err != nil {
 		return err
 	}
-	return writeFileDurably(p, buf.Bytes(), 0o644)
+	return WriteFileDurably(p, buf.Bytes(), 0o644)
 }
 
 // SocketPath is the daemon's API socket under home.
-func (c Config) SocketPath(home string) string { return underHome(home, c.Daemon.Socket) }
+func (c Config) SocketPath(home string) string { return UnderHome(home, c.Daemon.Socket) }
 
-// underHome resolves a path of the config: relative ones are under home.
-func underHome(home, p string) string {
+// UnderHome resolves a path of the config: relative ones are under home.
+func UnderHome(home, p string) string {
 	if p == "" || filepath.IsAbs(p) {
 		return p
 	}
@@ -340,7 +341,43 @@ func underHome(home, p string) string {
 
 // Paths returns c with its paths absolute, relative ones taken under home.
 func (c ContainerdConfig) Paths(home string) ContainerdConfig {
-	c.Socket = underHome(home, c.Socket)
-	c.Root = underHome(home, c.Root)
+	c.Socket = UnderHome(home, c.Socket)
+	c.Root = UnderHome(home, c.Root)
 	return c
+}
+
+// The DHT modes of swarm.dht.
+const (
+	// DHTOff runs no DHT.
+	DHTOff = "off"
+	// DHTLAN is kubo's LAN DHT (protocol /ipfs/lan/kad/1.0.0): peers on
+	// private and loopback addresses only.
+	DHTLAN = "lan"
+	// DHTWAN is the public Amino DHT protocol (/ipfs/kad/1.0.0) over the
+	// configured peers; shoal adds no bootstrap peers of its own.
+	DHTWAN = "wan"
+)
+
+func checkDHTMode(mode string) error {
+	switch mode {
+	case DHTOff, DHTLAN, DHTWAN:
+		return nil
+	}
+	return fmt.Errorf("config: swarm.dht %q: want \"lan\", \"wan\" or \"off\"", mode)
+}
+
+// ParseAllowlist reads peer IDs; an empty list allows every peer.
+func ParseAllowlist(ids []string) (map[peer.ID]bool, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	allow := make(map[peer.ID]bool, len(ids))
+	for _, s := range ids {
+		id, err := peer.Decode(s)
+		if err != nil {
+			return nil, fmt.Errorf("config: swarm.allow %q: %w", s, err)
+		}
+		allow[id] = true
+	}
+	return allow, nil
 }
