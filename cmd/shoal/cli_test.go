@@ -23,6 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
+	"github.com/spf13/cobra"
 )
 
 var shoalBin string
@@ -607,4 +608,18 @@ func TestJSONOutput(t *testing.T) {
 	if gc.Blocks == 0 || gc.Bytes == 0 {
 		t.Errorf("gc --json: %+v", gc)
 	}
+}
+
+// Every command a user runs shows examples in its help.
+func TestEveryCommandHasExamples(t *testing.T) {
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+		if c.Runnable() && !c.Hidden && c.Name() != "help" && c.Name() != "completion" && strings.TrimSpace(c.Example) == "" {
+			t.Errorf("%q has no examples", c.CommandPath())
+		}
+	}
+	walk(newRoot())
 }

@@ -35,7 +35,10 @@ func shardCmd(g *globals) *cobra.Command {
 	var replicas int
 	var remove bool
 	c := &cobra.Command{
-		Use:   "shard CID",
+		Use: "shard CID",
+		Example: `  shoal shard bafk...                 # each chunk kept by 2 members of the daemon's group
+  shoal shard bafk... --replicas 3
+  shoal shard bafk... --remove`,
 		Short: "Share an image's chunks among the daemon's group, each kept by --replicas members",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -79,7 +82,9 @@ func shardCmd(g *globals) *cobra.Command {
 func statusCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
-		Use:   "status CID",
+		Use: "status CID",
+		Example: `  shoal status bafk...
+  shoal status bafk... --json`,
 		Short: "Show which member of the daemon's group keeps what share of a sharded image",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -129,9 +134,8 @@ func groupCmd(g *globals) *cobra.Command {
 --group NAME) needs the same key in $SHOAL_HOME/group.key ([group] key),
 readable by its owner only: members prove to each other that they hold
 it, and a peer that does not is no member. Make it once and give it to
-every member over a secure channel, as any secret:
-
-  shoal group key > group.key
+every member over a secure channel, as any secret.`,
+		`  shoal group key > group.key
   install -m 0600 group.key $SHOAL_HOME/group.key   # on every member`, group.NewKey))
 	return c
 }

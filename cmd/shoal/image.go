@@ -44,7 +44,12 @@ func pushCmd(g *globals) *cobra.Command {
 	var platforms []string
 	var plainHTTP, index, asJSON bool
 	c := &cobra.Command{
-		Use:   "push SOURCE",
+		Use: "push SOURCE",
+		Example: `  shoal push oci:./layout:v1                      # prints the root CID last
+  shoal push docker://docker.io/library/debian:bookworm
+  shoal push --plain-http docker://127.0.0.1:5000/app:1
+  shoal push --platform linux/amd64 oci-archive:image.tar
+  shoal push --json docker-archive:saved.tar`,
 		Short: "Add an image to IPFS and pin it; prints its root CID",
 		Long: `Add an image to IPFS and pin it; the last line of stdout is the image's root CID.
 
@@ -101,7 +106,9 @@ func indexCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
 	var prefetch string
 	c := &cobra.Command{
-		Use:   "index CID",
+		Use: "index CID",
+		Example: `  shoal index bafk...                             # indexes for layers that lack one
+  shoal index bafk... --prefetch startup.list     # and a prefetch list (shoal mount --record)`,
 		Short: "Add layer indexes (and a prefetch list) to an image; prints the new root CID",
 		Long: `Add an index to every layer of an image that lacks one (an image pushed by
 nerdctl, say), so that it can be mounted lazily, and with --prefetch the list
@@ -154,7 +161,11 @@ func pullCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
 	var ctrd containerdFlags
 	c := &cobra.Command{
-		Use:   "pull CID --to DEST",
+		Use: "pull CID --to DEST",
+		Example: `  shoal pull bafk... --to oci:./out:v1
+  shoal pull ipfs://bafk... --peer /dns4/node-a/tcp/4051 --to oci-archive:image.tar
+  shoal pull bafk... --to oci:./out:v1 --ipfs-urls   # as stored in IPFS
+  shoal pull bafk... --to containerd:docker.io/library/app:1   # lazily, through the daemon`,
 		Short: "Fetch an image by CID from peers, verify it, and write it out",
 		Long: `Fetch an image by CID (bare or ipfs://CID) from the connected peers, verify
 every blob against its digest, write it to DEST and pin it.
@@ -226,7 +237,9 @@ func inspectCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	var timeout time.Duration
 	c := &cobra.Command{
-		Use:   "inspect CID",
+		Use: "inspect CID",
+		Example: `  shoal inspect bafk...
+  shoal inspect bafk... --json`,
 		Short: "Show an image's tree: root, index, manifests, config and layers",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

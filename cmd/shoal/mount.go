@@ -26,7 +26,10 @@ func mountCmd(g *globals) *cobra.Command {
 	var timeout, statsEvery, readTimeout time.Duration
 	var background config.Size
 	c := &cobra.Command{
-		Use:   "mount CID DIR",
+		Use: "mount CID DIR",
+		Example: `  shoal mount bafk... /mnt/app &                  # files fetched as they are read
+  shoal mount bafk... /mnt/app --record startup.list --stats
+  shoal mount bafk... /mnt/app --platform linux/arm64`,
 		Short: "Mount an image's root filesystem read-only; files are fetched as they are read",
 		Long: `Mount the merged root filesystem of an image at DIR, read-only, and serve it
 until Ctrl-C or ` + "`shoal unmount DIR`" + `. Directory listings and metadata come from
@@ -207,9 +210,10 @@ func writeJSONFile(path string, v any) error {
 
 func unmountCmd(*globals) *cobra.Command {
 	return &cobra.Command{
-		Use:   "unmount DIR",
-		Short: "Unmount an image mounted by shoal mount, also one whose process was killed",
-		Args:  exactArgs(1),
+		Use:     "unmount DIR",
+		Example: `  shoal unmount /mnt/app`,
+		Short:   "Unmount an image mounted by shoal mount, also one whose process was killed",
+		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := lazyfs.Unmount(args[0]); err != nil {
 				return fmt.Errorf("unmount %s: %w", args[0], err)

@@ -21,7 +21,10 @@ import (
 func initCmd(g *globals) *cobra.Command {
 	cfg := config.DefaultConfig()
 	c := &cobra.Command{
-		Use:   "init",
+		Use: "init",
+		Example: `  shoal init
+  shoal init --listen /ip4/0.0.0.0/tcp/4051 --mdns=false
+  shoal init --layout unixfs-v1-2025 --home /var/lib/shoal`,
 		Short: "Create the node's identity and config under $SHOAL_HOME",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -82,7 +85,9 @@ func initFlagsHold(cmd *cobra.Command, home string, want config.Config) error {
 func idCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
-		Use:   "id",
+		Use: "id",
+		Example: `  shoal id
+  shoal id --json`,
 		Short: "Show the node's peer ID and listen addresses",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -120,7 +125,11 @@ func daemonCmd(g *globals) *cobra.Command {
 	var cacheSize config.Size
 	var wholeOnly bool
 	c := &cobra.Command{
-		Use:   "daemon",
+		Use: "daemon",
+		Example: `  shoal daemon
+  shoal daemon --peer /dns4/shoal.shoal-system.svc/tcp/4051 --metrics-listen :5052
+  shoal daemon --mirror docker.io --mirror ghcr.io --log-format json
+  shoal daemon --group build-farm`,
 		Short: "Run the node: serve blocks to peers and the API to other shoal commands",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -216,7 +225,9 @@ func daemonCmd(g *globals) *cobra.Command {
 func imagesCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
-		Use:   "images",
+		Use: "images",
+		Example: `  shoal images
+  shoal images --json`,
 		Short: "List pinned images",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -244,7 +255,9 @@ func imagesCmd(g *globals) *cobra.Command {
 func rmCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
-		Use:   "rm CID...",
+		Use: "rm CID...",
+		Example: `  shoal rm bafk...
+  shoal rm bafk... bafk... && shoal gc`,
 		Short: "Unpin images; `shoal gc` then frees their blocks",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
@@ -282,7 +295,9 @@ func rmCmd(g *globals) *cobra.Command {
 func gcCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
-		Use:   "gc",
+		Use: "gc",
+		Example: `  shoal gc
+  shoal gc --json`,
 		Short: "Delete blocks that no pinned image uses",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -392,19 +407,19 @@ func swarmCmd(g *globals) *cobra.Command {
 same key in $SHOAL_HOME/swarm.key ([swarm] key) form a private group: they
 connect only to each other, over TCP. Give it to members over a secure
 channel, as any secret, and keep it readable by its owner only (mode 0600):
-a node refuses a key that group or other users can read or write.
-
-  (umask 077; shoal swarm key > $SHOAL_HOME/swarm.key)`, node.NewSwarmKey))
+a node refuses a key that group or other users can read or write.`,
+		`  (umask 077; shoal swarm key > $SHOAL_HOME/swarm.key)`, node.NewSwarmKey))
 	return c
 }
 
 // keyCmd is a `key` command that prints what newKey makes.
-func keyCmd(short, long string, newKey func() ([]byte, error)) *cobra.Command {
+func keyCmd(short, long, example string, newKey func() ([]byte, error)) *cobra.Command {
 	return &cobra.Command{
-		Use:   "key",
-		Short: short,
-		Long:  long,
-		Args:  exactArgs(0),
+		Use:     "key",
+		Short:   short,
+		Long:    long,
+		Example: example,
+		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			key, err := newKey()
 			if err != nil {

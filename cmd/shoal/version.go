@@ -27,7 +27,9 @@ func versionText() string {
 
 func versionCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "version",
+		Use: "version",
+		Example: `  shoal version
+  shoal --version`,
 		Short: "Print shoal's version, commit, Go version and hashing path",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
