@@ -195,7 +195,13 @@ func TestGroupShardsAnImageAndServesItWithoutTheOrigin(t *testing.T) {
 	t.Logf("%d chunks, %d bytes", st.Chunks, st.Size)
 	for _, m := range st.Members {
 		t.Logf("member %s keeps %.1f%%", m.Peer, 100*m.Share)
-		if m.Share < 0.15 || m.Share > 0.55 {
+		// Evenness is checked over 4,000 chunks in
+		// TestRendezvousSpreadsEvenlyAndMovesOnlyTheAffectedShare; over
+		// these 41, of unequal sizes, on random peer IDs, a member's
+		// share varies by some 8 points (a CI run saw one keep 0.58).
+		// This bound is four deviations: a member that keeps nothing, or
+		// everything, fails it.
+		if m.Share < 0.05 || m.Share > 0.65 {
 			t.Errorf("member %s keeps %.2f of the image, want about a third", m.Peer, m.Share)
 		}
 	}
