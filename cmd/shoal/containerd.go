@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"runtime"
-	"strings"
-	"text/template"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -99,12 +96,12 @@ The values are the running daemon's; without one, those of the config.`,
 			if version != 2 && version != 3 {
 				return usageError{fmt.Errorf("--version %d: containerd's config versions are 2 (containerd 1.x) and 3 (2.x)", version)}
 			}
-			v, err := g.containerdValues(cmd.Context())
+			v, err := g.pluginConfig(cmd.Context())
 			if err != nil {
 				return err
 			}
 			v.Version, v.Content = version, withContent
-			return writeContainerdConfig(cmd.OutOrStdout(), v)
+			return containerd.WriteConfig(cmd.OutOrStdout(), v)
 		},
 	}
 	c.Flags().IntVar(&version, "version", 3, "containerd's config version: 3 for containerd 2.x, 2 for 1.6 and 1.7")
@@ -165,27 +162,18 @@ func mirrorHosts(cmd *cobra.Command, g *globals, specs []string, dir string, wri
 	return nil
 }
 
-// containerdValues are what the config fragment names.
-type containerdValues struct {
-	Version              int
-	Content              bool
-	Socket, Root         string
-	Registry             string
-	Platform             string
-	Running              bool
-	HostsDir, SnapshotNm string
-}
-
-func (g *globals) containerdValues(ctx context.Context) (containerdValues, error) {
+// pluginConfig is what containerd's config names of the daemon of g's
+// home: the running daemon's, else its config.toml's.
+func (g *globals) pluginConfig(ctx context.Context) (containerd.PluginConfig, error) {
 	cfg, err := config.LoadConfig(g.home)
 	if err != nil {
-		return containerdValues{}, err
+		return containerd.PluginConfig{}, err
 	}
 	ccfg := cfg.Containerd.Paths(g.home)
-	v := containerdValues{
+	v := containerd.PluginConfig{
 		Socket: ccfg.Socket, Root: ccfg.Root, Registry: cfg.Registry.Listen,
 		Platform: runtime.GOOS + "/" + runtime.GOARCH,
-		HostsDir: "/etc/containerd/certs.d", SnapshotNm: containerd.DefaultSnapshotter,
+		HostsDir: "/etc/containerd/certs.d", Snapshotter: containerd.DefaultSnapshotter,
 	}
 	if api, err := daemon.Dial(ctx, cfg.SocketPath(g.home)); err == nil {
 		defer api.Close()
@@ -197,68 +185,4 @@ func (g *globals) containerdValues(ctx context.Context) (containerdValues, error
 		return v, fmt.Errorf("the daemon of %s serves no containerd plugins: set [containerd] socket in its config.toml, and run it as root", g.home)
 	}
 	return v, nil
-}
-
-var containerdConfigTemplate = template.Must(template.New("config").Parse(`# shoal {{if .Running}}(the daemon running now{{else}}(from config.toml; no daemon is running{{end}}): add to /etc/containerd/config.toml
-version = {{.Version}}
-{{- if .Content}}
-
-# containerd's content store is shoal's: its own is turned off (merge this
-# with any disabled_plugins you have; it must come before the tables).
-disabled_plugins = ["io.containerd.content.v1.content"]
-[proxy_plugins.{{.SnapshotNm}}-content]
-  type = "content"
-  address = "{{.Socket}}"
-{{- end}}
-
-[proxy_plugins.{{.SnapshotNm}}]
-  type = "snapshot"
-  address = "{{.Socket}}"
-{{- if eq .Version 3}}
-  [proxy_plugins.{{.SnapshotNm}}.exports]
-    root = "{{.Root}}"
-    # Pulls pass each layer's image reference and digest to the snapshotter.
-    enable_remote_snapshot_annotations = "true"
-
-# ctr pull and the transfer service may unpack into either snapshotter.
-[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
-  platform = "{{.Platform}}"
-  snapshotter = "overlayfs"
-  differ = "walking"
-[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
-  platform = "{{.Platform}}"
-  snapshotter = "{{.SnapshotNm}}"
-  differ = "walking"
-
-# Kubernetes pulls lazily through shoal.
-[plugins.'io.containerd.cri.v1.images']
-  snapshotter = "{{.SnapshotNm}}"
-  disable_snapshot_annotations = false
-[plugins.'io.containerd.cri.v1.images'.registry]
-  config_path = "{{.HostsDir}}"
-{{- else}}
-
-# Kubernetes pulls lazily through shoal.
-[plugins."io.containerd.grpc.v1.cri".containerd]
-  snapshotter = "{{.SnapshotNm}}"
-  disable_snapshot_annotations = false
-[plugins."io.containerd.grpc.v1.cri".registry]
-  config_path = "{{.HostsDir}}"
-{{- end}}
-{{if .Registry}}
-# And shoal's registry, for images named {{.Registry}}/ipfs/CID:
-# {{.HostsDir}}/{{.Registry}}/hosts.toml
-#   server = "http://{{.Registry}}"
-#   [host."http://{{.Registry}}"]
-#     capabilities = ["pull", "resolve"]
-{{- end}}
-`))
-
-func writeContainerdConfig(w io.Writer, v containerdValues) error {
-	var b strings.Builder
-	if err := containerdConfigTemplate.Execute(&b, v); err != nil {
-		return err
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
 }
