@@ -4,13 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"runtime"
 	"strings"
 	"time"
 
-	"github.com/ipfs/go-cid"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/daemon"
@@ -132,7 +130,9 @@ read that copy.`,
 				fetching := make(chan struct{})
 				go func() {
 					defer close(fetching)
-					fetchAhead(bg, cmd.ErrOrStderr(), api, im, int64(background))
+					im.FetchAhead(bg, api, int64(background), func(format string, args ...any) {
+						fmt.Fprintf(cmd.ErrOrStderr(), format+"\n", args...)
+					})
 				}()
 				defer func() { stopBackground(); <-fetching }()
 				served := make(chan struct{})
@@ -158,46 +158,6 @@ read that copy.`,
 	c.Flags().Var(&background, "background-rate", "after any prefetch, fetch the rest of the image at this many bytes a second, as a size: 4MiB, 512KiB or a byte count (0: do not)")
 	addPeerFlag(c, g)
 	return c
-}
-
-// fetchAhead fetches the image's prefetch list's spans, then with a rate
-// the rest of the image, reporting what it did.
-func fetchAhead(ctx context.Context, w io.Writer, store lazyfs.Store, im *lazyfs.Image, rate int64) {
-	if c, ok := im.PrefetchListCID(); ok {
-		start := time.Now()
-		list, err := readPrefetchList(ctx, store, c)
-		if err == nil {
-			var spans int
-			var n int64
-			spans, n, err = im.Prefetch(ctx, list, 8)
-			if err == nil {
-				fmt.Fprintf(w, "prefetched %d files: %d spans, %.1f MiB in %s\n", len(list.Files), spans, float64(n)/(1<<20), time.Since(start).Round(time.Millisecond))
-			}
-		}
-		if err != nil && ctx.Err() == nil {
-			fmt.Fprintln(w, "shoal: prefetch:", err)
-		}
-	}
-	if rate > 0 {
-		if err := im.FetchAll(ctx, rate); err != nil && ctx.Err() == nil {
-			fmt.Fprintln(w, "shoal: background fetch:", err)
-		} else if err == nil {
-			fmt.Fprintln(w, "the whole image is stored here now")
-		}
-	}
-}
-
-func readPrefetchList(ctx context.Context, store lazyfs.Store, c cid.Cid) (*lazyfs.PrefetchList, error) {
-	rc, err := store.Cat(ctx, c)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, lazyfs.MaxPrefetchList+1))
-	if err != nil {
-		return nil, err
-	}
-	return lazyfs.ParsePrefetchList(data)
 }
 
 func writeJSONFile(path string, v any) error {

@@ -202,3 +202,46 @@ func (im *Image) PrefetchListCID() (cid.Cid, bool) {
 	c, err := cid.Decode(strings.TrimPrefix(ref, "ipfs://"))
 	return c, err == nil
 }
+
+// ReadPrefetchList reads and parses the prefetch list c from store.
+func ReadPrefetchList(ctx context.Context, store Store, c cid.Cid) (*PrefetchList, error) {
+	rc, err := store.Cat(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, MaxPrefetchList+1))
+	if err != nil {
+		return nil, err
+	}
+	return ParsePrefetchList(data)
+}
+
+// FetchAhead is what a mount does beside serving reads: the spans of the
+// image's prefetch list, if it has one, then, at rate bytes a second
+// (0: not), the rest of the image. It says what it did, and what failed,
+// through report, and stops when ctx ends.
+func (im *Image) FetchAhead(ctx context.Context, store Store, rate int64, report func(format string, args ...any)) {
+	if c, ok := im.PrefetchListCID(); ok {
+		start := time.Now()
+		list, err := ReadPrefetchList(ctx, store, c)
+		if err == nil {
+			var spans int
+			var n int64
+			spans, n, err = im.Prefetch(ctx, list, 8)
+			if err == nil {
+				report("prefetched %d files: %d spans, %.1f MiB in %s", len(list.Files), spans, float64(n)/(1<<20), time.Since(start).Round(time.Millisecond))
+			}
+		}
+		if err != nil && ctx.Err() == nil {
+			report("shoal: prefetch: %v", err)
+		}
+	}
+	if rate > 0 {
+		if err := im.FetchAll(ctx, rate); err != nil && ctx.Err() == nil {
+			report("shoal: background fetch: %v", err)
+		} else if err == nil {
+			report("the whole image is stored here now")
+		}
+	}
+}

@@ -1,8 +1,19 @@
 package lazyfs
 
 import (
+	"archive/tar"
+	"context"
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/internal/testimage"
+	"github.com/shoal-ipfs/shoal/pkg/image"
+	"github.com/shoal-ipfs/shoal/pkg/store/memstore"
 )
 
 func TestRecorderListsFilesInFirstReadOrderWithMergedRanges(t *testing.T) {
@@ -43,4 +54,34 @@ func FuzzParsePrefetchList(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FetchAhead reads the image's prefetch list and fetches its spans, then
+// the rest of the image at the rate given, and says so.
+func TestFetchAheadPrefetchesThenFetchesTheRest(t *testing.T) {
+	ctx := context.Background()
+	store := memstore.New()
+	img := testimage.FromLayers(t, []testimage.File{
+		{Header: tar.Header{Name: "etc/os-release", Typeflag: tar.TypeReg}, Body: "NAME=shoal\n"},
+		{Header: tar.Header{Name: "bin/app", Typeflag: tar.TypeReg}, Body: strings.Repeat("app", 100000)},
+	})
+	dir := t.TempDir()
+	if err := testimage.WriteLayout(dir, "v1", img); err != nil {
+		t.Fatal(err)
+	}
+	list, err := store.Add(ctx, strings.NewReader(`{"files":[{"path":"etc/os-release"},{"path":"bin/app","ranges":[[0,4096]]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := testimage.Push(ctx, t, store, dir, image.PushOptions{Index: true, Attach: map[string]cid.Cid{AnnotationPrefetch: list}})
+	im, err := OpenImage(ctx, store, res.Root, ocispec.Platform{OS: "linux", Architecture: "amd64"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	var said []string
+	im.FetchAhead(ctx, store, 1<<30, func(format string, args ...any) { said = append(said, fmt.Sprintf(format, args...)) })
+	if len(said) != 2 || !strings.HasPrefix(said[0], "prefetched 2 files: ") || said[1] != "the whole image is stored here now" {
+		t.Fatalf("FetchAhead said %q", said)
+	}
 }
