@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/shoal-ipfs/shoal/pkg/packs"
 	"github.com/shoal-ipfs/shoal/pkg/store"
 )
@@ -44,6 +45,11 @@ func (n *Node) Verify(ctx context.Context, repair bool) (store.VerifyResult, err
 					return res, fmt.Errorf("verify: drop %s: %w", k, err)
 				}
 			}
+		case ipld.IsNotFound(err):
+			// Gone since listed: a collection, or a repair of its
+			// blob, took it between the two reads.
+			res.Blocks--
+			res.Bytes -= int64(size)
 		case err != nil:
 			return res, fmt.Errorf("verify: read %s: %w", k, err)
 		}
