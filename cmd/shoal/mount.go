@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -86,10 +85,6 @@ read that copy.`,
 				if cache != nil {
 					defer cache.Close()
 				}
-				srv, err := lazyfs.Mount(dir, im.Tree, lazyfs.MountOptions{Name: "shoal:" + root.String(), Log: g.logger(), Stats: im.Stats, Record: rec, Cache: cache})
-				if err != nil {
-					return fmt.Errorf("mount %s at %s: %w", root, dir, err)
-				}
 				report := func() {
 					line := im.Stats.String()
 					if n, ok := api.(interface {
@@ -101,11 +96,9 @@ read that copy.`,
 					}
 					fmt.Fprintln(cmd.ErrOrStderr(), "mount:", line)
 				}
-				defer report()
 				if metricsListen != "" {
 					stop, err := daemon.ServeMetrics(ctx, metricsListen, im.Stats.Collector())
 					if err != nil {
-						_ = srv.Unmount()
 						return err
 					}
 					defer stop()
@@ -125,26 +118,20 @@ read that copy.`,
 						}
 					}()
 				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "mounted %s (%s) at %s; Ctrl-C or `shoal unmount %s` ends it\n", root, im.Manifest.Digest, dir, dir)
-				bg, stopBackground := context.WithCancel(ctx)
-				fetching := make(chan struct{})
-				go func() {
-					defer close(fetching)
-					im.FetchAhead(bg, api, int64(background), func(format string, args ...any) {
+				err = lazyfs.Serve(ctx, dir, im, api, lazyfs.ServeOptions{
+					MountOptions: lazyfs.MountOptions{Name: "shoal:" + root.String(), Log: g.logger(), Record: rec, Cache: cache},
+					Rate:         int64(background),
+					Report: func(format string, args ...any) {
 						fmt.Fprintf(cmd.ErrOrStderr(), format+"\n", args...)
-					})
-				}()
-				defer func() { stopBackground(); <-fetching }()
-				served := make(chan struct{})
-				go func() { srv.Wait(); close(served) }()
-				select {
-				case <-served: // unmounted from outside
-				case <-ctx.Done():
-					if err := srv.Unmount(); err != nil {
-						_ = lazyfs.Unmount(dir)
-					}
-					<-served
+					},
+					Mounted: func() {
+						fmt.Fprintf(cmd.ErrOrStderr(), "mounted %s (%s) at %s; Ctrl-C or `shoal unmount %s` ends it\n", root, im.Manifest.Digest, dir, dir)
+					},
+				})
+				if err != nil {
+					return fmt.Errorf("mount %s at %s: %w", root, dir, err)
 				}
+				report()
 				return nil
 			})
 		},

@@ -3,7 +3,11 @@ package lazyfs
 import (
 	"archive/tar"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -11,6 +15,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/internal/testenv"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/store/memstore"
@@ -83,5 +88,58 @@ func TestFetchAheadPrefetchesThenFetchesTheRest(t *testing.T) {
 	im.FetchAhead(ctx, store, 1<<30, func(format string, args ...any) { said = append(said, fmt.Sprintf(format, args...)) })
 	if len(said) != 2 || !strings.HasPrefix(said[0], "prefetched 2 files: ") || said[1] != "the whole image is stored here now" {
 		t.Fatalf("FetchAhead said %q", said)
+	}
+}
+
+// Serve serves the image until its context ends, then unmounts, and
+// fetches ahead meanwhile.
+func TestServeUntilTheContextEnds(t *testing.T) {
+	testenv.FUSE(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store := memstore.New()
+	img := testimage.FromLayers(t, []testimage.File{
+		{Header: tar.Header{Name: "etc/os-release", Typeflag: tar.TypeReg}, Body: "NAME=shoal\n"},
+	})
+	layout := t.TempDir()
+	if err := testimage.WriteLayout(layout, "v1", img); err != nil {
+		t.Fatal(err)
+	}
+	res := testimage.Push(ctx, t, store, layout, image.PushOptions{Index: true})
+	im, err := OpenImage(ctx, store, res.Root, ocispec.Platform{OS: "linux", Architecture: "amd64"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	dir := t.TempDir()
+	mounted := make(chan struct{})
+	said := make(chan string, 4)
+	served := make(chan error, 1)
+	go func() {
+		served <- Serve(ctx, dir, im, store, ServeOptions{
+			MountOptions: MountOptions{Name: "shoal:test"},
+			Rate:         1 << 30,
+			Report:       func(format string, args ...any) { said <- fmt.Sprintf(format, args...) },
+			Mounted:      func() { close(mounted) },
+		})
+	}()
+	select {
+	case <-mounted:
+	case err := <-served:
+		t.Fatalf("Serve: %v", err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "etc", "os-release"))
+	if err != nil || string(data) != "NAME=shoal\n" {
+		t.Fatalf("read through the mount: %q, %v", data, err)
+	}
+	if got := <-said; got != "the whole image is stored here now" {
+		t.Fatalf("fetching ahead said %q", got)
+	}
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "etc")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("after Serve returned, the mount point shows %v", err)
 	}
 }
