@@ -14,6 +14,7 @@ import (
 	"github.com/shoal-ipfs/shoal/internal/testbed"
 	"github.com/shoal-ipfs/shoal/internal/testenv"
 	"github.com/shoal-ipfs/shoal/internal/testproc"
+	"github.com/shoal-ipfs/shoal/pkg/store"
 )
 
 // quickStart is one command line of the README's quick start, and the
@@ -183,28 +184,31 @@ func TestReadmeQuickStart(t *testing.T) {
 	}
 }
 
-// daemonAnswers reports whether a daemon answers on home's socket, its
-// registry up.
-func daemonAnswers(home, repo string) bool {
+// identityOf is what `shoal id --json` says of home's node.
+func identityOf(home, repo string) (store.Identity, error) {
 	cmd := exec.Command(filepath.Join(repo, "bin", "shoal"), "id", "--json")
 	cmd.Env = append(os.Environ(), "SHOAL_HOME="+home)
 	out, err := cmd.Output()
-	var id struct{ Registry string }
-	return err == nil && json.Unmarshal(out, &id) == nil && id.Registry != ""
+	var id store.Identity
+	if err == nil {
+		err = json.Unmarshal(out, &id)
+	}
+	return id, err
+}
+
+// daemonAnswers reports whether a daemon answers on home's socket, its
+// registry up.
+func daemonAnswers(home, repo string) bool {
+	id, err := identityOf(home, repo)
+	return err == nil && id.Registry != ""
 }
 
 // peerAddressOn is the swarm address of home's daemon on the host address
 // addr, with /p2p/ID.
 func peerAddressOn(t *testing.T, home, repo, addr string) string {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(repo, "bin", "shoal"), "id", "--json")
-	cmd.Env = append(os.Environ(), "SHOAL_HOME="+home)
-	out, err := cmd.Output()
+	id, err := identityOf(home, repo)
 	if err != nil {
-		t.Fatal(err)
-	}
-	var id struct{ Addresses []string }
-	if err := json.Unmarshal(out, &id); err != nil {
 		t.Fatal(err)
 	}
 	for _, a := range id.Addresses {
