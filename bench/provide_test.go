@@ -72,7 +72,7 @@ func BenchmarkProvide(b *testing.B) {
 		b.Run(set.name, func(b *testing.B) {
 			for b.Loop() {
 				for _, c := range set.cids {
-					if err := holder.Routing().Provide(ctx, c, true); err != nil {
+					if err := holder.DHT().IpfsDHT.Provide(ctx, c, true); err != nil {
 						b.Fatalf("provide %s: %v", c, err)
 					}
 				}
@@ -86,7 +86,7 @@ func BenchmarkProvide(b *testing.B) {
 		for b.Loop() {
 			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			found := false
-			for range far.Routing().FindProvidersAsync(ctx, res.Root, 1) {
+			for range far.DHT().FindProviders(ctx, res.Root, 1) {
 				found = true
 			}
 			cancel()

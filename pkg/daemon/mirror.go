@@ -49,11 +49,7 @@ func MirrorEndpoints(home string, cfgs []config.MirrorConfig) ([]upstream.Endpoi
 
 // openMirror makes the node a mirror of endpoints.
 func openMirror(n *node.Node, endpoints []upstream.Endpoint, wholeOnly bool, cfg config.RegistryConfig, metrics prometheus.Registerer, log *slog.Logger) (*mirror.Mirror, error) {
-	var router mirror.Router
-	if n.Routing() != nil {
-		router = n
-	}
-	peers := mirror.NewPeers(n.Host(), router, n.Private())
+	peers := mirror.NewPeers(n.Host(), n.Router(), n.Private())
 	peers.WholeOnly = wholeOnly
 	m, err := mirror.New(n, n.Metadata("mirror"), mirror.Options{
 		Endpoints: endpoints,
@@ -64,7 +60,7 @@ func openMirror(n *node.Node, endpoints []upstream.Endpoint, wholeOnly bool, cfg
 			return err
 		},
 		Spool:   filepath.Join(n.Home(), "mirror-spool"),
-		Peers:   mirror.NewPeers(n.Host(), router, n.Private()),
+		Peers:   peers,
 		Metrics: metrics,
 		Log:     log,
 	})

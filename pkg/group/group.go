@@ -38,11 +38,11 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/multiformats/go-multihash"
 	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
 	"github.com/shoal-ipfs/shoal/pkg/image"
+	"github.com/shoal-ipfs/shoal/pkg/routing"
 )
 
 // Node is what a group member needs of its IPFS node.
@@ -95,9 +95,7 @@ func Protocol(name string) protocol.ID { return protocol.ID("/shoal/group/" + na
 // connected peer meet: each announces the group's rendezvous CID and looks
 // up who else does.
 type finder interface {
-	Routing() routing.Routing
-	Provide(cids ...cid.Cid)
-	FindProviders(ctx context.Context, c cid.Cid, max int, wait time.Duration) ([]peer.ID, error)
+	Router() routing.Router
 }
 
 // Rendezvous is the CID that members of group name announce on the DHT.
@@ -207,8 +205,8 @@ func (g *Group) Run(ctx context.Context) error {
 	g.n.Host().SetStreamHandler(g.proto, func(s network.Stream) { g.serve(ctx, s) })
 	defer g.n.Host().RemoveStreamHandler(g.proto)
 	defer g.bg.Wait()
-	if f, ok := g.n.(finder); ok && f.Routing() != nil {
-		g.bg.Go(func() { g.meet(ctx, f) })
+	if f, ok := g.n.(finder); ok && f.Router() != nil {
+		g.bg.Go(func() { g.meet(ctx, f.Router()) })
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -245,7 +243,7 @@ func (g *Group) Run(ctx context.Context) error {
 
 // meet announces this member on the DHT and connects to the others it
 // finds there, until ctx ends.
-func (g *Group) meet(ctx context.Context, f finder) {
+func (g *Group) meet(ctx context.Context, r routing.Router) {
 	rv := Rendezvous(g.name)
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -256,12 +254,9 @@ func (g *Group) meet(ctx context.Context, f finder) {
 		case <-t.C:
 		}
 		if round%meetAnnounceEvery == 0 {
-			f.Provide(rv)
+			r.Provide(rv)
 		}
-		found, err := f.FindProviders(ctx, rv, 20, askTimeout)
-		if err != nil {
-			g.log.Debug("looking for members on the DHT failed", "err", err)
-		} else if len(found) > 0 {
+		if found := routing.Connect(ctx, g.n.Host(), r, rv, 20, askTimeout); len(found) > 0 {
 			g.log.Debug("members found on the DHT", "peers", len(found))
 		}
 		// Soon at first, while the DHT fills, then at the interval.

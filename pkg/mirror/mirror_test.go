@@ -19,6 +19,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
@@ -26,6 +28,7 @@ import (
 	"github.com/shoal-ipfs/shoal/pkg/mirror"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/shoal-ipfs/shoal/pkg/registry"
+	"github.com/shoal-ipfs/shoal/pkg/routing"
 	"github.com/shoal-ipfs/shoal/pkg/upstream"
 )
 
@@ -106,15 +109,26 @@ func newMirrorNode(t *testing.T, o *origin, ttl time.Duration, peers ...*mirrorN
 
 func newMirrorNodeWith(t *testing.T, o *origin, configure func(*mirror.Options), peers ...*mirrorNode) *mirrorNode {
 	t.Helper()
+	return newRoutedMirrorNode(t, o, nil, configure, peers...)
+}
+
+// newRoutedMirrorNode is a mirror node that finds holders beyond its
+// connected peers in table (none if nil).
+func newRoutedMirrorNode(t *testing.T, o *origin, table *routing.Memory, configure func(*mirror.Options), peers ...*mirrorNode) *mirrorNode {
+	t.Helper()
 	var ns []*node.Node
 	for _, p := range peers {
 		ns = append(ns, p.n)
 	}
 	n := testnode.Online(t, "/tcp/", ns...)
+	var router routing.Router
+	if table != nil {
+		router = table.For(peer.AddrInfo{ID: n.Host().ID(), Addrs: n.Host().Addrs()})
+	}
 	opts := mirror.Options{
 		Endpoints: []upstream.Endpoint{{Registry: o.host, URL: o.srv.URL}},
 		Spool:     filepath.Join(t.TempDir(), "spool"),
-		Peers:     mirror.NewPeers(n.Host(), nil, false),
+		Peers:     mirror.NewPeers(n.Host(), router, false),
 	}
 	configure(&opts)
 	m, err := mirror.New(n, n.Metadata("mirror"), opts)
@@ -216,6 +230,29 @@ func TestMirrorPullsOnceThenFromPeers(t *testing.T) {
 	a.srv.Close()
 	b.srv.Close()
 	c.pull(t, o, "library/app", "v1", img)
+}
+
+// TestMirrorFindsHoldersThroughTheRouter: b is connected to nobody; the
+// router (the DHT in a daemon) leads it to a, which pulled first.
+func TestMirrorFindsHoldersThroughTheRouter(t *testing.T) {
+	o := newOrigin(t)
+	img := testImage(t, 7, 2<<20, 10)
+	o.push(t, "library/far:v1", img)
+	table := routing.NewMemory()
+	a := newRoutedMirrorNode(t, o, table, func(*mirror.Options) {})
+	b := newRoutedMirrorNode(t, o, table, func(*mirror.Options) {})
+	if len(b.n.Host().Network().Peers()) != 0 {
+		t.Fatalf("b is connected to %v; the test needs it alone", b.n.Host().Network().Peers())
+	}
+	a.pull(t, o, "library/far", "v1", img)
+	first := o.blobGets()
+	b.pull(t, o, "library/far", "v1", img)
+	if again := o.blobGets(); fmt.Sprint(again) != fmt.Sprint(first) {
+		t.Fatalf("b's pull: the origin sent %v, want nothing more than %v", again, first)
+	}
+	if b.n.Host().Network().Connectedness(a.n.Host().ID()) != network.Connected {
+		t.Error("b pulled from a without connecting to it?")
+	}
 }
 
 func TestMirrorColdRolloutFetchesEachBlobOnce(t *testing.T) {

@@ -23,6 +23,7 @@ import (
 	"github.com/multiformats/go-multihash"
 	"github.com/opencontainers/go-digest"
 	"github.com/shoal-ipfs/shoal/pkg/image"
+	"github.com/shoal-ipfs/shoal/pkg/routing"
 )
 
 // Protocol is how mirrors ask one another for what they hold or are
@@ -30,13 +31,6 @@ import (
 // of JSON (answer), followed for "get" by the blob's bytes from the offset
 // asked for to its end.
 const Protocol = protocol.ID("/shoal/mirror/1.0.0")
-
-// Router announces and finds holders of content beyond the connected
-// peers (the node's DHT).
-type Router interface {
-	Provide(cids ...cid.Cid)
-	FindProviders(ctx context.Context, c cid.Cid, max int, wait time.Duration) ([]peer.ID, error)
-}
 
 const (
 	// DefaultAskTimeout bounds how long a request waits for its peers'
@@ -58,7 +52,7 @@ const (
 // Peers is the mirror's side of the swarm.
 type Peers struct {
 	host   host.Host
-	router Router // nil: connected peers only
+	router routing.Router // nil: connected peers only
 	// private is whether the swarm is private (a swarm key): only then do
 	// peers get private repositories' content.
 	private bool
@@ -103,7 +97,7 @@ func (p *Peers) trusted(id peer.ID) bool {
 
 // NewPeers answers and asks the peers of h; router, if not nil, announces
 // digests and finds their holders beyond the connected peers.
-func NewPeers(h host.Host, router Router, private bool) *Peers {
+func NewPeers(h host.Host, router routing.Router, private bool) *Peers {
 	return &Peers{host: h, router: router, private: private, distrusted: map[peer.ID]time.Time{}}
 }
 
@@ -387,7 +381,7 @@ func (p *Peers) ask(ctx context.Context, r Ref, d digest.Digest) []answer {
 	out := p.askAll(ctx, peers, request{Op: "has", Registry: r.Registry, Repo: r.Repo, Digest: d})
 	if p.router != nil && !slices.ContainsFunc(out, func(a answer) bool { return a.State != "" }) {
 		if k, err := DigestKey(d); err == nil {
-			found, _ := p.router.FindProviders(ctx, k, 8, p.askTimeout()/2)
+			found := routing.Connect(ctx, p.host, p.router, k, 8, p.askTimeout()/2)
 			found = slices.DeleteFunc(found, func(id peer.ID) bool { return slices.Contains(peers, id) })
 			out = append(out, p.askAll(ctx, found, request{Op: "has", Registry: r.Registry, Repo: r.Repo, Digest: d})...)
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/shoal-ipfs/shoal/internal/sha256x"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
+	"github.com/shoal-ipfs/shoal/pkg/routing"
 )
 
 // Cat reads a UnixFS file, fetching what is missing from peers and storing
@@ -141,7 +142,7 @@ func (n *Node) lookUpHolders(ctx context.Context, c cid.Cid) *holderLookup {
 	ctx, l.cancel = context.WithCancel(ctx)
 	go func() {
 		defer close(l.done)
-		l.found, _ = n.FindProviders(ctx, c, 8, findProvidersWait)
+		l.found = routing.Connect(ctx, n.host, n.dht, c, 8, findProvidersWait)
 	}()
 	return l
 }

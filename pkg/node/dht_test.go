@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
+	"github.com/shoal-ipfs/shoal/pkg/routing"
 )
 
 // TestDHTFindsTheHolderBeyondConnectedPeers: four daemons on the LAN DHT
@@ -49,8 +50,8 @@ func TestDHTFindsTheHolderBeyondConnectedPeers(t *testing.T) {
 	}
 
 	mustCat(ctx, t, far, blob, data)
-	found, err := far.FindProviders(ctx, blob, 4, 10*time.Second)
-	if err != nil || len(found) == 0 || found[0] != holder.host.ID() {
-		t.Errorf("providers of the blob: %v, %v; want the holder", found, err)
+	found := routing.Connect(ctx, far.host, far.Router(), blob, 4, 10*time.Second)
+	if len(found) == 0 || found[0] != holder.host.ID() {
+		t.Errorf("providers of the blob: %v; want the holder", found)
 	}
 }

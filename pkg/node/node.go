@@ -39,7 +39,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
-	"github.com/libp2p/go-libp2p/core/routing"
+	lp2prouting "github.com/libp2p/go-libp2p/core/routing"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -50,6 +50,7 @@ import (
 	"github.com/shoal-ipfs/shoal/pkg/blob"
 	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/packs"
+	"github.com/shoal-ipfs/shoal/pkg/routing"
 	"github.com/shoal-ipfs/shoal/pkg/store"
 	"golang.org/x/sync/singleflight"
 )
@@ -124,7 +125,7 @@ type Node struct {
 	mdns      io.Closer
 	mdnsFound *mdnsNotifee
 	gw        *gatewayPeers
-	dht       *dhtNode
+	dht       *routing.DHT
 	// private is whether the swarm is closed by a swarm key.
 	private bool
 	// reads fetches each block once however many reads of a blob want it
@@ -223,7 +224,7 @@ func Open(ctx context.Context, home string, opts Options) (_ *Node, err error) {
 	if err := n.startDHT(cfg.Swarm.DHT, opts.Announce); err != nil {
 		return nil, err
 	}
-	var providers routing.ContentDiscovery
+	var providers lp2prouting.ContentDiscovery
 	if n.dht != nil {
 		providers = n.dht.IpfsDHT
 	}
@@ -365,7 +366,7 @@ func (n *Node) close() error {
 		errs = append(errs, n.bswap.Close())
 	}
 	if n.dht != nil {
-		errs = append(errs, n.dht.close())
+		errs = append(errs, n.dht.Close())
 	}
 	if n.host != nil {
 		errs = append(errs, n.host.Close())

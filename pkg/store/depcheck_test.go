@@ -31,6 +31,7 @@ var layering = map[string][]string{
 	"pkg/containerd":      {"pkg/node", "pkg/daemon", "pkg/kubo", "cmd/shoal"},
 	"pkg/group":           {"pkg/node", "pkg/daemon", "pkg/kubo", "cmd/shoal"},
 	"pkg/upstream":        {"pkg/node", "pkg/daemon", "pkg/image", "cmd/shoal"},
+	"pkg/routing":         {"pkg/node", "pkg/daemon", "pkg/store", "pkg/image", "pkg/mirror", "pkg/group", "cmd/shoal"},
 	"pkg/node":            {"pkg/daemon", "pkg/registry", "pkg/mirror", "pkg/snapshotter", "pkg/lazyfs", "pkg/contentstore", "pkg/containerd", "pkg/group", "pkg/kubo", "cmd/shoal"},
 	"pkg/daemon":          {"cmd/shoal"},
 }
