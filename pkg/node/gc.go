@@ -24,8 +24,8 @@ func (n *Node) GC(ctx context.Context) (store.GCResult, error) {
 	}
 	n.spare.beginGC()
 	defer n.spare.endGC()
-	if n.gw != nil {
-		defer n.gw.haves.forget()
+	if n.fetch != nil {
+		defer n.fetch.ForgetHaves()
 	}
 
 	var res store.GCResult

@@ -50,9 +50,9 @@ import (
 	"github.com/shoal-ipfs/shoal/pkg/blob"
 	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/packs"
+	"github.com/shoal-ipfs/shoal/pkg/retrieval"
 	"github.com/shoal-ipfs/shoal/pkg/routing"
 	"github.com/shoal-ipfs/shoal/pkg/store"
-	"golang.org/x/sync/singleflight"
 )
 
 // Options change how a node opens; the zero value opens offline with the
@@ -124,21 +124,17 @@ type Node struct {
 	peering   *peering.PeeringService
 	mdns      io.Closer
 	mdnsFound *mdnsNotifee
-	gw        *gatewayPeers
+	fetch     *retrieval.Retriever // nil when offline
+	bad       *retrieval.BadPeers
 	dht       *routing.DHT
 	// private is whether the swarm is closed by a swarm key.
 	private bool
-	// reads fetches each block once however many reads of a blob want it
-	// at once (spans that share a block, read side by side).
-	reads singleflight.Group
-
-	pinMu sync.Mutex // image records and their pins change together
+	pinMu   sync.Mutex // image records and their pins change together
 
 	closeOnce sync.Once
 	closeErr  error
 
-	localReads, peerReads atomic.Uint64
-	corrupt               atomic.Uint64 // blocks found corrupt and dropped
+	corrupt atomic.Uint64 // blocks found corrupt and dropped
 }
 
 // Open opens the store under home, taking its lock, and goes online if asked.
@@ -179,7 +175,7 @@ func Open(ctx context.Context, home string, opts Options) (_ *Node, err error) {
 	if opts.Listen != nil {
 		listen = opts.Listen
 	}
-	n.gw = &gatewayPeers{bad: map[peer.ID]bool{}}
+	n.bad = retrieval.NewBadPeers()
 	n.bandwidth = metrics.NewBandwidthCounter()
 	allow, err := config.ParseAllowlist(cfg.Swarm.Allow)
 	if err != nil {
@@ -199,7 +195,7 @@ func Open(ctx context.Context, home string, opts Options) (_ *Node, err error) {
 		libp2p.DisableMetrics(),
 		libp2p.BandwidthReporter(n.bandwidth),
 		libp2p.ResourceManager(rm),
-		libp2p.ConnectionGater(swarmGater{bad: n.gw, allow: allow}),
+		libp2p.ConnectionGater(swarmGater{bad: n.bad, allow: allow}),
 		// Without SO_REUSEPORT, a second node on a port in use fails to
 		// listen rather than share the port and take half its connections.
 		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
@@ -232,7 +228,7 @@ func Open(ctx context.Context, home string, opts Options) (_ *Node, err error) {
 	n.bserv = blockservice.New(n.bstore, n.bswap)
 	n.dag = merkledag.NewDAGService(n.bserv)
 
-	n.startGateway()
+	n.fetch = retrieval.New(retrieval.Options{Host: n.host, Store: n.packs, DAG: n.dag, Router: n.Router(), Bad: n.bad, Log: n.log})
 	n.peering = peering.NewPeeringService(n.host)
 	given, err := ParsePeerAddrs(append(append([]string{}, cfg.Swarm.Peers...), opts.Peers...))
 	if err != nil {
@@ -359,8 +355,8 @@ func (n *Node) close() error {
 	if n.peering != nil {
 		n.peering.Stop()
 	}
-	if n.gw != nil && n.gw.http != nil {
-		errs = append(errs, n.gw.http.Close())
+	if n.fetch != nil {
+		errs = append(errs, n.fetch.Close())
 	}
 	if n.bswap != nil {
 		errs = append(errs, n.bswap.Close())
@@ -477,11 +473,12 @@ func (n *Node) FetchStat() (FetchStat, error) {
 	if err != nil {
 		return FetchStat{}, err
 	}
+	rs := n.fetch.Stat()
 	return FetchStat{
 		BitswapBlocks: bs.BlocksReceived, BitswapBytes: bs.DataReceived,
-		GatewayBlocks: n.gw.blocksReceived.Load(), GatewayBytes: n.gw.bytesReceived.Load(),
-		GatewayServed: n.gw.served.Load(),
-		LocalReads:    n.localReads.Load(), PeerReads: n.peerReads.Load(),
+		GatewayBlocks: rs.BlocksReceived, GatewayBytes: rs.BytesReceived,
+		GatewayServed: rs.Served,
+		LocalReads:    rs.LocalReads, PeerReads: rs.PeerReads,
 	}, nil
 }
 

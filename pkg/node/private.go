@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/pnet"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/shoal-ipfs/shoal/internal/secretfile"
+	"github.com/shoal-ipfs/shoal/pkg/retrieval"
 )
 
 // A private group is a set of nodes that share a swarm key (libp2p's
@@ -79,12 +80,12 @@ func withoutQUIC(addrs []string) []string {
 // blocks, so that neither the gateway nor bitswap asks them again, and,
 // with an allowlist, every peer not on it.
 type swarmGater struct {
-	bad   *gatewayPeers
+	bad   *retrieval.BadPeers
 	allow map[peer.ID]bool // nil: any peer
 }
 
 func (g swarmGater) ok(p peer.ID) bool {
-	return !g.bad.isBad(p) && (g.allow == nil || g.allow[p])
+	return !g.bad.Has(p) && (g.allow == nil || g.allow[p])
 }
 
 func (g swarmGater) InterceptPeerDial(p peer.ID) bool                 { return g.ok(p) }

@@ -1,4 +1,4 @@
-package node
+package retrieval
 
 import (
 	"bufio"
@@ -13,22 +13,16 @@ import (
 	"github.com/ipfs/go-cid"
 )
 
-// holderOfABlob is a node holding a blob of 20 leaves (random bytes from
-// seed), another node connected to it, the blob's root and its leaves.
-func holderOfABlob(ctx context.Context, t *testing.T, seed int64) (holder, asker *Node, root cid.Cid, leaves []cid.Cid) {
+// holderOfABlob is a peer holding a blob of 20 leaves (random bytes from
+// seed), another peer connected to it, the blob's root and its leaves.
+func holderOfABlob(t *testing.T, seed int64) (holder, asker *testPeer, root cid.Cid, leaves []cid.Cid) {
 	t.Helper()
-	holder = onlineNode(t)
-	asker = onlineNode(t, holder)
+	holder = newTestPeer(t)
+	asker = newTestPeer(t, holder)
 	data := make([]byte, 5<<20)
 	rand.New(rand.NewSource(seed)).Read(data)
-	root, err := holder.Add(ctx, bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if leaves, err = leavesOf(ctx, holder, root); err != nil {
-		t.Fatal(err)
-	}
-	return holder, asker, root, leaves
+	root = holder.add(t, data)
+	return holder, asker, root, holder.leaves(t, root)
 }
 
 // TestHavesTellWhichLeavesAPeerHolds: a peer holding part of a blob
@@ -37,13 +31,13 @@ func holderOfABlob(ctx context.Context, t *testing.T, seed int64) (holder, asker
 func TestHavesTellWhichLeavesAPeerHolds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	holder, asker, root, leaves := holderOfABlob(ctx, t, 9)
+	holder, asker, root, leaves := holderOfABlob(t, 9)
 	for _, i := range []int{3, 7, 19} {
-		if err := holder.bstore.DeleteBlock(ctx, leaves[i]); err != nil {
+		if err := holder.store.DeleteBlock(ctx, leaves[i]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	bits, err := asker.askHaves(ctx, holder.host.ID(), root, len(leaves))
+	bits, err := asker.rt.askHaves(ctx, holder.host.ID(), root, len(leaves))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,10 +48,10 @@ func TestHavesTellWhichLeavesAPeerHolds(t *testing.T) {
 		}
 	}
 	unknown, _ := root.Prefix().Sum([]byte("a blob nobody added"))
-	if bits, err := asker.askHaves(ctx, holder.host.ID(), unknown, 1); err != nil || bits != nil {
+	if bits, err := asker.rt.askHaves(ctx, holder.host.ID(), unknown, 1); err != nil || bits != nil {
 		t.Errorf("haves of a blob the peer cannot walk: %v, %v; want none", bits, err)
 	}
-	if _, err := asker.askHaves(ctx, holder.host.ID(), root, len(leaves)+1); err == nil {
+	if _, err := asker.rt.askHaves(ctx, holder.host.ID(), root, len(leaves)+1); err == nil {
 		t.Error("a bitmap for a blob of another shape was accepted")
 	}
 }
@@ -68,25 +62,25 @@ func TestHavesTellWhichLeavesAPeerHolds(t *testing.T) {
 func TestHavesFollowALiveFetch(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	holder, asker, root, leaves := holderOfABlob(ctx, t, 10)
+	holder, asker, root, leaves := holderOfABlob(t, 10)
 	index := map[cid.Cid][]int{}
 	for i, l := range leaves {
 		index[l] = append(index[l], i)
 	}
-	fetched, err := holder.bstore.Get(ctx, leaves[3])
+	fetched, err := holder.store.Get(ctx, leaves[3])
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, i := range []int{3, 7} {
-		if err := holder.bstore.DeleteBlock(ctx, leaves[i]); err != nil {
+		if err := holder.store.DeleteBlock(ctx, leaves[i]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	mark, end := holder.liveHaves(ctx, root, index)
+	mark, end := holder.rt.liveHaves(ctx, root, index)
 	defer end()
 	held := func() []bool {
 		t.Helper()
-		bits, err := asker.askHaves(ctx, holder.host.ID(), root, len(leaves))
+		bits, err := asker.rt.askHaves(ctx, holder.host.ID(), root, len(leaves))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -95,7 +89,7 @@ func TestHavesFollowALiveFetch(t *testing.T) {
 	if got := held(); !slices.Equal(got, []bool{false, false, true}) {
 		t.Fatalf("leaves 3, 7, 8 held: %v before the fetch stored any, want false, false, true", got)
 	}
-	if err := holder.bstore.Put(ctx, fetched); err != nil {
+	if err := holder.store.Put(ctx, fetched); err != nil {
 		t.Fatal(err)
 	}
 	mark(fetched.Cid())

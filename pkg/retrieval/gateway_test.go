@@ -1,4 +1,4 @@
-package node
+package retrieval
 
 import (
 	"bytes"
@@ -12,50 +12,23 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	"github.com/shoal-ipfs/shoal/internal/sha256x"
-	"github.com/shoal-ipfs/shoal/pkg/config"
 )
 
-func onlineNode(t *testing.T, peers ...*Node) *Node {
+// lie replaces the block c in p's store with one whose bytes do not hash
+// to it.
+func (p *testPeer) lie(t *testing.T, c cid.Cid) {
 	t.Helper()
-	return onlineNodeWith(t, nil, peers...)
-}
-
-// onlineNodeWith is onlineNode with configure changing its config (and
-// writing files in its home) first.
-func onlineNodeWith(t *testing.T, configure func(home string, cfg *config.Config), peers ...*Node) *Node {
-	t.Helper()
-	return openOnline(t, Options{}, configure, peers...)
-}
-
-// openOnline opens an online node with opts, its config changed by
-// configure, connected to peers.
-func openOnline(t *testing.T, opts Options, configure func(home string, cfg *config.Config), peers ...*Node) *Node {
-	t.Helper()
-	home := t.TempDir()
-	cfg := config.DefaultConfig()
-	cfg.Swarm.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
-	cfg.Swarm.MDNS = false
-	if configure != nil {
-		configure(home, &cfg)
-	}
-	if _, err := config.Init(home, cfg); err != nil {
+	ctx := context.Background()
+	if err := p.store.DeleteBlock(ctx, c); err != nil {
 		t.Fatal(err)
 	}
-	var addrs []string
-	for _, p := range peers {
-		id, err := p.ID(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		addrs = append(addrs, id.Addresses[0])
-	}
-	opts.Online, opts.Peers = true, append(opts.Peers, addrs...)
-	n, err := Open(context.Background(), home, opts)
+	bad, err := blocks.NewBlockWithCid(bytes.Repeat([]byte{'!'}, 256<<10), c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { n.Close() })
-	return n
+	if err := p.store.Put(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestGatewayStreamFromALiarFallsBackToHonestPeers: a peer's gateway serves
@@ -65,34 +38,20 @@ func openOnline(t *testing.T, opts Options, configure func(home string, cfg *con
 func TestGatewayStreamFromALiarFallsBackToHonestPeers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	liar := onlineNode(t)
-	honest := onlineNode(t)
-	reader := onlineNode(t, liar, honest)
+	liar, honest := newTestPeer(t), newTestPeer(t)
+	reader := newTestPeer(t, liar, honest)
 
 	data := make([]byte, 3<<20)
 	rand.New(rand.NewSource(1)).Read(data)
-	root := addToEach(ctx, t, data, liar, honest)
-	nd, err := liar.dag.Get(ctx, root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf := nd.Links()[5].Cid
-	if err := liar.bstore.DeleteBlock(ctx, leaf); err != nil {
-		t.Fatal(err)
-	}
-	bad, err := blocks.NewBlockWithCid(bytes.Repeat([]byte{'!'}, 256<<10), leaf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := liar.bstore.Put(ctx, bad); err != nil {
-		t.Fatal(err)
-	}
+	root := liar.add(t, data)
+	honest.add(t, data)
+	liar.lie(t, liar.leaves(t, root)[5])
 
-	cs, err := reader.openCAR(ctx, liar.host.ID(), root)
+	cs, err := reader.rt.openCAR(ctx, liar.host.ID(), root)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := newGatewayFile(ctx, reader, root, cs)
+	f := newGatewayFile(ctx, reader.rt, root, cs)
 	f.whole = sha256x.NewStream()
 	got, err := io.ReadAll(f)
 	if err != nil {
@@ -107,42 +66,39 @@ func TestGatewayStreamFromALiarFallsBackToHonestPeers(t *testing.T) {
 	if f.whole.Sum() != sha256.Sum256(data) {
 		t.Fatal("the stream's digest is not the file's")
 	}
-	reader.gw.mu.Lock()
-	caught := reader.gw.bad[liar.host.ID()]
-	reader.gw.mu.Unlock()
-	if !caught {
+	if !reader.rt.bad.Has(liar.host.ID()) {
 		t.Fatal("the lying peer was not marked bad")
 	}
-	for _, p := range reader.gatewayCandidates() {
+	for _, p := range reader.rt.gatewayCandidates() {
 		if p == liar.host.ID() {
 			t.Fatal("the lying peer is still asked")
 		}
 	}
-	s, err := reader.FetchStat()
+	bs, err := reader.bs.Stat()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.GatewayBlocks == 0 || s.BitswapBlocks == 0 {
-		t.Fatalf("want blocks from both paths, got %+v", s)
+	if s := reader.rt.Stat(); s.BlocksReceived == 0 || bs.BlocksReceived == 0 {
+		t.Fatalf("want blocks from both paths, got %+v and %d over bitswap", s, bs.BlocksReceived)
 	}
 }
 
-// TestCatHashingFeedsEveryByteInOrder: the digest CatHashing computes is
-// the file's, read off a peer's CAR stream (which sends a repeated chunk
+// TestCatHashingFeedsEveryByteInOrder: the digest Cat computes is the
+// file's, read off a peer's CAR stream (which sends a repeated chunk
 // once) and read locally.
 func TestCatHashingFeedsEveryByteInOrder(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	origin := onlineNode(t)
-	reader := onlineNode(t, origin)
+	origin := newTestPeer(t)
+	reader := newTestPeer(t, origin)
 	data := make([]byte, 1<<20, 2<<20+1000)
 	rand.New(rand.NewSource(2)).Read(data)
 	data = append(data, make([]byte, 1<<20)...) // four equal chunks
 	data = append(data, data[:1000]...)
-	root := addToEach(ctx, t, data, origin)
+	root := origin.add(t, data)
 	for _, where := range []string{"from the peer", "here"} {
 		whole := sha256x.NewStream()
-		rc, err := reader.CatHashing(ctx, root, whole)
+		rc, err := reader.rt.Cat(ctx, root, whole)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -158,8 +114,8 @@ func TestCatHashingFeedsEveryByteInOrder(t *testing.T) {
 			t.Fatalf("%s: the stream's digest is not the file's", where)
 		}
 	}
-	if s, err := reader.FetchStat(); err != nil || s.GatewayBlocks == 0 {
-		t.Fatalf("the file did not come off a CAR stream: %+v %v", s, err)
+	if s := reader.rt.Stat(); s.BlocksReceived == 0 || s.PeerReads != 1 || s.LocalReads != 1 {
+		t.Fatalf("the file did not come off a CAR stream, then from here: %+v", s)
 	}
 }
 
@@ -168,11 +124,11 @@ func TestCatHashingFeedsEveryByteInOrder(t *testing.T) {
 func TestGatewayServesOnlyLocalBlocks(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	a := onlineNode(t)
-	b := onlineNode(t, a)
+	a := newTestPeer(t)
+	b := newTestPeer(t, a)
 	missing := cid.MustParse("bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4")
 	start := time.Now()
-	cs, err := b.openCAR(ctx, a.host.ID(), missing)
+	cs, err := b.rt.openCAR(ctx, a.host.ID(), missing)
 	if err == nil {
 		// A 200 with an empty CAR is also a refusal.
 		if _, nerr := cs.br.Next(); nerr == nil {

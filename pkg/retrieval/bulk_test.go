@@ -1,13 +1,13 @@
-package node
+package retrieval
 
 import (
+	"bytes"
 	"context"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
-	"github.com/shoal-ipfs/shoal/pkg/config"
 )
 
 // TestGatewayStreamsPreferTCP: with a TCP and a QUIC connection between
@@ -16,19 +16,16 @@ import (
 func TestGatewayStreamsPreferTCP(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	both := func(_ string, cfg *config.Config) {
-		cfg.Swarm.Listen = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
-	}
-	a := onlineNodeWith(t, both)
-	b := onlineNodeWith(t, both)
+	both := []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+	a, b := newTestPeerOn(t, both), newTestPeerOn(t, both)
 	var tcpAddr ma.Multiaddr
-	for _, addr := range a.Host().Addrs() {
+	for _, addr := range a.host.Addrs() {
 		if _, err := addr.ValueForProtocol(ma.P_TCP); err == nil {
 			tcpAddr = addr
 		}
 	}
 	if tcpAddr == nil || len(onlyQUIC(b)) == 0 {
-		t.Fatalf("a listens on %v, b on %v; want TCP and QUIC", a.Host().Addrs(), b.Host().Addrs())
+		t.Fatalf("a listens on %v, b on %v; want TCP and QUIC", a.host.Addrs(), b.host.Addrs())
 	}
 	// Each dials the other at once, a over QUIC and b over TCP, as peers
 	// that find each other by mDNS do: that leaves two connections, most
@@ -36,39 +33,39 @@ func TestGatewayStreamsPreferTCP(t *testing.T) {
 	connectBoth := func() int {
 		done := make(chan error, 2)
 		go func() {
-			done <- a.Host().Connect(ctx, peer.AddrInfo{ID: b.Host().ID(), Addrs: onlyQUIC(b)})
+			done <- a.host.Connect(ctx, peer.AddrInfo{ID: b.host.ID(), Addrs: onlyQUIC(b)})
 		}()
 		go func() {
-			done <- b.Host().Connect(ctx, peer.AddrInfo{ID: a.Host().ID(), Addrs: []ma.Multiaddr{tcpAddr}})
+			done <- b.host.Connect(ctx, peer.AddrInfo{ID: a.host.ID(), Addrs: []ma.Multiaddr{tcpAddr}})
 		}()
 		for range 2 {
 			if err := <-done; err != nil {
 				t.Fatal(err)
 			}
 		}
-		return len(b.Host().Network().ConnsToPeer(a.Host().ID()))
+		return len(b.host.Network().ConnsToPeer(a.host.ID()))
 	}
-	c := addBytes(t, a, 3<<20, 'q')
+	c := a.add(t, bytes.Repeat([]byte{'q'}, 3<<20))
 	var onTCP, onQUIC int
 	for attempts := 0; onTCP+onQUIC == 0; attempts++ {
 		if attempts == 50 {
 			t.Fatal("50 simultaneous dials never left both connections up while a stream opened")
 		}
-		_ = b.Host().Network().ClosePeer(a.Host().ID())
-		for len(a.Host().Network().ConnsToPeer(b.Host().ID())) > 0 {
+		_ = b.host.Network().ClosePeer(a.host.ID())
+		for len(a.host.Network().ConnsToPeer(b.host.ID())) > 0 {
 			time.Sleep(5 * time.Millisecond)
 		}
 		if connectBoth() < 2 {
 			continue
 		}
-		cs, err := b.openCAR(ctx, a.Host().ID(), c)
+		cs, err := b.rt.openCAR(ctx, a.host.ID(), c)
 		if err != nil {
 			t.Fatal(err)
 		}
 		// libp2p may close one of two connections to a peer at any time
 		// (on a loaded machine, often before the stream opens): only a
 		// stream opened while both were up says which one was chosen.
-		conns := b.Host().Network().ConnsToPeer(a.Host().ID())
+		conns := b.host.Network().ConnsToPeer(a.host.ID())
 		if len(conns) == 2 {
 			for _, conn := range conns {
 				for _, s := range conn.GetStreams() {
@@ -90,9 +87,9 @@ func TestGatewayStreamsPreferTCP(t *testing.T) {
 	}
 }
 
-func onlyQUIC(n *Node) []ma.Multiaddr {
+func onlyQUIC(p *testPeer) []ma.Multiaddr {
 	var out []ma.Multiaddr
-	for _, addr := range n.Host().Addrs() {
+	for _, addr := range p.host.Addrs() {
 		if _, err := addr.ValueForProtocol(ma.P_QUIC_V1); err == nil {
 			out = append(out, addr)
 		}

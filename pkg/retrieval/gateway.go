@@ -1,4 +1,4 @@
-package node
+package retrieval
 
 import (
 	"context"
@@ -8,8 +8,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	"github.com/containerd/errdefs"
 	blocks "github.com/ipfs/go-block-format"
@@ -40,79 +38,56 @@ const carAccept = "application/vnd.ipld.car; version=1; order=dfs; dups=n"
 // its CID or that no verified parent links to.
 var ErrBadBlock = errkind.New("peer sent a block that does not verify", errdefs.ErrDataLoss)
 
-type gatewayPeers struct {
-	http *libp2phttp.Host
-	next atomic.Uint64
-	mu   sync.Mutex
-	bad  map[peer.ID]bool // peers caught sending bad blocks, skipped from then on
-
-	blocksReceived atomic.Uint64
-	bytesReceived  atomic.Uint64
-	served         atomic.Uint64 // single blocks served to peers
-
-	clientsMu sync.Mutex
-	clients   map[peer.ID]http.Client
-
-	haves havesCache // bitmaps served to peers (HavesProtocol)
-}
-
 // client is the HTTP client for p's gateway. Made once per peer, under a
 // lock: libp2phttp's Host sets up its caches on first use without one.
-func (g *gatewayPeers) client(p peer.ID) (http.Client, error) {
-	g.clientsMu.Lock()
-	defer g.clientsMu.Unlock()
-	if c, ok := g.clients[p]; ok {
+func (rt *Retriever) client(p peer.ID) (http.Client, error) {
+	rt.clientsMu.Lock()
+	defer rt.clientsMu.Unlock()
+	if c, ok := rt.clients[p]; ok {
 		return c, nil
 	}
-	c, err := g.http.NamespacedClient(GatewayProtocol, peer.AddrInfo{ID: p})
+	c, err := rt.http.NamespacedClient(GatewayProtocol, peer.AddrInfo{ID: p})
 	if err != nil {
 		return http.Client{}, err
 	}
-	if g.clients == nil {
-		g.clients = map[peer.ID]http.Client{}
+	if rt.clients == nil {
+		rt.clients = map[peer.ID]http.Client{}
 	}
-	g.clients[p] = c
+	rt.clients[p] = c
 	return c, nil
-}
-
-// isBad reports whether p was caught sending bad blocks.
-func (g *gatewayPeers) isBad(p peer.ID) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.bad[p]
 }
 
 // startGateway serves this node's local blocks to peers over GatewayProtocol.
 // Only blocks stored here are served: a request never makes this node fetch
 // from others on a peer's behalf.
-func (n *Node) startGateway() {
-	h := &libp2phttp.Host{StreamHost: bulkStreams{n.host}}
-	h.SetHTTPHandlerAtPath(GatewayProtocol, "/", &carServer{bs: n.packs.Unchecked(), leaves: n.packs, served: &n.gw.served})
-	n.gw.http = h
-	n.host.SetStreamHandler(HavesProtocol, n.serveHaves)
-	go func() {
+func (rt *Retriever) startGateway() {
+	h := &libp2phttp.Host{StreamHost: bulkStreams{rt.host}}
+	h.SetHTTPHandlerAtPath(GatewayProtocol, "/", &carServer{bs: rt.store.Unchecked(), leaves: rt.store, served: &rt.served})
+	rt.http = h
+	rt.host.SetStreamHandler(HavesProtocol, rt.serveHaves)
+	rt.serving.Go(func() {
 		if err := h.Serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.log.Warn("gateway over libp2p stopped", "err", err)
+			rt.log.Warn("gateway over libp2p stopped", "err", err)
 		}
-	}()
+	})
 }
 
 // gatewayCandidates are the connected peers that speak GatewayProtocol,
 // rotated so that parallel fetches spread over them.
-func (n *Node) gatewayCandidates() []peer.ID {
+func (rt *Retriever) gatewayCandidates() []peer.ID {
 	var out []peer.ID
-	for _, p := range n.host.Network().Peers() {
-		if n.gw.isBad(p) {
+	for _, p := range rt.host.Network().Peers() {
+		if rt.isBad(p) {
 			continue
 		}
 		// HTTP over libp2p is one stream protocol; which HTTP protocols a
 		// peer serves is in its well-known document, read on first use.
-		if ok, err := n.host.Peerstore().SupportsProtocols(p, libp2phttp.ProtocolIDForMultistreamSelect); err == nil && len(ok) > 0 {
+		if ok, err := rt.host.Peerstore().SupportsProtocols(p, libp2phttp.ProtocolIDForMultistreamSelect); err == nil && len(ok) > 0 {
 			out = append(out, p)
 		}
 	}
 	if len(out) > 1 {
-		k := int(n.gw.next.Add(1) % uint64(len(out)))
+		k := int(rt.next.Add(1) % uint64(len(out)))
 		out = append(out[k:], out[:k]...)
 	}
 	return out
@@ -128,8 +103,8 @@ type carStream struct {
 	inOrder bool
 }
 
-func (n *Node) openCAR(ctx context.Context, p peer.ID, root cid.Cid) (*carStream, error) {
-	client, err := n.gw.client(p)
+func (rt *Retriever) openCAR(ctx context.Context, p peer.ID, root cid.Cid) (*carStream, error) {
+	client, err := rt.client(p)
 	if err != nil {
 		return nil, err
 	}
@@ -165,16 +140,16 @@ func (n *Node) openCAR(ctx context.Context, p peer.ID, root cid.Cid) (*carStream
 // hashing of the blocks that follow, and around the page cache when that
 // is faster: what is read next comes from the blocks in memory.
 type blockSink struct {
-	n     *Node
+	rt    *Retriever
 	w     *packs.Writer
 	queue *batch.Writer[blocks.Block]
 }
 
-func newBlockSink(ctx context.Context, n *Node) *blockSink {
-	s := &blockSink{n: n}
+func newBlockSink(ctx context.Context, rt *Retriever) *blockSink {
+	s := &blockSink{rt: rt}
 	s.queue = batch.NewBlocks(func(bs []blocks.Block) error {
 		if s.w == nil {
-			w, err := n.packs.NewWriter(packs.DirectWhenFaster())
+			w, err := rt.store.NewWriter(packs.DirectWhenFaster())
 			if err != nil {
 				return err
 			}
@@ -187,8 +162,8 @@ func newBlockSink(ctx context.Context, n *Node) *blockSink {
 
 // add stores a block that came from a peer.
 func (s *blockSink) add(b blocks.Block) error {
-	s.n.gw.blocksReceived.Add(1)
-	s.n.gw.bytesReceived.Add(uint64(len(b.RawData())))
+	s.rt.blocksReceived.Add(1)
+	s.rt.bytesReceived.Add(uint64(len(b.RawData())))
 	return s.queue.Add(b)
 }
 
@@ -222,19 +197,17 @@ func (s *blockSink) close() error {
 	return err
 }
 
-func (n *Node) noteGatewayError(p peer.ID, root cid.Cid, err error) {
+func (rt *Retriever) noteGatewayError(p peer.ID, root cid.Cid, err error) {
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrBadBlock):
-		n.gw.mu.Lock()
-		n.gw.bad[p] = true
-		n.gw.mu.Unlock()
-		n.log.Warn("peer sent bad blocks; disconnecting and not asking it again", "peer", p, "err", err)
+		rt.bad.add(p)
+		rt.log.Warn("peer sent bad blocks; disconnecting and not asking it again", "peer", p, "err", err)
 		// Bitswap may have the same peer's bad copy in flight; dropping the
 		// connection makes it ask the others.
-		_ = n.host.Network().ClosePeer(p)
+		_ = rt.host.Network().ClosePeer(p)
 	default:
-		n.log.Debug("gateway fetch failed", "peer", p, "root", root, "err", err)
+		rt.log.Debug("gateway fetch failed", "peer", p, "root", root, "err", err)
 	}
 }
 

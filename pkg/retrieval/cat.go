@@ -1,4 +1,4 @@
-package node
+package retrieval
 
 import (
 	"context"
@@ -21,87 +21,48 @@ import (
 	"github.com/shoal-ipfs/shoal/pkg/routing"
 )
 
-// Cat reads a UnixFS file, fetching what is missing from peers and storing
-// it as it goes. From a peer's gateway the file is read off one CAR stream
-// as its blocks arrive; otherwise the whole DAG is requested over bitswap
-// in the background while the file is read in order.
-//
-// Blocks it fetches are spared by garbage collection only under a lease
-// (image.Leaser) that the caller holds until it has pinned them.
-func (n *Node) Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
-	return n.CatHashing(ctx, c, nil)
-}
-
-// CatHashing is Cat that also feeds every byte the reader hands out, in
-// order, to whole (unless nil). Off a peer's CAR stream each leaf is then
-// hashed once, for its CID and for whole (sha256x.Stream.ChunkIf): a pull
-// that checks the blob's digest need not hash its bytes again.
-func (n *Node) CatHashing(ctx context.Context, c cid.Cid, whole *sha256x.Stream) (io.ReadCloser, error) {
-	return n.cat(ctx, c, whole)
-}
-
 // findProvidersWait bounds the DHT lookup for a blob's holders; on a LAN
 // it completes in milliseconds.
 const findProvidersWait = 2 * time.Second
 
-func (n *Node) cat(ctx context.Context, c cid.Cid, whole *sha256x.Stream) (io.ReadCloser, error) {
-	r, err := n.catFrom(ctx, c)
-	if err != nil || whole == nil {
-		return r, err
-	}
-	if f, ok := r.(*gatewayFile); ok {
-		f.whole = whole
-		return f, nil
-	}
-	return teeCloser{Reader: io.TeeReader(r, whole), Closer: r}, nil
-}
-
-type teeCloser struct {
-	io.Reader
-	io.Closer
-}
-
 // catFrom opens c where it is: here, or at the peers.
-func (n *Node) catFrom(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
-	if n.host == nil {
-		return blob.Open(ctx, n.dag, c)
-	}
-	if has, err := n.bstore.Has(ctx, c); err != nil || has {
+func (rt *Retriever) catFrom(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
+	if has, err := rt.store.Has(ctx, c); err != nil || has {
 		if has {
-			n.localReads.Add(1)
+			rt.localReads.Add(1)
 		}
-		return n.prefetchingReader(ctx, c)
+		return rt.prefetchingReader(ctx, c)
 	}
-	n.peerReads.Add(1)
+	rt.peerReads.Add(1)
 	// The DHT is asked for more holders while the connected peers are
 	// tried, and waited for only if none of them has the blob: waiting
 	// first cost every blob a node lacked up to findProvidersWait, even
 	// when a connected peer had it.
-	lookup := n.lookUpHolders(ctx, c)
+	lookup := rt.lookUpHolders(ctx, c)
 	defer lookup.stop()
 	tried := map[peer.ID]bool{}
-	if r := n.catFromPeers(ctx, c, n.gatewayCandidates(), tried); r != nil {
+	if r := rt.catFromPeers(ctx, c, rt.gatewayCandidates(), tried); r != nil {
 		return r, nil
 	}
 	if slices.ContainsFunc(lookup.wait(), func(p peer.ID) bool { return !tried[p] }) {
-		if r := n.catFromPeers(ctx, c, n.gatewayCandidates(), tried); r != nil {
+		if r := rt.catFromPeers(ctx, c, rt.gatewayCandidates(), tried); r != nil {
 			return r, nil
 		}
 	}
-	return n.prefetchingReader(ctx, c)
+	return rt.prefetchingReader(ctx, c)
 }
 
 // catFromPeers reads c from the given peers' gateways: from many at once
 // if there are several, else as one CAR stream from the first that serves
 // it, skipping and noting the peers tried. nil if none could.
-func (n *Node) catFromPeers(ctx context.Context, c cid.Cid, peers []peer.ID, tried map[peer.ID]bool) io.ReadCloser {
+func (rt *Retriever) catFromPeers(ctx context.Context, c cid.Cid, peers []peer.ID, tried map[peer.ID]bool) io.ReadCloser {
 	if len(peers) >= 2 {
-		r, err := n.swarmRead(ctx, c, peers)
+		r, err := rt.swarmRead(ctx, c, peers)
 		if err == nil {
 			return r
 		}
 		if !errors.Is(err, errNotSwarmed) {
-			n.log.Debug("fetching from many peers failed; one stream next", "cid", c, "err", err)
+			rt.log.Debug("fetching from many peers failed; one stream next", "cid", c, "err", err)
 		}
 	}
 	for _, p := range peers {
@@ -109,8 +70,8 @@ func (n *Node) catFromPeers(ctx context.Context, c cid.Cid, peers []peer.ID, tri
 			continue
 		}
 		tried[p] = true
-		cs, err := n.openCAR(ctx, p, c)
-		n.noteGatewayError(p, c, err)
+		cs, err := rt.openCAR(ctx, p, c)
+		rt.noteGatewayError(p, c, err)
 		if err != nil {
 			continue
 		}
@@ -118,7 +79,7 @@ func (n *Node) catFromPeers(ctx context.Context, c cid.Cid, peers []peer.ID, tri
 			cs.body.Close()
 			return nil
 		}
-		return newGatewayFile(ctx, n, c, cs)
+		return newGatewayFile(ctx, rt, c, cs)
 	}
 	return nil
 }
@@ -131,18 +92,18 @@ type holderLookup struct {
 	found  []peer.ID
 }
 
-// lookUpHolders starts looking c's holders up on the DHT, if the node has
-// one.
-func (n *Node) lookUpHolders(ctx context.Context, c cid.Cid) *holderLookup {
+// lookUpHolders starts looking c's holders up through the router, if
+// there is one.
+func (rt *Retriever) lookUpHolders(ctx context.Context, c cid.Cid) *holderLookup {
 	l := &holderLookup{cancel: func() {}, done: make(chan struct{})}
-	if n.dht == nil {
+	if rt.router == nil {
 		close(l.done)
 		return l
 	}
 	ctx, l.cancel = context.WithCancel(ctx)
 	go func() {
 		defer close(l.done)
-		l.found = routing.Connect(ctx, n.host, n.dht, c, 8, findProvidersWait)
+		l.found = routing.Connect(ctx, rt.host, rt.router, c, 8, findProvidersWait)
 	}()
 	return l
 }
@@ -162,9 +123,9 @@ func (l *holderLookup) stop() {
 // prefetchingReader reads the file in order while a background walk asks
 // for every block of the DAG at once, so a sequential read is not bound by
 // one round trip per block.
-func (n *Node) prefetchingReader(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
+func (rt *Retriever) prefetchingReader(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	session := merkledag.NewSession(ctx, n.dag)
+	session := merkledag.NewSession(ctx, rt.dag)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -195,7 +156,7 @@ func (p *prefetching) Close() error {
 // same offset through bitswap.
 type gatewayFile struct {
 	ctx  context.Context
-	n    *Node
+	rt   *Retriever
 	root cid.Cid
 	cs   *carStream
 	v    *dagVerifier
@@ -216,11 +177,11 @@ type gatewayFile struct {
 	whole *sha256x.Stream
 }
 
-func newGatewayFile(ctx context.Context, n *Node, root cid.Cid, cs *carStream) *gatewayFile {
+func newGatewayFile(ctx context.Context, rt *Retriever, root cid.Cid, cs *carStream) *gatewayFile {
 	return &gatewayFile{
-		ctx: ctx, n: n, root: root, cs: cs,
+		ctx: ctx, rt: rt, root: root, cs: cs,
 		v:    newDAGVerifier(root),
-		sink: newBlockSink(ctx, n),
+		sink: newBlockSink(ctx, rt),
 		todo: []cid.Cid{root},
 	}
 }
@@ -248,7 +209,7 @@ func (f *gatewayFile) Read(p []byte) (int, error) {
 				f.err = err
 				return 0, err
 			}
-			f.n.noteGatewayError(f.cs.peer, f.root, err)
+			f.rt.noteGatewayError(f.cs.peer, f.root, err)
 			if err := f.fallBack(); err != nil {
 				f.err = err
 				return 0, err
@@ -276,7 +237,7 @@ func (f *gatewayFile) next() error {
 		if err := f.sink.flush(); err != nil {
 			return err
 		}
-		b, err = f.n.bstore.Get(f.ctx, c)
+		b, err = f.rt.store.Get(f.ctx, c)
 		if err != nil {
 			return err
 		}
@@ -418,7 +379,7 @@ func fileData(nd ipld.Node) ([]byte, error) {
 func (f *gatewayFile) fallBack() error {
 	_ = f.sink.close()
 	f.cs.body.Close()
-	r, err := f.n.prefetchingReader(f.ctx, f.root)
+	r, err := f.rt.prefetchingReader(f.ctx, f.root)
 	if err != nil {
 		return err
 	}
@@ -437,19 +398,4 @@ func (f *gatewayFile) Close() error {
 		err = errors.Join(err, f.rest.Close())
 	}
 	return err
-}
-
-// ReadBlobAt reads len(p) bytes of the UnixFS file c from off, fetching
-// from peers only the blocks that hold them (and the path to them). It
-// returns io.EOF with fewer bytes at the end of the file.
-//
-// A block missing here is asked of the peers' gateways first: one round
-// trip, where a new bitswap session takes two (want-have, then
-// want-block), and a lazy mount's reads wait on every one.
-func (n *Node) ReadBlobAt(ctx context.Context, c cid.Cid, p []byte, off int64) (int, error) {
-	var get ipld.NodeGetter = n.dag
-	if n.host != nil {
-		get = &peerBlocks{n: n, peers: n.gatewayCandidates(), session: merkledag.NewSession(ctx, n.dag)}
-	}
-	return blob.ReadAt(ctx, get, c, p, off)
 }

@@ -1,4 +1,4 @@
-package node
+package retrieval
 
 import (
 	"context"
@@ -55,9 +55,9 @@ const maxBlockSize = 2 << 20
 // read makes steady progress; once the background fetch ends (done or
 // failed), what is still missing comes over bitswap. Closing the reader
 // stops the fetch.
-func (n *Node) swarmRead(ctx context.Context, c cid.Cid, peers []peer.ID) (io.ReadCloser, error) {
-	session := merkledag.NewSession(ctx, n.dag)
-	shape, err := blob.ShapeOf(ctx, &peerBlocks{n: n, peers: peers, session: session}, c)
+func (rt *Retriever) swarmRead(ctx context.Context, c cid.Cid, peers []peer.ID) (io.ReadCloser, error) {
+	session := merkledag.NewSession(ctx, rt.dag)
+	shape, err := blob.ShapeOf(ctx, &peerBlocks{rt: rt, peers: peers, session: session}, c)
 	if err != nil {
 		return nil, err
 	}
@@ -68,30 +68,30 @@ func (n *Node) swarmRead(ctx context.Context, c cid.Cid, peers []peer.ID) (io.Re
 	for i, l := range shape.Leaves {
 		leaves[i] = l.CID
 	}
-	missing, err := n.missing(ctx, leaves)
+	missing, err := rt.missing(ctx, leaves)
 	if err != nil {
 		return nil, err
 	}
 	if len(missing) == 0 {
-		return blob.Open(ctx, n.dag, c)
+		return blob.Open(ctx, rt.dag, c)
 	}
-	pack, err := n.placedPack(shape)
+	pack, err := rt.placedPack(shape)
 	if err != nil {
 		return nil, err
 	}
-	put := n.bstore.Put
+	put := rt.store.Put
 	if pack != nil {
 		put = func(ctx context.Context, b blocks.Block) error {
 			if placed, err := pack.Put(ctx, b); placed || err != nil {
 				return err
 			}
-			return n.bstore.Put(ctx, b)
+			return rt.store.Put(ctx, b)
 		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	known, waitHaves := n.watchHaves(ctx, c, leaves, peers)
-	mark, endHaves := n.liveHaves(ctx, c, known.index)
-	sb := &swarmBlocks{n: n, session: session, stored: make(chan struct{}), placed: map[cid.Cid]bool{}}
+	known, waitHaves := rt.watchHaves(ctx, c, leaves, peers)
+	mark, endHaves := rt.liveHaves(ctx, c, known.index)
+	sb := &swarmBlocks{rt: rt, session: session, stored: make(chan struct{}), placed: map[cid.Cid]bool{}}
 	store := put
 	put = func(ctx context.Context, b blocks.Block) error {
 		if err := store(ctx, b); err != nil {
@@ -105,16 +105,16 @@ func (n *Node) swarmRead(ctx context.Context, c cid.Cid, peers []peer.ID) (io.Re
 		}
 		return nil
 	}
-	sb.lp = newLeafPicker(n.host.ID(), peers, missing, known, n.gw.isBad)
+	sb.lp = newLeafPicker(rt.host.ID(), peers, missing, known, rt.isBad)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := n.fetchFromPeers(ctx, session, sb.lp, sb.notify, put); err != nil && ctx.Err() == nil {
-			n.log.Debug("fetching from many peers failed; the rest over bitswap", "cid", c, "err", err)
+		if err := rt.fetchFromPeers(ctx, session, sb.lp, sb.notify, put); err != nil && ctx.Err() == nil {
+			rt.log.Debug("fetching from many peers failed; the rest over bitswap", "cid", c, "err", err)
 		}
 		if pack != nil {
 			if err := pack.Finish(ctx, c); err != nil {
-				n.log.Debug("recording a whole-blob pack failed", "cid", c, "err", err)
+				rt.log.Debug("recording a whole-blob pack failed", "cid", c, "err", err)
 			}
 		}
 		sb.end()
@@ -179,7 +179,7 @@ func (r *packReader) Read(p []byte) (int, error) {
 		}
 		// Here already, or fetched some other way than into the pack
 		// (over bitswap, when no peer served it).
-		local, err := r.sb.n.bstore.Has(r.ctx, l.CID)
+		local, err := r.sb.rt.store.Has(r.ctx, l.CID)
 		if err != nil {
 			return 0, err
 		}
@@ -218,7 +218,7 @@ func (r *packReader) Close() error {
 // placedPack starts a pack that the leaves of a blob fill in as they
 // arrive, each at its place; nil if the blob has leaves other than raw
 // blocks, whose data would not be the blob's.
-func (n *Node) placedPack(shape blob.Shape) (*packs.PlacedWriter, error) {
+func (rt *Retriever) placedPack(shape blob.Shape) (*packs.PlacedWriter, error) {
 	places := make([]packs.Place, len(shape.Leaves))
 	var off int64
 	for i, l := range shape.Leaves {
@@ -228,7 +228,7 @@ func (n *Node) placedPack(shape blob.Shape) (*packs.PlacedWriter, error) {
 		places[i] = packs.Place{Hash: l.CID.Hash(), Offset: off, Length: int64(l.Size)}
 		off += int64(l.Size)
 	}
-	return n.packs.NewPlacedWriter(places)
+	return rt.store.NewPlacedWriter(places)
 }
 
 // swarmReader waits, at the end of the blob, for the fetch to end, so
@@ -249,7 +249,7 @@ func (r *swarmReader) Read(p []byte) (int, error) {
 // swarmBlocks gets a blob's blocks for its reader while a swarm fetch
 // stores them: a block not here yet is waited for, and hurried.
 type swarmBlocks struct {
-	n       *Node
+	rt      *Retriever
 	lp      *leafPicker
 	session ipld.NodeGetter // once the fetch has ended
 
@@ -279,7 +279,7 @@ func (sb *swarmBlocks) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
 		sb.mu.Lock()
 		stored, ended := sb.stored, sb.ended
 		sb.mu.Unlock()
-		if b, err := sb.n.bstore.Get(ctx, c); err == nil {
+		if b, err := sb.rt.store.Get(ctx, c); err == nil {
 			return blob.DecodeBlock(b)
 		}
 		if ended {
@@ -315,22 +315,22 @@ func (sb *swarmBlocks) GetMany(ctx context.Context, cs []cid.Cid) <-chan *ipld.N
 // that may have just lost the peer it asked (one caught lying, say) until
 // the session looks again, seconds later.
 type peerBlocks struct {
-	n       *Node
+	rt      *Retriever
 	peers   []peer.ID
 	session ipld.NodeGetter
 }
 
 func (g *peerBlocks) Get(ctx context.Context, c cid.Cid) (ipld.Node, error) {
-	if b, err := g.n.bstore.Get(ctx, c); err == nil {
+	if b, err := g.rt.store.Get(ctx, c); err == nil {
 		return blob.DecodeBlock(b)
 	}
-	nd, err, _ := g.n.reads.Do(c.KeyString(), func() (any, error) {
-		if b, err := g.n.bstore.Get(ctx, c); err == nil {
+	nd, err, _ := g.rt.reads.Do(c.KeyString(), func() (any, error) {
+		if b, err := g.rt.store.Get(ctx, c); err == nil {
 			return blob.DecodeBlock(b)
 		}
 		peers := slices.Clone(g.peers)
 		rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
-		nd, _, err := g.n.fetchBlock(ctx, g.session, c, peers, g.n.bstore.Put, nil)
+		nd, _, err := g.rt.fetchBlock(ctx, g.session, c, peers, g.rt.store.Put, nil)
 		return nd, err
 	})
 	if err != nil {
@@ -359,7 +359,7 @@ func (g *peerBlocks) GetMany(ctx context.Context, cs []cid.Cid) <-chan *ipld.Nod
 }
 
 // missing is those of blocks not stored here, each once.
-func (n *Node) missing(ctx context.Context, blocks []cid.Cid) ([]cid.Cid, error) {
+func (rt *Retriever) missing(ctx context.Context, blocks []cid.Cid) ([]cid.Cid, error) {
 	var out []cid.Cid
 	seen := map[cid.Cid]bool{}
 	for _, b := range blocks {
@@ -367,7 +367,7 @@ func (n *Node) missing(ctx context.Context, blocks []cid.Cid) ([]cid.Cid, error)
 			continue
 		}
 		seen[b] = true
-		if has, err := n.bstore.Has(ctx, b); err != nil {
+		if has, err := rt.store.Has(ctx, b); err != nil {
 			return nil, err
 		} else if !has {
 			out = append(out, b)
@@ -378,23 +378,20 @@ func (n *Node) missing(ctx context.Context, blocks []cid.Cid) ([]cid.Cid, error)
 
 // Fetch makes blocks local: each from the connected peers' gateways as
 // above, else over bitswap. Blocks already here are not asked for.
-func (n *Node) Fetch(ctx context.Context, blocks []cid.Cid) error {
-	if n.host == nil {
-		return fmt.Errorf("fetch blocks: %w", ErrOffline)
-	}
-	missing, err := n.missing(ctx, blocks)
+func (rt *Retriever) Fetch(ctx context.Context, blocks []cid.Cid) error {
+	missing, err := rt.missing(ctx, blocks)
 	if err != nil || len(missing) == 0 {
 		return err
 	}
-	session := merkledag.NewSession(ctx, n.dag)
-	lp := newLeafPicker(n.host.ID(), n.gatewayCandidates(), missing, nil, n.gw.isBad)
-	return n.fetchFromPeers(ctx, session, lp, nil, n.bstore.Put)
+	session := merkledag.NewSession(ctx, rt.dag)
+	lp := newLeafPicker(rt.host.ID(), rt.gatewayCandidates(), missing, nil, rt.isBad)
+	return rt.fetchFromPeers(ctx, session, lp, nil, rt.store.Put)
 }
 
 // fetchFromPeers stores the leaves lp picks with put, several at once,
 // each from the peer it names, else from the others, else over session;
 // stored (if not nil) is called after each.
-func (n *Node) fetchFromPeers(ctx context.Context, session ipld.NodeGetter, lp *leafPicker, stored func(), put func(context.Context, blocks.Block) error) error {
+func (rt *Retriever) fetchFromPeers(ctx context.Context, session ipld.NodeGetter, lp *leafPicker, stored func(), put func(context.Context, blocks.Block) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -412,7 +409,7 @@ func (n *Node) fetchFromPeers(ctx context.Context, session ipld.NodeGetter, lp *
 				if !ok {
 					return
 				}
-				_, from, err := n.fetchBlock(ctx, session, leaf, lp.order(prefer), put, &buf)
+				_, from, err := rt.fetchBlock(ctx, session, leaf, lp.order(prefer), put, &buf)
 				lp.done(prefer, from)
 				if err == nil && stored != nil {
 					stored()
@@ -439,14 +436,14 @@ func (n *Node) fetchFromPeers(ctx context.Context, session ipld.NodeGetter, lp *
 // the peer that served it ("" for bitswap). With buf, a block from a peer
 // is read into *buf (grown as needed), and is valid only until the next
 // use of it: put must not keep it.
-func (n *Node) fetchBlock(ctx context.Context, session ipld.NodeGetter, c cid.Cid, peers []peer.ID, put func(context.Context, blocks.Block) error, buf *[]byte) (ipld.Node, peer.ID, error) {
+func (rt *Retriever) fetchBlock(ctx context.Context, session ipld.NodeGetter, c cid.Cid, peers []peer.ID, put func(context.Context, blocks.Block) error, buf *[]byte) (ipld.Node, peer.ID, error) {
 	for _, p := range peers {
-		if n.gw.isBad(p) {
+		if rt.isBad(p) {
 			continue
 		}
-		b, err := n.askRaw(ctx, p, c, buf)
+		b, err := rt.askRaw(ctx, p, c, buf)
 		if err != nil {
-			n.noteGatewayError(p, c, err)
+			rt.noteGatewayError(p, c, err)
 			if ctx.Err() != nil {
 				return nil, "", ctx.Err()
 			}
@@ -462,8 +459,8 @@ func (n *Node) fetchBlock(ctx context.Context, session ipld.NodeGetter, c cid.Ci
 		if err := put(ctx, b); err != nil {
 			return nil, "", err
 		}
-		n.gw.blocksReceived.Add(1)
-		n.gw.bytesReceived.Add(uint64(len(b.RawData())))
+		rt.blocksReceived.Add(1)
+		rt.bytesReceived.Add(uint64(len(b.RawData())))
 		return nd, p, nil
 	}
 	nd, err := session.Get(ctx, c)
@@ -476,10 +473,10 @@ func (n *Node) fetchBlock(ctx context.Context, session ipld.NodeGetter, c cid.Ci
 // askRaw asks peer p's gateway for block c: the block, checked against its
 // CID; nil if p does not have it. With buf, the block's data is read into
 // *buf, grown as needed.
-func (n *Node) askRaw(ctx context.Context, p peer.ID, c cid.Cid, buf *[]byte) (blocks.Block, error) {
+func (rt *Retriever) askRaw(ctx context.Context, p peer.ID, c cid.Cid, buf *[]byte) (blocks.Block, error) {
 	ctx, cancel := context.WithTimeout(ctx, swarmAskTimeout)
 	defer cancel()
-	client, err := n.gw.client(p)
+	client, err := rt.client(p)
 	if err != nil {
 		return nil, err
 	}

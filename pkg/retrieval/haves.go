@@ -1,4 +1,4 @@
-package node
+package retrieval
 
 import (
 	"bufio"
@@ -52,7 +52,7 @@ type havesEntry struct {
 }
 
 // serveHaves answers one haves request from the local store only.
-func (n *Node) serveHaves(s network.Stream) {
+func (rt *Retriever) serveHaves(s network.Stream) {
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
 	c, err := readCIDRequest(bufio.NewReader(s))
@@ -62,7 +62,7 @@ func (n *Node) serveHaves(s network.Stream) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	count, bits := n.localHaves(ctx, c)
+	count, bits := rt.localHaves(ctx, c)
 	if err := writeHaves(s, count, bits); err != nil {
 		s.Reset()
 	}
@@ -70,8 +70,8 @@ func (n *Node) serveHaves(s network.Stream) {
 
 // localHaves is the bitmap of c's leaves stored here; 0 leaves if the
 // nodes above them are not all here.
-func (n *Node) localHaves(ctx context.Context, c cid.Cid) (int, []byte) {
-	cache := &n.gw.haves
+func (rt *Retriever) localHaves(ctx context.Context, c cid.Cid) (int, []byte) {
+	cache := &rt.haves
 	cache.mu.Lock()
 	e := cache.entries[c]
 	if e != nil && (e.live > 0 || time.Since(e.made) < havesFresh) {
@@ -84,7 +84,7 @@ func (n *Node) localHaves(ctx context.Context, c cid.Cid) (int, []byte) {
 		leaves = e.leaves
 	} else {
 		var err error
-		if leaves, err = blob.Leaves(ctx, n.offline, c); err != nil || len(leaves) > maxHavesLeaves {
+		if leaves, err = blob.Leaves(ctx, rt.offline, c); err != nil || len(leaves) > maxHavesLeaves {
 			return 0, nil
 		}
 	}
@@ -98,7 +98,7 @@ func (n *Node) localHaves(ctx context.Context, c cid.Cid) (int, []byte) {
 		if has(bits, i) {
 			continue
 		}
-		if ok, err := n.bstore.Has(ctx, l); err == nil && ok {
+		if ok, err := rt.store.Has(ctx, l); err == nil && ok {
 			bits[i/8] |= 1 << (i % 8)
 		}
 	}
@@ -119,9 +119,9 @@ func (n *Node) localHaves(ctx context.Context, c cid.Cid) (int, []byte) {
 // it: mark records a leaf stored, end stops the updates. Peers ask every
 // havesInterval while they fetch; without this each ask would look up
 // every leaf not yet here in the store again.
-func (n *Node) liveHaves(ctx context.Context, c cid.Cid, index map[cid.Cid][]int) (mark func(leaf cid.Cid), end func()) {
-	n.localHaves(ctx, c) // the bitmap as the fetch begins
-	cache := &n.gw.haves
+func (rt *Retriever) liveHaves(ctx context.Context, c cid.Cid, index map[cid.Cid][]int) (mark func(leaf cid.Cid), end func()) {
+	rt.localHaves(ctx, c) // the bitmap as the fetch begins
+	cache := &rt.haves
 	cache.mu.Lock()
 	e := cache.entries[c]
 	if e != nil {
@@ -191,10 +191,10 @@ func readHaves(r *bufio.Reader, want int) ([]byte, error) {
 }
 
 // askHaves asks p which leaves of c (a blob of want leaves) it holds.
-func (n *Node) askHaves(ctx context.Context, p peer.ID, c cid.Cid, want int) ([]byte, error) {
+func (rt *Retriever) askHaves(ctx context.Context, p peer.ID, c cid.Cid, want int) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	s, err := n.host.NewStream(network.WithNoDial(ctx, "asking connected peers"), p, HavesProtocol)
+	s, err := rt.host.NewStream(network.WithNoDial(ctx, "asking connected peers"), p, HavesProtocol)
 	if err != nil {
 		return nil, err
 	}
@@ -228,7 +228,7 @@ func has(bits []byte, i int) bool { return i/8 < len(bits) && bits[i/8]&(1<<(i%8
 
 // watchHaves keeps asking peers which of the blob's leaves they hold,
 // until ctx ends; the caller waits on the returned function.
-func (n *Node) watchHaves(ctx context.Context, c cid.Cid, leaves []cid.Cid, peers []peer.ID) (*haves, func()) {
+func (rt *Retriever) watchHaves(ctx context.Context, c cid.Cid, leaves []cid.Cid, peers []peer.ID) (*haves, func()) {
 	h := &haves{index: map[cid.Cid][]int{}, bits: map[peer.ID][]byte{}}
 	for i, l := range leaves {
 		h.index[l] = append(h.index[l], i)
@@ -239,9 +239,9 @@ func (n *Node) watchHaves(ctx context.Context, c cid.Cid, leaves []cid.Cid, peer
 			t := time.NewTicker(havesInterval)
 			defer t.Stop()
 			for {
-				bits, err := n.askHaves(ctx, p, c, len(leaves))
+				bits, err := rt.askHaves(ctx, p, c, len(leaves))
 				if err != nil && !errors.Is(err, context.Canceled) {
-					n.log.Debug("asking a peer which leaves it has failed", "peer", p, "err", err)
+					rt.log.Debug("asking a peer which leaves it has failed", "peer", p, "err", err)
 				}
 				h.mu.Lock()
 				h.bits[p] = bits
