@@ -13,20 +13,21 @@ import (
 	"github.com/containerd/containerd/v2/core/content/testsuite"
 	"github.com/containerd/containerd/v2/plugins/services/content/contentserver"
 	"github.com/containerd/errdefs"
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"github.com/shoal-ipfs/shoal/internal/testnode"
-	"github.com/shoal-ipfs/shoal/pkg/node"
+	"github.com/shoal-ipfs/shoal/pkg/store/memstore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// newStore opens a store on a node of its own under root; closing the
-// node is for the caller, before root goes.
-func newStore(t *testing.T, root string) (*Store, *node.Node) {
+// newStore opens a store over an IPFS store in memory, its uploads under
+// root.
+func newStore(t *testing.T, root string) (*Store, *memstore.Store) {
 	t.Helper()
-	n := testnode.Offline(t, filepath.Join(root, "node"))
-	s, err := New(n, n.Metadata("containerd-content"), filepath.Join(root, "ingest"))
+	n := memstore.New()
+	s, err := New(n, dssync.MutexWrap(ds.NewMapDatastore()), filepath.Join(root, "ingest"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,8 +38,8 @@ func newStore(t *testing.T, root string) (*Store, *node.Node) {
 // store.
 func TestContainerdSuite(t *testing.T) {
 	testsuite.ContentSuite(t, "shoal", func(ctx context.Context, root string) (context.Context, content.Store, func() error, error) {
-		s, n := newStore(t, root)
-		return ctx, s, n.Close, nil
+		s, _ := newStore(t, root)
+		return ctx, s, func() error { return nil }, nil
 	})
 }
 
@@ -46,7 +47,7 @@ func TestContainerdSuite(t *testing.T) {
 // store: through its content proxy, over a unix socket.
 func TestContainerdSuiteThroughGRPC(t *testing.T) {
 	testsuite.ContentSuite(t, "shoal-grpc", func(ctx context.Context, root string) (context.Context, content.Store, func() error, error) {
-		s, n := newStore(t, root)
+		s, _ := newStore(t, root)
 		srv := grpc.NewServer(GRPCOptions()...)
 		contentapi.RegisterContentServer(srv, contentserver.New(s))
 		sock := filepath.Join(t.TempDir(), "c.sock")
@@ -59,7 +60,7 @@ func TestContainerdSuiteThroughGRPC(t *testing.T) {
 		if err != nil {
 			return ctx, nil, nil, err
 		}
-		return ctx, proxy.NewContentStore(conn), func() error { conn.Close(); srv.Stop(); return n.Close() }, nil
+		return ctx, proxy.NewContentStore(conn), func() error { conn.Close(); srv.Stop(); return nil }, nil
 	})
 }
 
@@ -69,7 +70,6 @@ func TestContainerdSuiteThroughGRPC(t *testing.T) {
 func TestBlobsLiveInIPFSWhileContainerdKeepsThem(t *testing.T) {
 	ctx := context.Background()
 	s, n := newStore(t, t.TempDir())
-	defer n.Close()
 	data := bytes.Repeat([]byte("layer bytes "), 200_000) // several chunks
 	desc := ocispec.Descriptor{Digest: digest.FromBytes(data), Size: int64(len(data))}
 	if err := content.WriteBlob(ctx, s, "ref", bytes.NewReader(data), desc, content.WithLabels(map[string]string{"k": "v"})); err != nil {
@@ -79,9 +79,7 @@ func TestBlobsLiveInIPFSWhileContainerdKeepsThem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := testnode.Offline(t, t.TempDir())
-	want, err := other.Add(ctx, bytes.NewReader(data))
-	other.Close()
+	want, err := memstore.New().Add(ctx, bytes.NewReader(data))
 	if err != nil || c != want {
 		t.Fatalf("stored as %s, the same bytes elsewhere are %s (%v)", c, want, err)
 	}
@@ -96,14 +94,14 @@ func TestBlobsLiveInIPFSWhileContainerdKeepsThem(t *testing.T) {
 	if _, err := ra.ReadAt(got, 1_000_003); err != nil || !bytes.Equal(got, data[1_000_003:1_000_103]) {
 		t.Fatalf("ReadAt after GC: %v", err)
 	}
-	before := testnode.Blocks(t, n)
+	before := n.Blocks()
 	if err := s.Delete(ctx, desc.Digest); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := n.GC(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if after := testnode.Blocks(t, n); after >= before {
+	if after := n.Blocks(); after >= before {
 		t.Errorf("%d blocks before the delete, %d after GC", before, after)
 	}
 	if _, err := s.Info(ctx, desc.Digest); !errdefs.IsNotFound(err) {

@@ -9,7 +9,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
-	"github.com/shoal-ipfs/shoal/internal/testnode"
+	"github.com/shoal-ipfs/shoal/pkg/store/memstore"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -37,7 +37,7 @@ func TestPushNeedsCredentialsAndPullsCanToo(t *testing.T) {
 	good := remote.WithAuth(&authn.Basic{Username: "ci", Password: "s3cret"})
 	bad := remote.WithAuth(&authn.Basic{Username: "ci", Password: "guess"})
 	for _, pulls := range []bool{false, true} {
-		n := testnode.Offline(t, t.TempDir())
+		n := memstore.New()
 		host, _ := serve(t, n, WithBasicAuth(users, pulls))
 		if err := remote.Write(ref(t, host+"/app:1"), img); err == nil {
 			t.Error("anonymous push accepted")
@@ -58,7 +58,6 @@ func TestPushNeedsCredentialsAndPullsCanToo(t *testing.T) {
 		if res.StatusCode != 401 || res.Header.Get("WWW-Authenticate") == "" || errorCode(t, res) != "UNAUTHORIZED" {
 			t.Errorf("anonymous manifest PUT: %d, challenge %q", res.StatusCode, res.Header.Get("WWW-Authenticate"))
 		}
-		n.Close()
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 	"github.com/shoal-ipfs/shoal/internal/testnode"
 	"github.com/shoal-ipfs/shoal/pkg/image"
+	"github.com/shoal-ipfs/shoal/pkg/store/memstore"
 )
 
 // pushBlob uploads data to repository name in one request.
@@ -42,8 +43,7 @@ func pushBlob(t *testing.T, host, name string, data []byte) digest.Digest {
 // TestRangesEndingPastAnyBlob: a range whose last byte is the largest
 // int64 is the rest of the blob, not an overflow.
 func TestRangesEndingPastAnyBlob(t *testing.T) {
-	n := testnode.Offline(t, t.TempDir())
-	defer n.Close()
+	n := memstore.New()
 	host, _ := serve(t, n)
 	data := []byte("0123456789")
 	d := pushBlob(t, host, "app", data)
@@ -97,8 +97,7 @@ func tooMany(t *testing.T, what string, res *http.Response) {
 // TestUnfinishedUploadsHoldNoFiles: sessions started and left unfinished,
 // with bytes in them, keep no file open between requests.
 func TestUnfinishedUploadsHoldNoFiles(t *testing.T) {
-	n := testnode.Offline(t, t.TempDir())
-	defer n.Close()
+	n := memstore.New()
 	host, _ := serve(t, n)
 	c := clientFrom("127.0.0.1")
 	send(t, c, http.MethodGet, "http://"+host+"/v2/", nil) // the connection, kept alive
@@ -124,8 +123,7 @@ func TestUnfinishedUploadsHoldNoFiles(t *testing.T) {
 // TestUploadSessionsAreBounded: past the bounds on sessions, in all and
 // per client, a new upload gets 429 until one ends.
 func TestUploadSessionsAreBounded(t *testing.T) {
-	n := testnode.Offline(t, t.TempDir())
-	defer n.Close()
+	n := memstore.New()
 	host, _ := serve(t, n, WithUploadLimits(UploadLimits{Sessions: 4, PerClient: 2}))
 	start := "http://" + host + "/v2/app/blobs/uploads/"
 	a, b, c := clientFrom("127.0.0.1"), clientFrom("127.0.0.2"), clientFrom("127.0.0.3")
@@ -160,8 +158,7 @@ func TestUploadSessionsAreBounded(t *testing.T) {
 // stay under their bound; a part past it gets 429 and the upload stays
 // usable where it was.
 func TestUploadBytesAreBounded(t *testing.T) {
-	n := testnode.Offline(t, t.TempDir())
-	defer n.Close()
+	n := memstore.New()
 	host, _ := serve(t, n, WithUploadLimits(UploadLimits{Bytes: 1000}))
 	u := "http://" + host
 	res := do(t, http.MethodPost, u+"/v2/app/blobs/uploads/", nil)
@@ -209,8 +206,7 @@ func (s *slowReader) Read(p []byte) (int, error) {
 // to arrive than the idle bound does not leave its upload to expire as
 // soon as it ends.
 func TestUploadIdleCountsFromTheLastRequestsEnd(t *testing.T) {
-	n := testnode.Offline(t, t.TempDir())
-	defer n.Close()
+	n := memstore.New()
 	const idle = 300 * time.Millisecond
 	host, rg := serve(t, n, WithUploadLimits(UploadLimits{Idle: idle}))
 	u := "http://" + host
@@ -338,8 +334,7 @@ func TestTreeFetchesAreBounded(t *testing.T) {
 // handler returns, letting go of the blob's reader, while the client
 // still holds its connection and has read almost nothing.
 func TestClientThatStopsReadingIsCutOff(t *testing.T) {
-	n := testnode.Offline(t, t.TempDir())
-	defer n.Close()
+	n := memstore.New()
 	host, rg := serve(t, n, WithClientTimeout(500*time.Millisecond))
 	data := make([]byte, 256<<20)
 	rand.Read(data)
@@ -373,8 +368,7 @@ func TestClientThatStopsReadingIsCutOff(t *testing.T) {
 // mid-body ends, keeping the bytes that came, and frees its upload for
 // the next request.
 func TestClientThatStopsSendingIsCutOff(t *testing.T) {
-	n := testnode.Offline(t, t.TempDir())
-	defer n.Close()
+	n := memstore.New()
 	host, _ := serve(t, n, WithClientTimeout(500*time.Millisecond))
 	loc := do(t, http.MethodPost, "http://"+host+"/v2/app/blobs/uploads/", nil).Header.Get("Location")
 	conn, err := net.Dial("tcp", host)
@@ -409,8 +403,7 @@ func TestClientThatStopsSendingIsCutOff(t *testing.T) {
 // names more than the bounds allow is MANIFEST_INVALID, and so is an
 // ipfs/CID image nested deeper than they allow.
 func TestManifestsPastTheDocumentBounds(t *testing.T) {
-	n := testnode.Offline(t, t.TempDir())
-	defer n.Close()
+	n := memstore.New()
 	host, _ := serve(t, n)
 	u := "http://" + host
 	config := pushBlob(t, host, "app", []byte(`{"os":"linux","architecture":"amd64"}`))

@@ -20,6 +20,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -28,12 +30,19 @@ import (
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/layerindex"
 	"github.com/shoal-ipfs/shoal/pkg/node"
+	"github.com/shoal-ipfs/shoal/pkg/store/memstore"
 )
 
 // serve runs a registry over n on a loopback port and returns its host:port.
-func serve(t testing.TB, n *node.Node, opts ...Option) (string, *Registry) {
+func serve(t testing.TB, st Store, opts ...Option) (string, *Registry) {
 	t.Helper()
-	rg, err := New(n, n.Metadata("registry"), t.TempDir(), opts...)
+	// A node keeps the registry's records with its own, so that they
+	// outlive a restart; elsewhere they are kept in memory.
+	var meta ds.Batching = dssync.MutexWrap(ds.NewMapDatastore())
+	if n, ok := st.(*node.Node); ok {
+		meta = n.Metadata("registry")
+	}
+	rg, err := New(st, meta, t.TempDir(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,8 +101,7 @@ func errorCode(t *testing.T, res *http.Response) string {
 // and by ipfs/CID with every digest valid.
 func TestPushWithAnOCIClientThenPullByTagAndByCID(t *testing.T) {
 	ctx := context.Background()
-	n := testnode.Offline(t, t.TempDir())
-	defer n.Close()
+	n := memstore.New()
 	host, _ := serve(t, n)
 	img, err := testimage.Image(1, testimage.Platforms[0], 300<<10, 5000)
 	if err != nil {
@@ -243,8 +251,7 @@ func TestTagsSurviveRestart(t *testing.T) {
 // TestBadInput: malformed requests get the spec's error codes, and
 // content that does not match its digest is never stored.
 func TestBadInput(t *testing.T) {
-	n := testnode.Offline(t, t.TempDir())
-	defer n.Close()
+	n := memstore.New()
 	host, _ := serve(t, n, WithMaxManifestSize(1000))
 	u := "http://" + host
 	good := digest.FromString("x").String()
@@ -284,7 +291,7 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("%s %.80s: %d, want %d %s", c.method, c.path, res.StatusCode, c.status, c.code)
 		}
 	}
-	if got := testnode.Blocks(t, n); got != 0 {
+	if got := n.Blocks(); got != 0 {
 		t.Errorf("%d blocks stored after rejected uploads", got)
 	}
 
@@ -303,7 +310,7 @@ func TestBadInput(t *testing.T) {
 	if res := do(t, "GET", u+loc, nil); res.StatusCode != 404 {
 		t.Errorf("upload still there after a digest mismatch: %d", res.StatusCode)
 	}
-	if got := testnode.Blocks(t, n); got != 0 {
+	if got := n.Blocks(); got != 0 {
 		t.Errorf("%d blocks stored after a mismatched upload", got)
 	}
 }
@@ -311,8 +318,7 @@ func TestBadInput(t *testing.T) {
 // TestSameBlobPushedTwiceAtOnce: two uploads of one blob race; both
 // succeed and the blob is served whole.
 func TestSameBlobPushedTwiceAtOnce(t *testing.T) {
-	n := testnode.Offline(t, t.TempDir())
-	defer n.Close()
+	n := memstore.New()
 	host, _ := serve(t, n)
 	data := bytes.Repeat([]byte("shoal"), 300_000)
 	d := digest.FromBytes(data)
@@ -360,8 +366,7 @@ func (f *failingReader) Read(p []byte) (int, error) {
 // TestClientsThatGoAway: an upload cut short keeps its bytes for a resume
 // until it expires; a download cut short releases the node, so GC runs.
 func TestClientsThatGoAway(t *testing.T) {
-	n := testnode.Offline(t, t.TempDir())
-	defer n.Close()
+	n := memstore.New()
 	host, rg := serve(t, n)
 	u := "http://" + host
 
@@ -379,7 +384,7 @@ func TestClientsThatGoAway(t *testing.T) {
 	if res := do(t, "GET", u+loc, nil); res.StatusCode != 404 {
 		t.Errorf("expired upload still answers: %d", res.StatusCode)
 	}
-	if got := testnode.Blocks(t, n); got != 0 {
+	if got := n.Blocks(); got != 0 {
 		t.Errorf("%d blocks stored for an unfinished upload", got)
 	}
 
@@ -422,12 +427,12 @@ func TestContentNoPeerHas(t *testing.T) {
 }
 
 // addJSON adds v to n as a blob and returns its descriptor with its CID.
-func addJSON(t *testing.T, n *node.Node, mediaType string, v any) ocispec.Descriptor {
+func addJSON(t *testing.T, n Store, mediaType string, v any) ocispec.Descriptor {
 	t.Helper()
 	return testimage.AddJSON(t, n, mediaType, v)
 }
 
-func addBlob(t *testing.T, n *node.Node, mediaType string, data []byte, d digest.Digest) ocispec.Descriptor {
+func addBlob(t *testing.T, n Store, mediaType string, data []byte, d digest.Digest) ocispec.Descriptor {
 	t.Helper()
 	return testimage.AddBlob(t, n, mediaType, data, d)
 }
@@ -437,8 +442,7 @@ func addBlob(t *testing.T, n *node.Node, mediaType string, data []byte, d digest
 // bytes as they stream but cuts the response off at the end instead of
 // completing it, so no client takes them for the blob.
 func TestBlobThatDoesNotMatchItsDigestIsCutOff(t *testing.T) {
-	n := testnode.Offline(t, t.TempDir())
-	defer n.Close()
+	n := memstore.New()
 	host, _ := serve(t, n)
 	data := bytes.Repeat([]byte("not what the manifest says "), 40000)
 	layer := addBlob(t, n, ocispec.MediaTypeImageLayerGzip, data, digest.FromString("something else"))

@@ -24,9 +24,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/shoal-ipfs/shoal/internal/testenv"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
-	"github.com/shoal-ipfs/shoal/internal/testnode"
 	"github.com/shoal-ipfs/shoal/pkg/image"
-	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/shoal-ipfs/shoal/pkg/registry"
 	"github.com/shoal-ipfs/shoal/pkg/store/memstore"
 )
@@ -48,7 +46,7 @@ func TestContainerdSuite(t *testing.T) {
 // lazyImage is a two-layer image on a node, with layer indexes: the top
 // layer deletes a file, makes a directory opaque and overrides a file.
 type lazyImage struct {
-	node   *node.Node
+	node   Store
 	root   cid.Cid
 	layers []digest.Digest
 	chain  []string // chain IDs, bottom first
@@ -70,8 +68,7 @@ func pushLazyImage(t *testing.T) lazyImage {
 	if err := testimage.WriteLayout(layout, "v1", mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: img})); err != nil {
 		t.Fatal(err)
 	}
-	n := testnode.Offline(t, t.TempDir())
-	t.Cleanup(func() { n.Close() })
+	n := memstore.New()
 	res := testimage.Push(context.Background(), t, n, layout, image.PushOptions{Index: true})
 	li := lazyImage{node: n, root: res.Root}
 	ls, _ := img.Layers()
@@ -106,7 +103,7 @@ func (li lazyImage) labels(i int) map[string]string {
 	}
 }
 
-func newLazySnapshotter(t *testing.T, root string, n *node.Node) *Snapshotter {
+func newLazySnapshotter(t *testing.T, root string, n Store) *Snapshotter {
 	t.Helper()
 	s, err := New(context.Background(), root, n, WithResolver(NewResolver(n, 10*time.Second, func(context.Context, string, digest.Digest) (cid.Cid, bool) {
 		return cid.Undef, false
@@ -298,8 +295,7 @@ func TestResolverFindsTheImageByReference(t *testing.T) {
 // error about it.
 func TestNewRootLogsNoError(t *testing.T) {
 	testenv.Root(t)
-	n := testnode.Offline(t, t.TempDir())
-	t.Cleanup(func() { n.Close() })
+	n := memstore.New()
 	var logs strings.Builder
 	s, err := New(context.Background(), t.TempDir(), n, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	if err != nil {

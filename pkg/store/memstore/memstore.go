@@ -72,6 +72,13 @@ func (s *Store) Add(ctx context.Context, r io.Reader) (cid.Cid, error) {
 	return blob.Add(ctx, s.dag, r, s.layout)
 }
 
+// AddChunks stores chunks as one UnixFS file, each chunk a block of its
+// own (blob.AddChunks), as the node does: a push then builds the same
+// layer indexes, and the same root CID, here as on a node.
+func (s *Store) AddChunks(ctx context.Context, chunks [][]byte) (cid.Cid, error) {
+	return blob.AddChunks(ctx, s.dag, chunks, s.layout.MaxLinks)
+}
+
 func (s *Store) Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 	r, err := blob.Open(ctx, s.dag, c)
 	if err != nil {
@@ -280,4 +287,18 @@ func (s *Store) Verify(ctx context.Context, repair bool) (store.VerifyResult, er
 		}
 	}
 	return res, ctx.Err()
+}
+
+// Blocks counts the blocks stored, for tests that check what a failed
+// operation left behind.
+func (s *Store) Blocks() int {
+	keys, err := s.bs.AllKeysChan(context.Background())
+	if err != nil {
+		return 0
+	}
+	count := 0
+	for range keys {
+		count++
+	}
+	return count
 }
