@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 	"github.com/spf13/cobra"
 )
@@ -154,7 +155,7 @@ func TestDaemonPushThenPullFromASecondNode(t *testing.T) {
 	if gc := mustRun(t, a, "gc"); !strings.Contains(gc, "removed") {
 		t.Fatalf("gc said %q", gc)
 	}
-	if r := run(t, a, "rm", root); r.code != 1 || !strings.Contains(r.stderr, "not found") {
+	if r := run(t, a, "rm", root); r.code != errkind.ExitNotFound || !strings.Contains(r.stderr, "not found") {
 		t.Fatalf("rm of a removed image: exit %d, %s", r.code, r.stderr)
 	}
 }
@@ -314,17 +315,17 @@ func TestBadInput(t *testing.T) {
 		msg  string
 	}{
 		{[]string{"push", "nosuch:thing"}, 2, "unknown transport"},
-		{[]string{"push", "oci:" + empty}, 1, "not a valid OCI image layout"},
-		{[]string{"push", "oci:" + corrupt + ":v1"}, 1, "does not match"},
-		{[]string{"push", "oci:" + corrupt + ":nosuchtag"}, 1, "no image tagged"},
+		{[]string{"push", "oci:" + empty}, 2, "not a valid OCI image layout"},
+		{[]string{"push", "oci:" + corrupt + ":v1"}, 6, "does not match"},
+		{[]string{"push", "oci:" + corrupt + ":nosuchtag"}, 3, "no image tagged"},
 		{[]string{"pull", "notacid", "--to", "oci:" + empty}, 2, "not a CID"},
 		{[]string{"pull", "bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4"}, 2, "--to"},
 		{[]string{"pull", "bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4", "--to", "tar:x"}, 2, "unknown transport"},
-		{[]string{"pull", "bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4", "--to", "oci:" + filepath.Join(empty, "o"), "--timeout", "1s"}, 1, "no peer sent the content in time"},
+		{[]string{"pull", "bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4", "--to", "oci:" + filepath.Join(empty, "o"), "--timeout", "1s"}, 5, "no peer sent the content in time"},
 		{[]string{"push", "--platform", "linux", "oci:" + empty}, 2, "os/arch"},
-		{[]string{"inspect", "bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4", "--timeout", "1s"}, 1, "no peer sent the content in time"},
+		{[]string{"inspect", "bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4", "--timeout", "1s"}, 5, "no peer sent the content in time"},
 		{[]string{"frobnicate"}, 2, "unknown command"},
-		{[]string{"pull", "bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4", "--to", "containerd:debian:12"}, 1, "needs a running shoal daemon"},
+		{[]string{"pull", "bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4", "--to", "containerd:debian:12"}, 4, "needs a running shoal daemon"},
 		{[]string{"containerd", "config", "--version", "1"}, 2, "config versions are 2"},
 	} {
 		r := run(t, home, tc.args...)

@@ -10,7 +10,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/ipfs/go-cid"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"github.com/shoal-ipfs/shoal/pkg/daemon"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -193,7 +195,7 @@ shoal daemon (as root) plugged into containerd ("shoal containerd config").`,
 				}
 				return g.withAPI(ctx, true, func(api daemon.API) error {
 					if _, ok := api.(*daemon.Client); !ok {
-						return fmt.Errorf("pull --to %s needs a running shoal daemon: its snapshotter serves the layers to containerd", to)
+						return errkind.New(fmt.Sprintf("pull --to %s needs a running shoal daemon: its snapshotter serves the layers to containerd", to), errdefs.ErrUnavailable)
 					}
 					return importToContainerd(ctx, cmd, api, root, ref, ctrd, timeout)
 				})

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/daemon"
 	"github.com/shoal-ipfs/shoal/pkg/image"
@@ -22,7 +23,8 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// usageError marks errors in how the command was called (exit code 2).
+// usageError marks errors in how the command was called (exit code
+// errkind.ExitUsage); other errors exit with the code of their kind.
 type usageError struct{ error }
 
 func main() {
@@ -37,9 +39,9 @@ func main() {
 		}
 		var ue usageError
 		if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") {
-			os.Exit(2)
+			os.Exit(errkind.ExitUsage)
 		}
-		os.Exit(1)
+		os.Exit(errkind.ExitCode(err))
 	}
 }
 

@@ -105,3 +105,41 @@ func HTTPStatus(err error) int {
 		return http.StatusInternalServerError
 	}
 }
+
+// Exit codes of shoal's commands, by kind, so that a script can tell a
+// missing image from a registry that is down without reading messages.
+const (
+	ExitFailure     = 1   // no more specific kind
+	ExitUsage       = 2   // the command line, or an argument, is wrong
+	ExitNotFound    = 3   // no such image, blob, CID, tag or file
+	ExitUnavailable = 4   // offline, no peer, a daemon or registry unreachable, the store in use
+	ExitTimeout     = 5   // nothing arrived in time
+	ExitDataLoss    = 6   // bytes that do not match their digest or CID
+	ExitDenied      = 7   // credentials missing or refused
+	ExitConflict    = 8   // already exists, or the state does not allow it
+	ExitCanceled    = 130 // interrupted (128 + SIGINT, as shells report it)
+)
+
+// ExitCode is the exit code of a command that fails with err.
+func ExitCode(err error) int {
+	switch Of(err) {
+	case errdefs.ErrInvalidArgument, errdefs.ErrOutOfRange:
+		return ExitUsage
+	case errdefs.ErrNotFound:
+		return ExitNotFound
+	case errdefs.ErrUnavailable, errdefs.ErrResourceExhausted:
+		return ExitUnavailable
+	case context.DeadlineExceeded:
+		return ExitTimeout
+	case errdefs.ErrDataLoss:
+		return ExitDataLoss
+	case errdefs.ErrPermissionDenied, errdefs.ErrUnauthenticated:
+		return ExitDenied
+	case errdefs.ErrAlreadyExists, errdefs.ErrConflict, errdefs.ErrFailedPrecondition:
+		return ExitConflict
+	case context.Canceled:
+		return ExitCanceled
+	default:
+		return ExitFailure
+	}
+}

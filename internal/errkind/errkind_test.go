@@ -33,3 +33,29 @@ func TestSentinelsKeepTheirWordsAndKind(t *testing.T) {
 		t.Fatal("statuses")
 	}
 }
+
+// TestEveryKindHasOneExitCode: each kind maps to an exit code, kinds that
+// mean the same to a script share one, and an error of no kind is a
+// plain failure.
+func TestEveryKindHasOneExitCode(t *testing.T) {
+	want := map[error]int{
+		errdefs.ErrNotFound: ExitNotFound, errdefs.ErrInvalidArgument: ExitUsage, errdefs.ErrOutOfRange: ExitUsage,
+		errdefs.ErrAlreadyExists: ExitConflict, errdefs.ErrConflict: ExitConflict, errdefs.ErrFailedPrecondition: ExitConflict,
+		errdefs.ErrUnavailable: ExitUnavailable, errdefs.ErrResourceExhausted: ExitUnavailable, errdefs.ErrDataLoss: ExitDataLoss,
+		errdefs.ErrNotImplemented: ExitFailure, errdefs.ErrPermissionDenied: ExitDenied, errdefs.ErrUnauthenticated: ExitDenied,
+		context.DeadlineExceeded: ExitTimeout, context.Canceled: ExitCanceled,
+	}
+	for _, k := range kinds {
+		code, ok := want[k]
+		if !ok {
+			t.Errorf("kind %v has no exit code in this test", k)
+		}
+		// Wrapped, and carried across the daemon's socket by name.
+		if got := ExitCode(New("x: "+k.Error(), Parse(Name(fmt.Errorf("x: %w", k))))); got != code {
+			t.Errorf("%v: exit %d, want %d", k, got, code)
+		}
+	}
+	if ExitCode(errors.New("plain")) != ExitFailure {
+		t.Error("an error of no kind is not a plain failure")
+	}
+}

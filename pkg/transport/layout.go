@@ -109,7 +109,7 @@ func SelectManifest(idx ocispec.Index, tag string) (ocispec.Descriptor, error) {
 			return d, nil
 		}
 	}
-	return ocispec.Descriptor{}, fmt.Errorf("no image tagged %q in the layout", tag)
+	return ocispec.Descriptor{}, errkind.New(fmt.Sprintf("no image tagged %q in the layout", tag), errdefs.ErrNotFound)
 }
 
 func (s *layoutSource) Reference() string { return s.ref }
