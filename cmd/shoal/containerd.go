@@ -9,9 +9,9 @@ import (
 
 	"github.com/ipfs/go-cid"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/pkg/api"
 	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/containerd"
-	"github.com/shoal-ipfs/shoal/pkg/daemon"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/upstream"
 	"github.com/spf13/cobra"
@@ -33,7 +33,7 @@ func (f *containerdFlags) add(c *cobra.Command) {
 }
 
 // importToContainerd is `shoal pull CID --to containerd:REF`.
-func importToContainerd(ctx context.Context, cmd *cobra.Command, api daemon.API, root cid.Cid, ref string, f containerdFlags, timeout time.Duration) error {
+func importToContainerd(ctx context.Context, cmd *cobra.Command, st api.API, root cid.Cid, ref string, f containerdFlags, timeout time.Duration) error {
 	want := ocispec.Platform{OS: runtime.GOOS, Architecture: runtime.GOARCH}
 	if f.platform != "" {
 		var err error
@@ -42,7 +42,7 @@ func importToContainerd(ctx context.Context, cmd *cobra.Command, api daemon.API,
 		}
 	}
 	start := time.Now()
-	res, err := containerd.Import(ctx, api, root, ref, containerd.Options{
+	res, err := containerd.Import(ctx, st, root, ref, containerd.Options{
 		Address: f.address, Namespace: f.namespace, Snapshotter: f.snapshotter,
 		Platform: want, Timeout: timeout,
 	})
@@ -139,11 +139,11 @@ func mirrorHosts(cmd *cobra.Command, g *globals, specs []string, dir string, wri
 		return err
 	}
 	addr := cfg.Registry.Listen
-	if api, err := daemon.Dial(cmd.Context(), cfg.SocketPath(g.home)); err == nil {
-		if id, err := api.ID(cmd.Context()); err == nil && id.Registry != "" {
+	if st, err := api.Dial(cmd.Context(), cfg.SocketPath(g.home)); err == nil {
+		if id, err := st.ID(cmd.Context()); err == nil && id.Registry != "" {
 			addr = id.Registry
 		}
-		api.Close()
+		st.Close()
 	}
 	if addr == "" {
 		return fmt.Errorf("the daemon of %s serves no registry: set [registry] listen in its config.toml", g.home)
@@ -175,9 +175,9 @@ func (g *globals) pluginConfig(ctx context.Context) (containerd.PluginConfig, er
 		Platform: runtime.GOOS + "/" + runtime.GOARCH,
 		HostsDir: "/etc/containerd/certs.d", Snapshotter: containerd.DefaultSnapshotter,
 	}
-	if api, err := daemon.Dial(ctx, cfg.SocketPath(g.home)); err == nil {
-		defer api.Close()
-		if id, err := api.ID(ctx); err == nil {
+	if st, err := api.Dial(ctx, cfg.SocketPath(g.home)); err == nil {
+		defer st.Close()
+		if id, err := st.ID(ctx); err == nil {
 			v.Running, v.Registry, v.Socket = true, id.Registry, id.Containerd
 		}
 	}

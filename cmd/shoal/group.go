@@ -7,8 +7,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/shoal-ipfs/shoal/pkg/api"
 	"github.com/shoal-ipfs/shoal/pkg/config"
-	"github.com/shoal-ipfs/shoal/pkg/daemon"
 	"github.com/shoal-ipfs/shoal/pkg/group"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
 	"github.com/spf13/cobra"
@@ -16,7 +16,7 @@ import (
 
 // groupDaemon is the running daemon, for commands only a group member
 // can answer.
-func (g *globals) groupDaemon(ctx context.Context, what string) (*daemon.Client, error) {
+func (g *globals) groupDaemon(ctx context.Context, what string) (*api.Client, error) {
 	if err := g.ensureInit(); err != nil {
 		return nil, err
 	}
@@ -24,8 +24,8 @@ func (g *globals) groupDaemon(ctx context.Context, what string) (*daemon.Client,
 	if err != nil {
 		return nil, err
 	}
-	c, err := daemon.Dial(ctx, cfg.SocketPath(g.home))
-	if errors.Is(err, daemon.ErrNoDaemon) {
+	c, err := api.Dial(ctx, cfg.SocketPath(g.home))
+	if errors.Is(err, api.ErrNoDaemon) {
 		return nil, fmt.Errorf("%s needs a running daemon in a group: start `shoal daemon --group NAME`", what)
 	}
 	return c, err

@@ -13,7 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/ipfs/go-cid"
 	"github.com/shoal-ipfs/shoal/internal/errkind"
-	"github.com/shoal-ipfs/shoal/pkg/daemon"
+	"github.com/shoal-ipfs/shoal/pkg/api"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/pkg/image"
@@ -71,10 +71,10 @@ SOURCE is oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE or docker:/
 				return err
 			}
 			defer src.Close()
-			return g.withAPI(ctx, false, func(api daemon.API) error {
+			return g.withAPI(ctx, false, func(st api.API) error {
 				start := time.Now()
 				bar := progress.New(cmd.ErrOrStderr(), "push")
-				res, err := image.Push(ctx, api, src, image.PushOptions{Platforms: pls, Index: index, Progress: bar})
+				res, err := image.Push(ctx, st, src, image.PushOptions{Platforms: pls, Index: index, Progress: bar})
 				bar.Done()
 				if err != nil {
 					return err
@@ -132,16 +132,16 @@ last line of stdout. Layer blobs are referenced, not copied.`,
 					return fmt.Errorf("%s: %w", prefetch, err)
 				}
 			}
-			return g.withAPI(cmd.Context(), true, func(api daemon.API) error {
+			return g.withAPI(cmd.Context(), true, func(st api.API) error {
 				var attach map[string]cid.Cid
 				if list != nil {
-					c, err := api.Add(cmd.Context(), bytes.NewReader(list))
+					c, err := st.Add(cmd.Context(), bytes.NewReader(list))
 					if err != nil {
 						return err
 					}
 					attach = map[string]cid.Cid{lazyfs.AnnotationPrefetch: c}
 				}
-				res, err := image.AddIndexes(cmd.Context(), api, root, timeout, attach)
+				res, err := image.AddIndexes(cmd.Context(), st, root, timeout, attach)
 				if err != nil {
 					return err
 				}
@@ -193,11 +193,11 @@ shoal daemon (as root) plugged into containerd ("shoal containerd config").`,
 				if asJSON || ipfsURLs {
 					return usageError{errors.New("--json and --ipfs-urls go with oci: and oci-archive: destinations")}
 				}
-				return g.withAPI(ctx, true, func(api daemon.API) error {
-					if _, ok := api.(*daemon.Client); !ok {
+				return g.withAPI(ctx, true, func(st api.API) error {
+					if _, ok := st.(*api.Client); !ok {
 						return errkind.New(fmt.Sprintf("pull --to %s needs a running shoal daemon: its snapshotter serves the layers to containerd", to), errdefs.ErrUnavailable)
 					}
-					return importToContainerd(ctx, cmd, api, root, ref, ctrd, timeout)
+					return importToContainerd(ctx, cmd, st, root, ref, ctrd, timeout)
 				})
 			}
 			dst, err := transport.OpenDestination(to)
@@ -208,10 +208,10 @@ shoal daemon (as root) plugged into containerd ("shoal containerd config").`,
 				return err
 			}
 			defer dst.Close()
-			return g.withAPI(ctx, true, func(api daemon.API) error {
+			return g.withAPI(ctx, true, func(st api.API) error {
 				start := time.Now()
 				bar := progress.New(cmd.ErrOrStderr(), "pull")
-				res, err := image.Pull(ctx, api, root, dst, image.PullOptions{Timeout: timeout, Progress: bar, IPFSURLs: ipfsURLs})
+				res, err := image.Pull(ctx, st, root, dst, image.PullOptions{Timeout: timeout, Progress: bar, IPFSURLs: ipfsURLs})
 				bar.Done()
 				if err != nil {
 					return err
@@ -249,8 +249,8 @@ func inspectCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			return g.withAPI(cmd.Context(), true, func(api daemon.API) error {
-				tree, err := image.Inspect(cmd.Context(), api, root, timeout)
+			return g.withAPI(cmd.Context(), true, func(st api.API) error {
+				tree, err := image.Inspect(cmd.Context(), st, root, timeout)
 				if err != nil {
 					return err
 				}

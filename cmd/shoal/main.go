@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/shoal-ipfs/shoal/internal/errkind"
+	"github.com/shoal-ipfs/shoal/pkg/api"
 	"github.com/shoal-ipfs/shoal/pkg/config"
-	"github.com/shoal-ipfs/shoal/pkg/daemon"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 	"github.com/spf13/cobra"
@@ -130,7 +130,7 @@ func (g *globals) loggerAt(level slog.Level) *slog.Logger {
 // api returns the running daemon's API, or opens the store here. Commands
 // that talk to peers pass online; they listen where the daemon would, but
 // on free ports, so they never collide with a daemon.
-func (g *globals) api(ctx context.Context, online bool) (daemon.API, error) {
+func (g *globals) api(ctx context.Context, online bool) (api.API, error) {
 	if g.ipfsAPI != "" {
 		return g.kubo(ctx)
 	}
@@ -147,19 +147,19 @@ func (g *globals) api(ctx context.Context, online bool) (daemon.API, error) {
 			opts.Listen = append(opts.Listen, anyPort.ReplaceAllString(a, "/$1/0"))
 		}
 	}
-	return daemon.Open(ctx, g.home, opts)
+	return api.Open(ctx, g.home, opts)
 }
 
 var anyPort = regexp.MustCompile(`/(tcp|udp)/[0-9]+`)
 
 // withAPI runs f with the node's API and closes it after.
-func (g *globals) withAPI(ctx context.Context, online bool, f func(daemon.API) error) error {
-	api, err := g.api(ctx, online)
+func (g *globals) withAPI(ctx context.Context, online bool, f func(api.API) error) error {
+	st, err := g.api(ctx, online)
 	if err != nil {
 		return err
 	}
-	defer api.Close()
-	return f(api)
+	defer st.Close()
+	return f(st)
 }
 
 // ensureInit initialises the home on first use, as kubo's commands do not

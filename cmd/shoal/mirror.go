@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/shoal-ipfs/shoal/pkg/api"
 	"github.com/shoal-ipfs/shoal/pkg/config"
-	"github.com/shoal-ipfs/shoal/pkg/daemon"
 	"github.com/spf13/cobra"
 )
 
@@ -38,15 +38,15 @@ see it before the tag TTL (--mirror-tag-ttl) runs out.`,
 			if err != nil {
 				return err
 			}
-			api, err := daemon.Dial(cmd.Context(), cfg.SocketPath(g.home))
-			if errors.Is(err, daemon.ErrNoDaemon) {
+			st, err := api.Dial(cmd.Context(), cfg.SocketPath(g.home))
+			if errors.Is(err, api.ErrNoDaemon) {
 				return errors.New("no daemon is running: the mirror lives in `shoal daemon --mirror REGISTRY`")
 			}
 			if err != nil {
 				return err
 			}
-			defer api.Close()
-			if err := api.ForgetTag(cmd.Context(), args[0], local); err != nil {
+			defer st.Close()
+			if err := st.ForgetTag(cmd.Context(), args[0], local); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "forgot %s\n", args[0])

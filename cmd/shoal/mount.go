@@ -9,6 +9,7 @@ import (
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shoal-ipfs/shoal/pkg/api"
 	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/daemon"
 	"github.com/shoal-ipfs/shoal/pkg/image"
@@ -51,8 +52,8 @@ read that copy.`,
 					return usageError{err}
 				}
 			}
-			return g.withAPI(ctx, true, func(api daemon.API) error {
-				im, err := lazyfs.OpenImage(ctx, api, root, want, timeout)
+			return g.withAPI(ctx, true, func(st api.API) error {
+				im, err := lazyfs.OpenImage(ctx, st, root, want, timeout)
 				if err != nil {
 					return err
 				}
@@ -87,7 +88,7 @@ read that copy.`,
 				}
 				report := func() {
 					line := im.Stats.String()
-					if n, ok := api.(interface {
+					if n, ok := st.(interface {
 						FetchStat() (node.FetchStat, error)
 					}); ok {
 						if fs, err := n.FetchStat(); err == nil {
@@ -118,7 +119,7 @@ read that copy.`,
 						}
 					}()
 				}
-				err = lazyfs.Serve(ctx, dir, im, api, lazyfs.ServeOptions{
+				err = lazyfs.Serve(ctx, dir, im, st, lazyfs.ServeOptions{
 					MountOptions: lazyfs.MountOptions{Name: "shoal:" + root.String(), Log: g.logger(), Record: rec, Cache: cache},
 					Rate:         int64(background),
 					Report: func(format string, args ...any) {

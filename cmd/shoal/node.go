@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/shoal-ipfs/shoal/pkg/api"
 	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/daemon"
 	"github.com/shoal-ipfs/shoal/pkg/node"
@@ -91,8 +92,8 @@ func idCmd(g *globals) *cobra.Command {
 		Short: "Show the node's peer ID and listen addresses",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return g.withAPI(cmd.Context(), false, func(api daemon.API) error {
-				id, err := api.ID(cmd.Context())
+			return g.withAPI(cmd.Context(), false, func(st api.API) error {
+				id, err := st.ID(cmd.Context())
 				if err != nil {
 					return err
 				}
@@ -154,8 +155,8 @@ func daemonCmd(g *globals) *cobra.Command {
 			// A daemon that answers on the home's socket holds the store
 			// for good: say so now rather than wait for its lock.
 			if cfg, err := config.LoadConfig(g.home); err == nil {
-				if api, err := daemon.Dial(ctx, cfg.SocketPath(g.home)); err == nil {
-					api.Close()
+				if st, err := api.Dial(ctx, cfg.SocketPath(g.home)); err == nil {
+					st.Close()
 					return fmt.Errorf("%s: a shoal daemon is running on this home already (it answers on %s); stop it, or give this one another --home", g.home, cfg.SocketPath(g.home))
 				}
 			}
@@ -231,8 +232,8 @@ func imagesCmd(g *globals) *cobra.Command {
 		Short: "List pinned images",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return g.withAPI(cmd.Context(), false, func(api daemon.API) error {
-				imgs, err := api.Images(cmd.Context())
+			return g.withAPI(cmd.Context(), false, func(st api.API) error {
+				imgs, err := st.Images(cmd.Context())
 				if err != nil {
 					return err
 				}
@@ -266,14 +267,14 @@ func rmCmd(g *globals) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withAPI(cmd.Context(), false, func(api daemon.API) error {
+			return g.withAPI(cmd.Context(), false, func(st api.API) error {
 				removed := []string{}
 				for _, a := range args {
 					c, err := transport.ParseCID(a)
 					if err != nil {
 						return usageError{err}
 					}
-					if err := api.RemoveImage(cmd.Context(), c); err != nil {
+					if err := st.RemoveImage(cmd.Context(), c); err != nil {
 						return fmt.Errorf("rm %s: %w (see `shoal images`)", c, err)
 					}
 					if !asJSON {
@@ -301,8 +302,8 @@ func gcCmd(g *globals) *cobra.Command {
 		Short: "Delete blocks that no pinned image uses",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return g.withAPI(cmd.Context(), false, func(api daemon.API) error {
-				res, err := api.GC(cmd.Context())
+			return g.withAPI(cmd.Context(), false, func(st api.API) error {
+				res, err := st.GC(cmd.Context())
 				if err != nil {
 					return err
 				}
@@ -347,8 +348,8 @@ whatever no peer has stays reported.`,
   shoal verify --repair --json`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return g.withAPI(cmd.Context(), repair, func(api daemon.API) error {
-				res, err := api.Verify(cmd.Context(), repair)
+			return g.withAPI(cmd.Context(), repair, func(st api.API) error {
+				res, err := st.Verify(cmd.Context(), repair)
 				if err != nil {
 					return err
 				}

@@ -40,7 +40,10 @@ var forbidden = map[string][]string{
 	"pkg/containerd":   {"pkg/node", "pkg/daemon", "pkg/kubo", "cmd/"},
 	"pkg/kubo":         {"pkg/node", "pkg/daemon", "pkg/registry", "pkg/mirror", "cmd/"},
 	"pkg/node":         {"pkg/daemon", "pkg/registry", "pkg/mirror", "pkg/snapshotter", "pkg/lazyfs", "pkg/contentstore", "pkg/containerd", "pkg/group", "pkg/kubo", "cmd/"},
-	"pkg/daemon":       {"cmd/"},
+	// The command API (embedded node or daemon client, and the socket's
+	// server) sits below the daemon's wiring of its other servers.
+	"pkg/api":    {"pkg/daemon", "pkg/registry", "pkg/snapshotter", "pkg/contentstore", "cmd/"},
+	"pkg/daemon": {"cmd/"},
 }
 
 func TestLayering(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/shoal-ipfs/shoal/internal/buildinfo"
+	"github.com/shoal-ipfs/shoal/internal/httpserve"
 	"github.com/shoal-ipfs/shoal/pkg/node"
 	"golang.org/x/sync/errgroup"
 )
@@ -63,7 +64,7 @@ func startHealth(ctx context.Context, g *errgroup.Group, addr string, metrics *p
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	bound := l.Addr().String()
 	log.Info("metrics and health listening", "address", bound, "paths", "/ (status) /metrics /healthz /readyz")
-	g.Go(func() error { return serveUntil(ctx, hs, l) })
+	g.Go(func() error { return httpserve.Until(ctx, hs, l) })
 	return bound, nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/shoal-ipfs/shoal/internal/httpserve"
 	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/registry"
 	"golang.org/x/sync/errgroup"
@@ -74,7 +75,7 @@ func startRegistry(ctx context.Context, g *errgroup.Group, store registry.Store,
 	addr := l.Addr().String()
 	log.Info("registry listening", "address", addr, "tls", cfg.TLSCert != "", "auth", cfg.Htpasswd != "", "metrics", "/metrics")
 	g.Go(func() error { rg.Run(ctx); return nil })
-	g.Go(func() error { return serveUntil(ctx, hs, l) })
+	g.Go(func() error { return httpserve.Until(ctx, hs, l) })
 	return rg, addr, nil
 }
 

@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/shoal-ipfs/shoal/internal/httpserve"
+	"github.com/shoal-ipfs/shoal/pkg/api"
 	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/group"
 	"github.com/shoal-ipfs/shoal/pkg/node"
@@ -55,7 +57,7 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	srv := NewServer(n, log)
+	sopts := api.ServerOptions{Log: log}
 	var grp *group.Group
 	if cfg := opts.Group; cfg.Name != "" {
 		// Before any server starts: a member without its key is refused.
@@ -85,13 +87,13 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 			}
 			defer m.Close()
 			ropts = append(ropts, registry.WithMirror(m))
-			srv.mirror = m
+			sopts.Mirror = m
 		}
 		rg, addr, err := startRegistry(ctx, g, n, n.Metadata("registry"), filepath.Join(n.Home(), "registry-uploads"), cfg, metrics, log, ropts...)
 		if err != nil {
 			return err
 		}
-		find, srv.registry = rg.RootOf, addr
+		find, sopts.Registry = rg.RootOf, addr
 		checks = append(checks, registryReady(addr, cfg.TLSCert != ""))
 	}
 	if cfg := opts.Containerd; cfg.Socket != "" {
@@ -101,25 +103,26 @@ func Run(ctx context.Context, n *node.Node, opts RunOptions) error {
 			_ = g.Wait()
 			return err
 		}
-		srv.containerd = cfg.Socket
+		sopts.Containerd = cfg.Socket
 		checks = append(checks, socketReady("containerd-plugins", cfg.Socket))
 		log.Info("containerd plugins serving", "socket", cfg.Socket, "snapshotter", p.sn != nil, "snapshots", cfg.Root)
 		g.Go(func() error { return p.serve(ctx) })
 	}
 	if grp != nil {
-		srv.group = grp
+		sopts.Group = grp
 		metrics.MustRegister(groupCollector{grp})
 		log.Info("group member", "group", grp.Name(), "protocol", group.Protocol(grp.Name()), "key", opts.Group.Key)
 		g.Go(func() error { return grp.Run(ctx) })
 	}
 	if opts.MetricsListen != "" {
-		status := &statusPage{n: n, mirror: srv.mirror, group: grp, metrics: metrics}
+		status := &statusPage{n: n, mirror: sopts.Mirror, group: grp, metrics: metrics}
 		if _, err := startHealth(ctx, g, opts.MetricsListen, metrics, checks, status, log); err != nil {
 			cancel()
 			_ = g.Wait()
 			return err
 		}
 	}
+	srv := api.NewServer(n, sopts)
 	g.Go(func() error { return srv.Serve(ctx, opts.Socket) })
 	return g.Wait()
 }
@@ -264,7 +267,7 @@ func ServeMetrics(ctx context.Context, addr string, cs ...prometheus.Collector) 
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = serveUntil(ctx, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, l)
+		_ = httpserve.Until(ctx, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, l)
 	}()
 	return func() { cancel(); <-done }, nil
 }

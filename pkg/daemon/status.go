@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	_ "embed"
+	"encoding/json"
 	"net/http"
 	"sort"
 	"sync"
@@ -219,6 +220,7 @@ func (s *statusPage) register(mux *http.ServeMux) {
 		_, _ = w.Write(statusHTML)
 	})
 	mux.HandleFunc("GET /status.json", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, s.report(r.Context()))
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(s.report(r.Context()))
 	})
 }

@@ -1,7 +1,7 @@
 // Package kubo runs shoal against an existing kubo daemon instead of the
 // embedded node, for users who already run one: it is a client of kubo's
 // HTTP RPC API that implements the operations shoal's commands and its
-// registry need (daemon.API, registry.Store).
+// registry need (api.API, registry.Store).
 //
 // It is a package of its own because it owns a mapping, not just calls:
 // blobs are added with the UnixFS parameters of shoal's layout, so their

@@ -15,15 +15,15 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/ipfs/go-cid"
+	"github.com/shoal-ipfs/shoal/pkg/api"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
-	"github.com/shoal-ipfs/shoal/pkg/daemon"
 	"github.com/shoal-ipfs/shoal/pkg/registry"
 )
 
 // The client stands in for the embedded node everywhere shoal uses one.
 var (
-	_ daemon.API     = (*Client)(nil)
+	_ api.API        = (*Client)(nil)
 	_ registry.Store = (*Client)(nil)
 )
 

@@ -1,7 +1,8 @@
-// Package daemon serves a running node to shoal commands over a unix
-// socket, and gives commands one API whether the node is embedded in the
-// command or owned by a daemon.
-package daemon
+// Package api is what shoal's commands do with a node: one API whether
+// the node is embedded in the command or owned by a daemon, the daemon's
+// server of it on a unix socket, and the client of that socket. The
+// daemon's wiring of its other servers is package daemon.
+package api
 
 import (
 	"context"

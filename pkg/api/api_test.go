@@ -1,4 +1,4 @@
-package daemon
+package api
 
 import (
 	"bytes"
@@ -41,7 +41,7 @@ func serve(t *testing.T) (*node.Node, *Client) {
 	ctx, cancel := context.WithCancel(context.Background())
 	socket := filepath.Join(home, "test.sock")
 	done := make(chan error, 1)
-	go func() { done <- NewServer(n, nil).Serve(ctx, socket) }()
+	go func() { done <- NewServer(n, ServerOptions{}).Serve(ctx, socket) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -1,4 +1,4 @@
-package daemon
+package api
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/ipfs/go-cid"
 	"github.com/shoal-ipfs/shoal/internal/errkind"
+	"github.com/shoal-ipfs/shoal/internal/httpserve"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/group"
@@ -27,26 +28,33 @@ import (
 
 // Server exposes a node on a unix socket.
 type Server struct {
-	node     *node.Node
-	log      *slog.Logger
-	srv      *http.Server
-	registry string // the registry's address, once it listens
-	// containerd is the socket of the containerd plugins, once they serve.
-	containerd string
-	// group is the daemon's membership of a group, if any.
-	group *group.Group
-	// mirror is the registry's mirror, if it mirrors any registry.
-	mirror *mirror.Mirror
+	node *node.Node
+	opts ServerOptions
+	srv  *http.Server
 	// leases are the leases commands hold (see lease.go).
 	leases leases
 }
 
-// NewServer serves n; log may be nil.
-func NewServer(n *node.Node, log *slog.Logger) *Server {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+// ServerOptions are what a daemon runs besides the node, which the
+// socket reports and serves.
+type ServerOptions struct {
+	// Registry is the registry's address; empty if none listens.
+	Registry string
+	// Containerd is the socket of the containerd plugins; empty if none.
+	Containerd string
+	// Group is the daemon's membership of a group, if any.
+	Group *group.Group
+	// Mirror is the registry's mirror, if it mirrors any registry.
+	Mirror *mirror.Mirror
+	Log    *slog.Logger
+}
+
+// NewServer serves n and what opts name.
+func NewServer(n *node.Node, opts ServerOptions) *Server {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{node: n, log: log}
+	s := &Server{node: n, opts: opts}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v0/id", s.id)
 	mux.HandleFunc("POST /v0/add", s.add)
@@ -87,26 +95,7 @@ func (s *Server) Serve(ctx context.Context, socket string) error {
 		return err
 	}
 	defer os.Remove(socket)
-	return serveUntil(ctx, s.srv, l)
-}
-
-// serveUntil serves l until ctx ends, then shuts srv down, giving requests
-// in flight a few seconds.
-func serveUntil(ctx context.Context, srv *http.Server, l net.Listener) error {
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			srv.Close()
-		}
-		<-errc
-		return nil
-	}
+	return httpserve.Until(ctx, s.srv, l)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -139,10 +128,10 @@ func (s *Server) id(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	id.Registry = s.registry
-	id.Containerd = s.containerd
-	if s.group != nil {
-		id.Group = s.group.Name()
+	id.Registry = s.opts.Registry
+	id.Containerd = s.opts.Containerd
+	if s.opts.Group != nil {
+		id.Group = s.opts.Group.Name()
 	}
 	writeJSON(w, id)
 }
@@ -360,7 +349,7 @@ type ShardRequest struct {
 var errNoGroup = errkind.New("this daemon is in no group; start it with --group NAME (or [group] name in config.toml)", errdefs.ErrFailedPrecondition)
 
 func (s *Server) shard(w http.ResponseWriter, r *http.Request) {
-	if s.group == nil {
+	if s.opts.Group == nil {
 		writeError(w, errNoGroup)
 		return
 	}
@@ -374,7 +363,7 @@ func (s *Server) shard(w http.ResponseWriter, r *http.Request) {
 		writeError(w, invalid("CID %q: %v", req.Root, err))
 		return
 	}
-	res, err := s.group.Shard(r.Context(), root, req.Replicas)
+	res, err := s.opts.Group.Shard(r.Context(), root, req.Replicas)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -383,7 +372,7 @@ func (s *Server) shard(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	if s.group == nil {
+	if s.opts.Group == nil {
 		writeError(w, errNoGroup)
 		return
 	}
@@ -392,7 +381,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	st, err := s.group.Status(r.Context(), root)
+	st, err := s.opts.Group.Status(r.Context(), root)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -409,7 +398,7 @@ type ForgetRequest struct {
 }
 
 func (s *Server) forgetTag(w http.ResponseWriter, r *http.Request) {
-	if s.mirror == nil {
+	if s.opts.Mirror == nil {
 		writeError(w, errkind.New("this daemon mirrors no registry; start it with --mirror REGISTRY", errdefs.ErrFailedPrecondition))
 		return
 	}
@@ -423,7 +412,7 @@ func (s *Server) forgetTag(w http.ResponseWriter, r *http.Request) {
 		writeError(w, invalid("%v", err))
 		return
 	}
-	if err := s.mirror.Forget(r.Context(), ref, tag, !req.Local); err != nil {
+	if err := s.opts.Mirror.Forget(r.Context(), ref, tag, !req.Local); err != nil {
 		writeError(w, err)
 		return
 	}
