@@ -624,3 +624,33 @@ func TestEveryCommandHasExamples(t *testing.T) {
 	}
 	walk(newRoot())
 }
+
+// TestVerifyExitsDataLossOnACorruptStore: a byte flipped in a stored pack
+// makes `shoal verify` fail with the data-loss exit code, naming what to do.
+func TestVerifyExitsDataLossOnACorruptStore(t *testing.T) {
+	home := t.TempDir()
+	mustRun(t, home, "init", "--mdns=false")
+	mustRun(t, home, "push", "oci:"+writeImage(t)+":v1")
+	if out := mustRun(t, home, "verify"); !strings.Contains(out, "0 corrupt, 0 missing") {
+		t.Fatalf("verify of a sound store: %s", out)
+	}
+	packs, _ := filepath.Glob(filepath.Join(home, "packs", "*"))
+	var biggest string
+	var size int64
+	for _, p := range packs {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Size() > size {
+			biggest, size = p, fi.Size()
+		}
+	}
+	if biggest == "" {
+		t.Fatalf("no pack under %s", home)
+	}
+	data, _ := os.ReadFile(biggest)
+	data[len(data)/2] ^= 0xff
+	if err := os.WriteFile(biggest, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, home, "verify"); r.code != errkind.ExitDataLoss || !strings.Contains(r.stderr, "--repair") {
+		t.Fatalf("verify of a corrupt store: exit %d, %s%s", r.code, r.stdout, r.stderr)
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/containerd/errdefs"
+	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"github.com/shoal-ipfs/shoal/pkg/api"
 	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/daemon"
@@ -120,7 +122,7 @@ func idCmd(g *globals) *cobra.Command {
 
 func daemonCmd(g *globals) *cobra.Command {
 	var listen, mirrors []string
-	var socket, registryListen, metricsListen, cfgMetrics, groupName string
+	var socket, registryListen, metricsListen, groupName string
 	var noMDNS bool
 	var tagTTL time.Duration
 	var cacheSize config.Size
@@ -151,61 +153,28 @@ func daemonCmd(g *globals) *cobra.Command {
 			if err := g.ensureInit(); err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			// A daemon that answers on the home's socket holds the store
-			// for good: say so now rather than wait for its lock.
-			if cfg, err := config.LoadConfig(g.home); err == nil {
-				if st, err := api.Dial(ctx, cfg.SocketPath(g.home)); err == nil {
-					st.Close()
-					return fmt.Errorf("%s: a shoal daemon is running on this home already (it answers on %s); stop it, or give this one another --home", g.home, cfg.SocketPath(g.home))
-				}
-			}
-			log := g.daemonLogger()
-			opts := node.Options{Online: true, Announce: true, Peers: g.peers, NoMDNS: noMDNS, Logger: log, LockWait: 15 * time.Second}
-			if len(listen) > 0 {
-				opts.Listen = listen
-			}
-			n, err := node.Open(ctx, g.home, opts)
-			if err != nil {
-				return err
-			}
-			defer n.Close()
-			if socket == "" {
-				socket = n.Config().SocketPath(g.home)
-			}
-			id, err := n.ID(ctx)
-			if err != nil {
-				return err
-			}
-			log.Info("shoal daemon running", "peer", id.ID, "addresses", strings.Join(id.Addresses, " "), "api", socket)
-			reg := n.Config().Registry
-			if cmd.Flags().Changed("registry-listen") {
-				reg.Listen = registryListen
-			}
-			grp := n.Config().Group.Paths(g.home)
-			if cmd.Flags().Changed("group") {
-				grp.Name = groupName
-			}
-			if cmd.Flags().Changed("metrics-listen") {
-				cfgMetrics = metricsListen
-			} else {
-				cfgMetrics = n.Config().Daemon.MetricsListen
-			}
-			if cmd.Flags().Changed("mirror-tag-ttl") {
-				reg.MirrorTagTTL.Duration = tagTTL
-			}
-			if cmd.Flags().Changed("mirror-cache-size") {
-				reg.MirrorCacheSize = cacheSize
-			}
-			configured, err := daemon.MirrorEndpoints(g.home, n.Config().Mirror)
-			if err != nil {
-				return err
-			}
-			endpoints = append(configured, endpoints...)
-			if len(endpoints) > 0 && reg.Listen == "" {
-				return usageError{errors.New("--mirror needs the registry: give --registry-listen HOST:PORT")}
-			}
-			return daemon.Run(ctx, n, daemon.RunOptions{Socket: socket, Registry: reg, Containerd: n.Config().Containerd.Paths(g.home), Mount: n.Config().Mount.Paths(g.home), Group: grp, Mirrors: endpoints, MirrorWholeOnly: wholeOnly, MetricsListen: cfgMetrics, Log: log})
+			return daemon.Start(cmd.Context(), g.home, daemon.StartOptions{
+				Listen: listen, Peers: g.peers, NoMDNS: noMDNS, Socket: socket,
+				Mirrors: endpoints, MirrorWholeOnly: wholeOnly, Log: g.daemonLogger(),
+				Configure: func(cfg *config.Config) {
+					flags := cmd.Flags()
+					if flags.Changed("registry-listen") {
+						cfg.Registry.Listen = registryListen
+					}
+					if flags.Changed("group") {
+						cfg.Group.Name = groupName
+					}
+					if flags.Changed("metrics-listen") {
+						cfg.Daemon.MetricsListen = metricsListen
+					}
+					if flags.Changed("mirror-tag-ttl") {
+						cfg.Registry.MirrorTagTTL.Duration = tagTTL
+					}
+					if flags.Changed("mirror-cache-size") {
+						cfg.Registry.MirrorCacheSize = cacheSize
+					}
+				},
+			})
 		},
 	}
 	c.Flags().StringArrayVar(&listen, "listen", nil, "swarm address, port 0 for a free port (repeatable; default from config)")
@@ -372,9 +341,9 @@ whatever no peer has stays reported.`,
 				}
 				switch {
 				case len(res.Missing) > 0:
-					return fmt.Errorf("verify: %d blocks of pinned images are missing; `shoal verify --repair` with a peer that holds them fetches them, or `shoal rm` the image", len(res.Missing))
+					return errkind.New(fmt.Sprintf("verify: %d blocks of pinned images are missing; `shoal verify --repair` with a peer that holds them fetches them, or `shoal rm` the image", len(res.Missing)), errdefs.ErrDataLoss)
 				case len(res.Corrupt) > 0 && !repair:
-					return fmt.Errorf("verify: %d blocks are corrupt; `shoal verify --repair` drops them so that they are fetched again", len(res.Corrupt))
+					return errkind.New(fmt.Sprintf("verify: %d blocks are corrupt; `shoal verify --repair` drops them so that they are fetched again", len(res.Corrupt)), errdefs.ErrDataLoss)
 				}
 				return nil
 			})
