@@ -87,8 +87,9 @@ func (m *Mirror) record(ctx context.Context, d digest.Digest, r record) error {
 	return nil
 }
 
-// blob finds blob d of r: stored here, on its way here, held by a peer,
-// on its way to a peer, or at the upstream, in that order.
+// blob finds blob d of r: stored here, on its way here, else it is
+// downloaded from a peer that is fetching it, a peer that holds it, or the
+// upstream, in that order (sources).
 func (m *Mirror) blob(ctx context.Context, r Ref, d digest.Digest, mediaType string) (Blob, error) {
 	if d.Algorithm() != digest.SHA256 {
 		return Blob{}, fmt.Errorf("blob %s: only sha256 digests are mirrored: %w", d, errdefs.ErrNotFound)
@@ -110,28 +111,6 @@ func (m *Mirror) blob(ctx context.Context, r Ref, d digest.Digest, mediaType str
 	var answers []answer
 	if m.opts.Peers != nil {
 		answers = m.opts.Peers.ask(ctx, r, d)
-	}
-	// A peer that holds the blob whole serves it by CID, alongside every
-	// other peer that holds it; the digest is checked as it is read.
-	for _, a := range answers {
-		if a.State != stateStored {
-			continue
-		}
-		rec := record{CID: a.CID, Size: a.Size, MediaType: mediaType, Private: private}
-		desc, err := rec.descriptor(d)
-		if err != nil || a.Size < 0 {
-			continue
-		}
-		serve, liar := m.served(r, "peer", a.Size), a.Peer
-		return Blob{Descriptor: desc, Served: func() {
-			serve()
-			if err := m.record(context.WithoutCancel(ctx), d, rec); err != nil {
-				m.log.Warn("mirror: recording a blob from a peer", "digest", d, "err", err)
-			}
-		}, Mismatch: func() {
-			m.log.Warn("mirror: a peer named a CID whose bytes do not match the digest", "digest", d, "cid", a.CID, "peer", liar)
-			m.opts.Peers.distrust(liar.String())
-		}}, nil
 	}
 	sources, err := m.sources(r, d, answers)
 	if err != nil {

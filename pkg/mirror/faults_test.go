@@ -191,3 +191,68 @@ func TestMirrorRefusesAReaderItReadsFrom(t *testing.T) {
 		t.Fatalf("the upstream was asked %d times, want none", got)
 	}
 }
+
+// TestMirrorHolderSendsASecondReaderOnToTheFirst: a node that holds a
+// blob whole serves one peer at a time and sends the next on to that
+// reader, so that a second rollout chains as a first one does; a reader
+// that must stay is served all the same.
+func TestMirrorHolderSendsASecondReaderOnToTheFirst(t *testing.T) {
+	o := newOrigin(t)
+	d, whole := layerOf(t, o, "library/app:v1")
+	a := newMirrorNode(t, o, time.Minute)
+	if data, resp := a.get(t, o.host, "/v2/library/app/blobs/"+d.String()); resp.StatusCode != http.StatusOK || len(data) != len(whole) {
+		t.Fatalf("a's pull: %s", resp.Status)
+	}
+	dial := func() (host.Host, network.Stream, *bufio.Reader) {
+		h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Close() })
+		if err := h.Connect(context.Background(), peer.AddrInfo{ID: a.n.Host().ID(), Addrs: a.n.Host().Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+		s, err := h.NewStream(context.Background(), a.n.Host().ID(), mirror.Protocol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Reset() })
+		return h, s, bufio.NewReader(s)
+	}
+	get := func(s network.Stream, br *bufio.Reader, stay bool) (state string, redirect []peer.ID) {
+		fmt.Fprintf(s, `{"op":"get","registry":%q,"repo":"library/app","digest":%q,"stay":%v}`+"\n", o.host, d, stay)
+		line, err := br.ReadBytes('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ans struct {
+			State    string
+			Redirect []peer.ID
+			Error    string
+		}
+		if err := json.Unmarshal(line, &ans); err != nil || ans.Error != "" {
+			t.Fatalf("answer %q: %v", line, err)
+		}
+		return ans.State, ans.Redirect
+	}
+	first, s1, br1 := dial()
+	if state, on := get(s1, br1, false); state != "stored" || len(on) != 0 {
+		t.Fatalf("the first reader: state %q, sent on to %v; want the bytes", state, on)
+	}
+	// The first reader reads a little and holds its stream open.
+	if _, err := io.ReadFull(br1, make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	_, s2, br2 := dial()
+	if state, on := get(s2, br2, false); len(on) != 1 || on[0] != first.ID() {
+		t.Fatalf("the second reader: state %q, sent on to %v; want the first reader %s", state, on, first.ID())
+	}
+	_, s3, br3 := dial()
+	if state, on := get(s3, br3, true); state != "stored" || len(on) != 0 {
+		t.Fatalf("a reader that must stay: state %q, sent on to %v", state, on)
+	}
+	rest, err := io.ReadAll(br3)
+	if err != nil || digest.FromBytes(rest) != d {
+		t.Fatalf("the reader that stayed got %d bytes (%v), not the blob", len(rest), err)
+	}
+}

@@ -20,7 +20,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		served: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_mirror_served_bytes_total",
-			Help: "Bytes of mirrored manifests and blobs served, by registry and where they were: local (the store), peer (read from peers by CID), fetching (a download running here), to-peer (sent to other nodes).",
+			Help: "Bytes of mirrored manifests and blobs served, by registry and where they were: local (the store), peer (a manifest read from peers by CID), fetching (a download running here, from peers or the upstream), to-peer (sent to other nodes).",
 		}, []string{"registry", "from"}),
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_mirror_received_bytes_total",

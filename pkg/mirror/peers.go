@@ -69,6 +69,8 @@ type Peers struct {
 	// distrusted are peers that sent a blob that did not match its
 	// digest, and when: they are not asked again for distrustFor.
 	distrusted map[peer.ID]time.Time
+	// storedReaders are the peers reading each stored blob from here.
+	storedReaders map[digest.Digest]map[peer.ID]int
 }
 
 // distrustFor is how long a peer that sent wrong bytes is left out.
@@ -98,7 +100,7 @@ func (p *Peers) trusted(id peer.ID) bool {
 // NewPeers answers and asks the peers of h; router, if not nil, announces
 // digests and finds their holders beyond the connected peers.
 func NewPeers(h host.Host, router routing.Router, private bool) *Peers {
-	return &Peers{host: h, router: router, private: private, distrusted: map[peer.ID]time.Time{}}
+	return &Peers{host: h, router: router, private: private, distrusted: map[peer.ID]time.Time{}, storedReaders: map[digest.Digest]map[peer.ID]int{}}
 }
 
 func (p *Peers) askTimeout() time.Duration {
@@ -282,6 +284,15 @@ func (p *Peers) get(ctx context.Context, s network.Stream, from peer.ID, r Ref, 
 			fail(errors.New("offset out of range"))
 			return
 		}
+		// A blob stored here goes to one reader at a time, as a download
+		// does (chainFanout): the others are sent on to the readers, so
+		// that a rollout passes it along a chain, each node sending it
+		// once, rather than every node taking it from this one.
+		if on, ok := p.readStored(d, from, req.Stay); !ok {
+			_ = writeLine(s, answer{State: stateStored, Redirect: on})
+			return
+		}
+		defer p.doneStored(d, from)
 		c, _ := cid.Decode(rec.CID)
 		rc, err := image.CatAt(ctx, p.m.store, c, req.Offset)
 		if err != nil {
@@ -366,6 +377,41 @@ func (p *Peers) get(ctx context.Context, s network.Stream, from peer.ID, r Ref, 
 		if err != nil {
 			s.Reset()
 		}
+	}
+}
+
+// readStored admits from as a reader of stored blob d, unless chainFanout
+// others read it already and from may be sent on (not stay): then it
+// returns them.
+func (p *Peers) readStored(d digest.Digest, from peer.ID, stay bool) ([]peer.ID, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	readers := p.storedReaders[d]
+	if !stay && len(readers) >= chainFanout && readers[from] == 0 {
+		var on []peer.ID
+		for id := range readers {
+			on = append(on, id)
+		}
+		return on, false
+	}
+	if readers == nil {
+		readers = map[peer.ID]int{}
+		p.storedReaders[d] = readers
+	}
+	readers[from]++
+	return nil, true
+}
+
+// doneStored ends a read that readStored admitted.
+func (p *Peers) doneStored(d digest.Digest, from peer.ID) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	readers := p.storedReaders[d]
+	if readers[from]--; readers[from] <= 0 {
+		delete(readers, from)
+	}
+	if len(readers) == 0 {
+		delete(p.storedReaders, d)
 	}
 }
 
@@ -475,9 +521,9 @@ func (p *Peers) forget(ctx context.Context, r Ref, tag string) {
 }
 
 // sources are the peers a download of d reads from: those fetching it,
-// the least read first; without any, the peer ranked first for d among
-// those that mirror the registry, asked to fetch it, unless this node
-// ranks first itself.
+// the least read first, then those that hold it; without any, the peer
+// ranked first for d among those that mirror the registry, asked to fetch
+// it, unless this node ranks first itself.
 func (p *Peers) sources(r Ref, d digest.Digest, answers []answer) []source {
 	if p.WholeOnly {
 		return nil
@@ -494,6 +540,21 @@ func (p *Peers) sources(r Ref, d digest.Digest, answers []answer) []source {
 	var out []source
 	for _, a := range fetching {
 		out = append(out, p.source(r, d, a.Peer, false, a.Path))
+	}
+	// Then the peers that hold it whole, in the order every node ranks
+	// them, so that readers starting together meet at one and chain.
+	var stored []answer
+	for _, a := range answers {
+		if a.State == stateStored {
+			stored = append(stored, a)
+		}
+	}
+	slices.SortFunc(stored, func(a, b answer) int {
+		ra, rb := rank(a.Peer, d), rank(b.Peer, d)
+		return bytes.Compare(rb[:], ra[:])
+	})
+	for _, a := range stored {
+		out = append(out, p.source(r, d, a.Peer, false, nil))
 	}
 	if len(out) > 0 {
 		return out
