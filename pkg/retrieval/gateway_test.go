@@ -11,7 +11,10 @@ import (
 
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/shoal-ipfs/shoal/internal/sha256x"
+	"github.com/shoal-ipfs/shoal/pkg/routing"
 )
 
 // lie replaces the block c in p's store with one whose bytes do not hash
@@ -138,5 +141,30 @@ func TestGatewayServesOnlyLocalBlocks(t *testing.T) {
 	}
 	if time.Since(start) > 10*time.Second {
 		t.Fatalf("refusal took %s", time.Since(start))
+	}
+}
+
+// TestCatFindsAHolderThroughTheRouter: a reader connected to no peer at
+// all reads a blob from the holder its router names, connecting to it.
+func TestCatFindsAHolderThroughTheRouter(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	table := routing.NewMemory()
+	loopback := []string{"/ip4/127.0.0.1/tcp/0"}
+	holder := newRoutedTestPeer(t, loopback, table)
+	reader := newRoutedTestPeer(t, loopback, table)
+	data := make([]byte, 2<<20)
+	rand.New(rand.NewSource(3)).Read(data)
+	root := holder.add(t, data)
+	table.For(peer.AddrInfo{ID: holder.host.ID(), Addrs: holder.host.Addrs()}).Provide(root)
+	if n := len(reader.host.Network().Peers()); n != 0 {
+		t.Fatalf("the reader is connected to %d peers; the test needs it alone", n)
+	}
+	reader.mustCat(ctx, t, root, data)
+	if reader.host.Network().Connectedness(holder.host.ID()) != network.Connected {
+		t.Error("the reader read the blob without connecting to its holder")
+	}
+	if s := reader.rt.Stat(); s.PeerReads != 1 || s.BlocksReceived == 0 {
+		t.Errorf("the blob did not come from the holder's gateway: %+v", s)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
 	"github.com/shoal-ipfs/shoal/pkg/packs"
+	"github.com/shoal-ipfs/shoal/pkg/routing"
 )
 
 // testPeer is what a Retriever works in, without a node: a libp2p host on
@@ -40,6 +41,13 @@ func newTestPeer(t *testing.T, connectTo ...*testPeer) *testPeer {
 // newTestPeerOn is newTestPeer listening on listen.
 func newTestPeerOn(t *testing.T, listen []string, connectTo ...*testPeer) *testPeer {
 	t.Helper()
+	return newRoutedTestPeer(t, listen, nil, connectTo...)
+}
+
+// newRoutedTestPeer is newTestPeerOn finding holders beyond its
+// connected peers in table (none if nil).
+func newRoutedTestPeer(t *testing.T, listen []string, table *routing.Memory, connectTo ...*testPeer) *testPeer {
+	t.Helper()
 	h, err := libp2p.New(libp2p.ListenAddrStrings(listen...), libp2p.DisableRelay())
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +60,11 @@ func newTestPeerOn(t *testing.T, listen []string, connectTo ...*testPeer) *testP
 	ctx, cancel := context.WithCancel(context.Background())
 	bs := bitswap.New(ctx, bsnet.NewFromIpfsHost(h), nil, store)
 	p := &testPeer{host: h, store: store, bs: bs, dag: merkledag.NewDAGService(blockservice.New(store, bs))}
-	p.rt = New(Options{Host: h, Store: store, DAG: p.dag})
+	var router routing.Router
+	if table != nil {
+		router = table.For(peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()})
+	}
+	p.rt = New(Options{Host: h, Store: store, DAG: p.dag, Router: router})
 	t.Cleanup(func() {
 		p.rt.Close()
 		bs.Close()
