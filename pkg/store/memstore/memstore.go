@@ -102,7 +102,15 @@ func notFound(c cid.Cid, err error) error {
 }
 
 func (s *Store) PinImage(ctx context.Context, img catalog.Image) error {
-	if _, err := s.present(ctx, img.Blobs); err != nil {
+	blobs := make([]cid.Cid, 0, len(img.Blobs))
+	for _, b := range img.Blobs {
+		c, err := cid.Decode(b)
+		if err != nil {
+			return fmt.Errorf("pin image %s: blob %q: %w", img.CID, b, errdefs.ErrInvalidArgument)
+		}
+		blobs = append(blobs, c)
+	}
+	if err := s.allStored(ctx, blobs); err != nil {
 		return fmt.Errorf("pin image %s: %w", img.CID, err)
 	}
 	s.mu.Lock()
@@ -114,23 +122,17 @@ func (s *Store) PinImage(ctx context.Context, img catalog.Image) error {
 	return nil
 }
 
-// present decodes blobs and checks that each one's root is stored: a pin
-// of what is not here is refused, as the node refuses it.
-func (s *Store) present(ctx context.Context, blobs []string) ([]cid.Cid, error) {
-	out := make([]cid.Cid, 0, len(blobs))
-	for _, b := range blobs {
-		c, err := cid.Decode(b)
-		if err != nil {
-			return nil, fmt.Errorf("blob %q: %w", b, errdefs.ErrInvalidArgument)
-		}
+// allStored checks that each blob's root is stored: a pin or hold of what
+// is not here is refused, as the node refuses it.
+func (s *Store) allStored(ctx context.Context, blobs []cid.Cid) error {
+	for _, c := range blobs {
 		if ok, err := s.bs.Has(ctx, c); err != nil {
-			return nil, err
+			return err
 		} else if !ok {
-			return nil, fmt.Errorf("blob %s is not stored: %w", c, errdefs.ErrNotFound)
+			return fmt.Errorf("blob %s is not stored: %w", c, errdefs.ErrNotFound)
 		}
-		out = append(out, c)
 	}
-	return out, nil
+	return nil
 }
 
 func (s *Store) Images(context.Context) ([]catalog.Image, error) {
@@ -165,11 +167,7 @@ func (s *Store) RemoveImage(_ context.Context, root cid.Cid) error {
 }
 
 func (s *Store) Hold(ctx context.Context, name string, blobs ...cid.Cid) error {
-	strs := make([]string, len(blobs))
-	for i, b := range blobs {
-		strs[i] = b.String()
-	}
-	if _, err := s.present(ctx, strs); err != nil {
+	if err := s.allStored(ctx, blobs); err != nil {
 		return fmt.Errorf("hold %s: %w", name, err)
 	}
 	s.mu.Lock()
