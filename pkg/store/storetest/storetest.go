@@ -16,7 +16,13 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/ipfs/boxo/blockservice"
+	"github.com/ipfs/boxo/blockstore"
+	"github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+	"github.com/shoal-ipfs/shoal/pkg/blob"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/store"
 	"github.com/shoal-ipfs/shoal/pkg/store/memstore"
@@ -56,6 +62,14 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 			t.Skip("not a store.Verifier")
 		}
 		verify(t, s)
+	})
+	t.Run("AddChunks", func(t *testing.T) {
+		s := open(t)
+		ca, ok := s.(chunkAdder)
+		if !ok {
+			t.Skip("adds no chunks")
+		}
+		addChunks(t, s, ca)
 	})
 	t.Run("ID", func(t *testing.T) {
 		s := open(t)
@@ -132,6 +146,35 @@ func addThenCat(t *testing.T, s Store) {
 		if got := cat(t, s, c); !bytes.Equal(got, b) {
 			t.Errorf("%d bytes added, %d read back, equal: %v", n, len(got), bytes.Equal(got, b))
 		}
+	}
+}
+
+// chunkAdder is a store that stores chunks as one file whose leaves are
+// the chunks (image.ChunkAdder): a push's layer indexes, and so its root
+// CID, are built so where a store can, inlined where it cannot.
+type chunkAdder interface {
+	AddChunks(ctx context.Context, chunks [][]byte) (cid.Cid, error)
+}
+
+// AddChunks gives the CID blob.AddChunks gives in kubo's layout, and the
+// chunks back, in order, as one blob.
+func addChunks(t *testing.T, s Store, ca chunkAdder) {
+	ctx := ctxFor(t)
+	chunks := [][]byte{data(1, 100), data(2, 32<<10), data(3, 1), data(4, 200<<10)}
+	dag := merkledag.NewDAGService(blockservice.New(blockstore.NewBlockstore(dssync.MutexWrap(ds.NewMapDatastore())), nil))
+	want, err := blob.AddChunks(ctx, dag, chunks, blob.Kubo.MaxLinks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ca.AddChunks(ctx, chunks)
+	if err != nil {
+		t.Fatalf("AddChunks: %v", err)
+	}
+	if got != want {
+		t.Errorf("chunks added as %s, blob.AddChunks gives %s", got, want)
+	}
+	if back := cat(t, s, got); !bytes.Equal(back, bytes.Join(chunks, nil)) {
+		t.Errorf("chunks added, %d bytes read back, not the chunks in order", len(back))
 	}
 }
 
