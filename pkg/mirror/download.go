@@ -52,10 +52,10 @@ type download struct {
 	changed chan struct{} // closed and replaced at every change
 	size    int64         // -1 until a source says
 	written int64
-	err     error   // the download failed
-	cid     cid.Cid // defined once verified and stored
-	refs    int     // the writer and open readers; the file goes at 0
-	readers map[string]int
+	err     error     // the download failed
+	cid     cid.Cid   // defined once verified and stored
+	refs    int       // the writer and open readers; the file goes at 0
+	readers chain     // peers reading it from here
 	via     []peer.ID // the current source's path
 	// senders are the peers that sent bytes: if the blob does not match
 	// its digest, they are not asked again for a while.
@@ -78,7 +78,7 @@ func (m *Mirror) startDownload(r Ref, d digest.Digest, mediaType string, private
 	dl := &download{
 		m: m, digest: d, ref: r, mediaType: mediaType, private: private,
 		path: path, file: f, changed: make(chan struct{}), size: -1, refs: 1,
-		readers: map[string]int{},
+		readers: chain{},
 	}
 	if len(sources) > 0 {
 		dl.via = sources[0].path

@@ -70,7 +70,7 @@ type Peers struct {
 	// digest, and when: they are not asked again for distrustFor.
 	distrusted map[peer.ID]time.Time
 	// storedReaders are the peers reading each stored blob from here.
-	storedReaders map[digest.Digest]map[peer.ID]int
+	storedReaders map[digest.Digest]chain
 }
 
 // distrustFor is how long a peer that sent wrong bytes is left out.
@@ -100,7 +100,7 @@ func (p *Peers) trusted(id peer.ID) bool {
 // NewPeers answers and asks the peers of h; router, if not nil, announces
 // digests and finds their holders beyond the connected peers.
 func NewPeers(h host.Host, router routing.Router, private bool) *Peers {
-	return &Peers{host: h, router: router, private: private, distrusted: map[peer.ID]time.Time{}, storedReaders: map[digest.Digest]map[peer.ID]int{}}
+	return &Peers{host: h, router: router, private: private, distrusted: map[peer.ID]time.Time{}, storedReaders: map[digest.Digest]chain{}}
 }
 
 func (p *Peers) askTimeout() time.Duration {
@@ -336,24 +336,15 @@ func (p *Peers) get(ctx context.Context, s network.Stream, from peer.ID, r Ref, 
 		fail(fmt.Errorf("%s comes here through you: read it from elsewhere", d))
 		return
 	}
-	if len(dl.readers) >= chainFanout && dl.readers[from.String()] == 0 && !req.Stay {
-		var on []peer.ID
-		for id := range dl.readers {
-			if pid, err := peer.Decode(id); err == nil {
-				on = append(on, pid)
-			}
-		}
-		dl.mu.Unlock()
+	on, admitted := dl.readers.admit(from, req.Stay)
+	dl.mu.Unlock()
+	if !admitted {
 		_ = writeLine(s, answer{State: stateFetching, Redirect: on})
 		return
 	}
-	dl.readers[from.String()]++
-	dl.mu.Unlock()
 	defer func() {
 		dl.mu.Lock()
-		if dl.readers[from.String()]--; dl.readers[from.String()] <= 0 {
-			delete(dl.readers, from.String())
-		}
+		dl.readers.done(from)
 		dl.mu.Unlock()
 	}()
 	size, err := dl.waitSize(ctx)
@@ -380,26 +371,42 @@ func (p *Peers) get(ctx context.Context, s network.Stream, from peer.ID, r Ref, 
 	}
 }
 
-// readStored admits from as a reader of stored blob d, unless chainFanout
-// others read it already and from may be sent on (not stay): then it
-// returns them.
-func (p *Peers) readStored(d digest.Digest, from peer.ID, stay bool) ([]peer.ID, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	readers := p.storedReaders[d]
-	if !stay && len(readers) >= chainFanout && readers[from] == 0 {
+// chain are the peers reading one blob from this node, and how many
+// reads each has open. A blob goes to chainFanout readers at a time; any
+// other is sent on to them, so that a rollout passes it along a chain.
+type chain map[peer.ID]int
+
+// admit adds a read by from, unless chainFanout others read already and
+// from may be sent on (not stay): then it returns them to send it to.
+func (c chain) admit(from peer.ID, stay bool) ([]peer.ID, bool) {
+	if !stay && len(c) >= chainFanout && c[from] == 0 {
 		var on []peer.ID
-		for id := range readers {
+		for id := range c {
 			on = append(on, id)
 		}
 		return on, false
 	}
+	c[from]++
+	return nil, true
+}
+
+// done ends a read that admit added.
+func (c chain) done(from peer.ID) {
+	if c[from]--; c[from] <= 0 {
+		delete(c, from)
+	}
+}
+
+// readStored admits from as a reader of stored blob d (chain.admit).
+func (p *Peers) readStored(d digest.Digest, from peer.ID, stay bool) ([]peer.ID, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	readers := p.storedReaders[d]
 	if readers == nil {
-		readers = map[peer.ID]int{}
+		readers = chain{}
 		p.storedReaders[d] = readers
 	}
-	readers[from]++
-	return nil, true
+	return readers.admit(from, stay)
 }
 
 // doneStored ends a read that readStored admitted.
@@ -407,9 +414,7 @@ func (p *Peers) doneStored(d digest.Digest, from peer.ID) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	readers := p.storedReaders[d]
-	if readers[from]--; readers[from] <= 0 {
-		delete(readers, from)
-	}
+	readers.done(from)
 	if len(readers) == 0 {
 		delete(p.storedReaders, d)
 	}
