@@ -219,3 +219,16 @@ func peerAddressOn(t *testing.T, home, repo, addr string) string {
 	t.Fatalf("no TCP address on %s in %v", addr, id.Addresses)
 	return ""
 }
+
+// TestDemo runs `make demo`'s script, the README's first command on a
+// fresh machine, as a user does: it must end with its OK line.
+func TestDemo(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join("scripts", "demo.sh"))
+	cmd.Dir = filepath.Join("..", "..")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "demo: OK") {
+		t.Fatalf("scripts/demo.sh: %v\n%s", err, out)
+	}
+}
