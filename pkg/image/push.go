@@ -2,12 +2,13 @@ package image
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"slices"
 	"sort"
 	"sync"
@@ -29,6 +30,7 @@ import (
 type Store interface {
 	store.Adder
 	store.Reader
+	store.ReaderAt
 	store.Pinner
 }
 
@@ -141,8 +143,7 @@ func Push(ctx context.Context, store Store, src transport.Source, opts PushOptio
 		return Result{}, fmt.Errorf("push %s: %w", src.Reference(), err)
 	}
 	defer lease.Release(context.WithoutCancel(ctx))
-	p := &pusher{store: store, lease: lease, src: src, opts: opts, done: map[digest.Digest]cid.Cid{}, spooled: map[digest.Digest]string{}, converted: map[convertedKey][]byte{}}
-	defer p.removeSpooled()
+	p := &pusher{store: store, lease: lease, src: src, opts: opts, done: map[digest.Digest]cid.Cid{}, indexing: map[digest.Digest]*layerIndexing{}, converted: map[convertedKey][]byte{}}
 	top, err := src.Root(ctx)
 	if err != nil {
 		return Result{}, err
@@ -181,8 +182,8 @@ type pusher struct {
 
 	mu        sync.Mutex
 	done      map[digest.Digest]cid.Cid
-	spooled   map[digest.Digest]string // layer copies made while adding, for indexing
-	attached  []cid.Cid                // blobs the source's annotations attach
+	indexing  map[digest.Digest]*layerIndexing // layers indexed as they are added
+	attached  []cid.Cid                        // blobs the source's annotations attach
 	size      int64
 	platforms []string
 	// converted has each index and manifest converted so far, by its
@@ -350,6 +351,7 @@ func (p *pusher) addBlob(ctx context.Context, d ocispec.Descriptor, data []byte)
 	}
 	var (
 		r        io.Reader
+		indexing *layerIndexing
 		verifier *transport.Verifier
 		whole    *sha256x.Stream // the digest, hashed with the leaves
 	)
@@ -382,9 +384,8 @@ func (p *pusher) addBlob(ctx context.Context, d ocispec.Descriptor, data []byte)
 		ahead := readAhead(&countingReader{r: v, progress: p.opts.Progress})
 		defer ahead.Close()
 		r = ahead
-		if spool := p.spoolFor(d); spool != nil {
-			defer spool.Close()
-			r = io.TeeReader(r, spool)
+		if indexing = p.startIndexing(ctx, d); indexing != nil {
+			r = io.TeeReader(r, indexing)
 		}
 	}
 	var err error
@@ -395,6 +396,9 @@ func (p *pusher) addBlob(ctx context.Context, d ocispec.Descriptor, data []byte)
 		}
 	} else {
 		c, err = p.store.Add(ctx, r)
+	}
+	if indexing != nil {
+		indexing.end(c, err)
 	}
 	if err != nil {
 		return d, fmt.Errorf("add blob %s: %w", d.Digest, err)
@@ -433,13 +437,17 @@ func (p *pusher) indexLayer(ctx context.Context, l *ocispec.Descriptor) error {
 	if _, err := layerindex.Compression(l.MediaType); err != nil {
 		return nil
 	}
-	file, err := p.layerFile(ctx, *l)
-	if err != nil {
-		return fmt.Errorf("index layer %s: %w", l.Digest, err)
+	chunks, _ := p.store.(ChunkAdder)
+	var built *layerindex.Built
+	var err error
+	if x := p.takeIndexing(l.Digest); x != nil {
+		built, err = x.index()
+	} else {
+		built, err = p.indexStored(ctx, *l)
 	}
-	defer os.Remove(file)
-	chunks, canSplit := p.store.(ChunkAdder)
-	built, err := layerindex.Build(file, l.MediaType, layerindex.BuildOptions{Inline: !canSplit})
+	if ctx.Err() != nil || errors.Is(err, errLayerUnread) {
+		return fmt.Errorf("index layer %s: %w", l.Digest, cmp.Or(ctx.Err(), err))
+	}
 	if err != nil {
 		// Not a tar stream, or one past the bound: no index, and the
 		// image works without one. The push goes on, and says so.
@@ -471,17 +479,17 @@ func (p *pusher) indexLayer(ctx context.Context, l *ocispec.Descriptor) error {
 	return nil
 }
 
-func (p *pusher) removeSpooled() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, path := range p.spooled {
-		os.Remove(path)
-	}
+// buildOptions are the options of the push's layer indexes: windows apart
+// where the store can add them as a blob of one block each.
+func (p *pusher) buildOptions() layerindex.BuildOptions {
+	_, canSplit := p.store.(ChunkAdder)
+	return layerindex.BuildOptions{Inline: !canSplit}
 }
 
-// spoolFor returns a file to copy layer d into as it is added, so that
-// indexing it needs no second read; nil when it will not be indexed.
-func (p *pusher) spoolFor(d ocispec.Descriptor) *os.File {
+// startIndexing starts indexing layer d as it is added; nil when it will
+// not be indexed, or another manifest of the image is adding the same
+// layer.
+func (p *pusher) startIndexing(ctx context.Context, d ocispec.Descriptor) *layerIndexing {
 	if !p.opts.Index {
 		return nil
 	}
@@ -490,49 +498,53 @@ func (p *pusher) spoolFor(d ocispec.Descriptor) *os.File {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, ok := p.spooled[d.Digest]; ok {
-		return nil // another platform's manifest is adding the same layer
+	if _, ok := p.indexing[d.Digest]; ok {
+		return nil
 	}
-	f, err := os.CreateTemp("", "shoal-layer-")
-	if err != nil {
-		return nil // indexing reads the layer back instead
-	}
-	p.spooled[d.Digest] = f.Name()
-	return f
+	x := startIndexing(ctx, p.store, d, p.buildOptions())
+	p.indexing[d.Digest] = x
+	return x
 }
 
-// layerFile returns a file holding layer l: the copy made while adding
-// it, or one read back from the store. The caller removes it.
-func (p *pusher) layerFile(ctx context.Context, l ocispec.Descriptor) (string, error) {
+// takeIndexing hands the indexing of layer d, if any, to the one
+// manifest that names its index.
+func (p *pusher) takeIndexing(d digest.Digest) *layerIndexing {
 	p.mu.Lock()
-	path, ok := p.spooled[l.Digest]
-	delete(p.spooled, l.Digest)
-	p.mu.Unlock()
-	if ok {
-		if fi, err := os.Stat(path); err == nil && fi.Size() == l.Size {
-			return path, nil
-		}
-		os.Remove(path)
-	}
+	defer p.mu.Unlock()
+	x := p.indexing[d]
+	delete(p.indexing, d)
+	return x
+}
+
+// errLayerUnread is a layer that could not be read back to index it.
+var errLayerUnread = errors.New("layer not read back")
+
+// indexStored indexes layer l from the store, for a layer the push did
+// not add (the source had it stored).
+func (p *pusher) indexStored(ctx context.Context, l ocispec.Descriptor) (*layerindex.Built, error) {
 	c, err := CIDOf(l)
 	if err != nil {
-		return "", err
+		return nil, fmt.Errorf("%w: %w", errLayerUnread, err)
 	}
-	tmp, err := os.CreateTemp("", "shoal-layer-")
-	if err != nil {
-		return "", err
-	}
-	defer tmp.Close()
 	rc, err := catKept(ctx, p.store, p.lease, c)
-	if err == nil {
-		_, err = io.Copy(tmp, rc)
-		rc.Close()
-	}
 	if err != nil {
-		os.Remove(tmp.Name())
-		return "", err
+		return nil, fmt.Errorf("%w: %w", errLayerUnread, err)
 	}
-	return tmp.Name(), nil
+	defer rc.Close()
+	whole := func() (io.ReaderAt, error) { return store.BlobAt(ctx, p.store, c), nil }
+	return layerindex.BuildFrom(unreadErrors{rc}, l.MediaType, l.Size, p.buildOptions(), whole)
+}
+
+// unreadErrors marks the errors of reading a layer back, to tell them
+// from what indexing finds wrong with the layer.
+type unreadErrors struct{ r io.Reader }
+
+func (u unreadErrors) Read(p []byte) (int, error) {
+	n, err := u.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("%w: %w", errLayerUnread, err)
+	}
+	return n, err
 }
 
 func (p *pusher) addPlatform(s string) {

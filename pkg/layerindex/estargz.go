@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"slices"
 	"strings"
@@ -58,33 +57,24 @@ var tocDecompressors = map[string][]tocDecompressor{
 	"zstd": {new(zstdchunked.Decompressor)},
 }
 
-// buildFromTOC returns the FormatEStargz index of the layer in file if it
-// is an eStargz (gzip) or zstd:chunked (zstd) layer whose TOC has a digest
-// for every chunk; errNoTOC if it is not one.
-func buildFromTOC(file, algo string) ([]byte, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
+// buildFromTOC returns the FormatEStargz index of the layer of size bytes
+// read from f if it is an eStargz (gzip) or zstd:chunked (zstd) layer
+// whose TOC has a digest for every chunk; errNoTOC if it is not one.
+func buildFromTOC(f io.ReaderAt, size int64, algo string) ([]byte, error) {
 	for _, d := range tocDecompressors[algo] {
-		if fi.Size() < d.FooterSize() {
+		if size < d.FooterSize() {
 			continue
 		}
 		footer := make([]byte, d.FooterSize())
-		if _, err := f.ReadAt(footer, fi.Size()-d.FooterSize()); err != nil {
+		if _, err := f.ReadAt(footer, size-d.FooterSize()); err != nil {
 			return nil, err
 		}
 		_, tocOffset, tocSize, err := d.ParseFooter(footer)
-		if err != nil || tocOffset < 0 || tocOffset >= fi.Size() {
+		if err != nil || tocOffset < 0 || tocOffset >= size {
 			continue
 		}
 		if tocSize <= 0 {
-			tocSize = fi.Size() - tocOffset - d.FooterSize()
+			tocSize = size - tocOffset - d.FooterSize()
 		}
 		toc, tocDigest, err := parseTOC(d, io.NewSectionReader(f, tocOffset, tocSize))
 		if err != nil {
@@ -100,7 +90,7 @@ func buildFromTOC(file, algo string) ([]byte, error) {
 			return nil, err
 		}
 		// The index must open: every chunk with a digest, sane offsets.
-		if _, err := parseTOCIndex(out, fi.Size()); err != nil {
+		if _, err := parseTOCIndex(out, size); err != nil {
 			return nil, fmt.Errorf("%w: %v", errNoTOC, err)
 		}
 		return out, nil

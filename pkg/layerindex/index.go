@@ -13,11 +13,8 @@ package layerindex
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
-	"cmp"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -39,7 +36,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/internal/errkind"
-	"github.com/shoal-ipfs/shoal/internal/sha256x"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
 	"golang.org/x/sync/singleflight"
 )
@@ -243,21 +239,78 @@ func Uncompress(r io.Reader, mediaType string, maxTar int64) (io.ReadCloser, err
 // or FormatZTOC if o.Inline), and an uncompressed tar layer, which has no
 // windows, by a zTOC.
 func Build(file, mediaType string, o BuildOptions) (*Built, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if built, err := buildFromOwnTOC(f, fi.Size(), mediaType); built != nil || err != nil {
+		return built, err
+	}
+	built, _, err := buildZTOC(f, fi.Size(), mediaType, o)
+	return built, err
+}
+
+// BuildFrom indexes a layer of size bytes as Build does, in one pass as r
+// gives the layer's bytes (a push indexes a layer while it adds it). A
+// layer that may carry a TOC of its own (zstd, or a gzip tar holding
+// eStargz's) is then read through the ReaderAt whole returns, which BuildFrom
+// calls only once r has given the whole layer.
+func BuildFrom(r io.Reader, mediaType string, size int64, o BuildOptions, whole func() (io.ReaderAt, error)) (*Built, error) {
 	algo, err := Compression(mediaType)
 	if err != nil {
 		return nil, err
 	}
-	if algo != compression.Uncompressed {
-		data, err := buildFromTOC(file, algo)
-		if err == nil {
-			return &Built{Index: data, Format: FormatEStargz}, nil
+	var built *Built
+	mayHaveTOC := algo == compression.Zstd
+	if !mayHaveTOC {
+		if built, mayHaveTOC, err = buildZTOC(r, size, mediaType, o); err != nil || !mayHaveTOC {
+			return built, err
 		}
-		if !errors.Is(err, errNoTOC) {
-			return nil, fmt.Errorf("index layer: %w", err)
-		}
-		if algo == compression.Zstd {
-			return nil, fmt.Errorf("%w: zstd without a zstd:chunked TOC (one frame cannot be read from the middle)", ErrUnsupported)
-		}
+	}
+	at, err := whole()
+	if err != nil {
+		return nil, fmt.Errorf("index layer: %w", err)
+	}
+	if own, err := buildFromOwnTOC(at, size, mediaType); own != nil || err != nil {
+		return own, err
+	}
+	return built, nil
+}
+
+// buildFromOwnTOC indexes an eStargz or zstd:chunked layer of size bytes
+// read from f by its TOC; nil and no error for a layer without one, which
+// a zTOC indexes unless it is zstd.
+func buildFromOwnTOC(f io.ReaderAt, size int64, mediaType string) (*Built, error) {
+	algo, err := Compression(mediaType)
+	if err != nil {
+		return nil, err
+	}
+	if algo == compression.Uncompressed {
+		return nil, nil
+	}
+	data, err := buildFromTOC(f, size, algo)
+	switch {
+	case err == nil:
+		return &Built{Index: data, Format: FormatEStargz}, nil
+	case !errors.Is(err, errNoTOC):
+		return nil, fmt.Errorf("index layer: %w", err)
+	case algo == compression.Zstd:
+		return nil, fmt.Errorf("%w: zstd without a zstd:chunked TOC (one frame cannot be read from the middle)", ErrUnsupported)
+	}
+	return nil, nil
+}
+
+// buildZTOC builds the zTOC of a gzip or tar layer of size bytes read
+// from r, and says whether the tar holds an eStargz TOC.
+func buildZTOC(r io.Reader, size int64, mediaType string, o BuildOptions) (*Built, bool, error) {
+	algo, err := Compression(mediaType)
+	if err != nil {
+		return nil, false, err
 	}
 	split := algo == compression.Gzip && !o.Inline
 	span := o.SpanSize
@@ -267,76 +320,11 @@ func Build(file, mediaType string, o BuildOptions) (*Built, error) {
 			span = DefaultInlineSpanSize
 		}
 	}
-	return buildZTOC(file, algo, span, split, o.MaxTarSize)
-}
-
-// buildZTOC builds a zTOC of the layer in file, its windows apart if
-// split, whose tar stream is at most maxTar bytes (0: MaxTarSize).
-//
-// The two passes a zTOC takes, the table of contents (Go's tar over a
-// fast inflater) and the checkpoints with their digests (zlib), run at
-// the same time. The tar pass checks the bound; the checkpoint pass,
-// which zlib runs in C on a file it opens by name and nothing can stop,
-// reads a gzip layer through a pipe that the tar pass feeds with what it
-// has read (checkpointFeed), so that it ends when the tar pass does.
-func buildZTOC(file, algo string, span int64, split bool, maxTar int64) (*Built, error) {
-	fi, err := os.Stat(file)
-	if err != nil {
-		return nil, err
-	}
+	maxTar := o.MaxTarSize
 	if maxTar <= 0 {
-		maxTar = MaxTarSize(fi.Size())
+		maxTar = MaxTarSize(size)
 	}
-	var feed *checkpointFeed
-	zinfoFrom := file
-	if algo == compression.Gzip {
-		if feed, err = newCheckpointFeed(); err != nil {
-			return nil, fmt.Errorf("index layer: %w", err)
-		}
-		zinfoFrom = feed.path()
-	}
-	var info ztoc.CompressionInfo
-	var toc ztoc.TOC
-	var tarSize compression.Offset
-	var tocErr, cpErr error
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		info, cpErr = checkpoints(zinfoFrom, file, algo, span, fi.Size())
-		feed.closeReader()
-	})
-	wg.Go(func() {
-		toc, tarSize, tocErr = tarPass(file, algo, maxTar, feed)
-	})
-	wg.Wait()
-	if errors.Is(tocErr, ErrInflatesPastBound) {
-		return nil, fmt.Errorf("index layer of %d bytes: its tar stream: %w (a gzip bomb, or mostly empty space)", fi.Size(), tocErr)
-	}
-	if err := cmp.Or(tocErr, cpErr); err != nil {
-		return nil, fmt.Errorf("index layer: %w", err)
-	}
-	built := &Built{Format: FormatZTOC}
-	if split {
-		info.Checkpoints, built.Windows, err = splitCheckpoints(info.Checkpoints)
-		if err != nil {
-			return nil, fmt.Errorf("index layer: %w", err)
-		}
-		built.Format = FormatZTOCSplit
-	}
-	r, _, err := ztoc.Marshal(&ztoc.Ztoc{
-		Version:                 ztoc.Version09,
-		TOC:                     toc,
-		CompressionInfo:         info,
-		CompressedArchiveSize:   compression.Offset(fi.Size()),
-		UncompressedArchiveSize: tarSize,
-		BuildToolIdentifier:     "shoal",
-	})
-	if err != nil {
-		return nil, fmt.Errorf("index layer: %w", err)
-	}
-	if built.Index, err = gzipIndex(r); err != nil {
-		return nil, err
-	}
-	return built, nil
+	return buildZTOCFrom(r, size, algo, span, split, maxTar)
 }
 
 // gzipIndex compresses an index as it is stored, at gzip's default level:
@@ -352,76 +340,6 @@ func gzipIndex(r io.Reader) ([]byte, error) {
 		return nil, err
 	}
 	return out.Bytes(), nil
-}
-
-// tarPass reads the table of contents of the layer in file, whose tar
-// stream is at most maxTar bytes, and feeds a gzip layer's bytes to feed
-// as it reads them.
-func tarPass(file, algo string, maxTar int64, feed *checkpointFeed) (ztoc.TOC, compression.Offset, error) {
-	defer feed.done()
-	// The layer is read from a file of its own, not the one the TOC
-	// builder opens and closes: what follows the tar's end is read
-	// after it, since it inflates too, and the checkpoint pass reads it.
-	var bounded *inflateBound
-	f, err := os.Open(file)
-	if err != nil {
-		return ztoc.TOC{}, 0, err
-	}
-	defer f.Close()
-	tb := ztoc.NewTocBuilder()
-	tb.RegisterTarProvider(compression.Gzip, func(*os.File) (io.Reader, error) {
-		zr, err := kgzip.NewReader(bufio.NewReaderSize(feed.tee(f), 64<<10))
-		if err != nil {
-			return nil, err
-		}
-		bounded = &inflateBound{r: zr, left: maxTar, max: maxTar}
-		return bounded, nil
-	})
-	tb.RegisterTarProvider(compression.Uncompressed, ztoc.TarProviderTar)
-	toc, size, err := tb.TocFromFile(algo, file)
-	if err == nil && bounded != nil {
-		_, err = io.Copy(io.Discard, bounded)
-	}
-	return toc, size, err
-}
-
-// checkpoints builds the zinfo part of a zTOC, the inflate state every
-// span bytes, from the layer at zinfoFrom (file, or a pipe that feeds
-// it), and the digest of each span's compressed bytes from file.
-func checkpoints(zinfoFrom, file, algo string, span, size int64) (ztoc.CompressionInfo, error) {
-	zi, err := compression.NewZinfoFromFile(algo, zinfoFrom, span)
-	if err != nil {
-		return ztoc.CompressionInfo{}, err
-	}
-	defer zi.Close()
-	f, err := os.Open(file)
-	if err != nil {
-		return ztoc.CompressionInfo{}, err
-	}
-	defer f.Close()
-	// Spans are hashed sixteen at a time (sha256x's lanes).
-	var digests []digest.Digest
-	for first := compression.SpanID(0); first <= zi.MaxSpanID(); first += 16 {
-		var spans [][]byte
-		for id := first; id <= min(first+15, zi.MaxSpanID()); id++ {
-			start, end := zi.StartCompressedOffset(id), zi.EndCompressedOffset(id, compression.Offset(size))
-			b := make([]byte, end-start)
-			if _, err := f.ReadAt(b, int64(start)); err != nil {
-				return ztoc.CompressionInfo{}, fmt.Errorf("span %d: %w", id, err)
-			}
-			spans = append(spans, b)
-		}
-		sums := make([][sha256.Size]byte, len(spans))
-		sha256x.SumMany(spans, sums)
-		for _, sum := range sums {
-			digests = append(digests, digest.NewDigestFromBytes(digest.SHA256, sum[:]))
-		}
-	}
-	cp, err := zi.Bytes()
-	if err != nil {
-		return ztoc.CompressionInfo{}, err
-	}
-	return ztoc.CompressionInfo{MaxSpanID: zi.MaxSpanID(), SpanDigests: digests, Checkpoints: cp, CompressionAlgorithm: algo}, nil
 }
 
 // checkpointTable maps a zTOC's spans to offsets: soci's zinfo, or a

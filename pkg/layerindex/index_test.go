@@ -245,32 +245,40 @@ func FuzzBuildAndRead(f *testing.F) {
 		if err != nil {
 			return
 		}
-		ix, err := Open(built.Index, built.Format, int64(len(blob)))
-		if err != nil {
-			t.Fatalf("an index just built does not parse: %v", err)
-		}
-		defer ix.Close()
-		tr := tar.NewReader(bytes.NewReader(blob))
-		for i := range ix.Entries() {
-			e := &ix.Entries()[i]
-			h, err := tr.Next()
-			if err != nil {
-				return // the index may list what a strict reader refuses
-			}
-			if !e.IsReg() || h.Name != e.Name {
-				continue
-			}
-			want, _ := io.ReadAll(tr)
-			got := make([]byte, e.Size)
-			n, err := ix.ReadAt(context.Background(), Source{Layer: bytes.NewReader(blob)}, e, got, 0)
-			if err != nil && err != io.EOF {
-				t.Fatalf("%s: %v", e.Name, err)
-			}
-			if !bytes.Equal(got[:n], want) {
-				t.Fatalf("%s: read %d bytes that differ from the tar's %d", e.Name, n, len(want))
-			}
-		}
+		readsAsTar(t, built, blob, bytes.NewReader(blob))
 	})
+}
+
+// readsAsTar checks that the files of blob read through the index built
+// of it as tarStream, the blob's tar stream, has them.
+func readsAsTar(t *testing.T, built *Built, blob []byte, tarStream io.Reader) {
+	t.Helper()
+	ix, err := Open(built.Index, built.Format, int64(len(blob)))
+	if err != nil {
+		t.Fatalf("an index just built does not parse: %v", err)
+	}
+	defer ix.Close()
+	tr := tar.NewReader(tarStream)
+	src := sourceOf(built, blob)
+	for i := range ix.Entries() {
+		e := &ix.Entries()[i]
+		h, err := tr.Next()
+		if err != nil {
+			return // the index may list what a strict reader refuses
+		}
+		if !e.IsReg() || h.Name != e.Name {
+			continue
+		}
+		want, _ := io.ReadAll(tr)
+		got := make([]byte, e.Size)
+		n, err := ix.ReadAt(context.Background(), src, e, got, 0)
+		if err != nil && err != io.EOF {
+			t.Fatalf("%s: %v", e.Name, err)
+		}
+		if !bytes.Equal(got[:n], want) {
+			t.Fatalf("%s: read %d bytes that differ from the tar's %d", e.Name, n, len(want))
+		}
+	}
 }
 
 // FuzzParse: any bytes either fail to parse as a zTOC, split or not, or

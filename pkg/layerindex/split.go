@@ -6,12 +6,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"runtime"
 	"sort"
+	"sync"
 
 	"github.com/awslabs/soci-snapshotter/ztoc/compression"
 	kflate "github.com/klauspost/compress/flate"
-	"golang.org/x/sync/errgroup"
 )
 
 // A split zTOC (FormatZTOCSplit) is a zTOC whose checkpoints say only
@@ -66,47 +65,19 @@ type splitTable struct {
 	compressed, uncomp int64 // sizes of the blob and of the tar stream
 }
 
-// splitCheckpoints turns soci's checkpoint blob into a table and the
-// compressed windows, in the order of the spans.
-func splitCheckpoints(blob []byte) (table []byte, windows [][]byte, err error) {
-	if len(blob) < sociHeader {
-		return nil, nil, fmt.Errorf("checkpoint blob of %d bytes", len(blob))
-	}
-	n := int(binary.LittleEndian.Uint32(blob))
-	if len(blob) != sociHeader+n*sociRecord {
-		return nil, nil, fmt.Errorf("checkpoint blob of %d bytes for %d checkpoints", len(blob), n)
-	}
-	windows = make([][]byte, n)
-	var g errgroup.Group
-	g.SetLimit(runtime.GOMAXPROCS(0))
-	for i := range n {
-		rec := blob[sociHeader+i*sociRecord:][:sociRecord]
-		g.Go(func() (err error) {
-			windows[i], err = deflateWindow(rec[17:])
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, nil, err
-	}
-	table = make([]byte, tableHeader, tableHeader+n*tableRecord)
-	binary.LittleEndian.PutUint32(table, uint32(n))
-	for i := range n {
-		rec := blob[sociHeader+i*sociRecord:]
-		table = append(table, rec[:17]...) // in, out, bits: soci's layout
-		table = binary.LittleEndian.AppendUint32(table, uint32(len(windows[i])))
-		sum := sha256.Sum256(windows[i])
-		table = append(table, sum[:]...)
-	}
-	return table, windows, nil
-}
+// windowWriters keeps deflate writers for windows: a new one allocates
+// and clears more than compressing a window costs.
+var windowWriters = sync.Pool{New: func() any {
+	zw, _ := kflate.NewWriter(io.Discard, kflate.DefaultCompression)
+	return zw
+}}
 
+// deflateWindow compresses a window as a split zTOC stores it.
 func deflateWindow(w []byte) ([]byte, error) {
-	var out bytes.Buffer
-	zw, err := kflate.NewWriter(&out, kflate.DefaultCompression)
-	if err != nil {
-		return nil, err
-	}
+	out := bytes.NewBuffer(make([]byte, 0, len(w)/2))
+	zw := windowWriters.Get().(*kflate.Writer)
+	defer windowWriters.Put(zw)
+	zw.Reset(out)
 	if _, err := zw.Write(w); err != nil {
 		return nil, err
 	}

@@ -254,9 +254,9 @@ func (l *indexedLayer) source(ctx context.Context) layerindex.Source {
 	if l.local != nil {
 		return layerindex.Source{Layer: l.local}
 	}
-	src := layerindex.Source{Layer: blobReader{ctx: ctx, store: l.store, c: l.blob}}
+	src := layerindex.Source{Layer: store.BlobAt(ctx, l.store, l.blob)}
 	if l.windows.Defined() {
-		src.Windows = blobReader{ctx: ctx, store: l.store, c: l.windows}
+		src.Windows = store.BlobAt(ctx, l.store, l.windows)
 	}
 	return src
 }
@@ -268,17 +268,6 @@ func (l *indexedLayer) close() {
 	if l.local != nil {
 		l.local.Close()
 	}
-}
-
-// blobReader is an io.ReaderAt over a blob in the store.
-type blobReader struct {
-	ctx   context.Context
-	store Store
-	c     cid.Cid
-}
-
-func (b blobReader) ReadAt(p []byte, off int64) (int, error) {
-	return b.store.ReadBlobAt(b.ctx, b.c, p, off)
 }
 
 // jsonUnmarshal parses a document of the image's tree.

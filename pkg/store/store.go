@@ -48,6 +48,19 @@ type ReaderAt interface {
 	ReadBlobAt(ctx context.Context, c cid.Cid, p []byte, off int64) (int, error)
 }
 
+// BlobAt is blob c of r as an io.ReaderAt, whose reads are bound to ctx.
+func BlobAt(ctx context.Context, r ReaderAt, c cid.Cid) io.ReaderAt {
+	return blobAt{ctx: ctx, r: r, c: c}
+}
+
+type blobAt struct {
+	ctx context.Context
+	r   ReaderAt
+	c   cid.Cid
+}
+
+func (b blobAt) ReadAt(p []byte, off int64) (int, error) { return b.r.ReadBlobAt(b.ctx, b.c, p, off) }
+
 // Pinner keeps an image's blobs and records the image.
 type Pinner interface {
 	PinImage(ctx context.Context, img catalog.Image) error
