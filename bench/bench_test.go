@@ -1,8 +1,12 @@
 package bench
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -142,7 +146,7 @@ func BenchmarkPull(b *testing.B) {
 	b.Run("kubo/bitswap", func(b *testing.B) { benchPuller(b, size, bitswapPuller(b)) })
 	b.Run("registry/skopeo", func(b *testing.B) { benchPuller(b, size, skopeoPuller(b)) })
 	b.Run("interleaved", func(b *testing.B) {
-		pullers := []puller{shoalPuller(b, "kubo", "flatfs"), bitswapPuller(b), skopeoPuller(b)}
+		pullers := []puller{shoalPuller(b, "kubo", "flatfs"), bitswapPuller(b), skopeoPuller(b), barePuller(b)}
 		times := make([][]float64, len(pullers))
 		b.SetBytes(size)
 		for b.Loop() {
@@ -158,7 +162,64 @@ func BenchmarkPull(b *testing.B) {
 		}
 		b.ReportMetric(med[1]/med[0], "bitswap/shoal")
 		b.ReportMetric(med[0]/med[2], "shoal/registry")
+		b.ReportMetric(med[0]/med[3], "shoal/bare")
 	})
+}
+
+// barePuller is the work every pull does and no more, the floor a pull
+// can be measured against: the image's bytes over a loopback TCP
+// connection, hashed once (SHA-256, for the digest) and written to a file
+// made durable, in this process.
+func barePuller(b *testing.B) puller {
+	files, _ := imageBlobs(b)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			for _, f := range files {
+				if fh, err := os.Open(f); err == nil {
+					io.Copy(conn, fh)
+					fh.Close()
+				}
+			}
+			conn.Close()
+		}
+	}()
+	return puller{
+		name: "bare",
+		pull: func(b *testing.B) time.Duration {
+			b.StopTimer()
+			out, err := os.Create(filepath.Join(scratchDir(b), "blobs"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer out.Close()
+			b.StartTimer()
+			start := time.Now()
+			conn, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			h := sha256.New()
+			if _, err := io.Copy(io.MultiWriter(out, h), conn); err != nil {
+				b.Fatal(err)
+			}
+			conn.Close()
+			if err := out.Sync(); err != nil {
+				b.Fatal(err)
+			}
+			h.Sum(nil)
+			return time.Since(start)
+		},
+		done: func(b *testing.B) {},
+	}
 }
 
 // puller pulls the Debian image once into an empty store, the work a

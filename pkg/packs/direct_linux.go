@@ -43,3 +43,9 @@ func writeDirect(f *os.File, iovs [][]byte, off int64) (int, error) {
 	}
 	return n, err
 }
+
+// startWriteback asks the disk to start writing n bytes of f at off,
+// without waiting for them.
+func startWriteback(f *os.File, off, n int64) {
+	_ = unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
+}

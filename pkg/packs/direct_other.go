@@ -13,3 +13,6 @@ var errRefused = errors.New("O_DIRECT refused")
 func openDirect(string) *os.File { return nil }
 
 func writeDirect(*os.File, [][]byte, int64) (int, error) { return 0, errRefused }
+
+// startWriteback: the page cache writes back when it will.
+func startWriteback(*os.File, int64, int64) {}

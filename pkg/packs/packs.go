@@ -571,6 +571,9 @@ type Writer struct {
 	direct   *os.File
 	stageBuf []byte
 	staged   int
+	// written is where the pack's bytes reach that the disk was last
+	// asked to write (startWriteback)
+	written int64
 }
 
 // WriterOption sets how a Writer writes.

@@ -148,8 +148,18 @@ func (w *Writer) write(leaves [][]byte, direct bool) (directBytes, cachedBytes i
 		cachedBytes += len(data)
 		w.off += int64(len(data))
 	}
+	if w.off-w.written >= writebackEvery {
+		startWriteback(w.f, w.written, w.off-w.written)
+		w.written = w.off
+	}
 	return directBytes, cachedBytes, flush()
 }
+
+// writebackEvery is how many bytes of a pack the page cache holds before
+// the writer asks the disk to start writing them. A pin waits until its
+// packs are on the disk (one syncfs); started as they are written, the
+// disk's work runs beside the transfer rather than after it.
+const writebackEvery = 8 << 20
 
 // stageBytes is the size of a writer's staging buffer, where leaves whose
 // memory is not aligned are copied to be written directly (a pull's
