@@ -234,6 +234,7 @@ type runningShoal struct {
 	home           string
 	addr, registry string
 	containerd     string // the socket of its containerd plugins
+	pid            int
 	stop           func()
 }
 
@@ -242,7 +243,8 @@ func startShoalDaemon(b *testing.B, env []string, host *testbed.Host, args ...st
 	b.Helper()
 	d := runningShoal{home: strings.TrimPrefix(env[0], "SHOAL_HOME=")}
 	cmd := argv(host, shoalBin, append([]string{"daemon", "--no-mdns", "--registry-listen", "127.0.0.1:0"}, args...)...)
-	_, d.stop = startDaemon(b, env, func() bool {
+	var started *exec.Cmd
+	started, d.stop = startDaemon(b, env, func() bool {
 		c := exec.Command(shoalBin, "id", "--json")
 		c.Env = append(os.Environ(), env...)
 		out, err := c.Output()
@@ -266,6 +268,7 @@ func startShoalDaemon(b *testing.B, env []string, host *testbed.Host, args ...st
 		}
 		return false
 	}, cmd[0], cmd[1:]...)
+	d.pid = started.Process.Pid
 	return d
 }
 
