@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/ipfs/go-cid"
 	"github.com/shoal-ipfs/shoal/internal/errkind"
+	"github.com/shoal-ipfs/shoal/pkg/blob"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/config"
 	"github.com/shoal-ipfs/shoal/pkg/node"
@@ -111,19 +112,27 @@ func TestAddChunksThroughTheDaemon(t *testing.T) {
 	ctx := context.Background()
 	n, c := serve(t)
 	chunks := [][]byte{[]byte("first window"), bytes.Repeat([]byte("w"), 40_000), []byte("last")}
-	viaDaemon, err := c.AddChunks(ctx, chunks)
+	viaDaemon, err := c.AddChunks(ctx, blob.ChunkSlice(chunks))
 	if err != nil {
 		t.Fatal(err)
 	}
-	direct, err := n.AddChunks(ctx, chunks)
+	direct, err := n.AddChunks(ctx, blob.ChunkSlice(chunks))
 	if err != nil || direct != viaDaemon {
 		t.Fatalf("daemon added %s, node %s (%v)", viaDaemon, direct, err)
 	}
-	for _, q := range []string{"chunks=5,5", "chunks=100", "chunks=0", "chunks=x"} {
-		resp, err := c.send(ctx, http.MethodPost, "/v0/add?"+q, strings.NewReader("0123456789abc"))
+	for _, bad := range []struct{ q, body string }{
+		{"chunks=5,5", "\x05hello\x05world"},
+		{"chunks=framed", "\x05hello\x09world"}, // a chunk cut short
+		{"chunks=framed", "\x00"},               // an empty chunk
+		{"chunks=framed", "\xff\xff\xff\x7f"},   // a chunk over the limit
+	} {
+		q, body := bad.q, bad.body
+		resp, err := c.send(ctx, http.MethodPost, "/v0/add?"+q, strings.NewReader(body))
 		if err == nil {
 			resp.Body.Close()
-			t.Errorf("%s: accepted", q)
+			t.Errorf("%s %q: accepted", q, body)
+		} else if !errdefs.IsInvalidArgument(err) {
+			t.Errorf("%s %q: %v, want invalid argument", q, body, err)
 		}
 	}
 }

@@ -9,12 +9,12 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/shoal-ipfs/shoal/internal/errkind"
+	"github.com/shoal-ipfs/shoal/pkg/blob"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/group"
 	"github.com/shoal-ipfs/shoal/pkg/store"
@@ -97,15 +97,14 @@ func (c *Client) Add(ctx context.Context, r io.Reader) (cid.Cid, error) {
 	return cid.Decode(res.Cid)
 }
 
-// AddChunks stores chunks as one blob, each chunk a block of its own.
-func (c *Client) AddChunks(ctx context.Context, chunks [][]byte) (cid.Cid, error) {
-	sizes := make([]string, len(chunks))
-	for i, ch := range chunks {
-		sizes[i] = strconv.Itoa(len(ch))
-	}
+// AddChunks stores chunks as one blob, each chunk a block of its own,
+// streaming them to the daemon as they come.
+func (c *Client) AddChunks(ctx context.Context, chunks blob.Chunks) (cid.Cid, error) {
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(writeChunks(pw, chunks)) }()
+	defer pr.Close()
 	var res addResult
-	body := bytes.NewReader(bytes.Join(chunks, nil))
-	if err := c.do(ctx, http.MethodPost, "/v0/add?chunks="+strings.Join(sizes, ","), body, &res); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/v0/add?chunks=framed", pr, &res); err != nil {
 		return cid.Undef, err
 	}
 	return cid.Decode(res.Cid)

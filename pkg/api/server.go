@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,14 +13,12 @@ import (
 	"net/http/pprof"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/ipfs/go-cid"
 	"github.com/shoal-ipfs/shoal/internal/errkind"
 	"github.com/shoal-ipfs/shoal/internal/httpserve"
-	"github.com/shoal-ipfs/shoal/pkg/blob"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/group"
 	"github.com/shoal-ipfs/shoal/pkg/mirror"
@@ -140,18 +139,22 @@ type addResult struct {
 	Cid string `json:"Cid"`
 }
 
-// add stores the body as a blob; with ?chunks=N,N,… it stores it in
-// chunks of those sizes, each a block of its own.
+// add stores the body as a blob; with ?chunks=framed the body is chunks,
+// each a uvarint length and that many bytes, and each becomes a block of
+// its own.
 func (s *Server) add(w http.ResponseWriter, r *http.Request) {
 	var c cid.Cid
 	var err error
-	if sizes := r.URL.Query().Get("chunks"); sizes != "" {
-		var chunks [][]byte
-		if chunks, err = readChunks(r.Body, sizes); err != nil {
-			writeError(w, invalid("%v", err))
+	if form := r.URL.Query().Get("chunks"); form != "" {
+		if form != "framed" {
+			writeError(w, invalid("chunks=%q: want chunks=framed", form))
 			return
 		}
-		c, err = s.node.AddChunks(r.Context(), chunks)
+		framed := &framedChunks{r: bufio.NewReader(r.Body)}
+		c, err = s.node.AddChunks(r.Context(), framed)
+		if framed.err != nil {
+			err = invalid("%v", framed.err)
+		}
 	} else {
 		c, err = s.node.Add(r.Context(), r.Body)
 	}
@@ -160,26 +163,6 @@ func (s *Server) add(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, addResult{Cid: c.String()})
-}
-
-// readChunks cuts body into chunks of the comma-separated sizes.
-func readChunks(body io.Reader, sizes string) ([][]byte, error) {
-	var chunks [][]byte
-	for f := range strings.SplitSeq(sizes, ",") {
-		n, err := strconv.Atoi(f)
-		if err != nil || n < 1 || n > blob.MaxChunk {
-			return nil, fmt.Errorf("chunk size %q: want 1 to %d", f, blob.MaxChunk)
-		}
-		c := make([]byte, n)
-		if _, err := io.ReadFull(body, c); err != nil {
-			return nil, fmt.Errorf("chunk %d: %w", len(chunks), err)
-		}
-		chunks = append(chunks, c)
-	}
-	if n, _ := body.Read(make([]byte, 1)); n > 0 {
-		return nil, fmt.Errorf("body longer than its %d chunks", len(chunks))
-	}
-	return chunks, nil
 }
 
 // readAt answers ?offset=N&length=M with those bytes of the blob, fewer

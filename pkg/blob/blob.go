@@ -6,6 +6,7 @@ package blob
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -179,26 +180,48 @@ func Links(n ipld.Node) ([]cid.Cid, error) {
 // AddChunks stores chunks as one UnixFS file whose leaves are the chunks,
 // each a block of its own, and returns its root CID. A reader of a range
 // within one chunk then fetches that block alone: a split layer index's
-// windows are stored so.
-func AddChunks(ctx context.Context, dst ipld.DAGService, chunks [][]byte, maxLinks int) (cid.Cid, error) {
-	if len(chunks) == 0 || maxLinks < 2 {
-		return cid.Undef, fmt.Errorf("add chunks: %d chunks, %d links per node", len(chunks), maxLinks)
+// windows are stored so. The chunks are read one at a time, so however
+// many there are only a few are in memory.
+func AddChunks(ctx context.Context, dst ipld.DAGService, chunks Chunks, maxLinks int) (cid.Cid, error) {
+	if maxLinks < 2 {
+		return cid.Undef, fmt.Errorf("add chunks: %d links per node", maxLinks)
 	}
-	for i, c := range chunks {
-		if len(c) == 0 || len(c) > MaxChunk {
-			return cid.Undef, fmt.Errorf("add chunks: chunk %d of %d bytes", i, len(c))
-		}
+	l := &chunkList{ctx: ctx, chunks: chunks}
+	root, err := layout(ctx, dst, l, maxLinks, cidBuilder)
+	if err == nil && l.n == 0 {
+		err = errors.New("add chunks: no chunks")
 	}
-	return layout(ctx, dst, &chunkList{ctx: ctx, chunks: chunks}, maxLinks, cidBuilder)
+	return root, err
 }
 
 // MaxChunk bounds a block that AddChunks stores: bitswap's limit.
 const MaxChunk = 1 << 20
 
+// Chunks gives a blob's chunks in order, one at a time: Next returns
+// io.EOF after the last.
+type Chunks interface {
+	Next() ([]byte, error)
+}
+
+// ChunkSlice is the chunks cs.
+func ChunkSlice(cs [][]byte) Chunks { return &chunkSlice{cs} }
+
+type chunkSlice struct{ cs [][]byte }
+
+func (s *chunkSlice) Next() ([]byte, error) {
+	if len(s.cs) == 0 {
+		return nil, io.EOF
+	}
+	c := s.cs[0]
+	s.cs = s.cs[1:]
+	return c, nil
+}
+
 // chunkList splits a blob where its chunks end.
 type chunkList struct {
 	ctx    context.Context
-	chunks [][]byte
+	chunks Chunks
+	n      int // chunks given
 }
 
 func (l *chunkList) Reader() io.Reader { return nil }
@@ -207,10 +230,13 @@ func (l *chunkList) NextBytes() ([]byte, error) {
 	if err := l.ctx.Err(); err != nil {
 		return nil, err
 	}
-	if len(l.chunks) == 0 {
-		return nil, io.EOF
+	c, err := l.chunks.Next()
+	if err != nil {
+		return nil, err
 	}
-	c := l.chunks[0]
-	l.chunks = l.chunks[1:]
+	if len(c) == 0 || len(c) > MaxChunk {
+		return nil, fmt.Errorf("add chunks: chunk %d of %d bytes", l.n, len(c))
+	}
+	l.n++
 	return c, nil
 }

@@ -85,7 +85,7 @@ func TestAddChunksMakesABlockPerChunk(t *testing.T) {
 		chunks = append(chunks, c)
 	}
 	dag := memDAG()
-	root, err := AddChunks(ctx, dag, chunks, 174)
+	root, err := AddChunks(ctx, dag, ChunkSlice(chunks), 174)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,10 @@ func TestAddChunksMakesABlockPerChunk(t *testing.T) {
 	if _, err := ReadAt(ctx, dag, root, whole, 0); err != nil || !bytes.Equal(whole, all) {
 		t.Fatalf("the blob reads back wrong (%v)", err)
 	}
-	if _, err := AddChunks(ctx, dag, [][]byte{{}}, 174); err == nil {
+	if _, err := AddChunks(ctx, dag, ChunkSlice([][]byte{{}}), 174); err == nil {
 		t.Error("an empty chunk was added")
+	}
+	if _, err := AddChunks(ctx, dag, ChunkSlice(nil), 174); err == nil {
+		t.Error("no chunks added as a blob")
 	}
 }

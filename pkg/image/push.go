@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"maps"
 	"slices"
@@ -18,6 +20,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/internal/sha256x"
+	"github.com/shoal-ipfs/shoal/pkg/blob"
 	"github.com/shoal-ipfs/shoal/pkg/catalog"
 	"github.com/shoal-ipfs/shoal/pkg/layerindex"
 	"github.com/shoal-ipfs/shoal/pkg/store"
@@ -47,7 +50,7 @@ type StoredSource interface {
 // mount fetches the window of each span it reads and no other. A store
 // without it gets indexes with the windows inline.
 type ChunkAdder interface {
-	AddChunks(ctx context.Context, chunks [][]byte) (cid.Cid, error)
+	AddChunks(ctx context.Context, chunks blob.Chunks) (cid.Cid, error)
 }
 
 // HashingAdder is a store that can hand the SHA-256 digest of a blob it
@@ -466,14 +469,17 @@ func (p *pusher) indexLayer(ctx context.Context, l *ocispec.Descriptor) error {
 		l.Annotations = map[string]string{}
 	}
 	if built.Windows != nil {
-		wc, err := chunks.AddChunks(ctx, built.Windows)
+		defer built.Windows.Close()
+		windows := &hashedChunks{Chunks: built.Windows.Chunks(), h: sha256.New()}
+		wc, err := chunks.AddChunks(ctx, windows)
 		if err != nil {
 			return fmt.Errorf("add index windows of layer %s: %w", l.Digest, err)
 		}
-		joined := bytes.Join(built.Windows, nil)
-		p.recordAttached(ocispec.Descriptor{Digest: digest.FromBytes(joined), Size: int64(len(joined))}, wc)
+		wd := digest.NewDigestFromBytes(digest.SHA256, windows.h.Sum(nil))
+		p.recordAttached(ocispec.Descriptor{Digest: wd, Size: windows.n}, wc)
 		l.Annotations[layerindex.AnnotationWindows] = URLScheme + wc.String()
 	}
+
 	l.Annotations[layerindex.AnnotationIndex] = URLScheme + ic.String()
 	l.Annotations[layerindex.AnnotationFormat] = built.Format
 	return nil
@@ -514,6 +520,20 @@ func (p *pusher) takeIndexing(d digest.Digest) *layerIndexing {
 	x := p.indexing[d]
 	delete(p.indexing, d)
 	return x
+}
+
+// hashedChunks hashes the chunks it gives, as one blob.
+type hashedChunks struct {
+	blob.Chunks
+	h hash.Hash
+	n int64
+}
+
+func (c *hashedChunks) Next() ([]byte, error) {
+	b, err := c.Chunks.Next()
+	c.h.Write(b)
+	c.n += int64(len(b))
+	return b, err
 }
 
 // errLayerUnread is a layer that could not be read back to index it.

@@ -155,7 +155,7 @@ func (c *Client) Add(ctx context.Context, r io.Reader) (cid.Cid, error) {
 // (blob.AddChunks, a split layer index's windows). kubo's add cuts only
 // at fixed sizes, so the DAG is built here, in memory, and imported as a
 // CAR: its CID is the one the embedded node gives the same chunks.
-func (c *Client) AddChunks(ctx context.Context, chunks [][]byte) (cid.Cid, error) {
+func (c *Client) AddChunks(ctx context.Context, chunks blob.Chunks) (cid.Cid, error) {
 	bs := blockstore.NewBlockstore(dssync.MutexWrap(datastore.NewMapDatastore()))
 	root, err := blob.AddChunks(ctx, merkledag.NewDAGService(blockservice.New(bs, nil)), chunks, c.layout.MaxLinks)
 	if err != nil {

@@ -103,6 +103,7 @@ func TestLayersThatInflatePastTheBoundGetNoIndex(t *testing.T) {
 		if err != nil {
 			t.Fatalf("a layer within the bound, inline %v: %v", inline, err)
 		}
+		defer built.Windows.Close()
 		blob, _ := os.ReadFile(path)
 		ix, err := Open(built.Index, built.Format, int64(len(blob)))
 		if err != nil {
@@ -161,6 +162,7 @@ func TestTOCThatInflatesPastTheBoundIsNotRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer built.Windows.Close()
 	if built.Format == FormatEStargz {
 		t.Errorf("indexed by a TOC of over %d bytes", MaxIndexSize)
 	}

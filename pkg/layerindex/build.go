@@ -52,9 +52,11 @@ type ztocPass struct {
 	// whatever follows its end
 	inflated int64
 
-	work   errgroup.Group // window compression and span hashing
-	spare  chan []byte    // span buffers hashed and free again
-	points []*point
+	work  errgroup.Group // window compression and span hashing
+	spare chan []byte    // span buffers hashed and free again
+	// windows holds a split zTOC's compressed windows as they are made
+	windows *Windows
+	points  []*point
 	// spans whose compressed bytes wait to be hashed together
 	pending    [][]byte
 	pendingFor []*point
@@ -66,7 +68,8 @@ type ztocPass struct {
 type point struct {
 	in, out int64
 	bits    uint8
-	window  []byte
+	window  []byte // raw; in a split zTOC, nil once compressed and kept
+	wat     windowAt
 	wsum    [sha256.Size]byte
 	digest  digest.Digest
 }
@@ -77,6 +80,22 @@ type point struct {
 func buildZTOCFrom(r io.Reader, size int64, algo string, span int64, split bool, maxTar int64) (*Built, bool, error) {
 	p := &ztocPass{algo: algo, span: span, split: split, maxTar: maxTar, size: size, spare: make(chan []byte, 2*digestBatch)}
 	p.work.SetLimit(runtime.GOMAXPROCS(0))
+	if split {
+		var err error
+		if p.windows, err = newWindows(); err != nil {
+			return nil, false, fmt.Errorf("index layer: %w", err)
+		}
+	}
+	built, hasTOC, err := p.run(r)
+	if err != nil {
+		p.windows.Close()
+	}
+	return built, hasTOC, err
+}
+
+// run makes the pass.
+func (p *ztocPass) run(r io.Reader) (*Built, bool, error) {
+	algo, size, span, split := p.algo, p.size, p.span, p.split
 	list := newTarLister()
 	var err error
 	if algo == compression.Gzip {
@@ -110,7 +129,8 @@ func buildZTOCFrom(r io.Reader, size int64, algo string, span int64, split bool,
 	case algo != compression.Gzip:
 		info.Checkpoints = tarZinfo(span, size)
 	case split:
-		info.Checkpoints, built.Windows = p.splitTable()
+		info.Checkpoints = p.splitTable()
+		built.Windows = p.windows
 		built.Format = FormatZTOCSplit
 	default:
 		info.Checkpoints = p.checkpointBlob()
@@ -282,7 +302,12 @@ func (p *ztocPass) checkpoint(in, out int64, bits uint8, window []byte) {
 	if p.split {
 		p.work.Go(func() error {
 			w, err := deflateWindow(pt.window)
-			pt.window, pt.wsum = w, sha256.Sum256(w)
+			if err != nil {
+				return err
+			}
+			pt.wsum = sha256.Sum256(w)
+			pt.wat, err = p.windows.put(w)
+			pt.window = nil
 			return err
 		})
 	}
@@ -334,21 +359,20 @@ func (p *ztocPass) spanBuffer(n int) []byte {
 	return make([]byte, 0, n)
 }
 
-// splitTable is the checkpoint table of a split zTOC (split.go) and its
-// windows.
-func (p *ztocPass) splitTable() ([]byte, [][]byte) {
+// splitTable is the checkpoint table of a split zTOC (split.go); it puts
+// the windows in span order.
+func (p *ztocPass) splitTable() []byte {
 	table := make([]byte, tableHeader, tableHeader+len(p.points)*tableRecord)
 	binary.LittleEndian.PutUint32(table, uint32(len(p.points)))
-	windows := make([][]byte, len(p.points))
-	for i, pt := range p.points {
+	for _, pt := range p.points {
 		table = binary.LittleEndian.AppendUint64(table, uint64(pt.in))
 		table = binary.LittleEndian.AppendUint64(table, uint64(pt.out))
 		table = append(table, pt.bits)
-		table = binary.LittleEndian.AppendUint32(table, uint32(len(pt.window)))
+		table = binary.LittleEndian.AppendUint32(table, uint32(pt.wat.n))
 		table = append(table, pt.wsum[:]...)
-		windows[i] = pt.window
+		p.windows.order = append(p.windows.order, pt.wat)
 	}
-	return table, windows
+	return table
 }
 
 // checkpointBlob is soci's gzip checkpoint blob: the count, the span

@@ -130,6 +130,7 @@ func TestBuildFromAStreamIsBuildOfTheFile(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				defer want.Windows.Close()
 				blob, _ := os.ReadFile(path)
 				wholeCalled := false
 				whole := func() (io.ReaderAt, error) { wholeCalled = true; return bytes.NewReader(blob), nil }
@@ -140,7 +141,8 @@ func TestBuildFromAStreamIsBuildOfTheFile(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					if got.Format != want.Format || !bytes.Equal(got.Index, want.Index) || !bytes.Equal(bytes.Join(got.Windows, nil), bytes.Join(want.Windows, nil)) {
+					defer got.Windows.Close()
+					if got.Format != want.Format || !bytes.Equal(got.Index, want.Index) || !bytes.Equal(bytes.Join(windowsOf(got), nil), bytes.Join(windowsOf(want), nil)) {
 						t.Fatal("the index of the stream differs from the file's")
 					}
 				}
@@ -222,6 +224,7 @@ func FuzzBuildGzip(f *testing.F) {
 		if err != nil {
 			return
 		}
+		defer built.Windows.Close()
 		zr, err := gzip.NewReader(bytes.NewReader(blob))
 		if err != nil {
 			t.Fatalf("indexed what gzip refuses: %v", err)

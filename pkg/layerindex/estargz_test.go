@@ -60,6 +60,7 @@ func TestTOCIndexReadsAnyRangeOfAnyFile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer built.Windows.Close()
 			data, format := built.Index, built.Format
 			if format != FormatEStargz {
 				t.Fatalf("format %q, want the layer's own TOC", format)
@@ -138,6 +139,7 @@ func FuzzParseTOCIndex(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	defer built.Windows.Close()
 	f.Add(built.Index, int64(len(blob)))
 	f.Add([]byte("not gzip"), int64(10))
 	f.Fuzz(func(t *testing.T, data []byte, size int64) {
@@ -165,6 +167,7 @@ func TestTOCIndexRefusesChunksPastTheTOC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer built.Windows.Close()
 	raw, err := inflateIndex(built.Index)
 	if err != nil {
 		t.Fatal(err)

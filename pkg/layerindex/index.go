@@ -201,8 +201,9 @@ type Built struct {
 	Index  []byte
 	Format string
 	// Windows are a split zTOC's compressed windows, in span order: to
-	// store as one blob, each window a block of its own.
-	Windows [][]byte
+	// store as one blob, each window a block of its own (nil for other
+	// formats). The caller closes them.
+	Windows *Windows
 }
 
 // Uncompress returns the tar stream of a layer of the given media type
@@ -274,9 +275,15 @@ func BuildFrom(r io.Reader, mediaType string, size int64, o BuildOptions, whole 
 	}
 	at, err := whole()
 	if err != nil {
+		if built != nil {
+			built.Windows.Close()
+		}
 		return nil, fmt.Errorf("index layer: %w", err)
 	}
 	if own, err := buildFromOwnTOC(at, size, mediaType); own != nil || err != nil {
+		if built != nil {
+			built.Windows.Close()
+		}
 		return own, err
 	}
 	return built, nil

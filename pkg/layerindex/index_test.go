@@ -88,6 +88,7 @@ func buildZ(t testing.TB, path string, gz, inline bool, span int64) (*Built, Rea
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { built.Windows.Close() })
 	fi, _ := os.Stat(path)
 	ix, err := Open(built.Index, built.Format, fi.Size())
 	if err != nil {
@@ -99,7 +100,22 @@ func buildZ(t testing.TB, path string, gz, inline bool, span int64) (*Built, Rea
 
 // sourceOf reads blob, and the windows of built.
 func sourceOf(built *Built, blob []byte) Source {
-	return Source{Layer: bytes.NewReader(blob), Windows: bytes.NewReader(bytes.Join(built.Windows, nil))}
+	return Source{Layer: bytes.NewReader(blob), Windows: bytes.NewReader(bytes.Join(windowsOf(built), nil))}
+}
+
+// windowsOf reads built's windows; nil for an index without.
+func windowsOf(built *Built) [][]byte {
+	if built.Windows == nil {
+		return nil
+	}
+	var out [][]byte
+	for c := built.Windows.Chunks(); ; {
+		w, err := c.Next()
+		if err != nil {
+			return out
+		}
+		out = append(out, w)
+	}
 }
 
 func TestIndexReadsAnyRangeOfAnyFile(t *testing.T) {
@@ -108,8 +124,8 @@ func TestIndexReadsAnyRangeOfAnyFile(t *testing.T) {
 			files := sampleFiles()
 			path, blob := testLayer(t, c.gz, files)
 			built, ix := buildZ(t, path, c.gz, c.inline, 64<<10)
-			if built.Format != c.format || (c.format == FormatZTOCSplit) != (len(built.Windows) > 1) {
-				t.Fatalf("format %q with %d windows, want %q", built.Format, len(built.Windows), c.format)
+			if built.Format != c.format || (c.format == FormatZTOCSplit) != (len(windowsOf(built)) > 1) {
+				t.Fatalf("format %q with %d windows, want %q", built.Format, len(windowsOf(built)), c.format)
 			}
 			entries := ix.Entries()
 			if len(entries) != len(files) {
@@ -154,7 +170,7 @@ func TestSplitIndexIsSmaller(t *testing.T) {
 	if len(split.Index)*2 > len(inline.Index) {
 		t.Errorf("split index %d bytes, inline %d: want under half", len(split.Index), len(inline.Index))
 	}
-	for i, w := range split.Windows {
+	for i, w := range windowsOf(split) {
 		if len(w) == 0 || len(w) > maxWindow {
 			t.Errorf("window %d: %d bytes", i, len(w))
 		}
@@ -183,12 +199,13 @@ func TestIndexOfAnotherBlobIsRefused(t *testing.T) {
 func TestSplitIndexRefusesWrongWindows(t *testing.T) {
 	path, blob := testLayer(t, true, sampleFiles())
 	built, _ := buildZ(t, path, true, false, 64<<10)
-	windows := bytes.Join(built.Windows, nil)
+	all := windowsOf(built)
+	windows := bytes.Join(all, nil)
 	// A window in the middle: the last span may be empty, never read.
-	k := len(built.Windows) / 2
-	at := len(bytes.Join(built.Windows[:k], nil))
+	k := len(all) / 2
+	at := len(bytes.Join(all[:k], nil))
 	for name, w := range map[string][]byte{
-		"changed":   flipByte(windows, at+len(built.Windows[k])/2),
+		"changed":   flipByte(windows, at+len(all[k])/2),
 		"truncated": windows[:at+10],
 		"missing":   nil,
 	} {

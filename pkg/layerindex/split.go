@@ -6,11 +6,13 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"sync"
 
 	"github.com/awslabs/soci-snapshotter/ztoc/compression"
 	kflate "github.com/klauspost/compress/flate"
+	"github.com/shoal-ipfs/shoal/pkg/blob"
 )
 
 // A split zTOC (FormatZTOCSplit) is a zTOC whose checkpoints say only
@@ -63,6 +65,74 @@ type checkpoint struct {
 type splitTable struct {
 	points             []checkpoint
 	compressed, uncomp int64 // sizes of the blob and of the tar stream
+}
+
+// Windows are a split zTOC's compressed windows, kept in a temporary file
+// from when they are made until they are added as a blob: about a
+// sixteenth of a layer's tar, and all of it for incompressible bytes, too
+// much to hold in memory for a layer of gigabytes. Close removes them.
+type Windows struct {
+	f     *os.File
+	mu    sync.Mutex // guards end, for windows written as they are made
+	end   int64
+	order []windowAt // the windows in span order
+}
+
+// windowAt is where a window is in the file.
+type windowAt struct {
+	off int64
+	n   int
+}
+
+func newWindows() (*Windows, error) {
+	f, err := os.CreateTemp("", "shoal-windows-")
+	if err != nil {
+		return nil, err
+	}
+	return &Windows{f: f}, nil
+}
+
+// put writes window w at the file's end.
+func (ws *Windows) put(w []byte) (windowAt, error) {
+	ws.mu.Lock()
+	at := windowAt{off: ws.end, n: len(w)}
+	ws.end += int64(len(w))
+	ws.mu.Unlock()
+	_, err := ws.f.WriteAt(w, at.off)
+	return at, err
+}
+
+// Len is how many windows there are.
+func (ws *Windows) Len() int { return len(ws.order) }
+
+// Chunks reads the windows one at a time, in span order.
+func (ws *Windows) Chunks() blob.Chunks { return &windowChunks{ws: ws} }
+
+// Close removes the windows' file. A nil Windows has nothing to remove.
+func (ws *Windows) Close() error {
+	if ws == nil {
+		return nil
+	}
+	ws.f.Close()
+	return os.Remove(ws.f.Name())
+}
+
+type windowChunks struct {
+	ws   *Windows
+	next int
+}
+
+func (c *windowChunks) Next() ([]byte, error) {
+	if c.next == len(c.ws.order) {
+		return nil, io.EOF
+	}
+	at := c.ws.order[c.next]
+	w := make([]byte, at.n)
+	if _, err := c.ws.f.ReadAt(w, at.off); err != nil {
+		return nil, fmt.Errorf("window %d: %w", c.next, err)
+	}
+	c.next++
+	return w, nil
 }
 
 // windowWriters keeps deflate writers for windows: a new one allocates

@@ -648,7 +648,7 @@ func (n *Node) AddHashing(ctx context.Context, r io.Reader, whole *sha256x.Strea
 
 // AddChunks stores chunks as one UnixFS file, each chunk a block of its
 // own (blob.AddChunks).
-func (n *Node) AddChunks(ctx context.Context, chunks [][]byte) (cid.Cid, error) {
+func (n *Node) AddChunks(ctx context.Context, chunks blob.Chunks) (cid.Cid, error) {
 	return n.addPacked(ctx, func(dag ipld.DAGService) (cid.Cid, error) {
 		return blob.AddChunks(ctx, dag, chunks, n.layout.MaxLinks)
 	})

@@ -75,7 +75,7 @@ func (s *Store) Add(ctx context.Context, r io.Reader) (cid.Cid, error) {
 // AddChunks stores chunks as one UnixFS file, each chunk a block of its
 // own (blob.AddChunks), as the node does: a push then builds the same
 // layer indexes, and the same root CID, here as on a node.
-func (s *Store) AddChunks(ctx context.Context, chunks [][]byte) (cid.Cid, error) {
+func (s *Store) AddChunks(ctx context.Context, chunks blob.Chunks) (cid.Cid, error) {
 	return blob.AddChunks(ctx, s.dag, chunks, s.layout.MaxLinks)
 }
 

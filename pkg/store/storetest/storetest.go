@@ -153,7 +153,7 @@ func addThenCat(t *testing.T, s Store) {
 // the chunks (image.ChunkAdder): a push's layer indexes, and so its root
 // CID, are built so where a store can, inlined where it cannot.
 type chunkAdder interface {
-	AddChunks(ctx context.Context, chunks [][]byte) (cid.Cid, error)
+	AddChunks(ctx context.Context, chunks blob.Chunks) (cid.Cid, error)
 }
 
 // AddChunks gives the CID blob.AddChunks gives in kubo's layout, and the
@@ -162,11 +162,11 @@ func addChunks(t *testing.T, s Store, ca chunkAdder) {
 	ctx := ctxFor(t)
 	chunks := [][]byte{data(1, 100), data(2, 32<<10), data(3, 1), data(4, 200<<10)}
 	dag := merkledag.NewDAGService(blockservice.New(blockstore.NewBlockstore(dssync.MutexWrap(ds.NewMapDatastore())), nil))
-	want, err := blob.AddChunks(ctx, dag, chunks, blob.Kubo.MaxLinks)
+	want, err := blob.AddChunks(ctx, dag, blob.ChunkSlice(chunks), blob.Kubo.MaxLinks)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := ca.AddChunks(ctx, chunks)
+	got, err := ca.AddChunks(ctx, blob.ChunkSlice(chunks))
 	if err != nil {
 		t.Fatalf("AddChunks: %v", err)
 	}
