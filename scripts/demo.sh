@@ -30,16 +30,24 @@ export SHOAL_HOME="$work/a"
 "$shoal" init --mdns=false --listen /ip4/127.0.0.1/tcp/0 --listen /ip4/127.0.0.1/udp/0/quic-v1 --registry-listen 127.0.0.1:0
 "$shoal" daemon >"$work/a.log" 2>&1 &
 daemon_pid=$!
-# Up to 30 s: a loaded machine (CI) can be slow to start it.
+# Until the daemon answers: without one, `shoal id` answers from the
+# home's configuration (its listen addresses, no registry), so the wait is
+# for the registry's address, which only a running daemon has. Up to 30 s:
+# a loaded machine (CI) can be slow to start it.
+up=""
 for _ in $(seq 150); do
-  "$shoal" id --json >"$work/a.id" 2>/dev/null && grep -q /p2p/ "$work/a.id" && break
+  if "$shoal" id --json >"$work/a.id" 2>/dev/null && grep -q '"Registry": "[^"]' "$work/a.id"; then
+    up=1
+    break
+  fi
   sleep 0.2
 done
-if ! peer=$(grep -o '"/ip4/127.0.0.1/tcp/[^"]*' "$work/a.id" | head -n1 | tr -d '"'); then
+if [[ -z "$up" ]]; then
   echo "demo: A's daemon did not come up in 30 s; its log:" >&2
   cat "$work/a.log" >&2
   exit 1
 fi
+peer=$(grep -o '"/ip4/127.0.0.1/tcp/[^"]*' "$work/a.id" | head -n1 | tr -d '"')
 registry=$(grep -o '"Registry": "[^"]*' "$work/a.id" | cut -d'"' -f4)
 echo "A listens on $peer; its OCI registry on $registry"
 
