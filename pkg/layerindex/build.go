@@ -225,7 +225,7 @@ func (p *ztocPass) inflate(r io.Reader, list *tarLister) error {
 			}
 			continue
 		}
-		if st.boundary && (totOut == 0 || totOut-last > p.span) {
+		if st.checkpoint {
 			start := totIn
 			if st.bits != 0 {
 				start-- // the span starts in the byte it shares with the last

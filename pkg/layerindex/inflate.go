@@ -11,27 +11,32 @@ package layerindex
 // where out_at is the output's offset at out. in and out are the
 // caller's memory for this call only, so the stream forgets them before
 // it returns. Whole blocks in one call, not one call each: each return to
-// Go may wait for the scheduler.
+// Go may wait for the scheduler. *checkpoint says whether it stopped where
+// a checkpoint goes (zlib's data_type: 128 at a block boundary, 64 in the
+// last block), and *bits how many bits of the last byte read belong to
+// what follows.
 static int shoal_inflate(z_stream *s, unsigned char *in, unsigned in_len,
 		unsigned char *out, unsigned out_len, long long out_at,
 		long long last, long long span, unsigned *in_left,
-		unsigned *out_left, int *data_type) {
+		unsigned *out_left, int *checkpoint, int *bits) {
 	s->next_in = in;
 	s->avail_in = in_len;
 	s->next_out = out;
 	s->avail_out = out_len;
 	int ret;
+	*checkpoint = 0;
 	for (;;) {
 		ret = inflate(s, Z_BLOCK);
-		if (ret != Z_OK || s->avail_in == 0 || s->avail_out == 0)
+		if (ret != Z_OK)
 			break;
 		long long at = out_at + (long long)(out_len - s->avail_out);
-		if ((s->data_type & 128) && !(s->data_type & 64) && (at == 0 || at - last > span))
+		*checkpoint = (s->data_type & 128) && !(s->data_type & 64) && (at == 0 || at - last > span);
+		if (*checkpoint || s->avail_in == 0 || s->avail_out == 0)
 			break;
 	}
 	*in_left = s->avail_in;
 	*out_left = s->avail_out;
-	*data_type = s->data_type;
+	*bits = s->data_type & 7;
 	s->next_in = Z_NULL;
 	s->avail_in = 0;
 	s->next_out = Z_NULL;
@@ -82,12 +87,13 @@ type zstream struct {
 // zstep is what one inflate step did.
 type zstep struct {
 	in, out int // bytes consumed and produced
-	// boundary: the step ended between two deflate blocks (or after a
-	// member's header), not in the last block; bits of the last byte
-	// consumed belong to what follows.
-	boundary bool
-	bits     uint8
-	end      bool // a gzip member ended
+	// checkpoint: the step ended where a checkpoint goes, between two
+	// deflate blocks (or after a member's header), not in the last block,
+	// more than the span past the last; bits of the last byte consumed
+	// belong to what follows.
+	checkpoint bool
+	bits       uint8
+	end        bool // a gzip member ended
 }
 
 var errInflateStalled = errors.New("inflate made no progress")
@@ -108,9 +114,9 @@ func newZstream() (*zstream, error) {
 func (z *zstream) step(in, out []byte, outAt, last, span int64) (zstep, error) {
 	inLen, outLen := min(len(in), math.MaxUint32), min(len(out), math.MaxUint32)
 	var inLeft, outLeft C.uint
-	var dataType C.int
+	var checkpoint, bits C.int
 	ret := C.shoal_inflate(z.s, (*C.uchar)(&in[0]), C.uint(inLen), (*C.uchar)(&out[0]), C.uint(outLen),
-		C.longlong(outAt), C.longlong(last), C.longlong(span), &inLeft, &outLeft, &dataType)
+		C.longlong(outAt), C.longlong(last), C.longlong(span), &inLeft, &outLeft, &checkpoint, &bits)
 	st := zstep{in: inLen - int(inLeft), out: outLen - int(outLeft)}
 	switch ret {
 	case C.Z_OK:
@@ -128,10 +134,7 @@ func (z *zstream) step(in, out []byte, outAt, last, span int64) (zstep, error) {
 		}
 		return st, fmt.Errorf("inflate: %s", msg)
 	}
-	// zlib's data_type: the unused bits of the last byte read, plus 64 in
-	// the last block, plus 128 at a block boundary.
-	st.boundary = dataType&128 != 0 && dataType&64 == 0
-	st.bits = uint8(dataType & 7)
+	st.checkpoint, st.bits = checkpoint != 0, uint8(bits)
 	return st, nil
 }
 
