@@ -327,6 +327,8 @@ func TestBadInput(t *testing.T) {
 		{[]string{"frobnicate"}, 2, "unknown command"},
 		{[]string{"pull", "bafkreiekrfipoyrwmmrckqwji2ohhpr4jsa3xxybtywfo5mquypsz2nbk4", "--to", "containerd:debian:12"}, 4, "needs a running shoal daemon"},
 		{[]string{"containerd", "config", "--version", "1"}, 2, "config versions are 2"},
+		{[]string{"containerd", "config", "--write"}, 2, "--write and --remove go with"},
+		{[]string{"containerd", "config", "--runtime", "shoal", "--write", "--remove"}, 2, "not both"},
 	} {
 		r := run(t, home, tc.args...)
 		if r.code != tc.code || !strings.Contains(r.stderr, tc.msg) {
@@ -355,6 +357,39 @@ func TestContainerdConfigNamesTheHomesSockets(t *testing.T) {
 				t.Errorf("version %s: no %q in\n%s", version, w, out)
 			}
 		}
+	}
+}
+
+// TestContainerdRuntimeDropIn: --runtime writes the drop-in in the node's
+// config version, the node's default runtime on shoal's snapshotter, and
+// --remove takes it away.
+func TestContainerdRuntimeDropIn(t *testing.T) {
+	home, dir := t.TempDir(), t.TempDir()
+	mustRun(t, home, "init", "--mdns=false")
+	node := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(node, []byte("version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n  SystemdCgroup = true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dropIn := filepath.Join(dir, "conf.d", "shoal.toml")
+	args := []string{"containerd", "config", "--runtime", "lazy", "--containerd-config", node, "--drop-in", dropIn}
+	if out := mustRun(t, home, append(args, "--write")...); !strings.Contains(out, "wrote "+dropIn) {
+		t.Fatalf("--write said %q", out)
+	}
+	data, err := os.ReadFile(dropIn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"version = 2", `runtimes.lazy]`, `snapshotter = "shoal"`, "SystemdCgroup = true", `address = "` + filepath.Join(home, "containerd.sock") + `"`} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("no %q in the drop-in:\n%s", want, data)
+		}
+	}
+	if out := mustRun(t, home, append(args, "--write")...); !strings.Contains(out, "unchanged") {
+		t.Errorf("writing the same again said %q", out)
+	}
+	mustRun(t, home, append(args, "--remove")...)
+	if _, err := os.Stat(dropIn); !os.IsNotExist(err) {
+		t.Fatalf("the drop-in is still there: %v", err)
 	}
 }
 

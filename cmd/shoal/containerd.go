@@ -1,9 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"runtime"
 	"time"
 
@@ -69,6 +72,7 @@ func containerdConfigCmd(g *globals) *cobra.Command {
 	var withContent bool
 	var mirrors []string
 	var hostsDir string
+	var rt runtimeFlags
 	var write, remove bool
 	c := &cobra.Command{
 		Use:   "config",
@@ -81,44 +85,125 @@ With --content, containerd's content store is shoal's too: every blob
 containerd pulls, from any registry, lands in IPFS for peers to fetch.
 Add it to /etc/containerd/config.toml and restart containerd.
 
+With --mirror, the hosts.toml files that send containerd's pulls of those
+registries through the daemon's mirror first. With --runtime, a drop-in
+file for containerd's imports: the snapshotter's proxy plugin and a CRI
+runtime handler that is the node's default runtime on shoal's snapshotter,
+for a Kubernetes RuntimeClass, leaving containerd's default snapshotter as
+it is. --write puts them in place and --remove takes them away, putting
+back what was there.
+
 The values are the running daemon's; without one, those of the config.`,
 		Example: `  shoal containerd config >> /etc/containerd/config.toml
   shoal containerd config --mirror docker.io --mirror ghcr.io --write
-  shoal containerd config --mirror docker.io --remove`,
+  shoal containerd config --runtime shoal --write   # then restart containerd once
+  shoal containerd config --mirror docker.io --runtime shoal --remove`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(mirrors) > 0 {
-				return mirrorHosts(cmd, g, mirrors, hostsDir, write, remove)
-			}
-			if write || remove {
-				return usageError{errors.New("--write and --remove go with --mirror REGISTRY")}
+			if write && remove {
+				return usageError{errors.New("--write or --remove, not both")}
 			}
 			if version != 2 && version != 3 {
 				return usageError{fmt.Errorf("--version %d: containerd's config versions are 2 (containerd 1.x) and 3 (2.x)", version)}
 			}
-			v, err := g.pluginConfig(cmd.Context())
-			if err != nil {
-				return err
+			if len(mirrors) == 0 && rt.name == "" {
+				if write || remove {
+					return usageError{errors.New("--write and --remove go with --mirror REGISTRY or --runtime NAME")}
+				}
+				v, err := g.pluginConfig(cmd.Context())
+				if err != nil {
+					return err
+				}
+				v.Version, v.Content = version, withContent
+				return containerd.WriteConfig(cmd.OutOrStdout(), v)
 			}
-			v.Version, v.Content = version, withContent
-			return containerd.WriteConfig(cmd.OutOrStdout(), v)
+			if len(mirrors) > 0 {
+				if err := mirrorHosts(cmd, g, mirrors, hostsDir, write, remove); err != nil {
+					return err
+				}
+			}
+			if rt.name != "" {
+				if !cmd.Flags().Changed("version") {
+					version = 0
+				}
+				return runtimeDropIn(cmd, g, rt, version, write, remove)
+			}
+			return nil
 		},
 	}
-	c.Flags().IntVar(&version, "version", 3, "containerd's config version: 3 for containerd 2.x, 2 for 1.6 and 1.7")
+	c.Flags().IntVar(&version, "version", 3, "containerd's config version: 3 for containerd 2.x, 2 for 1.6 and 1.7 (with --runtime: that of --containerd-config)")
 	c.Flags().BoolVar(&withContent, "content", false, "also replace containerd's content store with shoal's (containerd then needs the shoal daemon running)")
 	c.Flags().StringArrayVar(&mirrors, "mirror", nil, "instead, the hosts.toml that sends containerd's pulls of REGISTRY[=URL] through the daemon's mirror first, the registry after ('*' for every registry; repeatable)")
 	c.Flags().StringVar(&hostsDir, "hosts-dir", containerd.DefaultHostsDir, "containerd's hosts directory (its registry config_path), for --mirror")
-	c.Flags().BoolVar(&write, "write", false, "with --mirror: write the files into --hosts-dir (a hosts.toml not written by shoal is kept as hosts.toml.shoal-backup)")
-	c.Flags().BoolVar(&remove, "remove", false, "with --mirror: remove the files shoal wrote, putting back what was there")
+	c.Flags().StringVar(&rt.name, "runtime", "", "instead, the drop-in giving containerd a CRI runtime handler NAME on shoal's snapshotter (a RuntimeClass's handler)")
+	c.Flags().StringVar(&rt.dropIn, "drop-in", containerd.DefaultDropIn, "where the --runtime drop-in goes; containerd's config.toml must import it")
+	c.Flags().StringVar(&rt.nodeConfig, "containerd-config", containerd.DefaultConfigFile, "containerd's config.toml, whose version and default runtime the --runtime handler copies")
+	c.Flags().BoolVar(&write, "write", false, "write the --mirror and --runtime files (a file there not written by shoal is kept as FILE.shoal-backup)")
+	c.Flags().BoolVar(&remove, "remove", false, "remove the --mirror and --runtime files shoal wrote, putting back what was there")
 	return c
+}
+
+// runtimeFlags choose the runtime drop-in.
+type runtimeFlags struct {
+	name, dropIn, nodeConfig string
+}
+
+// runtimeDropIn prints, writes or removes the drop-in of a runtime handler
+// on shoal's snapshotter. version 0 takes that of the node's config.
+func runtimeDropIn(cmd *cobra.Command, g *globals, rt runtimeFlags, version int, write, remove bool) error {
+	out := cmd.OutOrStdout()
+	if remove {
+		removed, err := containerd.RemoveDropIn(rt.dropIn)
+		if removed {
+			fmt.Fprintln(out, "removed", rt.dropIn, "(containerd forgets the runtime when it restarts)")
+		}
+		return err
+	}
+	var base map[string]any
+	node, err := os.ReadFile(rt.nodeConfig)
+	switch {
+	case err == nil:
+		v, b, err := containerd.NodeRuntime(node)
+		if err != nil {
+			return fmt.Errorf("%s: %w", rt.nodeConfig, err)
+		}
+		base = b
+		if version == 0 {
+			version = v
+		}
+	case errors.Is(err, fs.ErrNotExist):
+		fmt.Fprintf(cmd.ErrOrStderr(), "shoal: no %s: the runtime handler is runc's defaults\n", rt.nodeConfig)
+	default:
+		return err
+	}
+	v, err := g.pluginConfig(cmd.Context())
+	if err != nil {
+		return err
+	}
+	v.Version = cmp.Or(version, 3)
+	data, err := containerd.DropIn(v, rt.name, base)
+	if err != nil {
+		return err
+	}
+	if !write {
+		_, err := out.Write(data)
+		return err
+	}
+	changed, err := containerd.WriteDropIn(rt.dropIn, data)
+	if err != nil {
+		return err
+	}
+	if changed {
+		fmt.Fprintln(out, "wrote", rt.dropIn, "(containerd reads it when it restarts)")
+	} else {
+		fmt.Fprintln(out, "unchanged", rt.dropIn)
+	}
+	return nil
 }
 
 // mirrorHosts prints, writes or removes the hosts.toml files of mirrored
 // registries.
 func mirrorHosts(cmd *cobra.Command, g *globals, specs []string, dir string, write, remove bool) error {
-	if write && remove {
-		return usageError{errors.New("--write or --remove, not both")}
-	}
 	var eps []upstream.Endpoint
 	for _, s := range specs {
 		ep, err := upstream.ParseMirror(s)

@@ -2,10 +2,7 @@ package containerd
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -17,13 +14,10 @@ import (
 // before the registry itself (server), DIR/_default/hosts.toml those of
 // every registry without a directory of its own. shoal writes files that
 // try the node's mirror first and the registry as the fallback, marked as
-// its own; a hosts.toml it did not write is kept beside as
-// hosts.toml.shoal-backup and put back when shoal's is removed.
+// its own (owned.go).
 
 // hostsMarker starts every hosts.toml shoal writes.
 const hostsMarker = "# Written by shoal: `shoal containerd config --mirror REGISTRY --remove` undoes it.\n"
-
-const backupSuffix = ".shoal-backup"
 
 // DefaultHostsDir is containerd's usual config_path.
 const DefaultHostsDir = "/etc/containerd/certs.d"
@@ -55,21 +49,7 @@ func WriteMirrorHosts(dir, mirrorURL string, eps []upstream.Endpoint) ([]string,
 	var written []string
 	for _, ep := range eps {
 		path := HostsPath(dir, ep)
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return written, err
-		}
-		if old, err := os.ReadFile(path); err == nil && !bytes.HasPrefix(old, []byte(hostsMarker)) {
-			if _, err := os.Stat(path + backupSuffix); errors.Is(err, fs.ErrNotExist) {
-				if err := os.Rename(path, path+backupSuffix); err != nil {
-					return written, err
-				}
-			}
-		}
-		tmp := path + ".shoal-tmp"
-		if err := os.WriteFile(tmp, MirrorHosts(ep, mirrorURL), 0o644); err != nil {
-			return written, err
-		}
-		if err := os.Rename(tmp, path); err != nil {
+		if _, err := writeOwned(path, MirrorHosts(ep, mirrorURL), hostsMarker); err != nil {
 			return written, err
 		}
 		written = append(written, path)
@@ -83,25 +63,13 @@ func RemoveMirrorHosts(dir string, eps []upstream.Endpoint) ([]string, error) {
 	var changed []string
 	for _, ep := range eps {
 		path := HostsPath(dir, ep)
-		data, err := os.ReadFile(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
+		removed, err := removeOwned(path, hostsMarker)
 		if err != nil {
 			return changed, err
 		}
-		if !bytes.HasPrefix(data, []byte(hostsMarker)) {
-			return changed, fmt.Errorf("%s was not written by shoal: left as it is", path)
+		if removed {
+			changed = append(changed, path)
 		}
-		if _, serr := os.Stat(path + backupSuffix); serr == nil {
-			err = os.Rename(path+backupSuffix, path)
-		} else if err = os.Remove(path); err == nil {
-			_ = os.Remove(filepath.Dir(path)) // only if empty
-		}
-		if err != nil {
-			return changed, err
-		}
-		changed = append(changed, path)
 	}
 	return changed, nil
 }

@@ -31,8 +31,15 @@ const helloGreeting = "hello from an image shoal served"
 // runnable by runc.
 func helloImage(t *testing.T) string {
 	t.Helper()
+	return greetingImage(t, helloGreeting)
+}
+
+// greetingImage is helloImage's kind of image printing greeting instead,
+// whose layer is another.
+func greetingImage(t *testing.T, greeting string) string {
+	t.Helper()
 	src := t.TempDir()
-	prog := fmt.Sprintf("package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(%q) }\n", helloGreeting)
+	prog := fmt.Sprintf("package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(%q) }\n", greeting)
 	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte(prog), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,10 @@ import (
 // (make image) into containerd, installs the chart with Helm and shows:
 // the DaemonSet becomes ready by its probes; a pod whose image is a CID
 // runs; a pod naming an image of a local registry runs through shoal's
-// mirror; after helm uninstall, containerd pulls on its own again.
+// mirror; after containerd's restart (which reads the chart's runtime
+// drop-in), a pod of the chart's RuntimeClass runs on shoal's snapshotter,
+// its image mounted lazily; after helm uninstall, containerd pulls on its
+// own again and shoal's files are gone.
 //
 // The node has no pod network (no CNI plugin), so the pods here use the
 // host's network, as shoal's own pods do, and tolerate the node's
@@ -59,12 +62,17 @@ func TestKubernetes(t *testing.T) {
 	c.helm(t, "install", "shoal", "../../deploy/helm/shoal", "--namespace", "shoal-system", "--create-namespace",
 		"--set", "home="+home,
 		"--set", "containerd.certsDir="+c.certs,
+		"--set", "containerd.runtimeClass.dropIn="+c.dropIn,
+		"--set", "containerd.runtimeClass.configFile="+c.ctrd.config,
 		"--set", "peers.viaService=false",
 		"--set", "mirror.registries={"+up+"=http://"+up+"}")
 	c.kubectl(t, "-n", "shoal-system", "rollout", "status", "daemonset/shoal", "--timeout=3m")
 	t.Log("the DaemonSet is ready by its probes")
 	if _, err := os.Stat(filepath.Join(c.certs, up, "hosts.toml")); err != nil {
 		t.Fatalf("the chart's init step wrote no hosts.toml for %s: %v", up, err)
+	}
+	if dropIn, err := os.ReadFile(c.dropIn); err != nil || !strings.Contains(string(dropIn), `snapshotter = "shoal"`) {
+		t.Fatalf("the chart's init step wrote no runtime drop-in: %v\n%s", err, dropIn)
 	}
 
 	// A pod whose image is a CID: pushed to the node's shoal through its
@@ -80,10 +88,10 @@ func TestKubernetes(t *testing.T) {
 		return string(out)
 	}
 	root := lastLine(shoal("push", "oci:"+helloImage(t)+":v1"))
-	c.runPod(t, "by-cid", "127.0.0.1:5050/ipfs/"+root, helloGreeting)
+	c.runPod(t, "by-cid", "127.0.0.1:5050/ipfs/"+root, "", helloGreeting)
 
 	// A pod naming the upstream registry's image, pulled through the mirror.
-	c.runPod(t, "through-mirror", up+"/library/hello:v1", helloGreeting)
+	c.runPod(t, "through-mirror", up+"/library/hello:v1", "", helloGreeting)
 	metrics := httpGet(t, "http://"+clusterNodeIP+":5052/metrics")
 	served := regexp.MustCompile(`shoal_mirror_served_bytes_total\{from="[a-z-]+",registry="` + regexp.QuoteMeta(up) + `"\} ([0-9.e+]+)`)
 	var total float64
@@ -96,15 +104,32 @@ func TestKubernetes(t *testing.T) {
 	}
 	t.Logf("the mirror served %.0f bytes of %s's image", total, up)
 
+	// The runtime class: containerd reads the drop-in when it restarts, as
+	// an operator restarts it once (systemctl restart containerd); the
+	// kubelet pulls the pod's image for its runtime handler, whose
+	// snapshotter is shoal's, and shoal mounts the layer lazily.
+	c.ctrd.restart(t)
+	c.logs["containerd"] = c.ctrd.logs
+	const lazyGreeting = "hello from a layer shoal mounted lazily"
+	lazyRoot := lastLine(shoal("push", "oci:"+greetingImage(t, lazyGreeting)+":v1"))
+	c.runPod(t, "lazy", "127.0.0.1:5050/ipfs/"+lazyRoot, "shoal", lazyGreeting)
+	if lazySnapshots(t, c.ctrd.ctrK8s) == 0 {
+		t.Fatalf("the pod of runtime class shoal ran on no lazily mounted layer:\n%s", c.ctrd.ctrK8s(t, "snapshots", "--snapshotter", "shoal", "ls"))
+	}
+	t.Log("the pod of runtime class shoal ran on a layer shoal mounted lazily")
+	c.kubectl(t, "delete", "pod", "lazy", "--wait", "--timeout=2m")
+
 	// helm uninstall: shoal's hosts.toml files go with its pods, and
 	// containerd pulls straight from the registry.
 	c.helm(t, "uninstall", "shoal", "--namespace", "shoal-system", "--wait", "--timeout", "3m")
 	c.kubectl(t, "-n", "shoal-system", "wait", "--for=delete", "pod", "-l", "app.kubernetes.io/name=shoal", "--timeout=2m")
-	if _, err := os.Stat(filepath.Join(c.certs, up, "hosts.toml")); err == nil {
-		t.Fatalf("%s/hosts.toml is still there after helm uninstall", up)
+	for _, left := range []string{filepath.Join(c.certs, up, "hosts.toml"), c.dropIn} {
+		if _, err := os.Stat(left); err == nil {
+			t.Fatalf("%s is still there after helm uninstall", left)
+		}
 	}
 	runTool(t, "skopeo", "copy", "--dest-tls-verify=false", "oci:"+programImage(t, filepath.Join(k8s, "pause"))+":v1", "docker://"+up+"/library/after:v1")
-	c.runPod(t, "after-uninstall", up+"/library/after:v1", "")
+	c.runPod(t, "after-uninstall", up+"/library/after:v1", "", "")
 }
 
 // cluster is a single-node Kubernetes the test runs.
@@ -113,6 +138,7 @@ type cluster struct {
 	dir        string
 	kubeconfig string
 	certs      string // containerd's hosts directory (config_path)
+	dropIn     string // the runtime drop-in, which containerd's config imports
 	ctrd       *Containerd
 	logs       map[string]*testproc.Logs
 }
@@ -137,7 +163,7 @@ func startCluster(t *testing.T, bin string) *cluster {
 	runTool(t, "mount", "--bind", dir, dir)
 	runTool(t, "mount", "--make-rshared", dir)
 	t.Cleanup(func() { _ = exec.Command("umount", "-R", "-l", dir).Run() })
-	c := &cluster{bin: bin, dir: dir, certs: filepath.Join(dir, "certs.d"), logs: map[string]*testproc.Logs{}}
+	c := &cluster{bin: bin, dir: dir, certs: filepath.Join(dir, "certs.d"), dropIn: filepath.Join(dir, "conf.d", "shoal.toml"), logs: map[string]*testproc.Logs{}}
 	testenv.Tool(t, "ip")
 	_ = exec.Command("ip", "addr", "del", clusterNodeIP+"/32", "dev", "lo").Run() // left by a killed run
 	runTool(t, "ip", "addr", "add", clusterNodeIP+"/32", "dev", "lo")
@@ -184,6 +210,7 @@ current-context: e2e
 		return fmt.Sprintf(`version = 3
 root = %q
 state = %q
+imports = [%q]
 [grpc]
   address = %q
 [plugins.'io.containerd.cri.v1.images'.registry]
@@ -195,7 +222,7 @@ state = %q
   # processes may not lower theirs (this one's) refuses; kept at
   # containerd's own instead.
   restrict_oom_score_adj = true
-`, root, state, sock, c.certs)
+`, root, state, filepath.Join(filepath.Dir(c.dropIn), "*.toml"), sock, c.certs)
 	})
 	c.logs["containerd"] = c.ctrd.logs
 	c.importImage(t, layoutArchive(t, programImage(t, filepath.Join(bin, "pause"))), "localhost/pause")
@@ -215,6 +242,9 @@ containerRuntimeEndpoint: unix://%s
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {"memory.available": "1Mi", "nodefs.available": "1%%", "imagefs.available": "1%%"}
+# Pulls for a pod's runtime class, which the chart's RuntimeClass needs
+# for its images to be pulled lazily (alpha).
+featureGates: {RuntimeClassInImageCriApi: true}
 `, clusterNodeIP, c.ctrd.Socket)))
 	c.start(t, "kubelet", nil, "--config="+kubeletConfig, "--kubeconfig="+c.kubeconfig, "--root-dir="+filepath.Join(dir, "kubelet"),
 		"--cert-dir="+filepath.Join(dir, "kubelet-pki"), "--hostname-override=shoal-e2e", "--node-ip="+clusterNodeIP)
@@ -294,10 +324,10 @@ func (c *cluster) importImage(t *testing.T, archive, base string) {
 	}
 }
 
-// runPod runs a pod of one container from image on the host's network.
-// With want, the container must exit and print it; without, it must
-// become ready.
-func (c *cluster) runPod(t *testing.T, name, image, want string) {
+// runPod runs a pod of one container from image on the host's network,
+// of runtimeClass if given. With want, the container must exit and print
+// it; without, it must become ready.
+func (c *cluster) runPod(t *testing.T, name, image, runtimeClass, want string) {
 	t.Helper()
 	restart := "Never"
 	if want == "" {
@@ -313,6 +343,9 @@ spec:
   tolerations: [{operator: Exists}]
   containers: [{name: main, image: %q}]
 `, name, restart, image)
+	if runtimeClass != "" {
+		manifest += "  runtimeClassName: " + runtimeClass + "\n"
+	}
 	apply := c.kubectlCommand("apply", "-f", "-")
 	apply.Stdin = strings.NewReader(manifest)
 	if out, err := apply.CombinedOutput(); err != nil {

@@ -26,6 +26,7 @@ import (
 	"helm.sh/helm/v4/pkg/engine"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	nodev1 "k8s.io/api/node/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -67,6 +68,7 @@ type objects struct {
 	daemonSet      *appsv1.DaemonSet
 	service        *corev1.Service
 	serviceMonitor *monitoringv1.ServiceMonitor
+	runtimeClass   *nodev1.RuntimeClass
 }
 
 func decode(t *testing.T, docs map[string]string) objects {
@@ -89,6 +91,9 @@ func decode(t *testing.T, docs map[string]string) objects {
 			case "v1 Service":
 				o.service = &corev1.Service{}
 				into = o.service
+			case "node.k8s.io/v1 RuntimeClass":
+				o.runtimeClass = &nodev1.RuntimeClass{}
+				into = o.runtimeClass
 			case "monitoring.coreos.com/v1 ServiceMonitor":
 				o.serviceMonitor = &monitoringv1.ServiceMonitor{}
 				into = o.serviceMonitor
@@ -158,6 +163,24 @@ func TestDefaults(t *testing.T) {
 	if !slices.Contains(prepare.Args, "127.0.0.1:5050=http://127.0.0.1:5050") {
 		t.Errorf("prepare writes no hosts.toml for the node's registry: %v", prepare.Args)
 	}
+	for _, args := range [][]string{prepare.Args, shoal.Lifecycle.PreStop.Exec.Command} {
+		script := strings.Join(args, " ")
+		if !strings.Contains(script, "--runtime shoal --drop-in /host/conf.d/shoal.toml --containerd-config /host/containerd-config/config.toml") {
+			t.Errorf("the runtime drop-in is not written and removed: %v", args)
+		}
+	}
+	if rc := o.runtimeClass; rc == nil || rc.Name != "shoal" || rc.Handler != "shoal" || rc.Scheduling != nil {
+		t.Errorf("RuntimeClass %+v", rc)
+	}
+	hostPaths := map[string]string{}
+	for _, v := range spec.Volumes {
+		if v.HostPath != nil {
+			hostPaths[v.Name] = v.HostPath.Path
+		}
+	}
+	if hostPaths["conf-d"] != "/etc/containerd/conf.d" || hostPaths["containerd-config"] != "/etc/containerd" {
+		t.Errorf("host paths %v", hostPaths)
+	}
 	if o.service.Spec.ClusterIP != corev1.ClusterIPNone || !o.service.Spec.PublishNotReadyAddresses || o.service.Name != "shoal" {
 		t.Errorf("the Service is not headless, or publishes only ready nodes: %+v", o.service.Spec)
 	}
@@ -169,13 +192,14 @@ func TestDefaults(t *testing.T) {
 // Every option values.yaml documents, set at once.
 func TestEveryOption(t *testing.T) {
 	vals := map[string]any{
-		"image":             map[string]any{"repository": "registry.example/shoal", "tag": "v1", "pullPolicy": "Always"},
-		"home":              "/srv/shoal",
-		"swarmPort":         4101,
-		"registryPort":      5100,
-		"metricsPort":       5102,
-		"mirror":            map[string]any{"registries": []any{"docker.io", "10.0.0.5:5000=http://10.0.0.5:5000"}, "tagTTL": "5m", "cacheSize": "20GiB"},
-		"containerd":        map[string]any{"configureHosts": true, "certsDir": "/etc/containerd/certs.d"},
+		"image":        map[string]any{"repository": "registry.example/shoal", "tag": "v1", "pullPolicy": "Always"},
+		"home":         "/srv/shoal",
+		"swarmPort":    4101,
+		"registryPort": 5100,
+		"metricsPort":  5102,
+		"mirror":       map[string]any{"registries": []any{"docker.io", "10.0.0.5:5000=http://10.0.0.5:5000"}, "tagTTL": "5m", "cacheSize": "20GiB"},
+		"containerd": map[string]any{"configureHosts": true, "certsDir": "/etc/containerd/certs.d", "runtimeClass": map[string]any{
+			"enabled": true, "name": "lazy", "dropIn": "/etc/k3s/containerd/imports/shoal.toml", "configFile": "/etc/k3s/containerd/config.toml"}},
 		"peers":             map[string]any{"viaService": false, "extra": []any{"/ip4/10.0.0.2/tcp/4101/p2p/12D3KooWEhB5ekoFQLR3LstDbhDFiwPrVCW9fTXuVkzbFKNvREDx"}},
 		"mdns":              true,
 		"swarmKeySecret":    "shoal-swarm-key",
@@ -218,6 +242,14 @@ func TestEveryOption(t *testing.T) {
 			t.Errorf("prepare lacks %q:\n%s", want, script)
 		}
 	}
+	if rc := o.runtimeClass; rc == nil || rc.Handler != "lazy" || rc.Scheduling == nil || rc.Scheduling.NodeSelector["kubernetes.io/os"] != "linux" {
+		t.Errorf("RuntimeClass %+v: not the handler asked for, or not on shoal's nodes only", rc)
+	}
+	for _, want := range []string{"--runtime\nlazy", "--drop-in\n/host/conf.d/shoal.toml"} {
+		if !strings.Contains(script, want) {
+			t.Errorf("prepare lacks %q:\n%s", want, script)
+		}
+	}
 	if o.serviceMonitor == nil || o.serviceMonitor.Spec.Endpoints[0].Port != "metrics" || o.serviceMonitor.Labels["release"] != "prometheus" {
 		t.Errorf("ServiceMonitor %+v", o.serviceMonitor)
 	}
@@ -246,5 +278,27 @@ func TestManifestsAreTheChartRendered(t *testing.T) {
 	have, err := os.ReadFile(manifests)
 	if err != nil || !bytes.Equal(have, b.Bytes()) {
 		t.Fatalf("%s is not the chart rendered with its defaults (%v): cd deploy/helm/check && go test -run TestManifests -update", manifests, err)
+	}
+}
+
+// With the hosts files and the runtime class both off, the chart leaves
+// containerd's files alone: no init step writing them, no preStop hook,
+// no host paths of containerd's.
+func TestContainerdLeftAlone(t *testing.T) {
+	o := decode(t, render(t, map[string]any{"containerd": map[string]any{"configureHosts": false, "runtimeClass": map[string]any{"enabled": false}}}))
+	if o.runtimeClass != nil {
+		t.Error("a RuntimeClass rendered")
+	}
+	spec := o.daemonSet.Spec.Template.Spec
+	if shoal := container(t, o.daemonSet, "shoal"); shoal.Lifecycle != nil {
+		t.Errorf("a preStop hook: %+v", shoal.Lifecycle)
+	}
+	if prepare := container(t, o.daemonSet, "prepare"); strings.Contains(strings.Join(prepare.Args, " "), "containerd config") {
+		t.Errorf("prepare changes containerd's config: %v", prepare.Args)
+	}
+	for _, v := range spec.Volumes {
+		if v.HostPath != nil && strings.HasPrefix(v.HostPath.Path, "/etc/containerd") {
+			t.Errorf("a host path of containerd's: %s", v.HostPath.Path)
+		}
 	}
 }

@@ -26,6 +26,27 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
+{{/* Whether the init step and preStop hook change containerd's files. */}}
+{{- define "shoal.configuresContainerd" -}}
+{{- if or .Values.containerd.configureHosts .Values.containerd.runtimeClass.enabled }}true{{ end -}}
+{{- end -}}
+
+{{/* What shoal containerd config writes and removes: the hosts.toml files
+and the runtime drop-in, each if asked for. */}}
+{{- define "shoal.containerdArgs" -}}
+{{- if .Values.containerd.configureHosts }}
+{{ include "shoal.hostsArgs" . }}
+{{- end }}
+{{- if .Values.containerd.runtimeClass.enabled }}
+- --runtime
+- {{ .Values.containerd.runtimeClass.name | quote }}
+- --drop-in
+- /host/conf.d/{{ base .Values.containerd.runtimeClass.dropIn }}
+- --containerd-config
+- /host/containerd-config/{{ base .Values.containerd.runtimeClass.configFile }}
+{{- end }}
+{{- end -}}
+
 {{/* The hosts.toml files containerd reads: the node's own registry (images
 by CID, plain HTTP on loopback) and every mirrored registry. */}}
 {{- define "shoal.hostsArgs" -}}
@@ -36,5 +57,17 @@ by CID, plain HTTP on loopback) and every mirrored registry. */}}
 {{- range .Values.mirror.registries }}
 - --mirror
 - {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* containerd's directories the init step and the preStop hook write. */}}
+{{- define "shoal.containerdMounts" -}}
+{{- if .Values.containerd.configureHosts }}
+- name: certs
+  mountPath: /host/certs.d
+{{- end }}
+{{- if .Values.containerd.runtimeClass.enabled }}
+- name: conf-d
+  mountPath: /host/conf.d
 {{- end }}
 {{- end -}}
