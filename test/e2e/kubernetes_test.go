@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ipfs/shoal/internal/testbed"
 	"github.com/shoal-ipfs/shoal/internal/testenv"
 	"github.com/shoal-ipfs/shoal/internal/testproc"
 )
@@ -27,14 +29,17 @@ import (
 // TestKubernetes brings up a real single-node Kubernetes on this machine,
 // every part built from the Go module proxy (scripts/build-kubernetes.sh):
 // etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the
-// kubelet, with containerd 2.x as its CRI runtime. It loads shoal's image
-// (make image) into containerd, installs the chart with Helm and shows:
-// the DaemonSet becomes ready by its probes; a pod whose image is a CID
-// runs; a pod naming an image of a local registry runs through shoal's
-// mirror; after containerd's restart (which reads the chart's runtime
-// drop-in), a pod of the chart's RuntimeClass runs on shoal's snapshotter,
-// its image mounted lazily; after helm uninstall, containerd pulls on its
-// own again and shoal's files are gone.
+// kubelet, with containerd 2.x as its CRI runtime and CoreDNS as the
+// cluster's DNS. It loads shoal's image (make image) into containerd,
+// installs the chart with Helm and shows: the DaemonSet becomes ready by
+// its probes; a pod whose image is a CID runs; the node finds another shoal
+// node by the chart's Service name, as nodes of a cluster find each other,
+// and a pod runs an image only that one holds; a pod naming an image of a
+// local registry runs through shoal's mirror; after containerd's restart
+// (which reads the chart's runtime drop-in), a pod of the chart's
+// RuntimeClass runs on shoal's snapshotter, its image mounted lazily;
+// after helm uninstall, containerd pulls on its own again and shoal's
+// files are gone.
 //
 // The node has no pod network (no CNI plugin), so the pods here use the
 // host's network, as shoal's own pods do, and tolerate the node's
@@ -58,13 +63,29 @@ func TestKubernetes(t *testing.T) {
 	c := startCluster(t, k8s)
 	c.importImage(t, imageTar, "localhost/shoal")
 
+	// A shoal node outside the DaemonSet, which the chart's node finds as
+	// it finds the nodes of a cluster, by the headless Service's name in
+	// the cluster's DNS: a single-node cluster has no other. Its address
+	// is in the Service through an EndpointSlice of its own.
+	outside := startShoalDaemonOn(t, outsideHost(t))
+	c.kubectl(t, "create", "namespace", "shoal-system")
+	c.apply(t, `apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: shoal-outside
+  namespace: shoal-system
+  labels: {kubernetes.io/service-name: shoal, endpointslice.kubernetes.io/managed-by: shoal-e2e}
+addressType: IPv4
+ports: [{name: swarm, port: 4051, protocol: TCP}]
+endpoints: [{addresses: [`+clusterPeerIP+`]}]
+`)
+
 	home := filepath.Join(c.dir, "shoal-home")
 	c.helm(t, "install", "shoal", "../../deploy/helm/shoal", "--namespace", "shoal-system", "--create-namespace",
 		"--set", "home="+home,
 		"--set", "containerd.certsDir="+c.certs,
 		"--set", "containerd.runtimeClass.dropIn="+c.dropIn,
 		"--set", "containerd.runtimeClass.configFile="+c.ctrd.config,
-		"--set", "peers.viaService=false",
 		"--set", "mirror.registries={"+up+"=http://"+up+"}")
 	c.kubectl(t, "-n", "shoal-system", "rollout", "status", "daemonset/shoal", "--timeout=3m")
 	t.Log("the DaemonSet is ready by its probes")
@@ -89,6 +110,20 @@ func TestKubernetes(t *testing.T) {
 	}
 	root := lastLine(shoal("push", "oci:"+helloImage(t)+":v1"))
 	c.runPod(t, "by-cid", "127.0.0.1:5050/ipfs/"+root, "", helloGreeting)
+
+	// Found through the Service's name: the node connects to the outside
+	// one, and a pod runs an image that only the outside node holds.
+	var outsideID struct{ ID string }
+	if err := json.Unmarshal([]byte(outside.run(t, "id", "--json")), &outsideID); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFor(t, time.Minute, "the node to find the outside one through the Service's name", func() bool {
+		return strings.Contains(httpGet(t, "http://"+clusterNodeIP+":5052/status.json"), outsideID.ID)
+	})
+	t.Logf("the node found %s through the Service's name in the cluster's DNS", outsideID.ID)
+	const peerGreeting = "hello from the node found through the Service"
+	peerRoot := lastLine(outside.run(t, "push", "oci:"+greetingImage(t, peerGreeting)+":v1"))
+	c.runPod(t, "from-peer", "127.0.0.1:5050/ipfs/"+peerRoot, "", peerGreeting)
 
 	// A pod naming the upstream registry's image, pulled through the mirror.
 	c.runPod(t, "through-mirror", up+"/library/hello:v1", "", helloGreeting)
@@ -147,8 +182,33 @@ const clusterToken = "shoal-e2e-admin"
 
 // clusterNodeIP is the node's address, which the test adds to the
 // loopback interface: the kubelet refuses an address of 127.0.0.0/8, and
-// the test reaches nothing but its own machine.
-const clusterNodeIP = "10.244.77.1"
+// the test reaches nothing but its own machine. The cluster's DNS serves
+// there too. clusterPeerIP is a machine's outside the cluster, a network
+// namespace the test makes, joined to the node by a veth pair.
+const (
+	clusterNodeIP = "10.244.77.1"
+	clusterPeerIP = "10.244.78.2"
+	outsideNetns  = "shoal-e2e-outside"
+)
+
+// outsideHost makes the network namespace of clusterPeerIP, on which a
+// shoal node listens at the port the chart's nodes do.
+func outsideHost(t *testing.T) testbed.Host {
+	t.Helper()
+	_ = exec.Command("ip", "netns", "del", outsideNetns).Run() // left by a killed run
+	runTool(t, "ip", "netns", "add", outsideNetns)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", outsideNetns).Run() })
+	runTool(t, "ip", "link", "add", "shoal-e2e-o", "type", "veth", "peer", "name", "eth0", "netns", outsideNetns)
+	runTool(t, "ip", "addr", "add", "10.244.78.1/30", "dev", "shoal-e2e-o")
+	runTool(t, "ip", "link", "set", "shoal-e2e-o", "up")
+	for _, args := range [][]string{
+		{"addr", "add", clusterPeerIP + "/30", "dev", "eth0"}, {"link", "set", "eth0", "up"}, {"link", "set", "lo", "up"},
+		{"route", "add", clusterNodeIP + "/32", "via", "10.244.78.1"},
+	} {
+		runTool(t, "ip", append([]string{"-n", outsideNetns}, args...)...)
+	}
+	return testbed.Host{Name: outsideNetns, Addr: clusterPeerIP}
+}
 
 func startCluster(t *testing.T, bin string) *cluster {
 	t.Helper()
@@ -203,6 +263,26 @@ current-context: e2e
 		"--service-account-private-key-file="+saKey, "--root-ca-file="+filepath.Join(apiCerts, "apiserver.crt"))
 	c.start(t, "kube-scheduler", nil, "--kubeconfig="+c.kubeconfig, "--leader-elect=false", "--bind-address=127.0.0.1")
 
+	// The cluster's DNS, CoreDNS from Services and EndpointSlices, on the
+	// node's address; a name outside the cluster is answered NXDOMAIN at
+	// once (this machine has no other DNS to ask).
+	corefile := filepath.Join(dir, "Corefile")
+	writeFile(t, corefile, []byte(fmt.Sprintf(`cluster.local:53 {
+  bind %[1]s
+  errors
+  kubernetes cluster.local {
+    kubeconfig %[2]s e2e
+  }
+}
+.:53 {
+  bind %[1]s
+  template ANY ANY {
+    rcode NXDOMAIN
+  }
+}
+`, clusterNodeIP, c.kubeconfig)))
+	c.start(t, "coredns", func(logs string) bool { return strings.Contains(logs, "CoreDNS-") }, "-conf", corefile)
+
 	if err := os.MkdirAll(c.certs, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -242,10 +322,12 @@ containerRuntimeEndpoint: unix://%s
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {"memory.available": "1Mi", "nodefs.available": "1%%", "imagefs.available": "1%%"}
+clusterDNS: [%s]
+clusterDomain: cluster.local
 # Pulls for a pod's runtime class, which the chart's RuntimeClass needs
 # for its images to be pulled lazily (alpha).
 featureGates: {RuntimeClassInImageCriApi: true}
-`, clusterNodeIP, c.ctrd.Socket)))
+`, clusterNodeIP, c.ctrd.Socket, clusterNodeIP)))
 	c.start(t, "kubelet", nil, "--config="+kubeletConfig, "--kubeconfig="+c.kubeconfig, "--root-dir="+filepath.Join(dir, "kubelet"),
 		"--cert-dir="+filepath.Join(dir, "kubelet-pki"), "--hostname-override=shoal-e2e", "--node-ip="+clusterNodeIP)
 	// Registered last, run first: the cluster still answers.
@@ -253,6 +335,10 @@ featureGates: {RuntimeClassInImageCriApi: true}
 		if t.Failed() {
 			out, _ := c.kubectlCommand("describe", "pods", "--all-namespaces").CombinedOutput()
 			t.Logf("pods:\n%s", tail(string(out), 80))
+			for _, previous := range []string{"--previous=false", "--previous=true"} {
+				out, _ := c.kubectlCommand("-n", "shoal-system", "logs", "-l", "app.kubernetes.io/name=shoal", "--tail=20", previous).CombinedOutput()
+				t.Logf("shoal's logs (%s):\n%s", previous, out)
+			}
 			for name, l := range c.logs {
 				if name != "etcd" {
 					t.Logf("%s, the end of its logs:\n%s", name, tail(l.String(), 25))
@@ -346,11 +432,7 @@ spec:
 	if runtimeClass != "" {
 		manifest += "  runtimeClassName: " + runtimeClass + "\n"
 	}
-	apply := c.kubectlCommand("apply", "-f", "-")
-	apply.Stdin = strings.NewReader(manifest)
-	if out, err := apply.CombinedOutput(); err != nil {
-		t.Fatalf("kubectl apply pod %s: %v\n%s", name, err, out)
-	}
+	c.apply(t, manifest)
 	if want == "" {
 		c.kubectl(t, "wait", "--for=condition=Ready", "pod/"+name, "--timeout=3m")
 		t.Logf("pod %s (%s) runs", name, image)
@@ -361,6 +443,16 @@ spec:
 		t.Fatalf("pod %s printed %q, want %q", name, logs, want)
 	}
 	t.Logf("pod %s (%s) ran", name, image)
+}
+
+// apply creates or updates the objects of manifest.
+func (c *cluster) apply(t *testing.T, manifest string) {
+	t.Helper()
+	apply := c.kubectlCommand("apply", "-f", "-")
+	apply.Stdin = strings.NewReader(manifest)
+	if out, err := apply.CombinedOutput(); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s\n%s", err, out, manifest)
+	}
 }
 
 func (c *cluster) waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
