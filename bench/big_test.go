@@ -28,17 +28,10 @@ import (
 // buffers), and a store keeps one copy of it.
 func BenchmarkBigLayer(b *testing.B) {
 	requireTools(b)
-	size := int64(4 << 30)
-	if v := os.Getenv("SHOAL_BENCH_BIG"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			b.Fatalf("SHOAL_BENCH_BIG=%q: %v", v, err)
-		}
-		size = n
-	}
+	size := sizeFromEnv(b, "SHOAL_BENCH_BIG", 4<<30)
 	for _, kind := range []string{"random", "text"} {
 		b.Run(kind, func(b *testing.B) {
-			layout, blobBytes := bigLayout(b, kind, size)
+			layout, blobBytes := bigLayout(b, kind, size, 1)
 			b.Run("push", func(b *testing.B) {
 				intoNewStores(b, blobBytes, func() []string {
 					return []string{"push", "oci:" + layout + ":big"}
@@ -55,6 +48,72 @@ func BenchmarkBigLayer(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkBigImage is BenchmarkBigLayer's work on an image of 3 GiB of
+// tar in six layers (SHOAL_BENCH_BIG_IMAGE bytes), random and text layers
+// in turn; and a lazy mount of it from a peer in a new node, reading one
+// file of its last layer: memory and time stay those of what is read.
+func BenchmarkBigImage(b *testing.B) {
+	requireTools(b)
+	size := sizeFromEnv(b, "SHOAL_BENCH_BIG_IMAGE", 3<<30)
+	const layers = 6
+	layout, blobBytes := bigLayout(b, "mixed", size, layers)
+	b.Run("push", func(b *testing.B) {
+		intoNewStores(b, blobBytes, func() []string {
+			return []string{"push", "oci:" + layout + ":big"}
+		})
+	})
+	origin := shoalHome(b, "kubo", "flatfs")
+	d := startShoalDaemon(b, origin, nil)
+	root := lastLine(output(b, origin, shoalBin, "push", "oci:"+layout+":big"))
+	b.Run("pull", func(b *testing.B) {
+		intoNewStores(b, blobBytes, func() []string {
+			return []string{"pull", root, "--peer", d.addr, "--to", "oci:" + filepath.Join(scratchDir(b), "out") + ":big"}
+		})
+		b.ReportMetric(peakRSS(d.pid), "origin-peak-MiB")
+	})
+	b.Run("mount-read-one-file", func(b *testing.B) {
+		if os.Geteuid() != 0 {
+			b.Skip("mounting needs root")
+		}
+		// The last layer's first file: the mount reads its span of the
+		// layer and the index, none of the other 3 GiB.
+		file := fmt.Sprintf("layer-%d/0000", layers-1)
+		var rss float64
+		var home string
+		b.SetBytes(bigFileSize)
+		for b.Loop() {
+			b.StopTimer()
+			env := shoalHome(b, "kubo", "flatfs")
+			home = strings.TrimPrefix(env[0], "SHOAL_HOME=")
+			mnt := b.TempDir()
+			b.StartTimer()
+			_, unmount := startMount(b, env, nil, root, mnt, d.addr)
+			data, err := os.ReadFile(filepath.Join(mnt, file))
+			if err != nil || len(data) != bigFileSize {
+				b.Fatalf("read %s: %d bytes, %v", file, len(data), err)
+			}
+			b.StopTimer()
+			rss = max(rss, unmount())
+			b.StartTimer()
+		}
+		reportStore(b, home, rss)
+	})
+}
+
+// sizeFromEnv is the size in bytes the environment variable name gives,
+// else def.
+func sizeFromEnv(b *testing.B, name string, def int64) int64 {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		b.Fatalf("%s=%q: %v", name, v, err)
+	}
+	return n
 }
 
 // intoNewStores runs shoal with the arguments args gives, into a new
@@ -75,10 +134,11 @@ func intoNewStores(b *testing.B, bytes int64, args func() []string) {
 	reportStore(b, home, rss)
 }
 
-// bigLayout writes an OCI layout (tag "big") of one gzip layer holding
-// files of 64 MiB, size bytes of them, of random bytes or of text, and
-// returns it with the size of its blobs.
-func bigLayout(b *testing.B, kind string, size int64) (string, int64) {
+// bigLayout writes an OCI layout (tag "big") of size bytes of tar in
+// layers gzip layers, holding files of 64 MiB of random bytes or of text
+// ("mixed": the layers alternate, random first), and returns it with the
+// size of its blobs.
+func bigLayout(b *testing.B, kind string, size int64, layers int) (string, int64) {
 	b.Helper()
 	dir := scratchDir(b)
 	blobs := filepath.Join(dir, "blobs", "sha256")
@@ -86,6 +146,45 @@ func bigLayout(b *testing.B, kind string, size int64) (string, int64) {
 		b.Fatal(err)
 	}
 	start := time.Now()
+	rng := rand.New(rand.NewPCG(1, 2))
+	var descs []ocispec.Descriptor
+	var diffIDs []digest.Digest
+	var total int64
+	per := size / int64(layers)
+	for l := range layers {
+		layerKind := kind
+		if kind == "mixed" {
+			layerKind = [2]string{"random", "text"}[l%2]
+		}
+		n := per
+		if l == layers-1 {
+			n = size - per*int64(layers-1)
+		}
+		desc, diffID := bigLayer(b, blobs, rng, layerKind, l, n)
+		descs, diffIDs = append(descs, desc), append(diffIDs, diffID)
+		total += desc.Size
+	}
+	config := ocispec.Image{
+		Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"},
+		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: diffIDs},
+	}
+	configDesc := writeJSONBlob(b, blobs, ocispec.MediaTypeImageConfig, config)
+	manifest := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest, Config: configDesc, Layers: descs}
+	manifest.SchemaVersion = 2
+	manifestDesc := writeJSONBlob(b, blobs, ocispec.MediaTypeImageManifest, manifest)
+	manifestDesc.Annotations = map[string]string{ocispec.AnnotationRefName: "big"}
+	index := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{manifestDesc}}
+	index.SchemaVersion = 2
+	writeJSON(b, filepath.Join(dir, "index.json"), index)
+	writeJSON(b, filepath.Join(dir, ocispec.ImageLayoutFile), ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})
+	b.Logf("%s image: %d bytes of tar in %d layers, %d bytes of gzip, written in %v", kind, size, layers, total, time.Since(start).Round(time.Millisecond))
+	return dir, total + configDesc.Size + manifestDesc.Size
+}
+
+// bigLayer writes one gzip layer of size bytes of tar into blobs, its
+// files named layer-L/NNNN, and returns its descriptor and diff ID.
+func bigLayer(b *testing.B, blobs string, rng *rand.Rand, kind string, l int, size int64) (ocispec.Descriptor, digest.Digest) {
+	b.Helper()
 	layer, err := os.CreateTemp(blobs, "layer-")
 	if err != nil {
 		b.Fatal(err)
@@ -95,12 +194,10 @@ func bigLayout(b *testing.B, kind string, size int64) (string, int64) {
 	bw := bufio.NewWriterSize(counted, 1<<20)
 	zw, _ := kgzip.NewWriterLevel(bw, kgzip.BestSpeed)
 	tw := tar.NewWriter(io.MultiWriter(zw, uncompressed))
-	rng := rand.New(rand.NewPCG(1, 2))
 	chunk := make([]byte, 1<<20)
-	const fileSize = 64 << 20
-	for i := int64(0); i*fileSize < size; i++ {
-		n := min(fileSize, size-i*fileSize)
-		if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("data/%04d", i), Typeflag: tar.TypeReg, Mode: 0o644, Size: n, ModTime: time.Unix(0, 0)}); err != nil {
+	for i := int64(0); i*bigFileSize < size; i++ {
+		n := min(bigFileSize, size-i*bigFileSize)
+		if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("layer-%d/%04d", l, i), Typeflag: tar.TypeReg, Mode: 0o644, Size: n, ModTime: time.Unix(0, 0)}); err != nil {
 			b.Fatal(err)
 		}
 		for left := n; left > 0; left -= int64(len(chunk)) {
@@ -120,30 +217,16 @@ func bigLayout(b *testing.B, kind string, size int64) (string, int64) {
 		b.Fatal(err)
 	}
 	layer.Close()
-	layerDigest := digest.NewDigestFromBytes(digest.SHA256, compressed.Sum(nil))
-	if err := os.Rename(layer.Name(), filepath.Join(blobs, layerDigest.Encoded())); err != nil {
+	d := digest.NewDigestFromBytes(digest.SHA256, compressed.Sum(nil))
+	if err := os.Rename(layer.Name(), filepath.Join(blobs, d.Encoded())); err != nil {
 		b.Fatal(err)
 	}
-	config := ocispec.Image{
-		Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"},
-		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{digest.NewDigestFromBytes(digest.SHA256, uncompressed.Sum(nil))}},
-	}
-	configDesc := writeJSONBlob(b, blobs, ocispec.MediaTypeImageConfig, config)
-	manifest := ocispec.Manifest{
-		MediaType: ocispec.MediaTypeImageManifest,
-		Config:    configDesc,
-		Layers:    []ocispec.Descriptor{{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: layerDigest, Size: counted.n}},
-	}
-	manifest.SchemaVersion = 2
-	manifestDesc := writeJSONBlob(b, blobs, ocispec.MediaTypeImageManifest, manifest)
-	manifestDesc.Annotations = map[string]string{ocispec.AnnotationRefName: "big"}
-	index := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{manifestDesc}}
-	index.SchemaVersion = 2
-	writeJSON(b, filepath.Join(dir, "index.json"), index)
-	writeJSON(b, filepath.Join(dir, ocispec.ImageLayoutFile), ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})
-	b.Logf("%s layer: %d bytes of tar in %d bytes of gzip, written in %v", kind, size, counted.n, time.Since(start).Round(time.Millisecond))
-	return dir, counted.n + configDesc.Size + manifestDesc.Size
+	return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: d, Size: counted.n},
+		digest.NewDigestFromBytes(digest.SHA256, uncompressed.Sum(nil))
 }
+
+// bigFileSize is the size of the files of a big layer.
+const bigFileSize = 64 << 20
 
 // fill fills p with random bytes, or with lines of random words.
 func fill(rng *rand.Rand, p []byte, kind string) {

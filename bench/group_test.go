@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,16 +12,18 @@ import (
 )
 
 // BenchmarkShardedPull is the talk's picture: a puller behind a 1 Gbit/s
-// link fetches the Debian image from peers behind 100 Mbit/s links, either
-// from one seeder holding all of it, or from the three members of a group
-// that each keep about a third (shoal shard --replicas 1, the origin gone).
+// link fetches the Debian image (one big layer) from peers behind
+// 100 Mbit/s links: from one seeder holding all of it; from four that each
+// hold all of it, the layer's blocks fetched from all four at once; or
+// from the three members of a group that each keep about a third (shoal
+// shard --replicas 1, the origin gone).
 func BenchmarkShardedPull(b *testing.B) {
 	requireTools(b)
 	if os.Geteuid() != 0 {
 		b.Skip("network namespaces need root")
 	}
 	_, size := imageBlobs(b)
-	for _, seeders := range []string{"one-full-seeder", "three-thirds"} {
+	for _, seeders := range []string{"one-full-seeder", "four-full-seeders", "three-thirds"} {
 		b.Run(seeders, func(b *testing.B) {
 			tb := testbed.ForTest(b, 5, testbed.Link{Rate: "100mbit"})
 			puller := tb.Hosts[4]
@@ -32,11 +35,26 @@ func BenchmarkShardedPull(b *testing.B) {
 			o := startShoalDaemon(b, origin, &tb.Hosts[0], listen(tb.Hosts[0])...)
 			root := lastLine(output(b, origin, shoalBin, "push", "oci:"+debImage+":bookworm"))
 			peers := []string{"--peer", o.addr}
+			if seeders == "four-full-seeders" {
+				for _, h := range tb.Hosts[1:4] {
+					env := shoalHome(b, "kubo", "flatfs")
+					d := startShoalDaemon(b, env, &h, listen(h)...)
+					if got := lastLine(output(b, env, shoalBin, "push", "oci:"+debImage+":bookworm")); got != root {
+						b.Fatalf("a seeder pushed the image as %s, the origin as %s", got, root)
+					}
+					peers = append(peers, "--peer", d.addr)
+				}
+			}
 			if seeders == "three-thirds" {
 				peers = nil
 				var members [][]string
+				key := output(b, origin, shoalBin, "group", "key")
 				for _, h := range tb.Hosts[1:4] {
 					env := shoalHome(b, "kubo", "flatfs")
+					home := strings.TrimPrefix(env[0], "SHOAL_HOME=")
+					if err := os.WriteFile(filepath.Join(home, "group.key"), []byte(key+"\n"), 0o600); err != nil {
+						b.Fatal(err)
+					}
 					args := append(listen(h), "--group", "bench", "--peer", o.addr)
 					if len(members) > 0 {
 						args = append(args, "--peer", peers[len(peers)-1])

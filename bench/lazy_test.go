@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -198,7 +199,7 @@ func BenchmarkMountRead(b *testing.B) {
 		return found
 	}
 
-	mount := func(b *testing.B, fileCache bool) (string, func()) {
+	mount := func(b *testing.B, fileCache bool) (string, func() float64) {
 		env := shoalHome(b, "kubo", "flatfs")
 		if !fileCache {
 			home := strings.TrimPrefix(env[0], "SHOAL_HOME=")
@@ -269,8 +270,9 @@ func BenchmarkMountRead(b *testing.B) {
 }
 
 // startMount runs `shoal mount` in a new node, returns once it serves,
-// and gives its log and a function that unmounts it and waits for it.
-func startMount(b *testing.B, env []string, host *testbed.Host, root, mnt, peer string, args ...string) (*testproc.Logs, func()) {
+// and gives its log and a function that unmounts it, waits for it and
+// gives its peak memory (MiB).
+func startMount(b *testing.B, env []string, host *testbed.Host, root, mnt, peer string, args ...string) (*testproc.Logs, func() float64) {
 	b.Helper()
 	a := argv(host, shoalBin, append([]string{"mount", root, mnt, "--peer", peer}, args...)...)
 	cmd := exec.Command(a[0], a[1:]...)
@@ -289,5 +291,9 @@ func startMount(b *testing.B, env []string, host *testbed.Host, root, mnt, peer 
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	return logs, func() { run(b, env, shoalBin, "unmount", mnt); <-done }
+	return logs, func() float64 {
+		run(b, env, shoalBin, "unmount", mnt)
+		<-done
+		return float64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) / 1024
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ipfs/shoal/internal/plot"
 	"github.com/shoal-ipfs/shoal/internal/testbed"
 )
 
@@ -29,8 +30,17 @@ func BenchmarkScale(b *testing.B) {
 		b.Skip("network namespaces need root")
 	}
 	_, size := imageBlobs(b)
-	for _, n := range []int{1, 2, 4, 8} {
+	nodes := []int{1, 2, 4, 8}
+	// Mean seconds by arm and N, for the plot.
+	took := map[string]map[int]float64{"shoal": {}, "registry": {}}
+	defer func() {
+		if err := plotScale(nodes, took, "out/scale.png"); err != nil {
+			b.Log(err)
+		}
+	}()
+	for _, n := range nodes {
 		b.Run(fmt.Sprintf("n=%d/shoal", n), func(b *testing.B) {
+			defer func() { took["shoal"][n] = b.Elapsed().Seconds() / float64(b.N) }()
 			tb := scaleTestbed(b, n)
 			origin := shoalHome(b, "kubo", "flatfs")
 			o := startShoalDaemon(b, origin, &tb.Hosts[0], "--listen", "/ip4/"+tb.Hosts[0].Addr+"/tcp/4051")
@@ -64,6 +74,7 @@ func BenchmarkScale(b *testing.B) {
 			b.ReportMetric(float64(leaves)*(256<<10)/float64(size)/float64(b.N), "origin-leaves-x-image")
 		})
 		b.Run(fmt.Sprintf("n=%d/registry", n), func(b *testing.B) {
+			defer func() { took["registry"][n] = b.Elapsed().Seconds() / float64(b.N) }()
 			tb := scaleTestbed(b, n)
 			reg := registryOn(b, tb.Hosts[0])
 			push := tb.Hosts[0].Argv("skopeo", "copy", "--dest-tls-verify=false", "oci:"+debImage+":bookworm", "docker://"+reg+"/debian:bookworm")
@@ -75,6 +86,40 @@ func BenchmarkScale(b *testing.B) {
 			})
 		})
 	}
+}
+
+// plotScale draws the time until all N nodes have the image against N,
+// shoal's and the registry's, as a PNG at path; only when every N of both
+// ran (a run of some sub-benchmarks plots nothing).
+func plotScale(nodes []int, took map[string]map[int]float64, path string) error {
+	c := plot.Chart{
+		Title:  "Time until all N nodes have the Debian image, each behind 100 Mbit/s",
+		XLabel: "N, nodes pulling at once",
+		YLabel: "seconds",
+	}
+	for _, arm := range []struct{ key, name string }{{"shoal", "shoal pull"}, {"registry", "skopeo copy from a registry"}} {
+		s := plot.Series{Name: arm.name}
+		for _, n := range nodes {
+			t, ok := took[arm.key][n]
+			if !ok || t <= 0 {
+				return nil
+			}
+			s.X, s.Y = append(s.X, float64(n)), append(s.Y, t)
+		}
+		c.Series = append(c.Series, s)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := c.WritePNG(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // scaleTestbed is an origin and n nodes, each behind 100 Mbit/s and 5 ms

@@ -301,7 +301,7 @@ func (p *Peers) get(ctx context.Context, s network.Stream, from peer.ID, r Ref, 
 		}
 		defer rc.Close()
 		if writeLine(s, answer{State: stateStored, Size: desc.Size, MediaType: rec.MediaType}) == nil {
-			n, _ := io.Copy(deadlineWriter{s}, rc)
+			n, _ := sendToPeer(s, rc)
 			p.m.metrics.served.WithLabelValues(r.Registry, "to-peer").Add(float64(n))
 		}
 		return
@@ -363,7 +363,7 @@ func (p *Peers) get(ctx context.Context, s network.Stream, from peer.ID, r Ref, 
 	}
 	defer rd.Close()
 	if writeLine(s, answer{State: stateFetching, Size: size}) == nil {
-		n, err := io.Copy(deadlineWriter{s}, rd)
+		n, err := sendToPeer(s, rd)
 		p.m.metrics.served.WithLabelValues(r.Registry, "to-peer").Add(float64(n))
 		if err != nil {
 			s.Reset()
@@ -658,6 +658,18 @@ func (ps *peerStream) Close() error {
 const peerWriteTimeout = 30 * time.Second
 
 // deadlineWriter moves the stream's write deadline with every write.
+// sendToPeer copies a blob to a peer's stream in pieces of 256 KiB, as the
+// registry sends its clients: io.Copy's 32 KiB pieces cost a deadline, a
+// read of the spool or store and a trip through the muxer and TLS each, on
+// a node that may be sending a layer to several peers at once.
+func sendToPeer(s network.Stream, r io.Reader) (int64, error) {
+	buf := sendBuffers.Get().(*[]byte)
+	defer sendBuffers.Put(buf)
+	return io.CopyBuffer(deadlineWriter{s}, r, *buf)
+}
+
+var sendBuffers = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
 type deadlineWriter struct{ s network.Stream }
 
 func (w deadlineWriter) Write(p []byte) (int, error) {
