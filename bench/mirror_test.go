@@ -23,6 +23,8 @@ import (
 //   - shoal-second: the image already on one node when the rest start.
 //
 // origin-sent-x-image is what the registry sent against the image.
+// SHOAL_BENCH_ROLLOUT_LAYER=BYTES rolls out an image of one layer of that
+// much random tar instead of the Debian image.
 func BenchmarkMirrorRollout(b *testing.B) {
 	requireTools(b)
 	if os.Geteuid() != 0 {
@@ -30,13 +32,13 @@ func BenchmarkMirrorRollout(b *testing.B) {
 	}
 	fetch := fetchImageBin(b)
 	const n = 8
-	_, size := imageBlobs(b)
+	image, size := rolloutImage(b)
 	b.Run("upstream", func(b *testing.B) {
-		tb, reg := mirrorTestbed(b, n)
+		tb, reg := mirrorTestbed(b, n, image)
 		hosts := mirrorHostsDir(b, reg, "")
 		scaleRun(b, tb, size, func(*testing.B) func(int, string) []string {
 			return func(_ int, dir string) []string {
-				return []string{fetch, "--hosts-dir", hosts, "--out", dir, reg + "/library/debian:bookworm"}
+				return []string{fetch, "--hosts-dir", hosts, "--out", dir, reg + rolloutRef}
 			}
 		})
 	})
@@ -50,7 +52,7 @@ func BenchmarkMirrorRollout(b *testing.B) {
 		{"shoal-second", nil, true},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			tb, reg := mirrorTestbed(b, n)
+			tb, reg := mirrorTestbed(b, n, image)
 			var running []runningShoal
 			scaleRun(b, tb, size, func(b *testing.B) func(int, string) []string {
 				for _, d := range running {
@@ -68,11 +70,11 @@ func BenchmarkMirrorRollout(b *testing.B) {
 					dirs = append(dirs, mirrorHostsDir(b, reg, d.registry))
 				}
 				if c.warmed {
-					argv := tb.Hosts[1].Argv(fetch, "--hosts-dir", dirs[0], "--out", filepath.Join(scratchDir(b), "warm"), reg+"/library/debian:bookworm")
+					argv := tb.Hosts[1].Argv(fetch, "--hosts-dir", dirs[0], "--out", filepath.Join(scratchDir(b), "warm"), reg+rolloutRef)
 					run(b, nil, argv[0], argv[1:]...)
 				}
 				return func(i int, dir string) []string {
-					return []string{fetch, "--hosts-dir", dirs[i], "--out", dir, reg + "/library/debian:bookworm"}
+					return []string{fetch, "--hosts-dir", dirs[i], "--out", dir, reg + rolloutRef}
 				}
 			})
 		})
@@ -89,11 +91,11 @@ func BenchmarkMirrorMiss(b *testing.B) {
 		b.Skip("network namespaces need root")
 	}
 	fetch := fetchImageBin(b)
-	_, size := imageBlobs(b)
+	image, size := rolloutImage(b)
 	for _, through := range []bool{false, true} {
 		name := map[bool]string{false: "direct", true: "through-mirror"}[through]
 		b.Run(name, func(b *testing.B) {
-			tb, reg := mirrorTestbed(b, 1)
+			tb, reg := mirrorTestbed(b, 1, image)
 			hosts := mirrorHostsDir(b, reg, "")
 			if through {
 				h := tb.Hosts[1]
@@ -103,20 +105,36 @@ func BenchmarkMirrorMiss(b *testing.B) {
 			}
 			scaleRun(b, tb, size, func(*testing.B) func(int, string) []string {
 				return func(_ int, dir string) []string {
-					return []string{fetch, "--hosts-dir", hosts, "--out", dir, reg + "/library/debian:bookworm"}
+					return []string{fetch, "--hosts-dir", hosts, "--out", dir, reg + rolloutRef}
 				}
 			})
 		})
 	}
 }
 
-// mirrorTestbed is the registry on host 0, holding the Debian image as
-// library/debian:bookworm, and n nodes.
-func mirrorTestbed(b *testing.B, n int) (*testbed.Testbed, string) {
+// rolloutRef is the image's name in the testbed's registry.
+const rolloutRef = "/library/rollout:v1"
+
+// rolloutImage is the image a rollout pulls, as an OCI layout reference
+// (oci:DIR:TAG), and the size of its blobs: the Debian image, or one layer
+// of SHOAL_BENCH_ROLLOUT_LAYER bytes of random tar.
+func rolloutImage(b *testing.B) (string, int64) {
+	b.Helper()
+	if layer := sizeFromEnv(b, "SHOAL_BENCH_ROLLOUT_LAYER", 0); layer > 0 {
+		layout, size := bigLayout(b, "random", layer, 1)
+		return "oci:" + layout + ":big", size
+	}
+	_, size := imageBlobs(b)
+	return "oci:" + debImage + ":bookworm", size
+}
+
+// mirrorTestbed is the registry on host 0, holding image (oci:DIR:TAG) as
+// rolloutRef, and n nodes.
+func mirrorTestbed(b *testing.B, n int, image string) (*testbed.Testbed, string) {
 	b.Helper()
 	tb := scaleTestbed(b, n)
 	reg := registryOn(b, tb.Hosts[0])
-	push := tb.Hosts[0].Argv("skopeo", "copy", "--dest-tls-verify=false", "oci:"+debImage+":bookworm", "docker://"+reg+"/library/debian:bookworm")
+	push := tb.Hosts[0].Argv("skopeo", "copy", "--dest-tls-verify=false", image, "docker://"+reg+rolloutRef)
 	run(b, nil, push[0], push[1:]...)
 	return tb, reg
 }
