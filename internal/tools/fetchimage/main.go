@@ -39,7 +39,9 @@ func main() {
 }
 
 func fetch(ctx context.Context, ref, hostsDir, out, platform string) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	// Bounded, and long enough for a rollout of a 1 GB layer to eight
+	// nodes straight from one registry behind 100 Mbit/s (12 minutes).
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()
 	p, err := platforms.Parse(platform)
 	if err != nil {
