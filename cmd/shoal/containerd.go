@@ -1,12 +1,10 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"runtime"
 	"time"
 
@@ -123,10 +121,7 @@ The values are the running daemon's; without one, those of the config.`,
 				}
 			}
 			if rt.name != "" {
-				if !cmd.Flags().Changed("version") {
-					version = 0
-				}
-				return runtimeDropIn(cmd, g, rt, version, write, remove)
+				return runtimeDropIn(cmd, g, rt, version, cmd.Flags().Changed("version"), write, remove)
 			}
 			return nil
 		},
@@ -149,8 +144,9 @@ type runtimeFlags struct {
 }
 
 // runtimeDropIn prints, writes or removes the drop-in of a runtime handler
-// on shoal's snapshotter. version 0 takes that of the node's config.
-func runtimeDropIn(cmd *cobra.Command, g *globals, rt runtimeFlags, version int, write, remove bool) error {
+// on shoal's snapshotter, in the version of the node's config unless
+// versionSet.
+func runtimeDropIn(cmd *cobra.Command, g *globals, rt runtimeFlags, version int, versionSet, write, remove bool) error {
 	out := cmd.OutOrStdout()
 	if remove {
 		removed, err := containerd.RemoveDropIn(rt.dropIn)
@@ -159,28 +155,20 @@ func runtimeDropIn(cmd *cobra.Command, g *globals, rt runtimeFlags, version int,
 		}
 		return err
 	}
-	var base map[string]any
-	node, err := os.ReadFile(rt.nodeConfig)
+	nodeVersion, base, err := containerd.ReadNodeRuntime(rt.nodeConfig)
 	switch {
-	case err == nil:
-		v, b, err := containerd.NodeRuntime(node)
-		if err != nil {
-			return fmt.Errorf("%s: %w", rt.nodeConfig, err)
-		}
-		base = b
-		if version == 0 {
-			version = v
-		}
 	case errors.Is(err, fs.ErrNotExist):
 		fmt.Fprintf(cmd.ErrOrStderr(), "shoal: no %s: the runtime handler is runc's defaults\n", rt.nodeConfig)
-	default:
+	case err != nil:
 		return err
+	case !versionSet:
+		version = nodeVersion
 	}
 	v, err := g.pluginConfig(cmd.Context())
 	if err != nil {
 		return err
 	}
-	v.Version = cmp.Or(version, 3)
+	v.Version = version
 	data, err := containerd.DropIn(v, rt.name, base)
 	if err != nil {
 		return err

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
+	"os"
 
 	"github.com/BurntSushi/toml"
 )
@@ -67,6 +69,32 @@ func NodeRuntime(configTOML []byte) (version int, base map[string]any, err error
 		base = map[string]any{}
 	}
 	return max(version, 2), base, nil
+}
+
+// maxNodeConfig bounds the containerd config.toml ReadNodeRuntime reads;
+// containerd's own are a few KiB.
+const maxNodeConfig = 4 << 20
+
+// ReadNodeRuntime is NodeRuntime of the config.toml at path. A node
+// without one is an error that wraps fs.ErrNotExist.
+func ReadNodeRuntime(path string) (version int, base map[string]any, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxNodeConfig+1))
+	if err != nil {
+		return 0, nil, err
+	}
+	if len(data) > maxNodeConfig {
+		return 0, nil, fmt.Errorf("%s: larger than %d bytes", path, maxNodeConfig)
+	}
+	version, base, err = NodeRuntime(data)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return version, base, nil
 }
 
 // table is the table named key in t, or nil.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/BurntSushi/toml"
 	srvconfig "github.com/containerd/containerd/v2/cmd/containerd/server/config"
 )
 
@@ -108,4 +109,36 @@ func TestDropInKeepsWhatWasThere(t *testing.T) {
 	if _, err := RemoveDropIn(path); err == nil {
 		t.Fatal("removed a file shoal did not write")
 	}
+}
+
+// FuzzNodeRuntime: any config.toml is read without a panic, and the
+// drop-in made from what was read is TOML naming the handler on shoal's
+// snapshotter.
+func FuzzNodeRuntime(f *testing.F) {
+	f.Add([]byte("version = 3\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]\n  SystemdCgroup = true\n"))
+	f.Add([]byte("version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  default_runtime_name = \"crun\"\n"))
+	f.Add([]byte("[plugins.cri.containerd.runtimes.runc]\nruntime_type = 7\nsnapshotter = [1, 2]\n"))
+	f.Add([]byte("version = 3\nplugins = 1\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		version, base, err := NodeRuntime(data)
+		if err != nil {
+			return
+		}
+		if version < 2 {
+			t.Fatalf("version %d", version)
+		}
+		out, err := DropIn(PluginConfig{Version: version, Socket: "/s", Root: "/r", Snapshotter: DefaultSnapshotter}, DefaultRuntime, base)
+		if err != nil {
+			return // a value the encoder cannot write is refused, not written
+		}
+		var cfg map[string]any
+		if _, err := toml.Decode(string(out), &cfg); err != nil {
+			t.Fatalf("the drop-in is not TOML: %v\n%s", err, out)
+		}
+		runtimesPlugin, _ := criPlugins(version)
+		handler := table(table(table(table(table(cfg, "plugins"), runtimesPlugin), "containerd"), "runtimes"), DefaultRuntime)
+		if handler["snapshotter"] != DefaultSnapshotter {
+			t.Fatalf("the handler is %v\n%s", handler, out)
+		}
+	})
 }
