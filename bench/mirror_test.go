@@ -38,7 +38,7 @@ func BenchmarkMirrorRollout(b *testing.B) {
 		hosts := mirrorHostsDir(b, reg, "")
 		scaleRun(b, tb, size, func(*testing.B) func(int, string) []string {
 			return func(_ int, dir string) []string {
-				return []string{fetch, "--hosts-dir", hosts, "--out", dir, reg + rolloutRef}
+				return fetchArgs(fetch, hosts, dir, reg+rolloutRef)
 			}
 		})
 	})
@@ -74,7 +74,7 @@ func BenchmarkMirrorRollout(b *testing.B) {
 					run(b, nil, argv[0], argv[1:]...)
 				}
 				return func(i int, dir string) []string {
-					return []string{fetch, "--hosts-dir", dirs[i], "--out", dir, reg + rolloutRef}
+					return fetchArgs(fetch, dirs[i], dir, reg+rolloutRef)
 				}
 			})
 		})
@@ -105,7 +105,7 @@ func BenchmarkMirrorMiss(b *testing.B) {
 			}
 			scaleRun(b, tb, size, func(*testing.B) func(int, string) []string {
 				return func(_ int, dir string) []string {
-					return []string{fetch, "--hosts-dir", hosts, "--out", dir, reg + rolloutRef}
+					return fetchArgs(fetch, hosts, dir, reg+rolloutRef)
 				}
 			})
 		})
@@ -155,6 +155,17 @@ func mirrorHostsDir(b *testing.B, reg, mirror string) string {
 		b.Fatal(err)
 	}
 	return dir
+}
+
+// fetchArgs is the command that fetches ref through the hosts directory
+// hosts into the content store dir; with SHOAL_BENCH_TRACE=DIR it prints
+// when each blob started and ended, and scaleRun writes that into DIR.
+func fetchArgs(fetch, hosts, dir, ref string) []string {
+	args := []string{fetch, "--hosts-dir", hosts, "--out", dir}
+	if os.Getenv("SHOAL_BENCH_TRACE") != "" {
+		args = append(args, "--trace")
+	}
+	return append(args, ref)
 }
 
 // fetchImageBin builds internal/tools/fetchimage once per run.

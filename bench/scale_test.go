@@ -157,8 +157,15 @@ func scaleRun(b *testing.B, tb *testbed.Testbed, size int64, setup func(b *testi
 		for i, h := range tb.Hosts[1:] {
 			argv := command(i, dirs[i])
 			wg.Go(func() {
-				if out, err := h.Command(context.Background(), argv[0], argv[1:]...).CombinedOutput(); err != nil {
+				out, err := h.Command(context.Background(), argv[0], argv[1:]...).CombinedOutput()
+				if err != nil {
 					errs[i] = fmt.Errorf("%s on %s: %v: %s", argv[0], h.Name, err, out)
+				} else if dir := os.Getenv("SHOAL_BENCH_TRACE"); dir != "" {
+					// Benchmarks' logs are cut short: the trace goes to files.
+					name := filepath.Join(dir, fmt.Sprintf("%s-%s.log", filepath.Base(argv[0]), h.Name))
+					if err := os.WriteFile(name, out, 0o644); err != nil {
+						errs[i] = err
+					}
 				}
 			})
 		}
