@@ -52,11 +52,14 @@ type download struct {
 	changed chan struct{} // closed and replaced at every change
 	size    int64         // -1 until a source says
 	written int64
-	err     error     // the download failed
-	cid     cid.Cid   // defined once verified and stored
-	refs    int       // the writer and open readers; the file goes at 0
-	readers chain     // peers reading it from here
-	via     []peer.ID // the current source's path
+	err     error // the download failed
+	// verified is set once the bytes match the digest: readers get
+	// their last bytes from then on, whatever becomes of the record.
+	verified bool
+	cid      cid.Cid   // defined once verified and stored
+	refs     int       // the writer and open readers; the file goes at 0
+	readers  chain     // peers reading it from here
+	via      []peer.ID // the current source's path
 	// senders are the peers that sent bytes: if the blob does not match
 	// its digest, they are not asked again for a while.
 	senders []string
@@ -136,6 +139,13 @@ func (dl *download) run(ctx context.Context, sources []source) {
 		}
 	}
 	if err == nil {
+		// Readers get their last bytes now rather than after the record:
+		// its pin and sync can take a second on a busy disk, and every
+		// node down a chain of peers would wait for it in turn.
+		dl.mu.Lock()
+		dl.verified = true
+		dl.notify()
+		dl.mu.Unlock()
 		err = dl.m.record(context.WithoutCancel(ctx), dl.digest, record{CID: res.cid.String(), Size: dl.size, MediaType: dl.mediaType, Private: dl.private})
 	}
 	dl.m.forget(dl)
@@ -345,9 +355,10 @@ func (f *follower) Read(p []byte) (int, error) {
 	dl := f.dl
 	for {
 		dl.mu.Lock()
-		size, written, err, done, ch := dl.size, dl.written, dl.err, dl.cid.Defined(), dl.changed
+		size, written, err, done, ch := dl.size, dl.written, dl.err, dl.verified, dl.changed
 		dl.mu.Unlock()
-		if err != nil {
+		// Bytes that matched are good to read even if keeping them failed.
+		if err != nil && !done {
 			return 0, err
 		}
 		limit := written

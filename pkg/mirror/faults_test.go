@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -77,6 +79,70 @@ func layerOf(t *testing.T, o *origin, repoTag string) (digest.Digest, []byte) {
 		t.Fatal(err)
 	}
 	return digest.FromBytes(data), data
+}
+
+// heldStore is a store whose Hold waits until release is closed, as a
+// busy disk's pin and sync can.
+type heldStore struct {
+	mirror.Store
+	release chan struct{}
+}
+
+func (s heldStore) Hold(ctx context.Context, name string, blobs ...cid.Cid) error {
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.Store.Hold(ctx, name, blobs...)
+}
+
+// A blob's last bytes go out once they match its digest, not once the
+// record that keeps it is made: a chain of peers would otherwise wait for
+// every node's disk in turn.
+func TestMirrorServesABlobBeforeItsRecordIsKept(t *testing.T) {
+	o := newOrigin(t)
+	d, _ := layerOf(t, o, "library/app:v1")
+	release := make(chan struct{})
+	a := newMirrorNodeOver(t, o, nil, func(s mirror.Store) mirror.Store { return heldStore{s, release} }, func(*mirror.Options) {})
+	var once sync.Once
+	open := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(open) // before the mirror closes, which waits for the record
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(a.srv.URL + "/v2/library/app/blobs/" + d.String() + "?ns=" + o.host)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		data, err := io.ReadAll(resp.Body)
+		if err == nil && digest.FromBytes(data) != d {
+			err = fmt.Errorf("%d bytes that are not %s", len(data), d)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the blob's last bytes waited for its record")
+	}
+	open()
+	// And it is kept: the next request finds it stored.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if b, err := a.m.Blob(context.Background(), mirror.Ref{Registry: o.host, Repo: "library/app"}, d); err == nil && b.Open == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the blob was not recorded once its hold could be made")
+		}
+	}
+	if got := o.blobGets()[d.String()]; got != 1 {
+		t.Fatalf("the upstream sent the blob %d times, want 1", got)
+	}
 }
 
 // A peer that sends bytes that do not match the digest: the response is

@@ -116,6 +116,13 @@ func newMirrorNodeWith(t *testing.T, o *origin, configure func(*mirror.Options),
 // connected peers in table (none if nil).
 func newRoutedMirrorNode(t *testing.T, o *origin, table *routing.Memory, configure func(*mirror.Options), peers ...*mirrorNode) *mirrorNode {
 	t.Helper()
+	return newMirrorNodeOver(t, o, table, func(s mirror.Store) mirror.Store { return s }, configure, peers...)
+}
+
+// newMirrorNodeOver is newRoutedMirrorNode with the node's store as wrap
+// makes it.
+func newMirrorNodeOver(t *testing.T, o *origin, table *routing.Memory, wrap func(mirror.Store) mirror.Store, configure func(*mirror.Options), peers ...*mirrorNode) *mirrorNode {
+	t.Helper()
 	var ns []*node.Node
 	for _, p := range peers {
 		ns = append(ns, p.n)
@@ -131,7 +138,7 @@ func newRoutedMirrorNode(t *testing.T, o *origin, table *routing.Memory, configu
 		Peers:     mirror.NewPeers(n.Host(), router, false),
 	}
 	configure(&opts)
-	m, err := mirror.New(n, n.Metadata("mirror"), opts)
+	m, err := mirror.New(wrap(n), n.Metadata("mirror"), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
