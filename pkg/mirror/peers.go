@@ -421,7 +421,10 @@ func (p *Peers) doneStored(d digest.Digest, from peer.ID) {
 }
 
 // ask asks the connected peers, and those the router knows to hold d,
-// what they have of d, within the ask timeout.
+// what they have of d, within the ask timeout. The router's lookup runs
+// beside the connected peers' answers, not after them: a blob nobody has
+// yet, as every blob of a cold rollout, waits for the slower of the two
+// rather than for both in turn.
 func (p *Peers) ask(ctx context.Context, r Ref, d digest.Digest) []answer {
 	ctx, cancel := context.WithTimeout(ctx, p.askTimeout())
 	defer cancel()
@@ -429,15 +432,23 @@ func (p *Peers) ask(ctx context.Context, r Ref, d digest.Digest) []answer {
 	if len(peers) > maxAsked {
 		peers = peers[:maxAsked]
 	}
-	out := p.askAll(ctx, peers, request{Op: "has", Registry: r.Registry, Repo: r.Repo, Digest: d})
-	if p.router != nil && !slices.ContainsFunc(out, func(a answer) bool { return a.State != "" }) {
-		if k, err := DigestKey(d); err == nil {
-			found := routing.Connect(ctx, p.host, p.router, k, 8, p.askTimeout()/2)
-			found = slices.DeleteFunc(found, func(id peer.ID) bool { return slices.Contains(peers, id) })
-			out = append(out, p.askAll(ctx, found, request{Op: "has", Registry: r.Registry, Repo: r.Repo, Digest: d})...)
-		}
+	req := request{Op: "has", Registry: r.Registry, Repo: r.Repo, Digest: d}
+	k, err := DigestKey(d)
+	if p.router == nil || err != nil {
+		return p.askAll(ctx, peers, req)
 	}
-	return out
+	lookup, stopLookup := context.WithCancel(ctx)
+	defer stopLookup()
+	found := make(chan []peer.ID, 1)
+	go func() { found <- routing.Connect(lookup, p.host, p.router, k, 8, p.askTimeout()/2) }()
+	out := p.askAll(ctx, peers, req)
+	if slices.ContainsFunc(out, func(a answer) bool { return a.State != "" }) {
+		stopLookup()
+		<-found
+		return out
+	}
+	holders := slices.DeleteFunc(<-found, func(id peer.ID) bool { return slices.Contains(peers, id) })
+	return append(out, p.askAll(ctx, holders, req)...)
 }
 
 func (p *Peers) askAll(ctx context.Context, peers []peer.ID, req request) []answer {
