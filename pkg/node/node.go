@@ -42,6 +42,7 @@ import (
 	lp2prouting "github.com/libp2p/go-libp2p/core/routing"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
@@ -199,6 +200,7 @@ func Open(ctx context.Context, home string, opts Options) (_ *Node, err error) {
 		// Without SO_REUSEPORT, a second node on a port in use fails to
 		// listen rather than share the port and take half its connections.
 		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
+		libp2p.Muxer(yamux.ID, muxer()),
 	}
 	n.private = psk != nil
 	if psk != nil {
