@@ -15,6 +15,7 @@ import (
 
 	"github.com/shoal-ipfs/shoal/internal/plot"
 	"github.com/shoal-ipfs/shoal/internal/testbed"
+	"golang.org/x/sys/unix"
 )
 
 // BenchmarkScale is the time until N nodes all have the Debian image, each
@@ -151,6 +152,9 @@ func scaleRun(b *testing.B, tb *testbed.Testbed, size int64, setup func(b *testi
 		}
 		errs := make([]error, len(dirs))
 		var wg sync.WaitGroup
+		// What earlier iterations and benchmarks left for the disk to
+		// write is written now, not while these nodes pull.
+		unix.Sync()
 		cpuBefore := machineCPU(b)
 		start := time.Now()
 		b.StartTimer()
