@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 	lru "github.com/hashicorp/golang-lru/v2"
 	ds "github.com/ipfs/go-datastore"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // The access model: a repository the upstream serves anonymously is
@@ -88,66 +89,78 @@ func (a *access) upstreamAuth(r Ref) string {
 	return ""
 }
 
+// answered is the upstream's answer to a check's HEAD of a manifest, sent
+// with auth: a tag's resolve that would send the same request takes it.
+type answered struct {
+	desc ocispec.Descriptor
+	auth string
+}
+
 // check tells whether r's client may read r's content; ref is the
 // manifest asked for, if any (a repository's access is checked with it).
-func (a *access) check(ctx context.Context, r Ref, ref string) error {
+// When the check asked the upstream, it returns what that said ref is.
+func (a *access) check(ctx context.Context, r Ref, ref string) (answered, error) {
 	if !a.m.Mirrors(r.Registry) {
-		return fmt.Errorf("registry %q is not mirrored here: %w", r.Registry, errdefs.ErrNotFound)
+		return answered{}, fmt.Errorf("registry %q is not mirrored here: %w", r.Registry, errdefs.ErrNotFound)
 	}
 	if ref == "" {
 		ref = "latest"
 	}
-	pub, err := a.publicity(ctx, r, ref)
+	pub, ans, err := a.publicity(ctx, r, ref)
 	if err != nil {
-		return err
+		return answered{}, err
 	}
 	if pub {
-		return nil
+		return ans, nil
 	}
 	if r.Auth == "" {
-		return fmt.Errorf("%s needs credentials: %w", r, errdefs.ErrUnauthenticated)
+		return answered{}, fmt.Errorf("%s needs credentials: %w", r, errdefs.ErrUnauthenticated)
 	}
 	key := sha256.Sum256([]byte(r.String() + "\x00" + r.Auth))
 	if t, ok := a.granted.Get(key); ok && time.Since(t) < grantTTL {
-		return nil
+		return answered{}, nil
 	}
 	u, err := a.m.upstream(r.Registry)
 	if err != nil {
-		return err
+		return answered{}, err
 	}
 	a.m.metrics.upstreamRequests.WithLabelValues(r.Registry, "check").Inc()
-	err = u.Check(ctx, r.Repo, ref, r.Auth)
+	desc, err := u.Check(ctx, r.Repo, ref, r.Auth)
 	a.m.noteUpstream(r.Registry, err)
 	switch {
 	case err == nil, errdefs.IsNotFound(err):
 		a.granted.Add(key, time.Now())
-		return nil
+		return answered{desc: desc, auth: r.Auth}, nil
 	case errdefs.IsUnavailable(err):
-		return fmt.Errorf("%s is private and its upstream cannot check credentials now: %w", r, err)
+		return answered{}, fmt.Errorf("%s is private and its upstream cannot check credentials now: %w", r, err)
 	default:
-		return fmt.Errorf("%s: the upstream refuses these credentials: %w", r, errdefs.ErrPermissionDenied)
+		return answered{}, fmt.Errorf("%s: the upstream refuses these credentials: %w", r, errdefs.ErrPermissionDenied)
 	}
 }
 
 // publicity finds out whether r is public: known lately, else asked of
-// the upstream anonymously, else, while it does not answer, as last known.
-func (a *access) publicity(ctx context.Context, r Ref, ref string) (bool, error) {
+// the upstream anonymously (with what it said ref is), else, while it
+// does not answer, as last known.
+func (a *access) publicity(ctx context.Context, r Ref, ref string) (bool, answered, error) {
 	a.mu.Lock()
 	p, ok := a.public[r.String()]
 	a.mu.Unlock()
 	if ok && time.Since(p.Checked) < publicTTL {
-		return p.Public, nil
+		return p.Public, answered{}, nil
 	}
-	var err error
+	var (
+		err  error
+		desc ocispec.Descriptor
+	)
 	if a.m.upstreamDown(r.Registry) {
 		err = errUpstreamDown(r.Registry)
 	} else {
 		var u Upstream
 		if u, err = a.m.upstream(r.Registry); err != nil {
-			return false, err
+			return false, answered{}, err
 		}
 		a.m.metrics.upstreamRequests.WithLabelValues(r.Registry, "check").Inc()
-		err = u.Check(ctx, r.Repo, ref, "")
+		desc, err = u.Check(ctx, r.Repo, ref, "")
 		a.m.noteUpstream(r.Registry, err)
 	}
 	switch {
@@ -158,14 +171,14 @@ func (a *access) publicity(ctx context.Context, r Ref, ref string) (bool, error)
 	default:
 		// Unanswered: what was last known here, else what peers know.
 		if pub, known := a.known(ctx, r); known {
-			return pub, nil
+			return pub, answered{}, nil
 		}
 		if peers := a.m.opts.Peers; peers != nil {
 			if pub, known := peers.askAccess(ctx, r); known {
-				return pub, nil
+				return pub, answered{}, nil
 			}
 		}
-		return false, fmt.Errorf("%s: whether it needs credentials is not known: %w", r, err)
+		return false, answered{}, fmt.Errorf("%s: whether it needs credentials is not known: %w", r, err)
 	}
 	a.mu.Lock()
 	a.public[r.String()] = p
@@ -173,5 +186,5 @@ func (a *access) publicity(ctx context.Context, r Ref, ref string) (bool, error)
 	if data, err := json.Marshal(p); err == nil {
 		_ = a.m.meta.Put(ctx, accessKey(r), data)
 	}
-	return p.Public, nil
+	return p.Public, answered{desc: desc}, nil
 }

@@ -55,7 +55,7 @@ type Upstream interface {
 	Resolve(ctx context.Context, repo, ref, auth string) (ocispec.Descriptor, error)
 	Manifest(ctx context.Context, repo, ref, auth string) ([]byte, ocispec.Descriptor, error)
 	Blob(ctx context.Context, repo string, d digest.Digest, offset int64, auth string) (io.ReadCloser, int64, error)
-	Check(ctx context.Context, repo, ref, auth string) error
+	Check(ctx context.Context, repo, ref, auth string) (ocispec.Descriptor, error)
 }
 
 // Options configure a mirror.
@@ -255,14 +255,15 @@ func (r Ref) String() string { return r.Registry + "/" + r.Repo }
 // Manifest returns the manifest or index ref (a tag or a digest) names,
 // its bytes as the upstream has them.
 func (m *Mirror) Manifest(ctx context.Context, r Ref, ref string) ([]byte, ocispec.Descriptor, error) {
-	if err := m.access.check(ctx, r, ref); err != nil {
+	checked, err := m.access.check(ctx, r, ref)
+	if err != nil {
 		return nil, ocispec.Descriptor{}, err
 	}
 	d, err := digest.Parse(ref)
 	if err == nil {
 		return m.manifestByDigest(ctx, r, d)
 	}
-	desc, err := m.resolveTag(ctx, r, ref)
+	desc, err := m.resolveTag(ctx, r, ref, checked)
 	if err != nil {
 		return nil, ocispec.Descriptor{}, err
 	}
@@ -293,7 +294,7 @@ type Blob struct {
 
 // Blob finds blob d of r.
 func (m *Mirror) Blob(ctx context.Context, r Ref, d digest.Digest) (Blob, error) {
-	if err := m.access.check(ctx, r, ""); err != nil {
+	if _, err := m.access.check(ctx, r, ""); err != nil {
 		return Blob{}, err
 	}
 	return m.blob(ctx, r, d, "")

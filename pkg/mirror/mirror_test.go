@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -33,24 +34,28 @@ import (
 )
 
 // origin is an upstream registry (go-containerregistry's) that counts the
-// blobs it sends.
+// blobs it sends and the requests for manifests it answers.
 type origin struct {
 	srv  *httptest.Server
 	host string
 
-	mu   sync.Mutex
-	gets map[string]int
-	down bool
+	mu        sync.Mutex
+	gets      map[string]int
+	manifests map[string]int // by "METHOD reference"
+	down      bool
 }
 
 func newOrigin(t *testing.T) *origin {
-	o := &origin{gets: map[string]int{}}
+	o := &origin{gets: map[string]int{}, manifests: map[string]int{}}
 	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
 	o.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		o.mu.Lock()
 		down := o.down
 		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
 			o.gets[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]++
+		}
+		if before, ref, ok := strings.Cut(r.URL.Path, "/manifests/"); ok && before != "" {
+			o.manifests[r.Method+" "+ref]++
 		}
 		o.mu.Unlock()
 		if down {
@@ -75,6 +80,7 @@ func (o *origin) push(t *testing.T, repoTag string, img v1.Image) {
 	}
 	o.mu.Lock()
 	o.gets = map[string]int{}
+	o.manifests = map[string]int{}
 	o.mu.Unlock()
 }
 
@@ -87,6 +93,14 @@ func (o *origin) blobGets() map[string]int {
 		out[k] = v
 	}
 	return out
+}
+
+// manifestRequests is how many requests for each manifest reference the
+// origin answered, by "METHOD reference".
+func (o *origin) manifestRequests() map[string]int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return maps.Clone(o.manifests)
 }
 
 func (o *origin) setDown(down bool) {
@@ -241,6 +255,22 @@ func TestMirrorPullsOnceThenFromPeers(t *testing.T) {
 
 // TestMirrorFindsHoldersThroughTheRouter: b is connected to nobody; the
 // router (the DHT in a daemon) leads it to a, which pulled first.
+// A cold pull by tag asks the upstream about the tag once: the access
+// check's HEAD of the manifest says what the tag names, and the tag's
+// resolve, which would send the same request, takes its answer.
+func TestMirrorResolvesATagWithItsAccessCheck(t *testing.T) {
+	o := newOrigin(t)
+	img := testImage(t, 5, 1<<20)
+	o.push(t, "library/app:v1", img)
+	a := newMirrorNode(t, o, time.Minute)
+	a.pull(t, o, "library/app", "v1", img)
+	got := o.manifestRequests()
+	tagged := got["HEAD v1"] + got["GET v1"]
+	if got["HEAD v1"] != 1 || tagged != 1 {
+		t.Fatalf("the upstream answered %v for the tag, want one HEAD", got)
+	}
+}
+
 func TestMirrorFindsHoldersThroughTheRouter(t *testing.T) {
 	o := newOrigin(t)
 	img := testImage(t, 7, 2<<20, 10)

@@ -62,9 +62,10 @@ func (m *Mirror) putTag(ctx context.Context, r Ref, tag string, t tagRecord) err
 }
 
 // resolveTag finds what tag names: the record made within the TTL, else
-// the upstream's answer, else, while the upstream does not answer, the
-// last digest known here or to a peer.
-func (m *Mirror) resolveTag(ctx context.Context, r Ref, tag string) (ocispec.Descriptor, error) {
+// the upstream's answer (the one the access check just had, if it asked
+// the same), else, while the upstream does not answer, the last digest
+// known here or to a peer.
+func (m *Mirror) resolveTag(ctx context.Context, r Ref, tag string, checked answered) (ocispec.Descriptor, error) {
 	rec, known, err := m.tagRecord(ctx, r, tag)
 	if err != nil {
 		m.log.Warn("mirror: dropping an unreadable tag record", "tag", r.String()+":"+tag, "err", err)
@@ -77,13 +78,17 @@ func (m *Mirror) resolveTag(ctx context.Context, r Ref, tag string) (ocispec.Des
 	m.metrics.tags.WithLabelValues(r.Registry, "miss").Inc()
 	upErr := errUpstreamDown(r.Registry)
 	if !m.upstreamDown(r.Registry) {
-		u, err := m.upstream(r.Registry)
-		if err != nil {
-			return ocispec.Descriptor{}, err
+		desc, auth := checked.desc, m.access.upstreamAuth(r)
+		var err error
+		if desc.Digest == "" || checked.auth != auth {
+			u, uerr := m.upstream(r.Registry)
+			if uerr != nil {
+				return ocispec.Descriptor{}, uerr
+			}
+			m.metrics.upstreamRequests.WithLabelValues(r.Registry, "resolve").Inc()
+			desc, err = u.Resolve(ctx, r.Repo, tag, auth)
+			m.noteUpstream(r.Registry, err)
 		}
-		m.metrics.upstreamRequests.WithLabelValues(r.Registry, "resolve").Inc()
-		desc, err := u.Resolve(ctx, r.Repo, tag, m.access.upstreamAuth(r))
-		m.noteUpstream(r.Registry, err)
 		if err == nil {
 			t := tagRecord{Digest: desc.Digest, MediaType: desc.MediaType, Size: desc.Size, Resolved: time.Now().UTC()}
 			if err := m.putTag(ctx, r, tag, t); err != nil {

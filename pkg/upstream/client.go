@@ -83,20 +83,12 @@ func (c *Client) Endpoint() Endpoint { return c.ep }
 
 // Resolve finds what ref (a tag or a digest) of repo names.
 func (c *Client) Resolve(ctx context.Context, repo, ref, auth string) (ocispec.Descriptor, error) {
-	what := fmt.Sprintf("manifest %s:%s", repo, ref)
-	resp, err := c.do(ctx, http.MethodHead, "/v2/"+repo+"/manifests/"+ref, repo, auth, http.Header{"Accept": {manifestTypes}})
-	if err != nil {
-		return ocispec.Descriptor{}, c.wrap(what, err)
-	}
-	resp.Body.Close()
-	d, derr := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
-	size := resp.ContentLength
-	mt := mediaType(resp.Header.Get("Content-Type"))
-	if derr == nil && size > 0 && mt != "" {
-		return ocispec.Descriptor{MediaType: mt, Digest: d, Size: size}, nil
+	desc, err := c.Check(ctx, repo, ref, auth)
+	if err != nil || desc.Digest != "" {
+		return desc, err
 	}
 	// Not every registry says it all on HEAD.
-	_, desc, err := c.Manifest(ctx, repo, ref, auth)
+	_, desc, err = c.Manifest(ctx, repo, ref, auth)
 	return desc, err
 }
 
@@ -183,14 +175,21 @@ func (c *Client) Blob(ctx context.Context, repo string, d digest.Digest, offset 
 
 // Check tells whether auth may pull repo: nil, or an error of kind
 // unauthorized (no or unknown credentials), permission denied, not found
-// or unavailable.
-func (c *Client) Check(ctx context.Context, repo, ref, auth string) error {
+// or unavailable. It asks with a HEAD of manifest ref and returns what
+// that says ref is, or a zero descriptor if it does not say it all.
+func (c *Client) Check(ctx context.Context, repo, ref, auth string) (ocispec.Descriptor, error) {
 	resp, err := c.do(ctx, http.MethodHead, "/v2/"+repo+"/manifests/"+ref, repo, auth, http.Header{"Accept": {manifestTypes}})
 	if err != nil {
-		return c.wrap(fmt.Sprintf("manifest %s:%s", repo, ref), err)
+		return ocispec.Descriptor{}, c.wrap(fmt.Sprintf("manifest %s:%s", repo, ref), err)
 	}
 	resp.Body.Close()
-	return nil
+	d, derr := digest.Parse(resp.Header.Get("Docker-Content-Digest"))
+	size := resp.ContentLength
+	mt := mediaType(resp.Header.Get("Content-Type"))
+	if derr != nil || size <= 0 || mt == "" {
+		return ocispec.Descriptor{}, nil
+	}
+	return ocispec.Descriptor{MediaType: mt, Digest: d, Size: size}, nil
 }
 
 func (c *Client) wrap(what string, err error) error {

@@ -131,10 +131,15 @@ func TestResolveAndManifestWithBearerTokens(t *testing.T) {
 	if _, err := c.Resolve(ctx, "private/app", "1", ""); !errdefs.IsUnauthorized(err) {
 		t.Fatalf("anonymous on a private repository: %v", err)
 	}
-	if err := c.Check(ctx, "private/app", "1", basicAuth("alice", "s3cret")); err != nil {
+	// A check's HEAD says what the manifest is, as a resolve's does.
+	checked, err := c.Check(ctx, "private/app", "1", basicAuth("alice", "s3cret"))
+	if err != nil {
 		t.Fatalf("alice: %v", err)
 	}
-	if err := c.Check(ctx, "private/app", "1", basicAuth("alice", "guess")); err == nil || errdefs.IsNotFound(err) {
+	if resolved, err := c.Resolve(ctx, "private/app", "1", basicAuth("alice", "s3cret")); err != nil || checked.Digest == "" || checked.Digest != resolved.Digest || checked.Size != resolved.Size || checked.MediaType != resolved.MediaType {
+		t.Fatalf("alice's check says %+v, her resolve %+v (%v)", checked, resolved, err)
+	}
+	if _, err := c.Check(ctx, "private/app", "1", basicAuth("alice", "guess")); err == nil || errdefs.IsNotFound(err) {
 		t.Fatalf("a wrong password: %v", err)
 	}
 	// A wrong manifest digest is refused.
@@ -147,10 +152,10 @@ func TestBasicAuthAndConfiguredCredentials(t *testing.T) {
 	f := newFakeRegistry(t, "basic")
 	ctx := context.Background()
 	c := client(f)
-	if err := c.Check(ctx, "team/app", "1", ""); !errdefs.IsUnauthorized(err) {
+	if _, err := c.Check(ctx, "team/app", "1", ""); !errdefs.IsUnauthorized(err) {
 		t.Fatalf("anonymous: %v", err)
 	}
-	if err := c.Check(ctx, "team/app", "1", basicAuth("alice", "s3cret")); err != nil {
+	if _, err := c.Check(ctx, "team/app", "1", basicAuth("alice", "s3cret")); err != nil {
 		t.Fatalf("forwarded credentials: %v", err)
 	}
 	configured := upstream.New(upstream.Endpoint{Registry: "fake.example", URL: f.srv.URL, Username: "alice", Password: "s3cret"})
