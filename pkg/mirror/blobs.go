@@ -211,9 +211,7 @@ func (m *Mirror) manifestByDigest(ctx context.Context, r Ref, d digest.Digest) (
 				m.log.Info("mirror: a manifest from a peer did not verify", "digest", d, "err", err)
 				continue
 			}
-			if err := m.record(ctx, d, rec); err != nil {
-				return nil, ocispec.Descriptor{}, err
-			}
+			m.keepDoc(d, func(ctx context.Context) error { return m.record(ctx, d, rec) })
 			m.served(r, "peer", desc.Size)()
 			return data, plain(desc), nil
 		}
@@ -234,18 +232,34 @@ func (m *Mirror) manifestByDigest(ctx context.Context, r Ref, d digest.Digest) (
 	if desc.Digest != d {
 		return nil, ocispec.Descriptor{}, fmt.Errorf("upstream %s sent %s for manifest %s: %w", r.Registry, desc.Digest, d, errdefs.ErrDataLoss)
 	}
-	err = image.WithLease(ctx, m.store, func(image.Lease) error {
-		c, err := m.store.Add(ctx, bytes.NewReader(data))
-		if err != nil {
-			return fmt.Errorf("store manifest %s: %w", d, err)
-		}
-		return m.record(ctx, d, record{CID: c.String(), Size: int64(len(data)), MediaType: desc.MediaType, Private: private})
+	m.keepDoc(d, func(ctx context.Context) error {
+		return image.WithLease(ctx, m.store, func(image.Lease) error {
+			c, err := m.store.Add(ctx, bytes.NewReader(data))
+			if err != nil {
+				return fmt.Errorf("store manifest %s: %w", d, err)
+			}
+			return m.record(ctx, d, record{CID: c.String(), Size: int64(len(data)), MediaType: desc.MediaType, Private: private})
+		})
 	})
-	if err != nil {
-		return nil, ocispec.Descriptor{}, err
-	}
 	m.served(r, "upstream", int64(len(data)))()
 	return data, desc, nil
+}
+
+// keepTimeout bounds the keeping of a manifest served a moment ago.
+const keepTimeout = time.Minute
+
+// keepDoc stores and records manifest d, its bytes verified and served
+// already, off the response's path: the record's pin and sync can take a
+// good part of a second on a busy disk, and every node of a rollout would
+// wait for it before it asks for the image's blobs. Close waits for it.
+func (m *Mirror) keepDoc(d digest.Digest, keep func(context.Context) error) {
+	m.wg.Go(func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(m.ctx), keepTimeout)
+		defer cancel()
+		if err := keep(ctx); err != nil {
+			m.log.Warn("mirror: keeping a manifest failed; it is fetched again when next asked for", "digest", d, "err", err)
+		}
+	})
 }
 
 // readDoc reads a manifest by its CID, whole, and checks its digest.

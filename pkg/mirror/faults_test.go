@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -97,51 +98,80 @@ func (s heldStore) Hold(ctx context.Context, name string, blobs ...cid.Cid) erro
 	return s.Store.Hold(ctx, name, blobs...)
 }
 
-// A blob's last bytes go out once they match its digest, not once the
-// record that keeps it is made: a chain of peers would otherwise wait for
-// every node's disk in turn.
-func TestMirrorServesABlobBeforeItsRecordIsKept(t *testing.T) {
-	o := newOrigin(t)
-	d, _ := layerOf(t, o, "library/app:v1")
-	release := make(chan struct{})
-	a := newMirrorNodeOver(t, o, nil, func(s mirror.Store) mirror.Store { return heldStore{s, release} }, func(*mirror.Options) {})
-	var once sync.Once
-	open := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(open) // before the mirror closes, which waits for the record
-	done := make(chan error, 1)
-	go func() {
-		resp, err := http.Get(a.srv.URL + "/v2/library/app/blobs/" + d.String() + "?ns=" + o.host)
-		if err != nil {
-			done <- err
-			return
-		}
-		defer resp.Body.Close()
-		data, err := io.ReadAll(resp.Body)
-		if err == nil && digest.FromBytes(data) != d {
-			err = fmt.Errorf("%d bytes that are not %s", len(data), d)
-		}
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the blob's last bytes waited for its record")
-	}
-	open()
-	// And it is kept: the next request finds it stored.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if b, err := a.m.Blob(context.Background(), mirror.Ref{Registry: o.host, Repo: "library/app"}, d); err == nil && b.Open == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the blob was not recorded once its hold could be made")
-		}
-	}
-	if got := o.blobGets()[d.String()]; got != 1 {
-		t.Fatalf("the upstream sent the blob %d times, want 1", got)
+// A blob's last bytes, and a manifest, go out once they match their
+// digest, not once the record that keeps them is made: a chain of peers
+// would otherwise wait for every node's disk in turn, and every node of a
+// rollout would wait for it before asking for the image's blobs.
+func TestMirrorServesBeforeTheRecordIsKept(t *testing.T) {
+	for _, tc := range []struct{ name, path string }{
+		{"blob", "/v2/library/app/blobs/"},
+		{"manifest", "/v2/library/app/manifests/v1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := newOrigin(t)
+			layer, _ := layerOf(t, o, "library/app:v1")
+			path := tc.path
+			if tc.name == "blob" {
+				path += layer.String()
+			}
+			release := make(chan struct{})
+			a := newMirrorNodeOver(t, o, nil, func(s mirror.Store) mirror.Store { return heldStore{s, release} }, func(*mirror.Options) {})
+			var once sync.Once
+			open := func() { once.Do(func() { close(release) }) }
+			t.Cleanup(open) // before the mirror closes, which waits for the record
+			type served struct {
+				d   digest.Digest
+				err error
+			}
+			done := make(chan served, 1)
+			go func() {
+				resp, err := http.Get(a.srv.URL + path + "?ns=" + o.host)
+				if err != nil {
+					done <- served{err: err}
+					return
+				}
+				defer resp.Body.Close()
+				data, err := io.ReadAll(resp.Body)
+				d := digest.FromBytes(data)
+				if err == nil && (resp.StatusCode != http.StatusOK || d.String() != resp.Header.Get("Docker-Content-Digest")) {
+					err = fmt.Errorf("%s: %d bytes that are not %s", resp.Status, len(data), resp.Header.Get("Docker-Content-Digest"))
+				}
+				done <- served{d, err}
+			}()
+			var got served
+			select {
+			case got = <-done:
+				if got.err != nil {
+					t.Fatal(got.err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatalf("the %s waited for its record", tc.name)
+			}
+			open()
+			// And it is kept: with the upstream gone, it is served from here.
+			o.setDown(true)
+			ref := mirror.Ref{Registry: o.host, Repo: "library/app"}
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				var err error
+				if tc.name == "blob" {
+					var b mirror.Blob
+					if b, err = a.m.Blob(context.Background(), ref, got.d); err == nil && b.Open != nil {
+						err = errors.New("not stored")
+					}
+				} else {
+					_, _, err = a.m.Manifest(context.Background(), ref, got.d.String())
+				}
+				if err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the %s was not kept once its hold could be made: %v", tc.name, err)
+				}
+			}
+			if n := o.blobGets()[layer.String()]; tc.name == "blob" && n != 1 {
+				t.Fatalf("the upstream sent the blob %d times, want 1", n)
+			}
+		})
 	}
 }
 
