@@ -56,10 +56,11 @@ type download struct {
 	// verified is set once the bytes match the digest: readers get
 	// their last bytes from then on, whatever becomes of the record.
 	verified bool
-	cid      cid.Cid   // defined once verified and stored
-	refs     int       // the writer and open readers; the file goes at 0
-	readers  chain     // peers reading it from here
-	via      []peer.ID // the current source's path
+	cid      cid.Cid       // defined once verified and stored
+	refs     int           // the writer and open readers; the file goes at 0
+	gone     chan struct{} // closed when the spool file is removed
+	readers  chain         // peers reading it from here
+	via      []peer.ID     // the current source's path
 	// senders are the peers that sent bytes: if the blob does not match
 	// its digest, they are not asked again for a while.
 	senders []string
@@ -81,6 +82,7 @@ func (m *Mirror) startDownload(r Ref, d digest.Digest, mediaType string, private
 	dl := &download{
 		m: m, digest: d, ref: r, mediaType: mediaType, private: private,
 		path: path, file: f, changed: make(chan struct{}), size: -1, refs: 1,
+		gone:    make(chan struct{}),
 		readers: chain{},
 	}
 	if len(sources) > 0 {
@@ -110,8 +112,13 @@ func (m *Mirror) joinDownload(d digest.Digest) *download {
 	return m.downloads[d]
 }
 
+// spoolGrace is how long a verified download's record waits for the
+// spool's readers to finish.
+const spoolGrace = time.Second
+
 func (dl *download) run(ctx context.Context, sources []source) {
-	defer dl.release()
+	releaseSpool := sync.OnceFunc(dl.release)
+	defer releaseSpool()
 	start := time.Now()
 	// What the download stores is spared by garbage collection until
 	// its record holds it.
@@ -142,10 +149,22 @@ func (dl *download) run(ctx context.Context, sources []source) {
 		// Readers get their last bytes now rather than after the record:
 		// its pin and sync can take a second on a busy disk, and every
 		// node down a chain of peers would wait for it in turn.
+		// The blob is in the store: readers that come now read it there.
 		dl.mu.Lock()
 		dl.verified = true
+		dl.cid = res.cid
 		dl.notify()
 		dl.mu.Unlock()
+		// The record syncs the store's file system. The spool goes first,
+		// once its readers are done: a file removed before its pages
+		// reach the disk is never written, and the sync would otherwise
+		// write the blob a second time for nothing.
+		releaseSpool()
+		select {
+		case <-dl.gone:
+		case <-time.After(spoolGrace):
+		case <-ctx.Done():
+		}
 		err = dl.m.record(context.WithoutCancel(ctx), dl.digest, record{CID: res.cid.String(), Size: dl.size, MediaType: dl.mediaType, Private: dl.private})
 	}
 	dl.m.forget(dl)
@@ -156,10 +175,6 @@ func (dl *download) run(ctx context.Context, sources []source) {
 		return
 	}
 	dl.m.metrics.downloads.WithLabelValues("ok").Observe(time.Since(start).Seconds())
-	dl.mu.Lock()
-	dl.cid = res.cid
-	dl.notify()
-	dl.mu.Unlock()
 }
 
 // fetch copies the blob into the spool, going on with the next source
@@ -301,6 +316,7 @@ func (dl *download) release() {
 	if dl.refs == 0 {
 		dl.file.Close()
 		os.Remove(dl.path)
+		close(dl.gone)
 	}
 }
 

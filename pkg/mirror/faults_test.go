@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -115,7 +116,8 @@ func TestMirrorServesBeforeTheRecordIsKept(t *testing.T) {
 				path += layer.String()
 			}
 			release := make(chan struct{})
-			a := newMirrorNodeOver(t, o, nil, func(s mirror.Store) mirror.Store { return heldStore{s, release} }, func(*mirror.Options) {})
+			var spool string
+			a := newMirrorNodeOver(t, o, nil, func(s mirror.Store) mirror.Store { return heldStore{s, release} }, func(o *mirror.Options) { spool = o.Spool })
 			var once sync.Once
 			open := func() { once.Do(func() { close(release) }) }
 			t.Cleanup(open) // before the mirror closes, which waits for the record
@@ -146,6 +148,17 @@ func TestMirrorServesBeforeTheRecordIsKept(t *testing.T) {
 				}
 			case <-time.After(20 * time.Second):
 				t.Fatalf("the %s waited for its record", tc.name)
+			}
+			if tc.name == "blob" {
+				// Its readers done, the spool goes before the record's
+				// sync, which would otherwise write it to the disk.
+				for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+					if left, err := os.ReadDir(spool); err == nil && len(left) == 0 {
+						break
+					} else if time.Now().After(deadline) {
+						t.Fatalf("the spool still holds %v while the record waits (%v)", left, err)
+					}
+				}
 			}
 			open()
 			// And it is kept: with the upstream gone, it is served from here.
