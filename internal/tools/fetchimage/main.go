@@ -5,15 +5,17 @@
 //
 //	fetchimage --hosts-dir DIR --out DIR [--platform linux/amd64] [--trace] REF
 //
-// --trace prints when the tag resolved and when each blob started and
-// ended (the clock, and the time from the command's start), to see where
-// a pull's time goes, beside the logs of the mirrors it went through.
+// --trace prints when the tag resolved, when each blob started and ended,
+// and when each 8 MiB of a large blob had arrived (the clock, and the time
+// from the command's start), to see where a pull's time goes, beside the
+// logs of the mirrors it went through.
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -24,6 +26,7 @@ import (
 	"github.com/containerd/containerd/v2/core/remotes/docker/config"
 	"github.com/containerd/containerd/v2/plugins/content/local"
 	"github.com/containerd/platforms"
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -38,7 +41,7 @@ func main() {
 		os.Exit(2)
 	}
 	began := time.Now()
-	logf := func(string, ...any) {}
+	var logf func(string, ...any) // nil: no trace
 	if *trace {
 		logf = func(format string, args ...any) {
 			now := time.Now()
@@ -49,6 +52,42 @@ func main() {
 		fmt.Fprintln(os.Stderr, "fetchimage:", err)
 		os.Exit(1)
 	}
+}
+
+// progressFetcher says, as each blob arrives, when every progressStep of
+// it had: where a rollout's chain of peers loses time shows as the step
+// at which one node falls behind the one it reads from.
+type progressFetcher struct {
+	remotes.Fetcher
+	logf func(string, ...any)
+}
+
+const progressStep = 8 << 20
+
+func (f progressFetcher) Fetch(ctx context.Context, d ocispec.Descriptor) (io.ReadCloser, error) {
+	rc, err := f.Fetcher.Fetch(ctx, d)
+	if err != nil || d.Size < 2*progressStep {
+		return rc, err
+	}
+	return &progressReader{ReadCloser: rc, d: d.Digest, logf: f.logf}, nil
+}
+
+type progressReader struct {
+	io.ReadCloser
+	d    digest.Digest
+	n    int64
+	logf func(string, ...any)
+}
+
+func (r *progressReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if before := r.n; n > 0 {
+		r.n += int64(n)
+		if r.n/progressStep > before/progressStep {
+			r.logf("at    %s %d MiB", r.d, r.n>>20)
+		}
+	}
+	return n, err
 }
 
 func fetch(ctx context.Context, ref, hostsDir, out, platform string, logf func(string, ...any)) error {
@@ -63,6 +102,9 @@ func fetch(ctx context.Context, ref, hostsDir, out, platform string, logf func(s
 	opts := config.HostOptions{}
 	if hostsDir != "" {
 		opts.HostDir = config.HostDirFromRoot(hostsDir)
+	}
+	if logf == nil {
+		logf = func(string, ...any) {}
 	}
 	resolver := docker.NewResolver(docker.ResolverOptions{Hosts: config.ConfigureHosts(ctx, opts)})
 	name, desc, err := resolver.Resolve(ctx, ref)
@@ -83,6 +125,9 @@ func fetch(ctx context.Context, ref, hostsDir, out, platform string, logf func(s
 		size += d.Size
 		return nil, nil
 	})
+	if logf != nil {
+		fetcher = progressFetcher{fetcher, logf}
+	}
 	fetchBlob := remotes.FetchHandler(store, fetcher)
 	traced := images.HandlerFunc(func(ctx context.Context, d ocispec.Descriptor) ([]ocispec.Descriptor, error) {
 		logf("start %s %s %d", d.MediaType, d.Digest, d.Size)
