@@ -148,8 +148,8 @@ func (dl *download) run(ctx context.Context, sources []source) {
 	if err == nil {
 		// Readers get their last bytes now rather than after the record:
 		// its pin and sync can take a second on a busy disk, and every
-		// node down a chain of peers would wait for it in turn.
-		// The blob is in the store: readers that come now read it there.
+		// node down a chain of peers would wait for it in turn. The blob
+		// is in the store, where readers that come from now on read it.
 		dl.mu.Lock()
 		dl.verified = true
 		dl.cid = res.cid
