@@ -557,20 +557,13 @@ func (p *Peers) sources(r Ref, d digest.Digest, answers []answer) []source {
 	for _, a := range fetching {
 		out = append(out, p.source(r, d, a.Peer, false, a.Path))
 	}
-	// Then the peers that hold it whole, in the order every node ranks
-	// them, so that readers starting together meet at one and chain.
-	var stored []answer
-	for _, a := range answers {
-		if a.State == stateStored {
-			stored = append(stored, a)
-		}
-	}
-	slices.SortFunc(stored, func(a, b answer) int {
-		ra, rb := rank(a.Peer, d), rank(b.Peer, d)
-		return bytes.Compare(rb[:], ra[:])
-	})
-	for _, a := range stored {
-		out = append(out, p.source(r, d, a.Peer, false, nil))
+	// Then the peers that hold it whole. Each node ranks them with its
+	// own ID in the hash: readers that start together spread over the
+	// holders, and those that pick the same one chain there (a holder
+	// serves one reader and sends the others on to it), so that k
+	// holders feed k shorter chains rather than one long one.
+	for _, id := range holders(p.host.ID(), d, answers) {
+		out = append(out, p.source(r, d, id, false, nil))
 	}
 	if len(out) > 0 {
 		return out
@@ -586,6 +579,22 @@ func (p *Peers) sources(r Ref, d digest.Digest, answers []answer) []source {
 	if best != p.host.ID() {
 		out = append(out, p.source(r, d, best, true, nil))
 	}
+	return out
+}
+
+// holders are the peers whose answers say they hold d whole, in the
+// order node self asks them.
+func holders(self peer.ID, d digest.Digest, answers []answer) []peer.ID {
+	var out []peer.ID
+	for _, a := range answers {
+		if a.State == stateStored {
+			out = append(out, a.Peer)
+		}
+	}
+	slices.SortFunc(out, func(a, b peer.ID) int {
+		ra, rb := rank(self+a, d), rank(self+b, d)
+		return bytes.Compare(rb[:], ra[:])
+	})
 	return out
 }
 
