@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -164,27 +163,37 @@ func TestMirrorServesBeforeTheRecordIsKept(t *testing.T) {
 			// And it is kept: with the upstream gone, it is served from here.
 			o.setDown(true)
 			ref := mirror.Ref{Registry: o.host, Repo: "library/app"}
-			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-				var err error
-				if tc.name == "blob" {
-					var b mirror.Blob
-					if b, err = a.m.Blob(context.Background(), ref, got.d); err == nil && b.Open != nil {
-						err = errors.New("not stored")
+			if tc.name == "blob" {
+				waitStored(t, a, ref, got.d)
+			} else {
+				for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+					_, _, err := a.m.Manifest(context.Background(), ref, got.d.String())
+					if err == nil {
+						break
 					}
-				} else {
-					_, _, err = a.m.Manifest(context.Background(), ref, got.d.String())
-				}
-				if err == nil {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("the %s was not kept once its hold could be made: %v", tc.name, err)
+					if time.Now().After(deadline) {
+						t.Fatalf("the manifest was not kept once its hold could be made: %v", err)
+					}
 				}
 			}
 			if n := o.blobGets()[layer.String()]; tc.name == "blob" && n != 1 {
 				t.Fatalf("the upstream sent the blob %d times, want 1", n)
 			}
 		})
+	}
+}
+
+// waitStored waits until mn holds blob d of r in its store, recorded.
+func waitStored(t *testing.T, mn *mirrorNode, r mirror.Ref, d digest.Digest) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		b, err := mn.m.Blob(context.Background(), r, d)
+		if err == nil && b.Open == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("blob %s is not stored and recorded (%v)", d, err)
+		}
 	}
 }
 
@@ -312,6 +321,9 @@ func TestMirrorHolderSendsASecondReaderOnToTheFirst(t *testing.T) {
 	if data, resp := a.get(t, o.host, "/v2/library/app/blobs/"+d.String()); resp.StatusCode != http.StatusOK || len(data) != len(whole) {
 		t.Fatalf("a's pull: %s", resp.Status)
 	}
+	// a holds it once its record is made, a moment after the last bytes
+	// went out; until then a reader is one of its download's.
+	waitStored(t, a, mirror.Ref{Registry: o.host, Repo: "library/app"}, d)
 	dial := func() (host.Host, network.Stream, *bufio.Reader) {
 		h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
 		if err != nil {
