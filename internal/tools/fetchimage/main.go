@@ -103,7 +103,8 @@ func fetch(ctx context.Context, ref, hostsDir, out, platform string, logf func(s
 	if hostsDir != "" {
 		opts.HostDir = config.HostDirFromRoot(hostsDir)
 	}
-	if logf == nil {
+	tracing := logf != nil
+	if !tracing {
 		logf = func(string, ...any) {}
 	}
 	resolver := docker.NewResolver(docker.ResolverOptions{Hosts: config.ConfigureHosts(ctx, opts)})
@@ -125,7 +126,7 @@ func fetch(ctx context.Context, ref, hostsDir, out, platform string, logf func(s
 		size += d.Size
 		return nil, nil
 	})
-	if logf != nil {
+	if tracing {
 		fetcher = progressFetcher{fetcher, logf}
 	}
 	fetchBlob := remotes.FetchHandler(store, fetcher)
