@@ -2,8 +2,10 @@ package mirror
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,7 +16,6 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/opencontainers/go-digest"
-	"github.com/shoal-ipfs/shoal/internal/sha256x"
 	"github.com/shoal-ipfs/shoal/pkg/image"
 )
 
@@ -34,11 +35,11 @@ type source struct {
 	open func(ctx context.Context, offset int64) (io.ReadCloser, int64, error)
 }
 
-// download brings one blob into the store: its bytes go to a spool file as
-// they arrive, readers (HTTP clients, peers) follow the file, and an adder
-// follows it too, storing the blob as UnixFS and hashing it in the same
-// pass. The blob is recorded only once the hash matches its digest; until
-// then no reader gets its last byte.
+// download brings one blob into the store: its bytes are hashed and go to a
+// spool file as they arrive, readers (HTTP clients, peers) follow the file,
+// and an adder follows it too, storing the blob as UnixFS. Until the hash
+// matches the digest no reader gets the last byte; the blob is recorded
+// once the store has it too.
 type download struct {
 	m         *Mirror
 	digest    digest.Digest
@@ -47,6 +48,7 @@ type download struct {
 	private   bool
 	path      string
 	file      *os.File
+	whole     hash.Hash // of the bytes fetched, in order
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced at every change
@@ -56,7 +58,7 @@ type download struct {
 	// verified is set once the bytes match the digest: readers get
 	// their last bytes from then on, whatever becomes of the record.
 	verified bool
-	cid      cid.Cid       // defined once verified and stored
+	cid      cid.Cid       // defined once verified and stored: the spool may go
 	refs     int           // the writer and open readers; the file goes at 0
 	gone     chan struct{} // closed when the spool file is removed
 	readers  chain         // peers reading it from here
@@ -81,7 +83,7 @@ func (m *Mirror) startDownload(r Ref, d digest.Digest, mediaType string, private
 	}
 	dl := &download{
 		m: m, digest: d, ref: r, mediaType: mediaType, private: private,
-		path: path, file: f, changed: make(chan struct{}), size: -1, refs: 1,
+		path: path, file: f, whole: sha256.New(), changed: make(chan struct{}), size: -1, refs: 1,
 		gone:    make(chan struct{}),
 		readers: chain{},
 	}
@@ -132,33 +134,28 @@ func (dl *download) run(ctx context.Context, sources []source) {
 	added := make(chan addResult, 1)
 	go func() { added <- dl.add(ctx) }()
 	err = dl.fetch(ctx, sources)
+	if err == nil {
+		err = dl.verify()
+	}
 	if err != nil {
+		// Forgotten first: a request that learns of the failure and
+		// asks again starts a new download rather than joining this one.
+		dl.m.forget(dl)
 		dl.fail(err)
 	}
 	res := <-added
 	if err == nil {
 		err = res.err
 	}
-	if err == nil && res.digest != dl.digest {
-		err = fmt.Errorf("blob %s: the bytes received hash to %s: %w", dl.digest, res.digest, errdefs.ErrDataLoss)
-		if p := dl.m.opts.Peers; p != nil {
-			p.distrust(dl.senders...)
-		}
-	}
 	if err == nil {
-		// Readers get their last bytes now rather than after the record:
-		// its pin and sync can take a second on a busy disk, and every
-		// node down a chain of peers would wait for it in turn. The blob
-		// is in the store, where readers that come from now on read it.
+		// The blob is in the store, where readers that come from now on
+		// read it. The record syncs the store's file system. The spool
+		// goes first, once its readers are done: a file removed before
+		// its pages reach the disk is never written, and the sync would
+		// otherwise write the blob a second time for nothing.
 		dl.mu.Lock()
-		dl.verified = true
 		dl.cid = res.cid
-		dl.notify()
 		dl.mu.Unlock()
-		// The record syncs the store's file system. The spool goes first,
-		// once its readers are done: a file removed before its pages
-		// reach the disk is never written, and the sync would otherwise
-		// write the blob a second time for nothing.
 		releaseSpool()
 		select {
 		case <-dl.gone:
@@ -175,6 +172,25 @@ func (dl *download) run(ctx context.Context, sources []source) {
 		return
 	}
 	dl.m.metrics.downloads.WithLabelValues("ok").Observe(time.Since(start).Seconds())
+}
+
+// verify checks the bytes fetched against the digest and, if they match,
+// lets readers have their last bytes: as soon as the last byte arrived,
+// rather than once the store has it, so that a chain of peers does not
+// wait at every node for its disk.
+func (dl *download) verify() error {
+	got := digest.NewDigestFromBytes(digest.SHA256, dl.whole.Sum(nil))
+	if got != dl.digest {
+		if p := dl.m.opts.Peers; p != nil {
+			p.distrust(dl.senders...)
+		}
+		return fmt.Errorf("blob %s: the bytes received hash to %s: %w", dl.digest, got, errdefs.ErrDataLoss)
+	}
+	dl.mu.Lock()
+	dl.verified = true
+	dl.notify()
+	dl.mu.Unlock()
+	return nil
 }
 
 // fetch copies the blob into the spool, going on with the next source
@@ -243,6 +259,7 @@ func (dl *download) fetchFrom(ctx context.Context, src source, buf []byte) error
 			if _, werr := dl.file.WriteAt(buf[:n], off); werr != nil {
 				return fmt.Errorf("spool: %w", werr)
 			}
+			dl.whole.Write(buf[:n])
 			off += int64(n)
 			received.Add(float64(n))
 			dl.mu.Lock()
@@ -267,30 +284,22 @@ func (dl *download) fetchFrom(ctx context.Context, src source, buf []byte) error
 }
 
 type addResult struct {
-	cid    cid.Cid
-	digest digest.Digest
-	err    error
+	cid cid.Cid
+	err error
 }
 
-// add stores the blob as it arrives, hashing it in the same pass.
+// add stores the blob as it arrives.
 func (dl *download) add(ctx context.Context) addResult {
 	rd, err := dl.follow(ctx, 0, false)
 	if err != nil {
 		return addResult{err: err}
 	}
 	defer rd.Close()
-	whole := sha256x.NewStream()
-	var c cid.Cid
-	if ha, ok := dl.m.store.(image.HashingAdder); ok {
-		c, err = ha.AddHashing(ctx, rd, whole)
-	} else {
-		c, err = dl.m.store.Add(ctx, io.TeeReader(rd, whole))
-	}
+	c, err := dl.m.store.Add(ctx, rd)
 	if err != nil {
 		return addResult{err: fmt.Errorf("store blob %s: %w", dl.digest, err)}
 	}
-	sum := whole.Sum()
-	return addResult{cid: c, digest: digest.NewDigestFromBytes(digest.SHA256, sum[:])}
+	return addResult{cid: c}
 }
 
 // notify wakes whoever waits for a change; dl.mu is held.

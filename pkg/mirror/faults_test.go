@@ -2,6 +2,7 @@ package mirror_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -96,6 +97,60 @@ func (s heldStore) Hold(ctx context.Context, name string, blobs ...cid.Cid) erro
 		return ctx.Err()
 	}
 	return s.Store.Hold(ctx, name, blobs...)
+}
+
+// slowStore is a store whose Add waits until release is closed before it
+// reads anything, as an adder that lags behind a busy disk does.
+type slowStore struct {
+	mirror.Store
+	release chan struct{}
+}
+
+func (s slowStore) Add(ctx context.Context, r io.Reader) (cid.Cid, error) {
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+		return cid.Undef, ctx.Err()
+	}
+	return s.Store.Add(ctx, r)
+}
+
+// A blob's last byte goes out as soon as the bytes match the digest, not
+// once the store has them: down a chain of peers every node would wait for
+// its own disk in turn. The blob is kept all the same.
+func TestMirrorServesABlobBeforeTheStoreHasIt(t *testing.T) {
+	o := newOrigin(t)
+	layer, whole := layerOf(t, o, "library/app:v1")
+	release := make(chan struct{})
+	a := newMirrorNodeOver(t, o, nil, func(s mirror.Store) mirror.Store { return slowStore{s, release} }, func(*mirror.Options) {})
+	var once sync.Once
+	open := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(open)
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(a.srv.URL + "/v2/library/app/blobs/" + layer.String() + "?ns=" + o.host)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		data, err := io.ReadAll(resp.Body)
+		if err == nil && (resp.StatusCode != http.StatusOK || !bytes.Equal(data, whole)) {
+			err = fmt.Errorf("%s: %d bytes, not the blob", resp.Status, len(data))
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the blob's last byte waited for the store")
+	}
+	open()
+	o.setDown(true)
+	waitStored(t, a, mirror.Ref{Registry: o.host, Repo: "library/app"}, layer)
 }
 
 // A blob's last bytes, and a manifest, go out once they match their

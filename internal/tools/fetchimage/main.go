@@ -87,6 +87,10 @@ func (r *progressReader) Read(p []byte) (int, error) {
 			r.logf("at    %s %d MiB", r.d, r.n>>20)
 		}
 	}
+	if err == io.EOF {
+		// What follows, until "end", is the content store's commit.
+		r.logf("read  %s", r.d)
+	}
 	return n, err
 }
 
