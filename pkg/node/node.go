@@ -47,6 +47,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/multiformats/go-multiaddr"
+	"github.com/shoal-ipfs/shoal/internal/durable"
 	"github.com/shoal-ipfs/shoal/internal/sha256x"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
 	"github.com/shoal-ipfs/shoal/pkg/config"
@@ -295,8 +296,18 @@ func (n *Node) openStores(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("open block store: %w", err)
 		}
-		blocks = ff
-		n.syncBlocks = func() error { return syncFS(n.home) }
+		n.stores = append(n.stores, ff)
+		written, err := newWrittenFlatfs(ff, dir)
+		if err != nil {
+			return fmt.Errorf("open block store: %w", err)
+		}
+		blocks = written
+		n.syncBlocks = func() error {
+			if err := written.written.Sync(); err != nil {
+				return err
+			}
+			return n.packs.Sync()
+		}
 	case "pebble":
 		// Without a WAL, blocks go to memtables and reach the disk as large
 		// sorted files. Nothing refers to a block until PinImage has flushed
@@ -310,14 +321,15 @@ func (n *Node) openStores(ctx context.Context) error {
 			return fmt.Errorf("open block store: %w", err)
 		}
 		blocks = pdb
+		n.stores = append(n.stores, pdb)
 		n.syncBlocks = func() error {
+			// A flush writes and syncs pebble's tables.
 			if err := pdb.DB.Flush(); err != nil {
 				return err
 			}
-			return syncFS(n.home) // the packs
+			return n.packs.Sync()
 		}
 	}
-	n.stores = append(n.stores, blocks)
 	n.spare = newSpare()
 	n.packs, err = packs.New(blockstore.NewBlockstore(blocks, blockstore.NoPrefix()), meta, filepath.Join(n.home, "packs"), n.cfg.Datastore.Sync,
 		packs.OnWrite(n.spare.wrote), packs.OnCorrupt(n.noteCorrupt))
@@ -327,7 +339,7 @@ func (n *Node) openStores(ctx context.Context) error {
 	n.bstore = n.packs
 	// The stores' new files (flatfs's SHARDING, pebble's first tables)
 	// reach the disk before anything is stored in them.
-	if err := syncFS(n.home); err != nil {
+	if err := durable.SyncFS(n.home); err != nil {
 		return err
 	}
 	n.offline = merkledag.NewDAGService(blockservice.New(n.bstore, nil))

@@ -37,6 +37,7 @@ import (
 	ipld "github.com/ipfs/go-ipld-format"
 	"github.com/multiformats/go-base32"
 	mh "github.com/multiformats/go-multihash"
+	"github.com/shoal-ipfs/shoal/internal/durable"
 	"github.com/shoal-ipfs/shoal/internal/errkind"
 )
 
@@ -62,6 +63,8 @@ type Store struct {
 	touched map[string]bool
 
 	ways writeWays // how fast each way of writing a pack has been
+	// written are the packs written since the last Sync.
+	written *durable.Files
 
 	onWrite   func(mh.Multihash)
 	onCorrupt func(c cid.Cid, err error)
@@ -86,7 +89,7 @@ func New(loose blockstore.Blockstore, meta ds.Batching, dir string, sync bool, o
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("packs: %w", err)
 	}
-	s := &Store{loose: loose, meta: meta, dir: dir, sync: sync, writing: map[string]bool{}}
+	s := &Store{loose: loose, meta: meta, dir: dir, sync: sync, writing: map[string]bool{}, written: durable.NewFiles(dir)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -685,6 +688,9 @@ func (w *Writer) Add(ctx context.Context, bs []blocks.Block) error {
 	if err := w.writeLeaves(leaves); err != nil {
 		return fmt.Errorf("packs: write %s: %w", w.name, err)
 	}
+	if len(leaves) > 0 {
+		w.s.written.Wrote(w.f.Name())
+	}
 	if len(loose) > 0 {
 		if err := w.s.loose.PutMany(ctx, loose); err != nil { // told of above
 			return err
@@ -700,6 +706,10 @@ func (w *Writer) Add(ctx context.Context, bs []blocks.Block) error {
 	}
 	return batch.Commit(ctx)
 }
+
+// Sync makes the packs written since the last Sync durable, and their
+// names in the directory: a pin calls it before it records what it pins.
+func (s *Store) Sync() error { return s.written.Sync() }
 
 // Size is how many bytes of leaves the pack holds.
 func (w *Writer) Size() int64 { return w.off }
@@ -776,6 +786,7 @@ func (w *PlacedWriter) Put(ctx context.Context, b blocks.Block) (bool, error) {
 			return false, fmt.Errorf("packs: write %s: %w", w.name, err)
 		}
 	}
+	w.s.written.Wrote(w.f.Name())
 	if w.s.sync {
 		if err := w.f.Sync(); err != nil {
 			return false, fmt.Errorf("packs: sync %s: %w", w.name, err)

@@ -445,3 +445,39 @@ func TestCorruptOrCutLeavesAreNeverHandedOut(t *testing.T) {
 		t.Fatalf("%d drops told, want 3", len(dropped))
 	}
 }
+
+// Sync makes durable the packs written since the last, by either writer,
+// and nothing when none was.
+func TestSyncTakesThePacksWritten(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := newStore(t)
+	w, err := s.NewWriter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if n := s.written.Pending(); n != 0 {
+		t.Fatalf("%d packs to sync before any was written", n)
+	}
+	leaf := rawBlock(t, "leaf")
+	if err := w.Add(ctx, []blocks.Block{leaf}); err != nil {
+		t.Fatal(err)
+	}
+	pw, err := s.NewPlacedWriter([]Place{{Hash: leaf.Cid().Hash(), Offset: 0, Length: int64(len(leaf.RawData()))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pw.Close()
+	if ok, err := pw.Put(ctx, leaf); err != nil || !ok {
+		t.Fatalf("placed put: %v %v", ok, err)
+	}
+	if n := s.written.Pending(); n != 2 {
+		t.Fatalf("%d packs to sync, want the two written", n)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.written.Pending(); n != 0 {
+		t.Fatalf("%d packs still to sync after Sync", n)
+	}
+}

@@ -1,0 +1,59 @@
+package node
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	ds "github.com/ipfs/go-datastore"
+	flatfs "github.com/ipfs/go-ds-flatfs"
+)
+
+// The files a pin syncs are the ones flatfs wrote, by a Put or a batch: a
+// path that missed them would be skipped as removed, and the blocks left
+// in the page cache.
+func TestWrittenFlatfsNotesTheFilesItWrote(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "blocks")
+	ff, err := flatfs.CreateOrOpen(dir, flatfs.NextToLast(2), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ff.Close()
+	w, err := newWrittenFlatfs(ff, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := ds.NewKey("CIQAONE")
+	if err := w.Put(ctx, one, []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	b, err := w.Batch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batched := []ds.Key{ds.NewKey("CIQBTWO"), ds.NewKey("CIQCTHREE")}
+	for _, k := range batched {
+		if err := b.Put(ctx, k, []byte(k.String())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := w.written.Pending(); n != 1 {
+		t.Fatalf("%d files noted before the batch's commit, want 1", n)
+	}
+	if err := b.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := w.written.Pending(); n != 3 {
+		t.Fatalf("%d files noted, want 3", n)
+	}
+	for _, k := range append(batched, one) {
+		if _, err := os.Stat(w.path(k)); err != nil {
+			t.Fatalf("flatfs did not write %s where its files are noted: %v", k, err)
+		}
+	}
+	if err := w.written.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
