@@ -2,7 +2,7 @@
 # Installs the Debian packages the tests, demo and benchmarks use, if any is
 # missing. Needs root (CI is root); prints what it does.
 set -euo pipefail
-pkgs=(skopeo umoci containerd runc fuse3 docker-registry debootstrap iproute2 nftables git gcc zlib1g-dev chromium)
+pkgs=(skopeo umoci containerd runc fuse3 docker-registry debootstrap iproute2 nftables e2fsprogs git gcc zlib1g-dev chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
