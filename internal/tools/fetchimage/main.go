@@ -6,9 +6,9 @@
 //	fetchimage --hosts-dir DIR --out DIR [--platform linux/amd64] [--trace] REF
 //
 // --trace prints when the tag resolved, when each blob started and ended,
-// and when each 8 MiB of a large blob had arrived (the clock, and the time
-// from the command's start), to see where a pull's time goes, beside the
-// logs of the mirrors it went through.
+// and when the first byte, each 8 MiB and the last byte of a large blob had
+// arrived (the clock, and the time from the command's start), to see where
+// a pull's time goes, beside the logs of the mirrors it went through.
 package main
 
 import (
@@ -82,6 +82,9 @@ type progressReader struct {
 func (r *progressReader) Read(p []byte) (int, error) {
 	n, err := r.ReadCloser.Read(p)
 	if before := r.n; n > 0 {
+		if before == 0 {
+			r.logf("first %s", r.d)
+		}
 		r.n += int64(n)
 		if r.n/progressStep > before/progressStep {
 			r.logf("at    %s %d MiB", r.d, r.n>>20)
