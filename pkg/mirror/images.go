@@ -23,7 +23,8 @@ import (
 // its root CID, with REGISTRY/REPOSITORY:TAG as its source, so that
 // `shoal images` lists it and it can be pulled by CID, sharded and
 // mounted. The conversion stores only the new documents: the blobs are
-// the mirrored ones.
+// the mirrored ones. It waits while the node passes blobs along, so that
+// indexing the layers does not take the CPU a rollout is using.
 
 // pendingImage is a manifest served by tag whose blobs may still be on
 // their way.
@@ -37,6 +38,11 @@ type pendingImage struct {
 const (
 	// convertEvery is how often pending images are looked at.
 	convertEvery = 2 * time.Second
+	// convertWait is how long a conversion waits while the node passes
+	// blobs along (passing): indexing inflates every layer, most of a
+	// core for a second per 100 MB, and every node of a rollout keeps
+	// passing the image on until the last of its peers has it.
+	convertWait = 5 * time.Minute
 	// pendingFor is how long a manifest waits for its blobs: containerd
 	// fetches only its own platform's, and an image is converted with
 	// the platforms that are whole by then.
@@ -65,11 +71,15 @@ func (m *Mirror) notePending(r Ref, tag string, top ocispec.Descriptor) {
 
 // convertPending converts the pending images whose blobs are here.
 func (m *Mirror) convertPending(ctx context.Context) {
+	busy := m.passing()
 	m.mu.Lock()
 	var todo []*pendingImage
 	for k, p := range m.pending {
 		if time.Since(p.since) > pendingFor {
 			delete(m.pending, k)
+			continue
+		}
+		if busy && time.Since(p.since) < convertWait {
 			continue
 		}
 		todo = append(todo, p)
@@ -86,6 +96,15 @@ func (m *Mirror) convertPending(ctx context.Context) {
 			m.mu.Unlock()
 		}
 	}
+}
+
+// passing reports whether the node is passing blobs along: a download
+// running, or a peer reading a stored blob from here.
+func (m *Mirror) passing() bool {
+	m.mu.Lock()
+	downloads := len(m.downloads)
+	m.mu.Unlock()
+	return downloads > 0 || (m.opts.Peers != nil && m.opts.Peers.serving())
 }
 
 // convert makes p an image of the node if its blobs are here; done says

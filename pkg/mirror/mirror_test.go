@@ -43,16 +43,20 @@ type origin struct {
 	gets      map[string]int
 	manifests map[string]int // by "METHOD reference"
 	down      bool
+	stalled   map[string]chan struct{} // blobs whose GETs wait for the channel
 }
 
 func newOrigin(t *testing.T) *origin {
-	o := &origin{gets: map[string]int{}, manifests: map[string]int{}}
+	o := &origin{gets: map[string]int{}, manifests: map[string]int{}, stalled: map[string]chan struct{}{}}
 	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
 	o.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		o.mu.Lock()
 		down := o.down
+		var stall chan struct{}
 		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
-			o.gets[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]++
+			d := r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]
+			o.gets[d]++
+			stall = o.stalled[d]
 		}
 		if before, ref, ok := strings.Cut(r.URL.Path, "/manifests/"); ok && before != "" {
 			o.manifests[r.Method+" "+ref]++
@@ -61,6 +65,13 @@ func newOrigin(t *testing.T) *origin {
 		if down {
 			http.Error(w, "down", http.StatusServiceUnavailable)
 			return
+		}
+		if stall != nil {
+			select {
+			case <-stall:
+			case <-r.Context().Done():
+				return
+			}
 		}
 		reg.ServeHTTP(w, r)
 	}))
@@ -101,6 +112,17 @@ func (o *origin) manifestRequests() map[string]int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return maps.Clone(o.manifests)
+}
+
+// stall makes GETs of blob d wait until the returned function is called.
+func (o *origin) stall(t *testing.T, d digest.Digest) func() {
+	ch := make(chan struct{})
+	o.mu.Lock()
+	o.stalled[d.String()] = ch
+	o.mu.Unlock()
+	release := sync.OnceFunc(func() { close(ch) })
+	t.Cleanup(release)
+	return release
 }
 
 func (o *origin) setDown(down bool) {
@@ -387,6 +409,44 @@ func TestMirrorKeepsImagesWithinABudget(t *testing.T) {
 	a.pull(t, o, "library/recent", "v1", recent)
 	if fmt.Sprint(o.blobGets()) != fmt.Sprint(gets) {
 		t.Fatalf("the recent image went too: %v, was %v", o.blobGets(), gets)
+	}
+}
+
+// A node that passes blobs along keeps the images it has whole as they
+// are until it is done: converting them indexes every layer, which would
+// take the CPU from the rollout.
+func TestMirrorConvertsOnceItPassesNothingAlong(t *testing.T) {
+	o := newOrigin(t)
+	img := testImage(t, 5, 1<<20)
+	o.push(t, "library/app:v1", img)
+	busy, _ := layerOf(t, o, "library/busy:v1")
+	release := o.stall(t, busy)
+	a := newMirrorNodeWith(t, o, func(opts *mirror.Options) { opts.StallTimeout = time.Minute })
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(a.srv.URL + "/v2/library/busy/blobs/" + busy.String() + "?ns=" + o.host)
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); o.blobGets()[busy.String()] == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the busy blob's download did not start")
+		}
+	}
+	a.pull(t, o, "library/app", "v1", img)
+	time.Sleep(5 * time.Second) // two rounds of conversion
+	if images, err := a.m.Images(context.Background()); err != nil || len(images) != 0 {
+		t.Fatalf("converted while a download ran: %+v %v", images, err)
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if images := waitImages(t, a, 1); images[0].Name != o.host+"/library/app:v1" {
+		t.Fatalf("mirrored images: %+v", images)
 	}
 }
 

@@ -409,6 +409,13 @@ func (p *Peers) readStored(d digest.Digest, from peer.ID, stay bool) ([]peer.ID,
 	return readers.admit(from, stay)
 }
 
+// serving reports whether a peer is reading a stored blob from here.
+func (p *Peers) serving() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.storedReaders) > 0
+}
+
 // doneStored ends a read that readStored admitted.
 func (p *Peers) doneStored(d digest.Digest, from peer.ID) {
 	p.mu.Lock()
