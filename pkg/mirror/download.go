@@ -58,11 +58,10 @@ type download struct {
 	// verified is set once the bytes match the digest: readers get
 	// their last bytes from then on, whatever becomes of the record.
 	verified bool
-	cid      cid.Cid       // defined once verified and stored: the spool may go
-	refs     int           // the writer and open readers; the file goes at 0
-	gone     chan struct{} // closed when the spool file is removed
-	readers  chain         // peers reading it from here
-	via      []peer.ID     // the current source's path
+	cid      cid.Cid   // defined once verified and stored: the spool may go
+	refs     int       // the writer and open readers; the file goes at 0
+	readers  chain     // peers reading it from here
+	via      []peer.ID // the current source's path
 	// senders are the peers that sent bytes: if the blob does not match
 	// its digest, they are not asked again for a while.
 	senders []string
@@ -84,7 +83,6 @@ func (m *Mirror) startDownload(r Ref, d digest.Digest, mediaType string, private
 	dl := &download{
 		m: m, digest: d, ref: r, mediaType: mediaType, private: private,
 		path: path, file: f, whole: sha256.New(), changed: make(chan struct{}), size: -1, refs: 1,
-		gone:    make(chan struct{}),
 		readers: chain{},
 	}
 	if len(sources) > 0 {
@@ -113,10 +111,6 @@ func (m *Mirror) joinDownload(d digest.Digest) *download {
 	defer m.mu.Unlock()
 	return m.downloads[d]
 }
-
-// spoolGrace is how long a verified download's record waits for the
-// spool's readers to finish.
-const spoolGrace = time.Second
 
 func (dl *download) run(ctx context.Context, sources []source) {
 	releaseSpool := sync.OnceFunc(dl.release)
@@ -149,19 +143,13 @@ func (dl *download) run(ctx context.Context, sources []source) {
 	}
 	if err == nil {
 		// The blob is in the store, where readers that come from now on
-		// read it. The record syncs the store's file system. The spool
-		// goes first, once its readers are done: a file removed before
-		// its pages reach the disk is never written, and the sync would
-		// otherwise write the blob a second time for nothing.
+		// read it: the spool goes once its readers are done. The record's
+		// sync takes only the store's files, so the spool's pages, removed
+		// before they reach the disk, are never written.
 		dl.mu.Lock()
 		dl.cid = res.cid
 		dl.mu.Unlock()
 		releaseSpool()
-		select {
-		case <-dl.gone:
-		case <-time.After(spoolGrace):
-		case <-ctx.Done():
-		}
 		err = dl.m.record(context.WithoutCancel(ctx), dl.digest, record{CID: res.cid.String(), Size: dl.size, MediaType: dl.mediaType, Private: dl.private})
 	}
 	dl.m.forget(dl)
@@ -325,7 +313,6 @@ func (dl *download) release() {
 	if dl.refs == 0 {
 		dl.file.Close()
 		os.Remove(dl.path)
-		close(dl.gone)
 	}
 }
 

@@ -204,8 +204,7 @@ func TestMirrorServesBeforeTheRecordIsKept(t *testing.T) {
 				t.Fatalf("the %s waited for its record", tc.name)
 			}
 			if tc.name == "blob" {
-				// Its readers done, the spool goes before the record's
-				// sync, which would otherwise write it to the disk.
+				// Its readers done, the spool goes, before the record.
 				for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 					if left, err := os.ReadDir(spool); err == nil && len(left) == 0 {
 						break
