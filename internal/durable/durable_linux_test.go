@@ -21,7 +21,6 @@ func scratchFS(t *testing.T) (dir string, written func() int64) {
 	t.Helper()
 	testenv.Root(t)
 	mkfs := testenv.Tool(t, "mkfs.ext4")
-	losetup := testenv.Tool(t, "losetup")
 	img := filepath.Join(t.TempDir(), "fs.img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -32,16 +31,16 @@ func scratchFS(t *testing.T) (dir string, written func() int64) {
 	if out, err := exec.Command(mkfs, "-q", "-F", img).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4: %v: %s", err, out)
 	}
-	out, err := exec.Command(losetup, "--find", "--show", img).Output()
-	testenv.Need(t, "a loop device", err)
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command(losetup, "-d", dev).Run() })
 	dir = t.TempDir()
-	if out, err := exec.Command("mount", dev, dir).CombinedOutput(); err != nil {
+	if out, err := exec.Command("mount", "-o", "loop", img, dir).CombinedOutput(); err != nil {
 		testenv.Need(t, "mounting a loop device", fmt.Errorf("%v: %s", err, out))
 	}
 	t.Cleanup(func() { exec.Command("umount", dir).Run() })
-	stat := filepath.Join("/sys/block", filepath.Base(dev), "stat")
+	dev, err := exec.Command("findmnt", "-n", "-o", "SOURCE", "--mountpoint", dir).Output()
+	if err != nil {
+		t.Fatalf("findmnt %s: %v", dir, err)
+	}
+	stat := filepath.Join("/sys/block", filepath.Base(strings.TrimSpace(string(dev))), "stat")
 	return dir, func() int64 {
 		data, err := os.ReadFile(stat)
 		if err != nil {
