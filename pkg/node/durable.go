@@ -18,6 +18,15 @@ import (
 // whose bytes never reached the disk though its index did) is found
 // corrupt on reading, dropped and fetched again: it is never served.
 
+// syncBlocks makes the blocks stored since the last call durable: the
+// loose store's, then the packs'.
+func (n *Node) syncBlocks() error {
+	if err := n.syncLoose(); err != nil {
+		return err
+	}
+	return n.packs.Sync()
+}
+
 // writtenFlatfs is a flatfs block store that notes the files it writes.
 type writtenFlatfs struct {
 	*flatfs.Datastore

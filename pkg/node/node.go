@@ -99,13 +99,13 @@ type Node struct {
 	layout blob.Layout
 	log    *slog.Logger
 
-	lock       *os.File
-	meta       ds.Batching // pins, image records
-	stores     []io.Closer // what Close closes
-	syncBlocks func() error
-	packs      *packs.Store // whole blobs' leaves, over the loose blocks
-	bstore     blockstore.Blockstore
-	spare      *spare
+	lock      *os.File
+	meta      ds.Batching  // pins, image records
+	stores    []io.Closer  // what Close closes
+	syncLoose func() error // makes the loose block store's new blocks durable
+	packs     *packs.Store // whole blobs' leaves, over the loose blocks
+	bstore    blockstore.Blockstore
+	spare     *spare
 	// finder finds the peers behind addresses given without IDs.
 	finder *finder
 	// priv is the node's identity, psk its private network's key (nil
@@ -302,12 +302,7 @@ func (n *Node) openStores(ctx context.Context) error {
 			return fmt.Errorf("open block store: %w", err)
 		}
 		blocks = written
-		n.syncBlocks = func() error {
-			if err := written.written.Sync(); err != nil {
-				return err
-			}
-			return n.packs.Sync()
-		}
+		n.syncLoose = written.written.Sync
 	case "pebble":
 		// Without a WAL, blocks go to memtables and reach the disk as large
 		// sorted files. Nothing refers to a block until PinImage has flushed
@@ -322,13 +317,7 @@ func (n *Node) openStores(ctx context.Context) error {
 		}
 		blocks = pdb
 		n.stores = append(n.stores, pdb)
-		n.syncBlocks = func() error {
-			// A flush writes and syncs pebble's tables.
-			if err := pdb.DB.Flush(); err != nil {
-				return err
-			}
-			return n.packs.Sync()
-		}
+		n.syncLoose = pdb.DB.Flush // a flush writes and syncs pebble's tables
 	}
 	n.spare = newSpare()
 	n.packs, err = packs.New(blockstore.NewBlockstore(blocks, blockstore.NoPrefix()), meta, filepath.Join(n.home, "packs"), n.cfg.Datastore.Sync,
