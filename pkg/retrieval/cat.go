@@ -161,8 +161,9 @@ type gatewayFile struct {
 	cs   *carStream
 	v    *dagVerifier
 	sink *blockSink
-	todo []cid.Cid // depth-first stack of blocks still to read
-	data []byte    // unread bytes of the current block
+	todo []cid.Cid    // depth-first stack of blocks still to read
+	cur  blocks.Block // the block data is of
+	data []byte       // unread bytes of the current block
 	// ahead are blocks read off the stream before they are needed, with
 	// their SHA-256s, hashed together; aheadErr is where the stream
 	// stopped after them.
@@ -227,6 +228,8 @@ var errNotFile = errors.New("not a UnixFS file")
 // next takes the next block in depth-first order, from the stream or, for
 // a block seen before (a repeated chunk), from the store.
 func (f *gatewayFile) next() error {
+	release(f.cur)
+	f.cur = nil
 	c := f.todo[len(f.todo)-1]
 	f.todo = f.todo[:len(f.todo)-1]
 	var b blocks.Block
@@ -287,7 +290,7 @@ func (f *gatewayFile) next() error {
 	for i := len(links) - 1; i >= 0; i-- {
 		f.todo = append(f.todo, links[i].Cid)
 	}
-	f.data = data
+	f.cur, f.data = b, data
 	return nil
 }
 
@@ -338,7 +341,7 @@ func (f *gatewayFile) readAhead() {
 	want := min(streamAhead, 1+len(f.todo))
 	batch := make([]blocks.Block, 0, want)
 	for len(batch) < want {
-		b, err := f.cs.br.Next()
+		b, err := f.cs.next(&f.rt.buffers)
 		if err != nil {
 			f.aheadErr = err
 			break

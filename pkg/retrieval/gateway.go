@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 
 	"github.com/containerd/errdefs"
 	blocks "github.com/ipfs/go-block-format"
@@ -20,6 +21,7 @@ import (
 	mh "github.com/multiformats/go-multihash"
 	"github.com/shoal-ipfs/shoal/internal/batch"
 	"github.com/shoal-ipfs/shoal/internal/errkind"
+	"github.com/shoal-ipfs/shoal/internal/pagebuf"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
 	"github.com/shoal-ipfs/shoal/pkg/packs"
 )
@@ -103,6 +105,68 @@ type carStream struct {
 	inOrder bool
 }
 
+// maxSection is the largest block a CAR stream may carry, as go-car's
+// reader allows.
+const maxSection = 8 << 20
+
+// next reads the stream's next block. A raw leaf is read into a buffer
+// from pool and comes as a *streamLeaf.
+func (cs *carStream) next(pool *pagebuf.Pool) (blocks.Block, error) {
+	c, r, n, err := cs.br.NextReader()
+	if err != nil {
+		return nil, err
+	}
+	if n > maxSection {
+		return nil, fmt.Errorf("%w: a block of %d bytes", ErrBadBlock, n)
+	}
+	var data []byte
+	if c.Prefix().Codec == cid.Raw {
+		data = pool.Get(int(n))
+	} else {
+		data = make([]byte, n)
+	}
+	if _, err := io.ReadFull(r, data); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	b, err := blocks.NewBlockWithCid(data, c)
+	if err != nil {
+		return nil, err
+	}
+	if c.Prefix().Codec != cid.Raw {
+		return b, nil
+	}
+	l := &streamLeaf{BasicBlock: b, pool: pool}
+	l.users.Store(2) // the reader it is handed to, and the pack
+	return l, nil
+}
+
+// streamLeaf is a raw leaf off a CAR stream, in a buffer of the
+// Retriever's pool. The buffer goes back once both its users are done
+// with it: the reader it was handed to, and the pack it was written to.
+// Anything else that keeps a block does not get one of these.
+type streamLeaf struct {
+	*blocks.BasicBlock
+	pool  *pagebuf.Pool
+	users atomic.Int32
+}
+
+// release says one user is done with b, if it is a streamLeaf.
+func release(b blocks.Block) {
+	l, ok := b.(*streamLeaf)
+	if !ok {
+		return
+	}
+	switch n := l.users.Add(-1); {
+	case n == 0:
+		l.pool.Put(l.RawData())
+	case n < 0:
+		panic("retrieval: a stream's block released once too often")
+	}
+}
+
 func (rt *Retriever) openCAR(ctx context.Context, p peer.ID, root cid.Cid) (*carStream, error) {
 	client, err := rt.client(p)
 	if err != nil {
@@ -148,6 +212,11 @@ type blockSink struct {
 func newBlockSink(ctx context.Context, rt *Retriever) *blockSink {
 	s := &blockSink{rt: rt}
 	s.queue = batch.NewBlocks(func(bs []blocks.Block) error {
+		defer func() {
+			for _, b := range bs {
+				release(b)
+			}
+		}()
 		if s.w == nil {
 			w, err := rt.store.NewWriter(packs.DirectWhenFaster())
 			if err != nil {

@@ -168,3 +168,44 @@ func TestCatFindsAHolderThroughTheRouter(t *testing.T) {
 		t.Errorf("the blob did not come from the holder's gateway: %+v", s)
 	}
 }
+
+// TestStreamBuffersGoBackOnlyWhenStoredAndRead: the leaves off a CAR
+// stream live in recycled buffers; a buffer reused while the pack or the
+// reader still needed it would put another leaf's bytes in one of them.
+func TestStreamBuffersGoBackOnlyWhenStoredAndRead(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	origin := newTestPeer(t)
+	reader := newTestPeer(t, origin)
+	data := make([]byte, 40<<20)
+	rand.New(rand.NewSource(3)).Read(data)
+	root := origin.add(t, data)
+	rc, err := reader.rt.Cat(ctx, root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Small reads: the reader stays on a leaf while the pack's batch
+	// writes in the background and the next leaves are read ahead.
+	var got bytes.Buffer
+	if _, err := io.CopyBuffer(&got, struct{ io.Reader }{rc}, make([]byte, 3000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), data) {
+		t.Fatal("the file read off the stream differs from the file added")
+	}
+	for i, c := range origin.leaves(t, root) {
+		b, err := reader.store.Get(ctx, c)
+		if err != nil {
+			t.Fatalf("leaf %d as stored: %v", i, err)
+		}
+		if off := i * 256 << 10; !bytes.Equal(b.RawData(), data[off:off+len(b.RawData())]) {
+			t.Fatalf("leaf %d as stored is not the file's bytes", i)
+		}
+	}
+	if made := reader.rt.buffers.Made(); made == 0 || made > int64(len(data))/2 {
+		t.Fatalf("the pool made %d bytes of buffers for a %d-byte file: not recycled", made, len(data))
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	libp2phttp "github.com/libp2p/go-libp2p/p2p/http"
+	"github.com/shoal-ipfs/shoal/internal/pagebuf"
 	"github.com/shoal-ipfs/shoal/internal/sha256x"
 	"github.com/shoal-ipfs/shoal/pkg/blob"
 	"github.com/shoal-ipfs/shoal/pkg/packs"
@@ -67,6 +68,9 @@ type Retriever struct {
 	// reads fetches each block once however many reads of a blob want it
 	// at once (spans that share a block, read side by side).
 	reads singleflight.Group
+	// buffers hold the leaves read off CAR streams until they are
+	// stored and read.
+	buffers pagebuf.Pool
 
 	blocksReceived, bytesReceived atomic.Uint64
 	served                        atomic.Uint64 // single blocks served to peers
