@@ -3,6 +3,8 @@ package image
 import (
 	"errors"
 	"io"
+
+	"github.com/shoal-ipfs/shoal/internal/pagebuf"
 )
 
 // aheadReader reads its source in a goroutine of its own, a few chunks
@@ -50,7 +52,7 @@ func (a *aheadReader) fill(r io.Reader) {
 		select {
 		case buf = <-a.free:
 		default:
-			buf = make([]byte, aheadChunk)
+			buf = pagebuf.Make(aheadChunk)
 		}
 		n, err := io.ReadFull(r, buf)
 		if n > 0 {
