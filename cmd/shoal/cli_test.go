@@ -689,3 +689,15 @@ func TestVerifyExitsDataLossOnACorruptStore(t *testing.T) {
 		t.Fatalf("verify of a corrupt store: exit %d, %s%s", r.code, r.stdout, r.stderr)
 	}
 }
+
+// init makes the stores, as kubo's init makes its datastore, so that a
+// home that cannot hold them fails at once.
+func TestInitCreatesTheStores(t *testing.T) {
+	home := t.TempDir()
+	mustRun(t, home, "init", "--mdns=false", "--blocks", "pebble")
+	for _, dir := range []string{"datastore", "blocks-pebble", "packs"} {
+		if _, err := os.Stat(filepath.Join(home, dir)); err != nil {
+			t.Fatalf("init did not make %s: %v", dir, err)
+		}
+	}
+}

@@ -35,7 +35,18 @@ func initCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if !created {
+			if created {
+				// The stores are made now, as kubo's init makes its
+				// datastore: a home that cannot hold them fails here, and
+				// the first push or pull does not pay for making them.
+				n, err := node.Open(cmd.Context(), g.home, node.Options{})
+				if err != nil {
+					return fmt.Errorf("create the stores in %s: %w", g.home, err)
+				}
+				if err := n.Close(); err != nil {
+					return fmt.Errorf("create the stores in %s: %w", g.home, err)
+				}
+			} else {
 				if err := initFlagsHold(cmd, g.home, cfg); err != nil {
 					return err
 				}

@@ -8,6 +8,8 @@ import (
 
 	ds "github.com/ipfs/go-datastore"
 	flatfs "github.com/ipfs/go-ds-flatfs"
+	"github.com/shoal-ipfs/shoal/internal/durable"
+	"github.com/shoal-ipfs/shoal/pkg/config"
 )
 
 // The files a pin syncs are the ones flatfs wrote, by a Put or a batch: a
@@ -55,5 +57,35 @@ func TestWrittenFlatfsNotesTheFilesItWrote(t *testing.T) {
 	}
 	if err := w.written.Sync(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Only new stores are flushed with the whole file system: at every open,
+// a syncfs also wrote whatever other programs had left dirty.
+func TestOpenFlushesTheFileSystemOnlyForNewStores(t *testing.T) {
+	for _, blocks := range []string{"flatfs", "pebble"} {
+		t.Run(blocks, func(t *testing.T) {
+			home := t.TempDir()
+			cfg := config.DefaultConfig()
+			cfg.Datastore.Blocks = blocks
+			if _, err := config.Init(home, cfg); err != nil {
+				t.Fatal(err)
+			}
+			calls := 0
+			syncFS = func(dir string) error { calls++; return durable.SyncFS(dir) }
+			defer func() { syncFS = durable.SyncFS }()
+			for i, want := range []int{1, 1} {
+				n, err := Open(context.Background(), home, Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := n.Close(); err != nil {
+					t.Fatal(err)
+				}
+				if calls != want {
+					t.Fatalf("open %d: %d flushes of the file system, want %d", i+1, calls, want)
+				}
+			}
+		})
 	}
 }

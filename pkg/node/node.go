@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -278,7 +279,17 @@ func bitswapTuning() []bitswap.Option {
 	}
 }
 
+// syncFS flushes the file system of new stores; a test counts the calls.
+var syncFS = durable.SyncFS
+
 func (n *Node) openStores(ctx context.Context) error {
+	blocksDir := map[string]string{"flatfs": "blocks", "pebble": "blocks-pebble"}[n.cfg.Datastore.Blocks]
+	created := false
+	for _, dir := range []string{"datastore", blocksDir, "packs"} {
+		if _, err := os.Stat(filepath.Join(n.home, dir)); errors.Is(err, fs.ErrNotExist) {
+			created = true
+		}
+	}
 	meta, err := pebbleds.NewDatastore(filepath.Join(n.home, "datastore"))
 	if err != nil {
 		return fmt.Errorf("open datastore: %w", err)
@@ -288,7 +299,7 @@ func (n *Node) openStores(ctx context.Context) error {
 	var blocks ds.Batching
 	switch n.cfg.Datastore.Blocks {
 	case "flatfs":
-		dir := filepath.Join(n.home, "blocks")
+		dir := filepath.Join(n.home, blocksDir)
 		if err := repairSharding(dir, n.log); err != nil {
 			return err
 		}
@@ -307,7 +318,7 @@ func (n *Node) openStores(ctx context.Context) error {
 		// Without a WAL, blocks go to memtables and reach the disk as large
 		// sorted files. Nothing refers to a block until PinImage has flushed
 		// them, so a crash loses only blocks that no image record names.
-		pdb, err := pebbleds.NewDatastore(filepath.Join(n.home, "blocks-pebble"), pebbleds.WithPebbleOpts(&pebble.Options{
+		pdb, err := pebbleds.NewDatastore(filepath.Join(n.home, blocksDir), pebbleds.WithPebbleOpts(&pebble.Options{
 			DisableWAL:                  true,
 			MemTableSize:                64 << 20,
 			MemTableStopWritesThreshold: 4,
@@ -326,10 +337,14 @@ func (n *Node) openStores(ctx context.Context) error {
 		return err
 	}
 	n.bstore = n.packs
-	// The stores' new files (flatfs's SHARDING, pebble's first tables)
-	// reach the disk before anything is stored in them.
-	if err := durable.SyncFS(n.home); err != nil {
-		return err
+	// New stores' files (flatfs's SHARDING, pebble's first tables) reach
+	// the disk before anything is stored in them. Stores opened again need
+	// nothing: a syncfs at every open also wrote whatever else on the file
+	// system was dirty, another program's 95 MB say, before a pull began.
+	if created {
+		if err := syncFS(n.home); err != nil {
+			return err
+		}
 	}
 	n.offline = merkledag.NewDAGService(blockservice.New(n.bstore, nil))
 	n.pins, err = dspinner.New(ctx, meta, n.offline)
