@@ -28,7 +28,7 @@ func initCmd(g *globals) *cobra.Command {
 		Example: `  shoal init
   shoal init --listen /ip4/0.0.0.0/tcp/4051 --mdns=false
   shoal init --layout unixfs-v1-2025 --home /var/lib/shoal`,
-		Short: "Create the node's identity and config under $SHOAL_HOME",
+		Short: "Create the node's identity, config and stores under $SHOAL_HOME",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			created, err := config.Init(g.home, cfg)
