@@ -83,11 +83,6 @@ func (p *Pool) Put(b []byte) {
 	}
 }
 
-// Make returns a new page-aligned buffer of n bytes, its pages present,
-// for a buffer that is not put back: one that is lent out to be kept
-// and left to the garbage collector.
-func Make(n int) []byte { return aligned(n) }
-
 // class is the capacity a buffer of n bytes is taken from, or 0 if
 // buffers of that size are not recycled.
 func class(n int) int {

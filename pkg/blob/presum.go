@@ -8,7 +8,6 @@ import (
 
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
-	"github.com/shoal-ipfs/shoal/internal/pagebuf"
 	"github.com/shoal-ipfs/shoal/internal/sha256x"
 )
 
@@ -98,7 +97,7 @@ func (s *presumSplitter) fill() {
 // fillFromReader reads a batch into a buffer of its own: the chunks live
 // on in blocks after they are handed out.
 func (s *presumSplitter) fillFromReader() {
-	buf := pagebuf.Make(presumBatch * s.size)
+	buf := make([]byte, presumBatch*s.size)
 	for i := range presumBatch {
 		chunk := buf[i*s.size : (i+1)*s.size : (i+1)*s.size]
 		n, err := io.ReadFull(s.r, chunk)

@@ -3,8 +3,6 @@ package image
 import (
 	"errors"
 	"io"
-
-	"github.com/shoal-ipfs/shoal/internal/pagebuf"
 )
 
 // aheadReader reads its source in a goroutine of its own, a few chunks
@@ -52,7 +50,7 @@ func (a *aheadReader) fill(r io.Reader) {
 		select {
 		case buf = <-a.free:
 		default:
-			buf = pagebuf.Make(aheadChunk)
+			buf = make([]byte, aheadChunk)
 		}
 		n, err := io.ReadFull(r, buf)
 		if n > 0 {
