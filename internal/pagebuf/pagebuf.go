@@ -63,7 +63,11 @@ func (p *Pool) Get(n int) []byte {
 	}
 	p.made += int64(c)
 	p.mu.Unlock()
-	return aligned(c)[:n]
+	b := aligned(c)[:n]
+	// Only the bytes asked for: a small block in a larger class leaves
+	// the rest untouched, and not resident, until a larger one needs it.
+	populate(b)
+	return b
 }
 
 // Put takes back a buffer from Get. Nobody may use it after, not even
@@ -96,12 +100,9 @@ func class(n int) int {
 	return c
 }
 
-// aligned allocates n bytes starting on a page, capacity n, its pages
-// present.
+// aligned allocates n bytes starting on a page, capacity n.
 func aligned(n int) []byte {
 	b := make([]byte, n+Align)
 	skip := (Align - int(uintptr(unsafe.Pointer(unsafe.SliceData(b)))%Align)) % Align
-	b = b[skip : skip+n : skip+n]
-	populate(b)
-	return b
+	return b[skip : skip+n : skip+n]
 }
