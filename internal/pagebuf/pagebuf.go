@@ -52,7 +52,7 @@ func (p *Pool) Made() int64 {
 func (p *Pool) Get(n int) []byte {
 	c := class(n)
 	if c == 0 {
-		return aligned(n)
+		return Aligned(n)
 	}
 	p.mu.Lock()
 	if free := p.free[c]; len(free) > 0 {
@@ -63,7 +63,7 @@ func (p *Pool) Get(n int) []byte {
 	}
 	p.made += int64(c)
 	p.mu.Unlock()
-	b := aligned(c)[:n]
+	b := Aligned(c)[:n]
 	// Only the bytes asked for: a small block in a larger class leaves
 	// the rest untouched, and not resident, until a larger one needs it.
 	populate(b)
@@ -74,7 +74,7 @@ func (p *Pool) Get(n int) []byte {
 // through another slice of it.
 func (p *Pool) Put(b []byte) {
 	c := cap(b)
-	if c == 0 || class(c) != c || uintptr(unsafe.Pointer(unsafe.SliceData(b[:1])))%Align != 0 {
+	if c == 0 || class(c) != c || !IsAligned(b[:1]) {
 		return // not one of the pool's, or not whole: the collector takes it
 	}
 	p.mu.Lock()
@@ -100,9 +100,15 @@ func class(n int) int {
 	return c
 }
 
-// aligned allocates n bytes starting on a page, capacity n.
-func aligned(n int) []byte {
+// Aligned allocates n bytes starting on a page, capacity n, for a
+// buffer that is not the pool's.
+func Aligned(n int) []byte {
 	b := make([]byte, n+Align)
 	skip := (Align - int(uintptr(unsafe.Pointer(unsafe.SliceData(b)))%Align)) % Align
 	return b[skip : skip+n : skip+n]
+}
+
+// IsAligned reports whether b starts on a page.
+func IsAligned(b []byte) bool {
+	return uintptr(unsafe.Pointer(unsafe.SliceData(b)))%Align == 0
 }

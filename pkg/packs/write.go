@@ -5,7 +5,8 @@ import (
 	"io"
 	"sync"
 	"time"
-	"unsafe"
+
+	"github.com/shoal-ipfs/shoal/internal/pagebuf"
 )
 
 // A Writer writes its leaves one of two ways: copied into the page cache
@@ -17,7 +18,7 @@ import (
 // and length: the page, which no disk's logical block exceeds in practice.
 // A file system asking more refuses the write, and the writer goes back
 // to the page cache.
-const directAlign = 4096
+const directAlign = pagebuf.Align
 
 const (
 	// probeBytes is how much a probe writes: enough to time a way, little
@@ -121,7 +122,7 @@ func (w *Writer) write(leaves [][]byte, direct bool) (directBytes, cachedBytes i
 	for _, data := range leaves {
 		if direct && w.direct != nil && placeAligned(w.off, len(data)) {
 			out := data
-			if !memoryAligned(data) {
+			if !pagebuf.IsAligned(data) {
 				out = w.stage(data)
 				if out == nil && len(run) > 0 {
 					if err := flush(); err != nil {
@@ -170,12 +171,7 @@ const stageBytes = 4 << 20
 // if it does not fit in what is left.
 func (w *Writer) stage(data []byte) []byte {
 	if w.stageBuf == nil {
-		buf := make([]byte, stageBytes+directAlign)
-		skip := 0
-		for !memoryAligned(buf[skip:]) {
-			skip++
-		}
-		w.stageBuf = buf[skip : skip+stageBytes : skip+stageBytes]
+		w.stageBuf = pagebuf.Aligned(stageBytes)
 	}
 	if w.staged+len(data) > len(w.stageBuf) {
 		return nil
@@ -189,11 +185,6 @@ func (w *Writer) stage(data []byte) []byte {
 // placeAligned reports whether n bytes at off in a file can be written
 // directly.
 func placeAligned(off int64, n int) bool { return off%directAlign == 0 && n%directAlign == 0 }
-
-// memoryAligned reports whether data starts on a page.
-func memoryAligned(data []byte) bool {
-	return uintptr(unsafe.Pointer(unsafe.SliceData(data)))%directAlign == 0
-}
 
 // writeDirect writes run at off around the page cache, and returns how
 // many bytes went that way. If the file system refuses, the run goes

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	blocks "github.com/ipfs/go-block-format"
+	"github.com/shoal-ipfs/shoal/internal/pagebuf"
 )
 
 // mixedLeaves are a blob's leaves, some of which can be written with
@@ -48,10 +49,7 @@ func inOneBuffer(t *testing.T, bs []blocks.Block, gap int) []blocks.Block {
 	for _, b := range bs {
 		total += gap + len(b.RawData())
 	}
-	buf := make([]byte, total+directAlign)
-	for !memoryAligned(buf) {
-		buf = buf[1:]
-	}
+	buf := pagebuf.Aligned(total)
 	out := make([]blocks.Block, len(bs))
 	off := 0
 	for i, b := range bs {
