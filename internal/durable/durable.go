@@ -33,8 +33,9 @@ type Files struct {
 	// waits for the one under way, whose files may be its caller's.
 	syncing sync.Mutex
 
-	mu    sync.Mutex
-	files map[string]struct{}
+	mu     sync.Mutex
+	files  map[string]struct{}
+	failed []error // flushes that failed outside Sync (Failed)
 }
 
 // NewFiles tracks the files written under root.
@@ -46,6 +47,17 @@ func NewFiles(root string) *Files {
 func (f *Files) Wrote(path string) {
 	f.mu.Lock()
 	f.files[path] = struct{}{}
+	f.mu.Unlock()
+}
+
+// Failed notes that a flush of path made outside Sync failed (a store
+// that flushes files as it writes them): the next Sync fails with err.
+// The kernel reports a write-back error once, to the flush that met it,
+// so a later sync of the file could succeed with its bytes lost.
+func (f *Files) Failed(path string, err error) {
+	f.mu.Lock()
+	f.files[path] = struct{}{}
+	f.failed = append(f.failed, err)
 	f.mu.Unlock()
 }
 
@@ -64,13 +76,13 @@ func (f *Files) Sync() error {
 	f.syncing.Lock()
 	defer f.syncing.Unlock()
 	f.mu.Lock()
-	files := f.files
-	f.files = map[string]struct{}{}
+	files, failed := f.files, f.failed
+	f.files, f.failed = map[string]struct{}{}, nil
 	f.mu.Unlock()
 	if len(files) == 0 {
 		return nil
 	}
-	err := f.sync(files)
+	err := errors.Join(append(failed, f.sync(files))...)
 	if err != nil {
 		// Noted again: the next sync tries them once more.
 		f.mu.Lock()

@@ -2,58 +2,15 @@ package durable_test
 
 import (
 	"bytes"
-	"fmt"
+	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/shoal-ipfs/shoal/internal/durable"
 	"github.com/shoal-ipfs/shoal/internal/testenv"
 )
-
-// scratchFS mounts a new ext4 file system of its own, so that what the
-// disk is asked to write can be counted (the loop device's statistics)
-// without anything else on the machine writing there.
-func scratchFS(t *testing.T) (dir string, written func() int64) {
-	t.Helper()
-	testenv.Root(t)
-	mkfs := testenv.Tool(t, "mkfs.ext4")
-	img := filepath.Join(t.TempDir(), "fs.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 512<<20); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(mkfs, "-q", "-F", img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v: %s", err, out)
-	}
-	dir = t.TempDir()
-	if out, err := exec.Command("mount", "-o", "loop", img, dir).CombinedOutput(); err != nil {
-		testenv.Need(t, "mounting a loop device", fmt.Errorf("%v: %s", err, out))
-	}
-	t.Cleanup(func() { exec.Command("umount", dir).Run() })
-	dev, err := exec.Command("findmnt", "-n", "-o", "SOURCE", "--mountpoint", dir).Output()
-	if err != nil {
-		t.Fatalf("findmnt %s: %v", dir, err)
-	}
-	stat := filepath.Join("/sys/block", filepath.Base(strings.TrimSpace(string(dev))), "stat")
-	return dir, func() int64 {
-		data, err := os.ReadFile(stat)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f := strings.Fields(string(data))
-		sectors, err := strconv.ParseInt(f[6], 10, 64)
-		if err != nil {
-			t.Fatalf("%s: %q", stat, data)
-		}
-		return sectors * 512
-	}
-}
 
 func writeFile(t *testing.T, path string, size int) {
 	t.Helper()
@@ -68,7 +25,7 @@ func writeFile(t *testing.T, path string, size int) {
 // A sync writes the files noted, not the other dirty files of the file
 // system; past MaxFiles it syncs the whole file system.
 func TestSyncWritesTheFilesNotedOnly(t *testing.T) {
-	dir, written := scratchFS(t)
+	dir, disk := testenv.ScratchFS(t)
 	root := filepath.Join(dir, "store")
 	const noted, other = 8 << 20, 32 << 20
 	writeFile(t, filepath.Join(dir, "spool", "other"), other)
@@ -80,11 +37,11 @@ func TestSyncWritesTheFilesNotedOnly(t *testing.T) {
 	files.Wrote(filepath.Join(root, "gone"))
 	os.Remove(filepath.Join(root, "gone"))
 
-	before := written()
+	before := disk.Written()
 	if err := files.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	if got := written() - before; got < noted || got >= other {
+	if got := disk.Written() - before; got < noted || got >= other {
 		t.Fatalf("the sync wrote %d bytes: want the noted file's %d, not the other's %d", got, noted, other)
 	}
 	if n := files.Pending(); n != 0 {
@@ -96,11 +53,11 @@ func TestSyncWritesTheFilesNotedOnly(t *testing.T) {
 		writeFile(t, p, 1)
 		files.Wrote(p)
 	}
-	before = written()
+	before = disk.Written()
 	if err := files.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	if got := written() - before; got < other {
+	if got := disk.Written() - before; got < other {
 		t.Fatalf("a sync of %d files wrote %d bytes: want the file system's (%d and more)", durable.MaxFiles+1, got, other)
 	}
 }
@@ -117,5 +74,25 @@ func TestSyncFailureKeepsTheFileNoted(t *testing.T) {
 	}
 	if n := files.Pending(); n != 1 {
 		t.Fatalf("%d files pending after a failed sync, want 1", n)
+	}
+}
+
+// A flush that failed outside Sync fails the next Sync, once: the kernel
+// would not report it again.
+func TestFailedFlushFailsTheNextSync(t *testing.T) {
+	root := t.TempDir()
+	path := filepath.Join(root, "pack")
+	writeFile(t, path, 1)
+	files := durable.NewFiles(root)
+	lost := errors.New("write-back failed")
+	files.Failed(path, lost)
+	if err := files.Sync(); !errors.Is(err, lost) {
+		t.Fatalf("sync after a failed flush: %v, want %v", err, lost)
+	}
+	if n := files.Pending(); n != 1 {
+		t.Fatalf("%d files pending after a failed sync, want 1", n)
+	}
+	if err := files.Sync(); err != nil {
+		t.Fatalf("the retried sync: %v", err)
 	}
 }

@@ -44,8 +44,5 @@ func writeDirect(f *os.File, iovs [][]byte, off int64) (int, error) {
 	return n, err
 }
 
-// startWriteback asks the disk to start writing n bytes of f at off,
-// without waiting for them.
-func startWriteback(f *os.File, off, n int64) {
-	_ = unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
-}
+// dataSync flushes f's data, and what reading it back needs, to the disk.
+var dataSync = func(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }

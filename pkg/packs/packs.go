@@ -574,9 +574,12 @@ type Writer struct {
 	direct   *os.File
 	stageBuf []byte
 	staged   int
-	// written is where the pack's bytes reach that the disk was last
-	// asked to write (startWriteback)
-	written int64
+	// flushed is the pack's size when its last flush began (see
+	// flushAsync); flushing, if set, gets the result of the flush under
+	// way; flushErr is the error of one that failed.
+	flushed  int64
+	flushing chan error
+	flushErr error
 }
 
 // WriterOption sets how a Writer writes.
@@ -688,6 +691,9 @@ func (w *Writer) Add(ctx context.Context, bs []blocks.Block) error {
 	if err := w.writeLeaves(leaves); err != nil {
 		return fmt.Errorf("packs: write %s: %w", w.name, err)
 	}
+	if err := w.flushAsync(); err != nil {
+		return err
+	}
 	if len(leaves) > 0 {
 		w.s.written.Wrote(w.f.Name())
 	}
@@ -718,15 +724,18 @@ func (w *Writer) Size() int64 { return w.off }
 // the caller added every leaf of the file, repeats included, in order,
 // and the file's data is all in its leaves.
 func (w *Writer) Finish(ctx context.Context, root cid.Cid) error {
+	if err := w.flushAsync(); err != nil {
+		return err
+	}
 	l := location{pack: w.name, length: w.off}
 	return w.s.meta.Put(ctx, blobKey(root), l.encode())
 }
 
 // Close ends the writer; what it added stays. An empty pack is removed.
 func (w *Writer) Close() error {
-	var err error
+	err := w.waitFlush()
 	if w.direct != nil {
-		err = w.direct.Close()
+		err = errors.Join(err, w.direct.Close())
 	}
 	return errors.Join(err, w.s.closePack(w.name, w.f, w.off == 0))
 }

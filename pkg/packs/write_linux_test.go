@@ -2,11 +2,14 @@ package packs
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"os"
+	"path/filepath"
 	"testing"
 	"unsafe"
 
+	blocks "github.com/ipfs/go-block-format"
 	"github.com/shoal-ipfs/shoal/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -132,5 +135,79 @@ func TestFullDiskFailsTheAdd(t *testing.T) {
 				t.Fatal("a leaf that was not written is indexed")
 			}
 		})
+	}
+}
+
+// flushLeaves are distinct 256 KiB leaves, n bytes in all.
+func flushLeaves(t *testing.T, n int) []blocks.Block {
+	t.Helper()
+	buf := make([]byte, 256<<10)
+	var out []blocks.Block
+	for i := range n / len(buf) {
+		binary.BigEndian.PutUint64(buf, uint64(i))
+		out = append(out, rawBlock(t, string(buf)))
+	}
+	return out
+}
+
+// A pack is flushed to the disk as it is written, whichever way, so that a
+// pin waits for its tail only: most of it has reached the disk, its cache
+// flushed, when the writer closes, before any sync.
+func TestPackIsFlushedAsItIsWritten(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name           string
+		cached, direct float64
+	}{{"cached", 2, 1}, {"direct", 1, 2}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, disk := testenv.ScratchFS(t)
+			s, _ := newStoreIn(t, filepath.Join(dir, "packs"))
+			s.ways.cached, s.ways.direct = tc.cached, tc.direct
+			w, err := s.NewWriter(DirectWhenFaster())
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaves := inOneBuffer(t, flushLeaves(t, 3*flushEvery), 0)
+			written, flushes := disk.Written(), disk.Flushes()
+			for i := 0; i < len(leaves); i += 4 {
+				if err := w.Add(ctx, leaves[i:i+4]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if got := disk.Written() - written; got < flushEvery {
+				t.Errorf("%d bytes of a %d-byte pack reached the disk before a sync, want %d or more", got, 3*flushEvery, flushEvery)
+			}
+			if disk.Flushes() == flushes {
+				t.Error("the disk's cache was not flushed while the pack was written")
+			}
+		})
+	}
+}
+
+// A flush that fails fails the writer, and the store's next sync: the
+// kernel would not tell a later sync of the pack.
+func TestFailedFlushFailsTheWriterAndTheSync(t *testing.T) {
+	lost := errors.New("injected write-back error")
+	defer func(f func(*os.File) error) { dataSync = f }(dataSync)
+	dataSync = func(*os.File) error { return lost }
+	ctx := context.Background()
+	s, _, _ := newStore(t)
+	w, err := s.NewWriter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaves := flushLeaves(t, 2*flushEvery)
+	for i := 0; i < len(leaves) && err == nil; i += 4 {
+		err = w.Add(ctx, leaves[i:i+4])
+	}
+	err = errors.Join(err, w.Close())
+	if !errors.Is(err, lost) {
+		t.Fatalf("writing and closing a pack whose flush failed: %v, want %v", err, lost)
+	}
+	if err := s.Sync(); !errors.Is(err, lost) {
+		t.Fatalf("the store's sync after a failed flush: %v, want %v", err, lost)
 	}
 }
