@@ -289,31 +289,51 @@ func (s *Store) readLeaf(c cid.Cid, l location) (blocks.Block, error) {
 	return blocks.NewBlockWithCid(data, c)
 }
 
-// Leaf is a leaf's bytes in its pack, open for reading.
-type Leaf struct {
-	*io.SectionReader
-	f *os.File
+// Leaves opens leaves one after another and keeps the last one's pack
+// open for the next: a server sending a blob's leaves in order opens the
+// pack once, not once a leaf. It is not safe for concurrent use.
+type Leaves struct {
+	s    *Store
+	pack string
+	f    *os.File
 }
 
-func (l *Leaf) Close() error { return l.f.Close() }
+// Leaves starts reading leaves; Close ends it.
+func (s *Store) Leaves() *Leaves { return &Leaves{s: s} }
 
-// OpenLeaf opens leaf c in its pack, so that a server can send it
-// without first reading it whole into memory; ok is false if no pack
-// holds c (it may still be a loose block). The leaf is not checked
-// against its CID, as Get does not check it.
-func (s *Store) OpenLeaf(ctx context.Context, c cid.Cid) (leaf *Leaf, ok bool, err error) {
-	l, ok, err := s.locate(ctx, c)
+// Open returns leaf c's bytes in its pack, readable until the next Open
+// or Close (a pack swept meanwhile still reads: it is only unlinked); ok
+// is false if no pack holds c. The bytes are not checked against c, and a pack a crash
+// cut short ends early: read exactly the section's size or fail.
+func (r *Leaves) Open(ctx context.Context, c cid.Cid) (leaf *io.SectionReader, ok bool, err error) {
+	l, ok, err := r.s.locate(ctx, c)
 	if err != nil || !ok {
 		return nil, false, err
 	}
-	f, err := os.Open(s.path(l.pack))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, false, nil // swept since located: the leaf moved out or is gone
+	if r.f == nil || r.pack != l.pack {
+		if err := r.Close(); err != nil {
+			return nil, false, err
+		}
+		f, err := os.Open(r.s.path(l.pack))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, false, nil // swept since located: the leaf moved out or is gone
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("packs: leaf %s: %w", c, err)
+		}
+		r.f, r.pack = f, l.pack
 	}
-	if err != nil {
-		return nil, false, fmt.Errorf("packs: leaf %s: %w", c, err)
+	return io.NewSectionReader(r.f, l.off, l.length), true, nil
+}
+
+// Close closes the pack the last Open read from.
+func (r *Leaves) Close() error {
+	if r.f == nil {
+		return nil
 	}
-	return &Leaf{SectionReader: io.NewSectionReader(f, l.off, l.length), f: f}, true, nil
+	err := r.f.Close()
+	r.f, r.pack = nil, ""
+	return err
 }
 
 func (s *Store) Put(ctx context.Context, b blocks.Block) error {

@@ -133,20 +133,24 @@ func TestPackHoldsTheBlobInFileOrder(t *testing.T) {
 			t.Fatalf("GetSize %s: %d, %v", blk.Cid(), n, err)
 		}
 	}
-	// A leaf opens where its pack holds it; an inner node is in no pack.
-	for _, blk := range []blocks.Block{a, b} {
-		leaf, ok, err := s.OpenLeaf(ctx, blk.Cid())
+	// A leaf opens where its pack holds it, one after another from the
+	// pack kept open; an inner node is in no pack.
+	leaves := s.Leaves()
+	for _, blk := range []blocks.Block{a, b, a} {
+		leaf, ok, err := leaves.Open(ctx, blk.Cid())
 		if err != nil || !ok {
-			t.Fatalf("OpenLeaf %s: ok %v, err %v", blk.Cid(), ok, err)
+			t.Fatalf("Leaves.Open %s: ok %v, err %v", blk.Cid(), ok, err)
 		}
 		got, err := io.ReadAll(leaf)
-		leaf.Close()
 		if err != nil || !bytes.Equal(got, blk.RawData()) {
-			t.Fatalf("OpenLeaf %s reads %q (%v), want %q", blk.Cid(), got, err, blk.RawData())
+			t.Fatalf("Leaves.Open %s reads %q (%v), want %q", blk.Cid(), got, err, blk.RawData())
 		}
 	}
-	if _, ok, err := s.OpenLeaf(ctx, inner.Cid()); ok || err != nil {
-		t.Errorf("OpenLeaf of a loose block: ok %v, err %v; want not in a pack", ok, err)
+	if _, ok, err := leaves.Open(ctx, inner.Cid()); ok || err != nil {
+		t.Errorf("Leaves.Open of a loose block: ok %v, err %v; want not in a pack", ok, err)
+	}
+	if err := leaves.Close(); err != nil {
+		t.Fatal(err)
 	}
 	// The store is keyed by multihash: the leaf under another codec is
 	// the same block.

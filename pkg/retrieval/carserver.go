@@ -29,10 +29,9 @@ import (
 type carServer struct {
 	bs blockstore.Blockstore
 	// leaves, if set, streams leaves from their packs: a leaf served to a
-	// peer then needs no buffer of its size.
-	leaves interface {
-		OpenLeaf(context.Context, cid.Cid) (*packs.Leaf, bool, error)
-	}
+	// peer is read straight into the response's buffer, never into a
+	// buffer of its own.
+	leaves interface{ Leaves() *packs.Leaves }
 	// served counts the single blocks (format=raw) sent to peers.
 	served *atomic.Uint64
 }
@@ -103,13 +102,14 @@ func (s *carServer) serveRaw(w http.ResponseWriter, r *http.Request, c cid.Cid) 
 		size int64
 	)
 	if s.leaves != nil {
-		leaf, ok, err := s.leaves.OpenLeaf(r.Context(), c)
+		leaves := s.leaves.Leaves()
+		defer leaves.Close()
+		leaf, ok, err := leaves.Open(r.Context(), c)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
 		if ok {
-			defer leaf.Close()
 			body, size = leaf, leaf.Size()
 		}
 	}
@@ -141,17 +141,25 @@ func (s *carServer) serveCAR(w http.ResponseWriter, r *http.Request, root cid.Ci
 	if r.Method == http.MethodHead {
 		return
 	}
-	bw := bufio.NewWriterSize(w, 1<<20)
+	// Only a writer: bufio would hand a leaf's file to the response's
+	// ReadFrom whenever its buffer is empty, which copies 32 KiB at a time.
+	bw := bufio.NewWriterSize(struct{ io.Writer }{w}, 1<<20)
 	if err := writeCARHeader(bw, root); err != nil {
 		return
 	}
-	// Blocks are read from disk a few ahead of the network writes.
+	var leaves *packs.Leaves
+	if s.leaves != nil {
+		leaves = s.leaves.Leaves()
+		defer leaves.Close()
+	}
+	// The DAG's inner nodes are read a few ahead of the network writes;
+	// leaves are read as they are written.
 	ctx, cancel := context.WithCancel(r.Context())
-	ahead := make(chan blocks.Block, 32)
+	ahead := make(chan carItem, 32)
 	failed := make(chan struct{})
 	go func() {
 		defer close(ahead)
-		if err := s.walk(ctx, root, onlyRoot, ahead); err != nil && ctx.Err() == nil {
+		if err := s.walk(ctx, root, onlyRoot, leaves != nil, ahead); err != nil && ctx.Err() == nil {
 			close(failed)
 		}
 	}()
@@ -160,23 +168,61 @@ func (s *carServer) serveCAR(w http.ResponseWriter, r *http.Request, root cid.Ci
 		for range ahead { // let the reader finish before the handler returns
 		}
 	}()
-	for b := range ahead {
-		if err := writeCARBlock(bw, b.Cid(), b.RawData()); err != nil {
-			return
+	for it := range ahead {
+		if err := s.writeItem(ctx, bw, leaves, it); err != nil {
+			// The response has started; cutting it short is how a CAR
+			// stream says it is incomplete.
+			panic(http.ErrAbortHandler)
 		}
 	}
 	select {
 	case <-failed:
-		// The response has started; cutting it short is how a CAR stream
-		// says it is incomplete.
 		panic(http.ErrAbortHandler)
 	default:
 	}
 	_ = bw.Flush()
 }
 
-// walk sends the blocks under root in depth-first order, each once.
-func (s *carServer) walk(ctx context.Context, root cid.Cid, onlyRoot bool, out chan<- blocks.Block) error {
+// carItem is a block of a CAR response: read already, or (b nil) a raw
+// leaf to stream from its pack.
+type carItem struct {
+	c cid.Cid
+	b blocks.Block
+}
+
+// writeItem writes one block of a CAR response.
+func (s *carServer) writeItem(ctx context.Context, bw *bufio.Writer, leaves *packs.Leaves, it carItem) error {
+	if it.b != nil {
+		return writeCARBlock(bw, it.c, it.b.RawData())
+	}
+	leaf, ok, err := leaves.Open(ctx, it.c)
+	if err != nil {
+		return err
+	}
+	if !ok { // a loose raw block
+		b, err := s.bs.Get(ctx, it.c)
+		if err != nil {
+			return err
+		}
+		return writeCARBlock(bw, it.c, b.RawData())
+	}
+	cb := it.c.Bytes()
+	if _, err := bw.Write(binary.AppendUvarint(nil, uint64(len(cb))+uint64(leaf.Size()))); err != nil {
+		return err
+	}
+	if _, err := bw.Write(cb); err != nil {
+		return err
+	}
+	n, err := io.Copy(bw, leaf)
+	if err == nil && n != leaf.Size() {
+		err = fmt.Errorf("leaf %s: %w: %d of %d bytes in its pack", it.c, io.ErrUnexpectedEOF, n, leaf.Size())
+	}
+	return err
+}
+
+// walk sends the blocks under root in depth-first order, each once; raw
+// leaves unread if streamLeaves.
+func (s *carServer) walk(ctx context.Context, root cid.Cid, onlyRoot, streamLeaves bool, out chan<- carItem) error {
 	seen := map[string]bool{}
 	stack := []cid.Cid{root}
 	for len(stack) > 0 {
@@ -186,19 +232,26 @@ func (s *carServer) walk(ctx context.Context, root cid.Cid, onlyRoot bool, out c
 			continue
 		}
 		seen[string(c.Hash())] = true
-		b, err := s.bs.Get(ctx, c)
-		if err != nil {
-			return err
+		it := carItem{c: c}
+		if !streamLeaves || c.Prefix().Codec != cid.Raw {
+			b, err := s.bs.Get(ctx, c)
+			if err != nil {
+				return err
+			}
+			it.b = b
 		}
 		select {
-		case out <- b:
+		case out <- it:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 		if onlyRoot {
 			return nil
 		}
-		links, err := dagLinks(c, b.RawData())
+		if it.b == nil {
+			continue // a raw leaf links nowhere
+		}
+		links, err := dagLinks(c, it.b.RawData())
 		if err != nil {
 			continue // a block of another codec ends its branch
 		}

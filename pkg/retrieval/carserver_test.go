@@ -6,10 +6,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"testing"
 
 	"github.com/ipfs/boxo/blockstore"
 	blocks "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
 	carv2 "github.com/ipld/go-car/v2"
@@ -105,4 +107,72 @@ func FuzzCARServerRequest(f *testing.F) {
 			t.Fatalf("200 without the block for %q?%q", path, query)
 		}
 	})
+}
+
+// A CAR response streams a blob's leaves from its pack; a pack a crash cut
+// short cuts the response short too, so that the peer reading it sees an
+// incomplete stream, never a whole one without the leaf.
+func TestCARServerStreamsLeavesFromTheirPack(t *testing.T) {
+	ctx := context.Background()
+	data := make([]byte, 3<<20)
+	for i := range data {
+		data[i] = byte(i*31 + i>>16)
+	}
+	a := newTestPeer(t)
+	root := a.add(t, data)
+	b := newTestPeer(t, a)
+	b.mustCat(ctx, t, root, data) // b keeps the blob in a pack
+	srv := httptest.NewServer(&carServer{bs: b.store.Unchecked(), leaves: b.store})
+	defer srv.Close()
+	get := func() ([]byte, error) {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/ipfs/"+root.String()+"?format=car", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		return io.ReadAll(resp.Body)
+	}
+
+	body, err := get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	br, err := carv2.NewBlockReader(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leaves []byte
+	for {
+		blk, err := br.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum, err := blk.Cid().Prefix().Sum(blk.RawData()); err != nil || !sum.Equals(blk.Cid()) {
+			t.Fatalf("block %s does not match its CID", blk.Cid())
+		}
+		if blk.Cid().Prefix().Codec == cid.Raw {
+			leaves = append(leaves, blk.RawData()...)
+		}
+	}
+	if !bytes.Equal(leaves, data) {
+		t.Fatalf("the CAR's leaves are %d bytes, not the blob's %d", len(leaves), len(data))
+	}
+
+	pack, size, ok, err := b.store.BlobFile(ctx, root)
+	if err != nil || !ok {
+		t.Fatalf("BlobFile: ok %v, err %v", ok, err)
+	}
+	if err := os.Chmod(pack, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(pack, size/2); err != nil {
+		t.Fatal(err)
+	}
+	if body, err := get(); err == nil {
+		t.Fatalf("a CAR from a pack cut short ended cleanly after %d bytes", len(body))
+	}
 }

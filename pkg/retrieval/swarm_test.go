@@ -71,16 +71,15 @@ func TestSwarmReadMixesFetchedAndLocalLeaves(t *testing.T) {
 		}
 	}
 	reader.mustCat(ctx, t, root, data)
+	packed := reader.store.Leaves()
+	defer packed.Close()
 	for i, l := range leaves {
-		leaf, packed, err := reader.store.OpenLeaf(ctx, l)
+		_, inPack, err := packed.Open(ctx, l)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if packed {
-			leaf.Close()
-		}
-		if want := i%5 != 0; packed != want {
-			t.Errorf("leaf %d in a pack: %v, want %v", i, packed, want)
+		if want := i%5 != 0; inPack != want {
+			t.Errorf("leaf %d in a pack: %v, want %v", i, inPack, want)
 		}
 	}
 }
