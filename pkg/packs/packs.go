@@ -303,8 +303,9 @@ func (s *Store) Leaves() *Leaves { return &Leaves{s: s} }
 
 // Open returns leaf c's bytes in its pack, readable until the next Open
 // or Close (a pack swept meanwhile still reads: it is only unlinked); ok
-// is false if no pack holds c. The bytes are not checked against c, and a pack a crash
-// cut short ends early: read exactly the section's size or fail.
+// is false if no pack holds c (it may still be a loose block). The bytes
+// are not checked against c, as Get does not check them, and a pack a
+// crash cut short ends early: read exactly the section's size or fail.
 func (r *Leaves) Open(ctx context.Context, c cid.Cid) (leaf *io.SectionReader, ok bool, err error) {
 	l, ok, err := r.s.locate(ctx, c)
 	if err != nil || !ok {
