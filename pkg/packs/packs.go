@@ -595,12 +595,7 @@ type Writer struct {
 	direct   *os.File
 	stageBuf []byte
 	staged   int
-	// flushed is the pack's size when its last flush began (see
-	// flushAsync); flushing, if set, gets the result of the flush under
-	// way; flushErr is the error of one that failed.
-	flushed  int64
-	flushing chan error
-	flushErr error
+	flush    flusher
 }
 
 // WriterOption sets how a Writer writes.
@@ -635,7 +630,7 @@ func (s *Store) NewWriter(opts ...WriterOption) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &Writer{s: s, name: name, f: f, seen: map[string]bool{}}
+	w := &Writer{s: s, name: name, f: f, seen: map[string]bool{}, flush: flusher{f: f, name: name, files: s.written}}
 	if o.directWhenFaster {
 		w.direct = openDirect(f.Name())
 	}
@@ -709,10 +704,11 @@ func (w *Writer) Add(ctx context.Context, bs []blocks.Block) error {
 		}
 		off += int64(len(data))
 	}
+	before := w.off
 	if err := w.writeLeaves(leaves); err != nil {
 		return fmt.Errorf("packs: write %s: %w", w.name, err)
 	}
-	if err := w.flushAsync(); err != nil {
+	if err := w.flush.wrote(w.off - before); err != nil {
 		return err
 	}
 	if len(leaves) > 0 {
@@ -745,7 +741,7 @@ func (w *Writer) Size() int64 { return w.off }
 // the caller added every leaf of the file, repeats included, in order,
 // and the file's data is all in its leaves.
 func (w *Writer) Finish(ctx context.Context, root cid.Cid) error {
-	if err := w.flushAsync(); err != nil {
+	if err := w.flush.wrote(0); err != nil {
 		return err
 	}
 	l := location{pack: w.name, length: w.off}
@@ -754,7 +750,7 @@ func (w *Writer) Finish(ctx context.Context, root cid.Cid) error {
 
 // Close ends the writer; what it added stays. An empty pack is removed.
 func (w *Writer) Close() error {
-	err := w.waitFlush()
+	err := w.flush.wait()
 	if w.direct != nil {
 		err = errors.Join(err, w.direct.Close())
 	}
@@ -782,6 +778,7 @@ type PlacedWriter struct {
 	done    map[string]bool    // multihashes written
 	missing int                // places not written yet
 	written int                // leaves written
+	flush   flusher
 }
 
 // NewPlacedWriter starts a pack for a blob of the given leaves.
@@ -790,7 +787,8 @@ func (s *Store) NewPlacedWriter(places []Place) (*PlacedWriter, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &PlacedWriter{s: s, name: name, f: f, places: map[string][]Place{}, done: map[string]bool{}, missing: len(places)}
+	w := &PlacedWriter{s: s, name: name, f: f, places: map[string][]Place{}, done: map[string]bool{}, missing: len(places),
+		flush: flusher{f: f, name: name, files: s.written}}
 	for _, p := range places {
 		w.places[string(p.Hash)] = append(w.places[string(p.Hash)], p)
 		w.size = max(w.size, p.Offset+p.Length)
@@ -827,11 +825,11 @@ func (w *PlacedWriter) Put(ctx context.Context, b blocks.Block) (bool, error) {
 		return false, err
 	}
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.missing -= len(places)
 	w.written++
 	w.done[string(b.Cid().Hash())] = true
-	w.mu.Unlock()
-	return true, nil
+	return true, w.flush.wrote(int64(len(places) * len(data)))
 }
 
 // Holds reports whether the leaf c was written into the pack.
@@ -848,10 +846,10 @@ func (w *PlacedWriter) ReadAt(p []byte, off int64) (int, error) { return w.f.Rea
 // arrived through Put.
 func (w *PlacedWriter) Finish(ctx context.Context, root cid.Cid) error {
 	w.mu.Lock()
-	complete := w.missing == 0
+	complete, err := w.missing == 0, w.flush.wrote(0)
 	w.mu.Unlock()
-	if !complete {
-		return nil
+	if err != nil || !complete {
+		return err
 	}
 	l := location{pack: w.name, length: w.size}
 	return w.s.meta.Put(ctx, blobKey(root), l.encode())
@@ -861,6 +859,7 @@ func (w *PlacedWriter) Finish(ctx context.Context, root cid.Cid) error {
 func (w *PlacedWriter) Close() error {
 	w.mu.Lock()
 	empty := w.written == 0
+	err := w.flush.wait()
 	w.mu.Unlock()
-	return w.s.closePack(w.name, w.f, empty)
+	return errors.Join(err, w.s.closePack(w.name, w.f, empty))
 }

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"time"
 
+	"github.com/shoal-ipfs/shoal/internal/durable"
 	"github.com/shoal-ipfs/shoal/internal/pagebuf"
 )
 
@@ -163,33 +165,47 @@ func (w *Writer) write(leaves [][]byte, direct bool) (directBytes, cachedBytes i
 // the pin, 0.1 ms after flushes every 8 MiB.
 const flushEvery = 8 << 20
 
-// flushAsync starts a flush of the pack in the background if it grew by
-// flushEvery since the last one began and none is under way. It returns
-// the error of a flush that failed: the pack's bytes may not be on the
-// disk, and a later sync of the file would not say so (the kernel reports
-// a write-back error once), so the store is told too (durable.Files).
-func (w *Writer) flushAsync() error {
-	if w.flushErr != nil {
-		return w.flushErr
+// flusher flushes a pack to the disk in the background as it is
+// written: a flush each flushEvery bytes, one at a time. Its writer
+// serialises the calls (a Writer has one user; a PlacedWriter holds its
+// lock).
+type flusher struct {
+	f       *os.File
+	name    string
+	files   *durable.Files // the store's, told of a flush that failed
+	written int64          // bytes written since the last flush began
+	pending chan error     // the result of the flush under way, if any
+	err     error          // the error of a flush that failed
+}
+
+// wrote notes n more bytes written to the pack and starts a flush if one
+// is due and none is under way. It returns the error of a flush that
+// failed: the pack's bytes may not be on the disk, and a later sync of
+// the file would not say so (the kernel reports a write-back error
+// once), so the store is told too (durable.Files.Failed).
+func (fl *flusher) wrote(n int64) error {
+	fl.written += n
+	if fl.err != nil {
+		return fl.err
 	}
-	if w.flushing != nil {
+	if fl.pending != nil {
 		select {
-		case w.flushErr = <-w.flushing:
-			w.flushing = nil
-			if w.flushErr != nil {
-				return w.flushErr
+		case fl.err = <-fl.pending:
+			fl.pending = nil
+			if fl.err != nil {
+				return fl.err
 			}
 		default:
 			return nil
 		}
 	}
-	if w.off-w.flushed < flushEvery {
+	if fl.written < flushEvery {
 		return nil
 	}
-	w.flushed = w.off
+	fl.written = 0
 	done := make(chan error, 1)
-	w.flushing = done
-	f, name, files := w.f, w.name, w.s.written
+	fl.pending = done
+	f, name, files := fl.f, fl.name, fl.files
 	go func() {
 		err := dataSync(f)
 		if err != nil {
@@ -201,16 +217,16 @@ func (w *Writer) flushAsync() error {
 	return nil
 }
 
-// waitFlush waits for the flush under way, if any, and returns the error
-// of any that failed.
-func (w *Writer) waitFlush() error {
-	if w.flushing != nil {
-		if err := <-w.flushing; err != nil {
-			w.flushErr = err
+// wait waits for the flush under way, if any, and returns the error of
+// any that failed.
+func (fl *flusher) wait() error {
+	if fl.pending != nil {
+		if err := <-fl.pending; err != nil {
+			fl.err = err
 		}
-		w.flushing = nil
+		fl.pending = nil
 	}
-	return w.flushErr
+	return fl.err
 }
 
 // stageBytes is the size of a writer's staging buffer, where leaves whose

@@ -150,31 +150,22 @@ func flushLeaves(t *testing.T, n int) []blocks.Block {
 	return out
 }
 
-// A pack is flushed to the disk as it is written, whichever way, so that a
-// pin waits for its tail only: most of it has reached the disk, its cache
-// flushed, when the writer closes, before any sync.
+// A pack is flushed to the disk as it is written, by either writer and
+// whichever way, so that a pin waits for its tail only: most of it has
+// reached the disk, its cache flushed, when the writer closes, before any
+// sync.
 func TestPackIsFlushedAsItIsWritten(t *testing.T) {
-	ctx := context.Background()
 	for _, tc := range []struct {
 		name           string
 		cached, direct float64
-	}{{"cached", 2, 1}, {"direct", 1, 2}} {
+	}{{"cached", 2, 1}, {"direct", 1, 2}, {"placed", 0, 0}} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir, disk := testenv.ScratchFS(t)
 			s, _ := newStoreIn(t, filepath.Join(dir, "packs"))
 			s.ways.cached, s.ways.direct = tc.cached, tc.direct
-			w, err := s.NewWriter(DirectWhenFaster())
-			if err != nil {
-				t.Fatal(err)
-			}
 			leaves := inOneBuffer(t, flushLeaves(t, 3*flushEvery), 0)
 			written, flushes := disk.Written(), disk.Flushes()
-			for i := 0; i < len(leaves); i += 4 {
-				if err := w.Add(ctx, leaves[i:i+4]); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := w.Close(); err != nil {
+			if err := writePack(t, s, leaves, tc.name == "placed"); err != nil {
 				t.Fatal(err)
 			}
 			if got := disk.Written() - written; got < flushEvery {
@@ -187,27 +178,50 @@ func TestPackIsFlushedAsItIsWritten(t *testing.T) {
 	}
 }
 
-// A flush that fails fails the writer, and the store's next sync: the
-// kernel would not tell a later sync of the pack.
+// writePack writes leaves into a new pack of s, in order with a Writer,
+// or last to first with a PlacedWriter, and closes it.
+func writePack(t *testing.T, s *Store, leaves []blocks.Block, placed bool) error {
+	t.Helper()
+	ctx := context.Background()
+	if !placed {
+		w, err := s.NewWriter(DirectWhenFaster())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < len(leaves) && err == nil; i += 4 {
+			err = w.Add(ctx, leaves[i:i+4])
+		}
+		return errors.Join(err, w.Close())
+	}
+	var places []Place
+	var off int64
+	for _, b := range leaves {
+		places = append(places, Place{Hash: b.Cid().Hash(), Offset: off, Length: int64(len(b.RawData()))})
+		off += int64(len(b.RawData()))
+	}
+	w, err := s.NewPlacedWriter(places)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(leaves) - 1; i >= 0 && err == nil; i-- {
+		_, err = w.Put(ctx, leaves[i])
+	}
+	return errors.Join(err, w.Close())
+}
+
+// A flush that fails fails the writer, either, and the store's next sync:
+// the kernel would not tell a later sync of the pack.
 func TestFailedFlushFailsTheWriterAndTheSync(t *testing.T) {
 	lost := errors.New("injected write-back error")
 	defer func(f func(*os.File) error) { dataSync = f }(dataSync)
 	dataSync = func(*os.File) error { return lost }
-	ctx := context.Background()
-	s, _, _ := newStore(t)
-	w, err := s.NewWriter()
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaves := flushLeaves(t, 2*flushEvery)
-	for i := 0; i < len(leaves) && err == nil; i += 4 {
-		err = w.Add(ctx, leaves[i:i+4])
-	}
-	err = errors.Join(err, w.Close())
-	if !errors.Is(err, lost) {
-		t.Fatalf("writing and closing a pack whose flush failed: %v, want %v", err, lost)
-	}
-	if err := s.Sync(); !errors.Is(err, lost) {
-		t.Fatalf("the store's sync after a failed flush: %v, want %v", err, lost)
+	for _, placed := range []bool{false, true} {
+		s, _, _ := newStore(t)
+		if err := writePack(t, s, flushLeaves(t, 2*flushEvery), placed); !errors.Is(err, lost) {
+			t.Fatalf("writing a pack whose flush failed (placed %v): %v, want %v", placed, err, lost)
+		}
+		if err := s.Sync(); !errors.Is(err, lost) {
+			t.Fatalf("the store's sync after a failed flush (placed %v): %v, want %v", placed, err, lost)
+		}
 	}
 }
