@@ -17,12 +17,16 @@ import (
 	"unsafe"
 )
 
-// Align is the alignment of every buffer: the page.
+// Align is the alignment of every buffer the Pool makes: the page.
 const Align = 4096
 
 const (
 	// minClass and maxClass bound the capacities recycled: powers of
 	// two, from a small chunk up to the largest block a peer may send.
+	// A buffer of less than minClass is not the Pool's: held in a class
+	// of its own it would take many times its size (a blob of 8 KiB
+	// leaves, a layer index's windows, held 64 KiB a leaf), and its few
+	// pages cost little to fault in.
 	minClass = 64 << 10
 	maxClass = 2 << 20
 	// keepBytes is what a Pool keeps of each capacity when nobody uses
@@ -47,9 +51,12 @@ func (p *Pool) Made() int64 {
 	return p.made
 }
 
-// Get returns a page-aligned buffer of n bytes. Its contents are
-// whatever its last user left.
+// Get returns a buffer of n bytes, page-aligned if it is of minClass
+// bytes or more. Its contents are whatever its last user left.
 func (p *Pool) Get(n int) []byte {
+	if n < minClass {
+		return make([]byte, n)
+	}
 	c := class(n)
 	if c == 0 {
 		return Aligned(n)

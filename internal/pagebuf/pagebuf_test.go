@@ -7,7 +7,7 @@ import (
 
 func TestGetIsAlignedAndSized(t *testing.T) {
 	var p Pool
-	for _, n := range []int{1, 4096, 256 << 10, 256<<10 + 1, 1 << 20, 2 << 20, 3 << 20} {
+	for _, n := range []int{minClass, 256 << 10, 256<<10 + 1, 1 << 20, 2 << 20, 3 << 20} {
 		b := p.Get(n)
 		if len(b) != n {
 			t.Fatalf("Get(%d) has %d bytes", n, len(b))
@@ -15,6 +15,22 @@ func TestGetIsAlignedAndSized(t *testing.T) {
 		if uintptr(unsafe.Pointer(unsafe.SliceData(b)))%Align != 0 {
 			t.Fatalf("Get(%d) is not page-aligned", n)
 		}
+	}
+}
+
+// A small buffer takes its own size, not a class's: a blob of small
+// leaves read ahead and batched must not hold 64 KiB a leaf.
+func TestSmallBuffersAreTheirSizeAndNotRecycled(t *testing.T) {
+	var p Pool
+	for _, n := range []int{1, 4096, 8 << 10, minClass - 1} {
+		b := p.Get(n)
+		if len(b) != n || cap(b) != n {
+			t.Fatalf("Get(%d): %d bytes, capacity %d; want both %d", n, len(b), cap(b), n)
+		}
+		p.Put(b)
+	}
+	if p.Made() != 0 || len(p.free) != 0 {
+		t.Fatalf("the pool made %d bytes and keeps %d classes for small buffers", p.Made(), len(p.free))
 	}
 }
 
