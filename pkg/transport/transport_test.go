@@ -1,6 +1,7 @@
 package transport_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/shoal-ipfs/shoal/internal/testimage"
 	"github.com/shoal-ipfs/shoal/pkg/transport"
@@ -210,5 +212,33 @@ func TestArchiveRefusesEscapingEntries(t *testing.T) {
 	_, err := transport.OpenSource(context.Background(), "oci-archive:"+f, transport.SourceOptions{})
 	if !errors.Is(err, transport.ErrInvalidLayout) {
 		t.Fatalf("escaping archive: %v", err)
+	}
+}
+
+// VerifyReader takes the blob its descriptor names and nothing else:
+// small or large, a byte more, a byte less or a byte changed fails it.
+func TestVerifyReaderChecksSizeAndDigest(t *testing.T) {
+	for _, size := range []int{0, 1, 403, 1<<20 + 3} {
+		blob := bytes.Repeat([]byte("shoal"), size/5+1)[:size]
+		d := ocispec.Descriptor{Digest: digest.FromBytes(blob), Size: int64(size)}
+		if err := transport.VerifyReader(bytes.NewReader(blob), d); err != nil {
+			t.Fatalf("%d bytes: %v", size, err)
+		}
+		changed := append([]byte(nil), blob...)
+		if size > 0 {
+			changed[size/2] ^= 1
+		}
+		for name, data := range map[string][]byte{
+			"a byte more": append(append([]byte(nil), blob...), 'x'),
+			"a byte less": blob[:max(size-1, 0)],
+			"one changed": changed,
+		} {
+			if size == 0 && name != "a byte more" {
+				continue
+			}
+			if err := transport.VerifyReader(bytes.NewReader(data), d); !errors.Is(err, transport.ErrDigestMismatch) {
+				t.Errorf("%d bytes, %s: %v, want ErrDigestMismatch", size, name, err)
+			}
+		}
 	}
 }

@@ -27,8 +27,10 @@ func VerifyReader(r io.Reader, d ocispec.Descriptor) error {
 // a size verifier, if they are its size: see Check).
 func (v *Verifier) Drain() error {
 	// Large reads keep the number of writes down when r tees into a file
-	// (io.Copy to io.Discard would read 8 KiB at a time).
-	buf := make([]byte, 1<<20)
+	// (io.Copy to io.Discard would read 8 KiB at a time); a small blob's
+	// buffer is its size and a byte more, which shows one that runs over,
+	// not a MiB to clear (its every page a fault).
+	buf := make([]byte, min(1<<20, max(v.d.Size, 0)+1))
 	for {
 		_, err := v.Read(buf)
 		if errors.Is(err, io.EOF) {
