@@ -206,11 +206,7 @@ func (s *carServer) writeItem(ctx context.Context, bw *bufio.Writer, leaves *pac
 		}
 		return writeCARBlock(bw, it.c, b.RawData())
 	}
-	cb := it.c.Bytes()
-	if _, err := bw.Write(binary.AppendUvarint(nil, uint64(len(cb))+uint64(leaf.Size()))); err != nil {
-		return err
-	}
-	if _, err := bw.Write(cb); err != nil {
+	if err := writeCARSection(bw, it.c, leaf.Size()); err != nil {
 		return err
 	}
 	n, err := io.Copy(bw, leaf)
@@ -315,13 +311,20 @@ func appendCBORBytesHeader(h []byte, n int) []byte {
 }
 
 func writeCARBlock(w *bufio.Writer, c cid.Cid, data []byte) error {
-	cb := c.Bytes()
-	if _, err := w.Write(binary.AppendUvarint(nil, uint64(len(cb)+len(data)))); err != nil {
-		return err
-	}
-	if _, err := w.Write(cb); err != nil {
+	if err := writeCARSection(w, c, int64(len(data))); err != nil {
 		return err
 	}
 	_, err := w.Write(data)
+	return err
+}
+
+// writeCARSection starts the CAR section of block c, of size bytes: its
+// length and CID, the bytes to follow.
+func writeCARSection(w *bufio.Writer, c cid.Cid, size int64) error {
+	cb := c.Bytes()
+	if _, err := w.Write(binary.AppendUvarint(nil, uint64(len(cb))+uint64(size))); err != nil {
+		return err
+	}
+	_, err := w.Write(cb)
 	return err
 }
