@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log"
+	"math"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -239,6 +240,13 @@ func TestVerifyReaderChecksSizeAndDigest(t *testing.T) {
 			if err := transport.VerifyReader(bytes.NewReader(data), d); !errors.Is(err, transport.ErrDigestMismatch) {
 				t.Errorf("%d bytes, %s: %v, want ErrDigestMismatch", size, name, err)
 			}
+		}
+	}
+	// A descriptor's size comes from whoever wrote it.
+	for _, size := range []int64{-1, math.MaxInt64} {
+		d := ocispec.Descriptor{Digest: digest.FromString("x"), Size: size}
+		if err := transport.VerifyReader(strings.NewReader("x"), d); !errors.Is(err, transport.ErrDigestMismatch) {
+			t.Errorf("a descriptor of %d bytes: %v, want ErrDigestMismatch", size, err)
 		}
 	}
 }

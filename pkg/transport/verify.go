@@ -30,7 +30,11 @@ func (v *Verifier) Drain() error {
 	// (io.Copy to io.Discard would read 8 KiB at a time); a small blob's
 	// buffer is its size and a byte more, which shows one that runs over,
 	// not a MiB to clear (its every page a fault).
-	buf := make([]byte, min(1<<20, max(v.d.Size, 0)+1))
+	size := int64(1 << 20)
+	if v.d.Size >= 0 && v.d.Size < size {
+		size = v.d.Size + 1 // a peer's descriptor may say any size: no overflow
+	}
+	buf := make([]byte, size)
 	for {
 		_, err := v.Read(buf)
 		if errors.Is(err, io.EOF) {
